@@ -1,0 +1,463 @@
+//! The file flag store: one JSON document, the embedded default that needs no AWS.
+//!
+//! ```json
+//! {
+//!   "version": 7,
+//!   "items": [
+//!     {"tenant":"*","mode":"pinned","target":"legacy","version":1},
+//!     {"tenant":"acme","mode":"pinned","target":"new","version":3,"updated_by":"ops","updated_at":"2026-11-22T05:00:00Z","reason":"batch 1"}
+//!   ]
+//! }
+//! ```
+//!
+//! Readers parse each item on its own, so one malformed item is rejected alone. Writers take an
+//! exclusive lock on `PATH.lock`, change only the item they write (a malformed neighbour is kept
+//! as it is, byte for byte in meaning), bump the document's version and replace the file
+//! atomically (write a temporary file, fsync, rename), so a router never reads half a write.
+//! The watcher notices a change by the file's metadata and re-reads files changed too recently
+//! for their timestamp to be trusted, so two edits in one clock tick are both seen.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::error::{ItemError, StoreError};
+use crate::model::{FlagItem, Targets, now_secs};
+use crate::reload::Source;
+use crate::snapshot::{Load, LoadedItem};
+use crate::write::{Current, FlagWrite};
+
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    path: PathBuf,
+}
+
+/// The parsed document, items kept as raw JSON so a writer never drops one it cannot parse.
+#[derive(Debug, Default)]
+struct Document {
+    version: u64,
+    items: Vec<Value>,
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the whole store: its version and every item, each parsed or refused on its own.
+    pub fn load(&self) -> Result<Load, StoreError> {
+        let bytes = fs::read(&self.path).map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.parse_load(&bytes)
+    }
+
+    fn parse_load(&self, bytes: &[u8]) -> Result<Load, StoreError> {
+        let doc = self.parse_document(bytes)?;
+        let items = doc
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| LoadedItem {
+                location: format!("items[{i}]"),
+                item: parse_item(raw),
+            })
+            .collect();
+        Ok(Load {
+            version: doc.version,
+            items,
+        })
+    }
+
+    fn parse_document(&self, bytes: &[u8]) -> Result<Document, StoreError> {
+        let format = |reason: String| StoreError::Format {
+            path: self.path.clone(),
+            reason,
+        };
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format(e.to_string()))?;
+        let Value::Object(mut top) = value else {
+            return Err(format(
+                "the top level must be an object with \"version\" and \"items\"".into(),
+            ));
+        };
+        let version = match top.remove("version") {
+            None => 0,
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| format(format!("\"version\" must be a whole number, not {v}")))?,
+        };
+        let items = match top.remove("items") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(format(format!("\"items\" must be an array, not {other}")));
+            }
+        };
+        if let Some(key) = top.keys().next() {
+            return Err(format(format!(
+                "unknown top-level key {key:?} (expected \"version\" and \"items\")"
+            )));
+        }
+        Ok(Document { version, items })
+    }
+
+    /// The tenant's stored item, if it has one that parses.
+    pub fn get(&self, tenant: &str) -> Result<Option<FlagItem>, StoreError> {
+        let load = self.load()?;
+        for loaded in load.items {
+            match loaded.item {
+                Ok(item) if item.tenant == tenant => return Ok(Some(item)),
+                Err((Some(t), e)) if t == tenant => {
+                    return Err(StoreError::Item {
+                        tenant: t,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies one write under the store's lock and returns (previous item, new item).
+    pub fn write(
+        &self,
+        write: &FlagWrite,
+        targets: Option<&Targets>,
+    ) -> Result<(Option<FlagItem>, FlagItem), StoreError> {
+        let _lock = self.lock()?;
+        let mut doc = match fs::read(&self.path) {
+            Ok(bytes) => self.parse_document(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document::default(),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let positions: Vec<usize> = doc
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.get("tenant").and_then(Value::as_str) == Some(&write.tenant))
+            .map(|(i, _)| i)
+            .collect();
+        if positions.len() > 1 {
+            return Err(StoreError::Item {
+                tenant: write.tenant.clone(),
+                source: ItemError::Duplicate(write.tenant.clone()),
+            });
+        }
+        let current = positions
+            .first()
+            .map(|&i| Current::from_json(&doc.items[i]))
+            .unwrap_or_default();
+        let next = write.apply(&current, targets, now_secs())?;
+        let value = serde_json::to_value(&next).expect("a flag item always serialises");
+        match positions.first() {
+            Some(&i) => doc.items[i] = value,
+            None => doc.items.push(value),
+        }
+        doc.version += 1;
+        self.replace(&doc)?;
+        Ok((current.item, next))
+    }
+
+    /// Writes a fresh document holding `items` at version 1, unless the file already exists.
+    pub fn create(&self, items: &[FlagItem]) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        if self.path.exists() {
+            return Ok(());
+        }
+        let doc = Document {
+            version: 1,
+            items: items
+                .iter()
+                .map(|i| serde_json::to_value(i).expect("a flag item always serialises"))
+                .collect(),
+        };
+        self.replace(&doc)
+    }
+
+    fn lock(&self) -> Result<fs::File, StoreError> {
+        let lock_path = sibling(&self.path, ".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Write {
+                path: lock_path.clone(),
+                source,
+            })?;
+        file.lock().map_err(|source| StoreError::Write {
+            path: lock_path,
+            source,
+        })?;
+        Ok(file)
+    }
+
+    /// Replaces the file atomically: a reader sees the old document or the new one, never a mix.
+    fn replace(&self, doc: &Document) -> Result<(), StoreError> {
+        let write_err = |source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = sibling(&self.path, &format!(".tmp.{}", std::process::id()));
+        let result = (|| {
+            let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
+            // One item a line: readable by people and diffs alike.
+            write!(out, "{{\n  \"version\": {},\n  \"items\": [", doc.version)?;
+            for (i, item) in doc.items.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "," };
+                write!(out, "{sep}\n    ")?;
+                serde_json::to_writer(&mut out, item)?;
+            }
+            write!(out, "\n  ]\n}}\n")?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(write_err)
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Parses one raw item; on failure keeps the tenant id when it can be read, so the tenant can
+/// keep its last good flag.
+fn parse_item(raw: Value) -> Result<FlagItem, (Option<String>, ItemError)> {
+    let tenant = raw.get("tenant").and_then(Value::as_str).map(str::to_owned);
+    serde_json::from_value::<FlagItem>(raw).map_err(|e| (tenant, ItemError::Parse(e.to_string())))
+}
+
+/// What the watcher compares between polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+    changed: i64,
+    changed_nsec: i64,
+}
+
+fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path)?;
+    Ok(Fingerprint {
+        len: m.len(),
+        modified: m.modified().ok(),
+        inode: m.ino(),
+        changed: m.ctime(),
+        changed_nsec: m.ctime_nsec(),
+    })
+}
+
+/// File timestamps move in clock ticks; a file modified this recently may change again
+/// without its metadata changing, so it is read again (and compared by content) until it
+/// has been quiet this long.
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The file store as a reload source.
+#[derive(Debug)]
+pub struct FileSource {
+    store: FileStore,
+    last: Option<Fingerprint>,
+    last_content: Option<u64>,
+}
+
+impl FileSource {
+    pub fn new(store: FileStore) -> Self {
+        FileSource {
+            store,
+            last: None,
+            last_content: None,
+        }
+    }
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("file:{}", self.store.path.display())
+    }
+
+    async fn poll(&mut self) -> Result<Option<Load>, StoreError> {
+        let store = self.store.clone();
+        let last = self.last;
+        let last_content = self.last_content;
+        // Reading and parsing a large file is blocking work: keep it off the proxy's threads.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let read_err = |source| StoreError::Read {
+                path: store.path.clone(),
+                source,
+            };
+            let fp = fingerprint(&store.path).map_err(read_err)?;
+            let racy = fp
+                .modified
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_none_or(|age| age < RACY_WINDOW);
+            if Some(fp) == last && !racy {
+                return Ok((fp, last_content, None));
+            }
+            let bytes = fs::read(&store.path).map_err(read_err)?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            let content = h.finish();
+            if Some(content) == last_content {
+                return Ok((fp, last_content, None));
+            }
+            store
+                .parse_load(&bytes)
+                .map(|load| (fp, Some(content), Some(load)))
+        })
+        .await
+        .expect("the flag file reader does not panic");
+        match outcome {
+            Ok((fp, content, load)) => {
+                self.last = Some(fp);
+                self.last_content = content;
+                Ok(load)
+            }
+            Err(e) => {
+                // Forget the fingerprint so the next poll reads the file again.
+                self.last = None;
+                self.last_content = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::Placing;
+
+    fn store() -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("flags.json"));
+        (dir, store)
+    }
+
+    fn set(tenant: &str, target: &str) -> FlagWrite {
+        FlagWrite {
+            tenant: tenant.into(),
+            placing: Some(Placing::Pinned(target.into())),
+            seal: None,
+            by: "test".into(),
+            reason: "test".into(),
+            expect_version: None,
+            force: false,
+        }
+    }
+
+    #[test]
+    fn writes_create_then_update_and_bump_both_versions() {
+        let (_d, store) = store();
+        let targets = Targets::new(["legacy", "new"]);
+        let (old, new) = store.write(&set("acme", "legacy"), Some(&targets)).unwrap();
+        assert!(old.is_none());
+        assert_eq!(new.version, 1);
+        let (old, new) = store.write(&set("acme", "new"), Some(&targets)).unwrap();
+        assert_eq!(old.unwrap().target.as_deref(), Some("legacy"));
+        assert_eq!(new.version, 2);
+        let load = store.load().unwrap();
+        assert_eq!(load.version, 2);
+        assert_eq!(
+            store.get("acme").unwrap().unwrap().target.as_deref(),
+            Some("new")
+        );
+    }
+
+    #[test]
+    fn a_write_keeps_malformed_neighbours() {
+        let (_d, store) = store();
+        fs::write(
+            store.path(),
+            r#"{"version":5,"items":[{"tenant":"bad","taget":"x"},{"tenant":"ok","target":"legacy"}]}"#,
+        )
+        .unwrap();
+        store.write(&set("ok", "new"), None).unwrap();
+        let load = store.load().unwrap();
+        assert_eq!(load.version, 6);
+        assert_eq!(load.items.len(), 2);
+        let (tenant, err) = load.items[0].item.as_ref().unwrap_err();
+        assert_eq!(tenant.as_deref(), Some("bad"));
+        assert!(err.to_string().contains("taget"));
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let (_d, store) = store();
+        let targets = Targets::new(["legacy", "new"]);
+        store.write(&set("acme", "legacy"), Some(&targets)).unwrap();
+        let before = fs::read(store.path()).unwrap();
+        assert!(
+            store
+                .write(&set("acme", "nowhere"), Some(&targets))
+                .is_err()
+        );
+        assert_eq!(fs::read(store.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn document_errors_name_what_is_wrong() {
+        let (_d, store) = store();
+        for (doc, want) in [
+            ("[1,2]", "top level must be an object"),
+            (
+                r#"{"version":"x","items":[]}"#,
+                "\"version\" must be a whole number",
+            ),
+            (r#"{"items":{}}"#, "\"items\" must be an array"),
+            (
+                r#"{"items":[],"extra":1}"#,
+                "unknown top-level key \"extra\"",
+            ),
+            ("{", "EOF"),
+        ] {
+            fs::write(store.path(), doc).unwrap();
+            let err = store.load().unwrap_err().to_string();
+            assert!(err.contains(want), "{doc}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_source_reports_each_change_once() {
+        let (_d, store) = store();
+        let targets = Targets::new(["legacy", "new"]);
+        store.write(&set("acme", "legacy"), Some(&targets)).unwrap();
+        let mut source = FileSource::new(store.clone());
+        assert_eq!(source.poll().await.unwrap().unwrap().version, 1);
+        // Unchanged content, even inside the racy window, is not reported again.
+        assert!(source.poll().await.unwrap().is_none());
+        // Two writes in quick succession are both seen.
+        store.write(&set("acme", "new"), Some(&targets)).unwrap();
+        assert_eq!(source.poll().await.unwrap().unwrap().version, 2);
+        store.write(&set("acme", "legacy"), Some(&targets)).unwrap();
+        assert_eq!(source.poll().await.unwrap().unwrap().version, 3);
+        fs::remove_file(store.path()).unwrap();
+        assert!(matches!(source.poll().await, Err(StoreError::Read { .. })));
+    }
+}

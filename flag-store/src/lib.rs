@@ -1,0 +1,52 @@
+//! Switchyard's flags: the model, validation, the immutable snapshot the router reads, the
+//! stores that hold flags and the reloader that turns a store into snapshots. Nothing here
+//! knows HTTP; the router sees this crate through [`Snapshot`] and the [`Source`] trait.
+//!
+//! The flow: a [`Source`] (the [`FileStore`] watcher) reports a [`Load`]; [`Snapshot::build`]
+//! validates each item on its own; [`FlagState`] swaps the new snapshot in whole.
+
+pub mod error;
+pub mod file;
+pub mod model;
+pub mod reload;
+pub mod snapshot;
+pub mod sticky;
+pub mod write;
+
+pub use error::{ItemError, StoreError};
+pub use file::{FileSource, FileStore};
+pub use model::{
+    BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
+};
+pub use reload::{FlagState, ReloadResult, Source};
+pub use snapshot::{Found, Load, LoadedItem, Rejected, Snapshot};
+pub use write::{FlagWrite, Placing};
+
+use std::path::{Path, PathBuf};
+
+/// Where flags live, parsed from `file:PATH` (relative paths resolve against `base`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    File(PathBuf),
+}
+
+impl StoreUrl {
+    pub fn parse(url: &str, base: &Path) -> Result<StoreUrl, StoreError> {
+        if let Some(path) = url.strip_prefix("file:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Url(url.to_owned()));
+            }
+            return Ok(StoreUrl::File(base.join(path)));
+        }
+        Err(StoreError::Url(url.to_owned()))
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}

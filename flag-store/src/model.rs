@@ -1,0 +1,505 @@
+//! The flag model: the stored form of a tenant's flag ([`FlagItem`], what files, tables and the
+//! CLI read and write) and its validated, compiled form ([`Flag`], what a snapshot holds and the
+//! pick reads). Compiling checks everything a router relies on: the tenant id, the targets, the
+//! weights, the audit fields. An item that fails is rejected on its own with a reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ItemError;
+
+/// The tenant id of the default item: where tenants without an item of their own go.
+pub const DEFAULT_TENANT: &str = "*";
+
+/// Longest tenant id accepted, in bytes.
+pub const MAX_TENANT_LEN: usize = 128;
+
+/// Split weights are whole percentages; the sticky pick spreads them over this many buckets.
+pub const BUCKETS: u32 = 10_000;
+
+/// Checks a tenant id: 1 to 128 bytes of `A-Z a-z 0-9 . _ - : @`. The default item's `*` is
+/// accepted here too; request extractors refuse it separately.
+pub fn validate_tenant_id(tenant: &str) -> Result<(), ItemError> {
+    if tenant == DEFAULT_TENANT {
+        return Ok(());
+    }
+    if tenant.is_empty() {
+        return Err(ItemError::TenantId("it is empty".into()));
+    }
+    if tenant.len() > MAX_TENANT_LEN {
+        return Err(ItemError::TenantId(format!(
+            "it is {} bytes long, the limit is {MAX_TENANT_LEN}",
+            tenant.len()
+        )));
+    }
+    if let Some(bad) = tenant.chars().find(|c| !is_tenant_char(*c)) {
+        return Err(ItemError::TenantId(format!(
+            "character {bad:?} is not allowed (use letters, digits and . _ - : @)"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn is_tenant_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// All traffic to one target; never fails over (the tenant's data lives there only).
+    Pinned,
+    /// Sticky weighted split across targets (active-active).
+    Split,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Pinned => "pinned",
+            Mode::Split => "split",
+        })
+    }
+}
+
+/// A flag as stored and written: one JSON object per tenant. `mode` may be left out when it
+/// follows from the fields (`target` means pinned, `weights` means split).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagItem {
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<BTreeMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The configured targets, in config order. A [`TargetId`] indexes this list, so the hot path
+/// never compares target names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Targets {
+    names: Arc<[Arc<str>]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(pub u16);
+
+impl TargetId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl Targets {
+    /// # Panics
+    /// If there are more than `u16::MAX` targets (config validation refuses that first).
+    pub fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let names: Arc<[Arc<str>]> = names.into_iter().map(|n| Arc::from(n.as_ref())).collect();
+        assert!(names.len() <= usize::from(u16::MAX), "too many targets");
+        Targets { names }
+    }
+
+    pub fn id(&self, name: &str) -> Option<TargetId> {
+        self.names
+            .iter()
+            .position(|n| &**n == name)
+            .map(|i| TargetId(i as u16))
+    }
+
+    pub fn name(&self, id: TargetId) -> &str {
+        &self.names[id.index()]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (TargetId, &str)> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (TargetId(i as u16), &**n))
+    }
+
+    pub fn known_list(&self) -> String {
+        self.names.join(", ")
+    }
+}
+
+/// Where a tenant's traffic goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    Pinned(TargetId),
+    Split(Arc<Split>),
+}
+
+/// A sticky weighted split. Entries are ordered by target name, so every router, whatever the
+/// order of targets in its config, maps a bucket to the same target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// (target, weight in percent); weights sum to 100; zero weights are kept so that a dial
+    /// at 0 is visible, and are never picked.
+    entries: Box<[(TargetId, u8)]>,
+}
+
+impl Split {
+    pub fn entries(&self) -> &[(TargetId, u8)] {
+        &self.entries
+    }
+
+    /// The target that owns `bucket` (0..BUCKETS) at the configured weights: cumulative ranges
+    /// in entry order, so raising one of two weights moves only the buckets of the added share.
+    pub fn owner(&self, bucket: u32) -> TargetId {
+        let mut upper = 0u32;
+        for &(target, weight) in self.entries.iter() {
+            upper += u32::from(weight) * (BUCKETS / 100);
+            if bucket < upper {
+                return target;
+            }
+        }
+        // Weights sum to 100, so the loop always returns; keep a total function regardless.
+        self.entries[self.entries.len() - 1].0
+    }
+
+    /// The sticky pick with failover: the bucket's owner if it is healthy; otherwise a healthy
+    /// target chosen by a second stable hash in proportion to the healthy weights, so a bucket
+    /// returns to its owner as soon as the owner is healthy again. `None` when no target with
+    /// a non-zero weight is healthy.
+    pub fn pick(&self, key_hash: u64, healthy: impl Fn(TargetId) -> bool) -> Option<TargetId> {
+        let owner = self.owner(bucket_of(key_hash));
+        if healthy(owner) {
+            return Some(owner);
+        }
+        let total: u32 = self
+            .entries
+            .iter()
+            .filter(|(t, w)| *w > 0 && healthy(*t))
+            .map(|(_, w)| u32::from(*w))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut point = (crate::sticky::mix(key_hash ^ FAILOVER_SALT) % u64::from(total)) as u32;
+        for &(target, weight) in self.entries.iter() {
+            if weight == 0 || !healthy(target) {
+                continue;
+            }
+            if point < u32::from(weight) {
+                return Some(target);
+            }
+            point -= u32::from(weight);
+        }
+        None
+    }
+}
+
+const FAILOVER_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The bucket (0..BUCKETS) of a sticky key hash.
+pub fn bucket_of(key_hash: u64) -> u32 {
+    (key_hash % u64::from(BUCKETS)) as u32
+}
+
+/// Who last wrote a flag, when and why. Strings are shared between flags written by one
+/// batch, so a million tenants flipped by one operator hold one copy of each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    pub updated_by: Option<Arc<str>>,
+    /// Seconds since the Unix epoch.
+    pub updated_at: Option<u64>,
+    pub reason: Option<Arc<str>>,
+}
+
+/// A validated flag, as the snapshot holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flag {
+    pub placement: Placement,
+    pub sealed: bool,
+    pub version: u64,
+    pub audit: Audit,
+}
+
+impl Flag {
+    pub fn mode(&self) -> Mode {
+        match self.placement {
+            Placement::Pinned(_) => Mode::Pinned,
+            Placement::Split(_) => Mode::Split,
+        }
+    }
+
+    /// The stored form of this flag, for display and for writers.
+    pub fn to_item(&self, tenant: &str, targets: &Targets) -> FlagItem {
+        let (target, weights) = match &self.placement {
+            Placement::Pinned(t) => (Some(targets.name(*t).to_owned()), None),
+            Placement::Split(split) => (
+                None,
+                Some(
+                    split
+                        .entries()
+                        .iter()
+                        .map(|(t, w)| (targets.name(*t).to_owned(), u32::from(*w)))
+                        .collect(),
+                ),
+            ),
+        };
+        FlagItem {
+            tenant: tenant.to_owned(),
+            mode: Some(self.mode()),
+            target,
+            weights,
+            sealed: self.sealed,
+            version: self.version,
+            updated_by: self.audit.updated_by.as_deref().map(str::to_owned),
+            updated_at: self.audit.updated_at.map(format_timestamp),
+            reason: self.audit.reason.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// Shares equal audit strings between the flags of one snapshot build.
+#[derive(Default)]
+pub struct Interner {
+    seen: std::collections::HashSet<Arc<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.seen.get(s) {
+            return found.clone();
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.seen.insert(arc.clone());
+        arc
+    }
+}
+
+impl FlagItem {
+    /// The mode this item asks for, stated or implied by its fields.
+    pub fn effective_mode(&self) -> Result<Mode, ItemError> {
+        match (self.mode, &self.target, &self.weights) {
+            (Some(mode), _, _) => Ok(mode),
+            (None, Some(_), None) => Ok(Mode::Pinned),
+            (None, None, Some(_)) => Ok(Mode::Split),
+            (None, Some(_), Some(_)) => Err(ItemError::Shape(
+                "has both `target` and `weights`; a pinned flag has a target, a split flag has weights".into(),
+            )),
+            (None, None, None) => Err(ItemError::Shape(
+                "has neither `target` (pinned) nor `weights` (split)".into(),
+            )),
+        }
+    }
+
+    /// Validates this item against the configured targets and compiles it.
+    pub fn compile(&self, targets: &Targets, interner: &mut Interner) -> Result<Flag, ItemError> {
+        validate_tenant_id(&self.tenant)?;
+        let placement = match self.effective_mode()? {
+            Mode::Pinned => {
+                if self.weights.is_some() {
+                    return Err(ItemError::Shape(
+                        "is pinned but has `weights`; remove them or use mode split".into(),
+                    ));
+                }
+                let name = self
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| ItemError::Shape("is pinned but has no `target`".into()))?;
+                Placement::Pinned(resolve(targets, name)?)
+            }
+            Mode::Split => {
+                if self.target.is_some() {
+                    return Err(ItemError::Shape(
+                        "is split but has `target`; remove it or use mode pinned".into(),
+                    ));
+                }
+                let weights = self
+                    .weights
+                    .as_ref()
+                    .ok_or_else(|| ItemError::Shape("is split but has no `weights`".into()))?;
+                Placement::Split(Arc::new(compile_split(targets, weights)?))
+            }
+        };
+        let updated_at = match &self.updated_at {
+            None => None,
+            Some(s) => Some(parse_timestamp(s).map_err(|e| ItemError::Timestamp {
+                value: s.clone(),
+                reason: e,
+            })?),
+        };
+        Ok(Flag {
+            placement,
+            sealed: self.sealed,
+            version: self.version,
+            audit: Audit {
+                updated_by: self.updated_by.as_deref().map(|s| interner.intern(s)),
+                updated_at,
+                reason: self.reason.as_deref().map(|s| interner.intern(s)),
+            },
+        })
+    }
+}
+
+fn resolve(targets: &Targets, name: &str) -> Result<TargetId, ItemError> {
+    targets.id(name).ok_or_else(|| ItemError::UnknownTarget {
+        target: name.to_owned(),
+        known: targets.known_list(),
+    })
+}
+
+fn compile_split(targets: &Targets, weights: &BTreeMap<String, u32>) -> Result<Split, ItemError> {
+    if weights.is_empty() {
+        return Err(ItemError::Weights("`weights` is empty".into()));
+    }
+    let mut entries = Vec::with_capacity(weights.len());
+    let mut sum = 0u32;
+    // BTreeMap iterates in name order: the order every router uses for the cumulative ranges.
+    for (name, &weight) in weights {
+        let id = resolve(targets, name)?;
+        if weight > 100 {
+            return Err(ItemError::Weights(format!(
+                "weight of {name:?} is {weight}; weights are percentages (0 to 100)"
+            )));
+        }
+        sum += weight;
+        entries.push((id, weight as u8));
+    }
+    if sum != 100 {
+        return Err(ItemError::Weights(format!(
+            "weights sum to {sum}, they must sum to 100"
+        )));
+    }
+    Ok(Split {
+        entries: entries.into_boxed_slice(),
+    })
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`2026-11-22T05:34:17Z`).
+pub fn format_timestamp(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// Parses an RFC 3339 timestamp into seconds since the epoch.
+pub fn parse_timestamp(s: &str) -> Result<u64, String> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| e.to_string())?;
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| "it is before 1970".to_owned())
+}
+
+/// Now, in seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets() -> Targets {
+        Targets::new(["legacy", "new", "use2"])
+    }
+
+    fn item(json: &str) -> FlagItem {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn compile(json: &str) -> Result<Flag, ItemError> {
+        item(json).compile(&targets(), &mut Interner::default())
+    }
+
+    #[test]
+    fn mode_follows_from_fields() {
+        let f = compile(r#"{"tenant":"acme","target":"new"}"#).unwrap();
+        assert_eq!(f.placement, Placement::Pinned(TargetId(1)));
+        let f = compile(r#"{"tenant":"acme","weights":{"legacy":90,"new":10}}"#).unwrap();
+        assert_eq!(f.mode(), Mode::Split);
+    }
+
+    #[test]
+    fn rejects_what_a_router_cannot_route() {
+        let cases = [
+            (
+                r#"{"tenant":"acme","target":"nwe"}"#,
+                "unknown target \"nwe\"",
+            ),
+            (
+                r#"{"tenant":"acme","weights":{"legacy":90,"new":20}}"#,
+                "sum to 110",
+            ),
+            (r#"{"tenant":"acme","weights":{}}"#, "empty"),
+            (
+                r#"{"tenant":"acme","target":"new","weights":{"new":100}}"#,
+                "both",
+            ),
+            (r#"{"tenant":"acme"}"#, "neither"),
+            (
+                r#"{"tenant":"acme","mode":"split","target":"new"}"#,
+                "has `target`",
+            ),
+            (r#"{"tenant":"acme","mode":"split"}"#, "no `weights`"),
+            (r#"{"tenant":"ac me","target":"new"}"#, "' ' is not allowed"),
+            (r#"{"tenant":"","target":"new"}"#, "empty"),
+            (
+                r#"{"tenant":"acme","target":"new","updated_at":"yesterday"}"#,
+                "updated_at",
+            ),
+        ];
+        for (json, want) in cases {
+            let err = compile(json).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{json}: {err:?} should mention {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let err = serde_json::from_str::<FlagItem>(r#"{"tenant":"a","taget":"new"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("taget"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_the_stored_form() {
+        let json = r#"{"tenant":"acme","mode":"split","weights":{"legacy":70,"new":30},"sealed":true,"version":4,"updated_by":"ops","updated_at":"2026-11-22T05:34:17Z","reason":"dial"}"#;
+        let flag = compile(json).unwrap();
+        assert_eq!(flag.to_item("acme", &targets()), item(json));
+    }
+
+    #[test]
+    fn split_owner_follows_cumulative_ranges_in_name_order() {
+        let f = compile(r#"{"tenant":"a","weights":{"new":10,"legacy":90}}"#).unwrap();
+        let Placement::Split(split) = f.placement else {
+            panic!()
+        };
+        // legacy sorts first: buckets 0..9000 are legacy's, 9000..10000 new's.
+        assert_eq!(split.owner(0), TargetId(0));
+        assert_eq!(split.owner(8999), TargetId(0));
+        assert_eq!(split.owner(9000), TargetId(1));
+        assert_eq!(split.owner(9999), TargetId(1));
+    }
+}

@@ -1,0 +1,263 @@
+//! Reload: source -> parse -> validate -> one atomic swap. A source is polled on an interval;
+//! when it reports a change, a new snapshot is built off the proxy's threads and swapped in
+//! whole. A failed poll keeps the last good snapshot, is logged once per outage (not per poll)
+//! and counted; the snapshot's age keeps growing until the store answers again.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::model::Targets;
+use crate::snapshot::{Load, Snapshot};
+
+/// A flag store as the reloader sees it.
+pub trait Source: Send + 'static {
+    /// Names the store in logs (`file:/etc/switchyard/flags.json`).
+    fn describe(&self) -> String;
+
+    /// Checks the store. `Ok(Some(load))` when it changed since the last call (always on the
+    /// first call), `Ok(None)` when it is unchanged, `Err` when it cannot be read.
+    fn poll(&mut self) -> impl Future<Output = Result<Option<Load>, StoreError>> + Send;
+}
+
+/// The outcome of one reload, a closed set for the `result` metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Applied with every item.
+    Ok,
+    /// Applied, with some items rejected.
+    Partial,
+    /// The store could not be read or parsed; the last good snapshot stays.
+    Error,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 3] =
+        [ReloadResult::Ok, ReloadResult::Partial, ReloadResult::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Error => "error",
+        }
+    }
+}
+
+/// The current snapshot and what the reloader has observed, shared by the proxy, the admin
+/// listener and the reloader.
+#[derive(Debug)]
+pub struct FlagState {
+    current: ArcSwap<Snapshot>,
+    targets: Targets,
+    loaded: AtomicBool,
+    reloads: [AtomicU64; 3],
+    /// When the store last confirmed the snapshot (applied or unchanged), ms since the epoch.
+    fresh_at_ms: AtomicU64,
+    generation: watch::Sender<u64>,
+}
+
+impl FlagState {
+    pub fn new(targets: Targets) -> Arc<Self> {
+        Arc::new(FlagState {
+            current: ArcSwap::from_pointee(Snapshot::empty(targets.clone())),
+            targets,
+            loaded: AtomicBool::new(false),
+            reloads: Default::default(),
+            fresh_at_ms: AtomicU64::new(now_ms()),
+            generation: watch::channel(0).0,
+        })
+    }
+
+    /// The current snapshot. Cheap; drop the guard before any `.await`.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// True once a first snapshot has been loaded from the store.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn reloads(&self, result: ReloadResult) -> u64 {
+        self.reloads[result as usize].load(Ordering::Relaxed)
+    }
+
+    /// Time since the store last confirmed the snapshot.
+    pub fn age(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.fresh_at_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Follows snapshot generations (1 is the first load).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Waits until the current snapshot satisfies `ready`.
+    pub async fn wait_until(&self, ready: impl Fn(&Snapshot) -> bool) {
+        let mut rx = self.subscribe();
+        loop {
+            if ready(&self.load()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Builds a snapshot from `load` on a blocking thread and swaps it in.
+    pub async fn apply(self: &Arc<Self>, load: Load) -> Arc<Snapshot> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || state.apply_now(load))
+            .await
+            .expect("building a snapshot does not panic")
+    }
+
+    /// Builds a snapshot from `load` and swaps it in, on the calling thread.
+    pub fn apply_now(&self, load: Load) -> Arc<Snapshot> {
+        let previous = self.current.load_full();
+        let prev = self.is_loaded().then_some(&*previous);
+        let mut next = Snapshot::build(load, &self.targets, prev);
+        next.generation = previous.generation + 1;
+        for r in &next.rejected {
+            tracing::warn!(item = %r, "flag item rejected");
+        }
+        let result = if next.rejected.is_empty() {
+            ReloadResult::Ok
+        } else {
+            ReloadResult::Partial
+        };
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        self.loaded.store(true, Ordering::Release);
+        self.mark_fresh();
+        self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
+        self.generation.send_replace(next.generation);
+        tracing::info!(
+            version = next.version,
+            generation = next.generation,
+            tenants = next.len(),
+            rejected = next.rejected.len(),
+            "flag snapshot applied"
+        );
+        next
+    }
+
+    fn mark_fresh(&self) {
+        self.fresh_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn count_error(&self) {
+        self.reloads[ReloadResult::Error as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Polls `source` once and applies what changed. Returns whether the store answered.
+pub async fn poll_once<S: Source>(
+    source: &mut S,
+    state: &Arc<FlagState>,
+) -> Result<(), StoreError> {
+    match source.poll().await {
+        Ok(Some(load)) => {
+            state.apply(load).await;
+            Ok(())
+        }
+        Ok(None) => {
+            state.mark_fresh();
+            Ok(())
+        }
+        Err(e) => {
+            state.count_error();
+            Err(e)
+        }
+    }
+}
+
+/// Polls `source` every `interval` until `shutdown` turns true.
+pub async fn run<S: Source>(
+    mut source: S,
+    state: Arc<FlagState>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = source.describe();
+    let mut failing = false;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match poll_once(&mut source, &state).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(store = %name, age_s = state.age().as_secs(), "flag store readable again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(store = %name, error = %e, "flag store unreadable; routing on the last good snapshot");
+            }
+            Err(e) => tracing::debug!(store = %name, error = %e, "flag store still unreadable"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::{FileSource, FileStore};
+
+    #[tokio::test]
+    async fn a_bad_file_keeps_the_last_good_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"items":[{"tenant":"acme","target":"new"}]}"#,
+        )
+        .unwrap();
+        let state = FlagState::new(Targets::new(["legacy", "new"]));
+        let mut source = FileSource::new(FileStore::new(&path));
+        assert!(!state.is_loaded());
+        poll_once(&mut source, &state).await.unwrap();
+        assert!(state.is_loaded());
+        assert_eq!(state.load().version, 1);
+        assert_eq!(state.reloads(ReloadResult::Ok), 1);
+
+        std::fs::write(&path, r#"{"version":2,"items":[{"tenant":"acme""#).unwrap();
+        assert!(poll_once(&mut source, &state).await.is_err());
+        assert_eq!(state.load().version, 1);
+        assert!(state.load().get("acme").is_some());
+        assert_eq!(state.reloads(ReloadResult::Error), 1);
+
+        std::fs::write(
+            &path,
+            r#"{"version":3,"items":[{"tenant":"acme","target":"new"},{"tenant":"b","target":"zz"}]}"#,
+        )
+        .unwrap();
+        poll_once(&mut source, &state).await.unwrap();
+        assert_eq!(state.load().version, 3);
+        assert_eq!(state.load().generation, 2);
+        assert_eq!(state.reloads(ReloadResult::Partial), 1);
+    }
+}

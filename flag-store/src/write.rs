@@ -1,0 +1,281 @@
+//! One flag write, as every store and the admin API apply it: the rules that make a write safe
+//! during a live migration live here once. A write states who and why, is conditional on the
+//! version the writer read (when given), refuses to move a sealed tenant unless forced, and
+//! bumps the tenant's version.
+
+use std::collections::BTreeMap;
+
+use crate::error::{ItemError, StoreError};
+use crate::model::{FlagItem, Interner, Mode, Targets, format_timestamp, validate_tenant_id};
+
+/// Where the writer wants the tenant to go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placing {
+    Pinned(String),
+    Split(BTreeMap<String, u32>),
+}
+
+impl Placing {
+    /// Parses `legacy=90,new=10`.
+    pub fn parse_split(spec: &str) -> Result<Placing, String> {
+        let mut weights = BTreeMap::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not TARGET=WEIGHT"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {weight:?} of {name:?} is not a whole number"))?;
+            if weights.insert(name.trim().to_owned(), weight).is_some() {
+                return Err(format!("target {name:?} appears twice"));
+            }
+        }
+        if weights.is_empty() {
+            return Err("no TARGET=WEIGHT pairs".into());
+        }
+        Ok(Placing::Split(weights))
+    }
+}
+
+/// A request to change one tenant's flag.
+#[derive(Clone, Debug)]
+pub struct FlagWrite {
+    pub tenant: String,
+    /// `None` keeps the current placement (for a seal-only write).
+    pub placing: Option<Placing>,
+    /// `Some(true)` seals, `Some(false)` unseals (needs `force`), `None` keeps the seal.
+    pub seal: Option<bool>,
+    pub by: String,
+    pub reason: String,
+    /// Write only if the tenant's flag is at this version (0: the tenant has no flag yet).
+    pub expect_version: Option<u64>,
+    /// Allows moving or unsealing a sealed tenant.
+    pub force: bool,
+}
+
+/// What the stored item currently says, as far as a writer needs it. A malformed item still
+/// yields its version and seal, so a write can neither skip a version nor lose a seal.
+#[derive(Clone, Debug, Default)]
+pub struct Current {
+    pub item: Option<FlagItem>,
+    pub version: u64,
+    pub sealed: bool,
+    pub updated_by: Option<String>,
+}
+
+impl Current {
+    pub fn from_item(item: FlagItem) -> Current {
+        Current {
+            version: item.version,
+            sealed: item.sealed,
+            updated_by: item.updated_by.clone(),
+            item: Some(item),
+        }
+    }
+
+    pub fn from_json(value: &serde_json::Value) -> Current {
+        match serde_json::from_value::<FlagItem>(value.clone()) {
+            Ok(item) => Current::from_item(item),
+            Err(_) => Current {
+                item: None,
+                version: value.get("version").and_then(|v| v.as_u64()).unwrap_or(0),
+                sealed: value
+                    .get("sealed")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                updated_by: value
+                    .get("updated_by")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+            },
+        }
+    }
+}
+
+impl FlagWrite {
+    /// Applies this write to the current item and returns the new item, validated against the
+    /// targets when they are known. Nothing is written here; the store writes the result.
+    pub fn apply(
+        &self,
+        current: &Current,
+        targets: Option<&Targets>,
+        now_secs: u64,
+    ) -> Result<FlagItem, StoreError> {
+        let item_err = |source: ItemError| StoreError::Item {
+            tenant: self.tenant.clone(),
+            source,
+        };
+        validate_tenant_id(&self.tenant).map_err(item_err)?;
+        if self.reason.trim().is_empty() {
+            return Err(item_err(ItemError::Shape(
+                "write has no reason; every write must say why (--reason)".into(),
+            )));
+        }
+        if self.by.trim().is_empty() {
+            return Err(item_err(ItemError::Shape(
+                "write has no author; every write must say who (--by)".into(),
+            )));
+        }
+        if let Some(expected) = self.expect_version
+            && expected != current.version
+        {
+            return Err(StoreError::Conflict {
+                tenant: self.tenant.clone(),
+                expected,
+                actual: current.version,
+                by: current.updated_by.clone(),
+            });
+        }
+        let (mode, target, weights) = match (&self.placing, &current.item) {
+            (Some(Placing::Pinned(t)), _) => (Mode::Pinned, Some(t.clone()), None),
+            (Some(Placing::Split(w)), _) => (Mode::Split, None, Some(w.clone())),
+            (None, Some(item)) => (
+                item.effective_mode().map_err(item_err)?,
+                item.target.clone(),
+                item.weights.clone(),
+            ),
+            (None, None) => {
+                return Err(StoreError::NotFound(self.tenant.clone()));
+            }
+        };
+        let next = FlagItem {
+            tenant: self.tenant.clone(),
+            mode: Some(mode),
+            target,
+            weights,
+            sealed: self.seal.unwrap_or(current.sealed),
+            version: current.version + 1,
+            updated_by: Some(self.by.clone()),
+            updated_at: Some(format_timestamp(now_secs)),
+            reason: Some(self.reason.clone()),
+        };
+        if current.sealed && !self.force {
+            let moved = match &current.item {
+                Some(cur) => cur.target != next.target || cur.weights != next.weights,
+                None => true,
+            };
+            if moved || !next.sealed {
+                let target = current
+                    .item
+                    .as_ref()
+                    .and_then(|i| i.target.clone())
+                    .unwrap_or_else(|| "its current target".into());
+                return Err(StoreError::Sealed {
+                    tenant: self.tenant.clone(),
+                    target,
+                });
+            }
+        }
+        match targets {
+            Some(targets) => {
+                next.compile(targets, &mut Interner::default())
+                    .map_err(item_err)?;
+            }
+            None => {
+                next.effective_mode().map_err(item_err)?;
+            }
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(placing: Option<Placing>) -> FlagWrite {
+        FlagWrite {
+            tenant: "acme".into(),
+            placing,
+            seal: None,
+            by: "ops".into(),
+            reason: "batch 1".into(),
+            expect_version: None,
+            force: false,
+        }
+    }
+
+    fn targets() -> Targets {
+        Targets::new(["legacy", "new"])
+    }
+
+    fn pinned(target: &str, version: u64, sealed: bool) -> Current {
+        Current::from_item(FlagItem {
+            tenant: "acme".into(),
+            mode: Some(Mode::Pinned),
+            target: Some(target.into()),
+            version,
+            sealed,
+            updated_by: Some("alice".into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_write_bumps_the_version_and_records_who_when_why() {
+        let next = write(Some(Placing::Pinned("new".into())))
+            .apply(&pinned("legacy", 4, false), Some(&targets()), 0)
+            .unwrap();
+        assert_eq!(next.version, 5);
+        assert_eq!(next.target.as_deref(), Some("new"));
+        assert_eq!(next.updated_by.as_deref(), Some("ops"));
+        assert_eq!(next.updated_at.as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(next.reason.as_deref(), Some("batch 1"));
+    }
+
+    #[test]
+    fn a_stale_version_is_a_conflict_naming_the_current_writer() {
+        let mut w = write(Some(Placing::Pinned("new".into())));
+        w.expect_version = Some(3);
+        let err = w
+            .apply(&pinned("legacy", 4, false), Some(&targets()), 0)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { actual: 4, .. }));
+        assert!(err.to_string().contains("alice"), "{err}");
+    }
+
+    #[test]
+    fn a_sealed_tenant_moves_only_when_forced() {
+        let sealed = pinned("new", 2, true);
+        let err = write(Some(Placing::Pinned("legacy".into())))
+            .apply(&sealed, Some(&targets()), 0)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Sealed { .. }), "{err}");
+        // Rewriting the same target is fine.
+        write(Some(Placing::Pinned("new".into())))
+            .apply(&sealed, Some(&targets()), 0)
+            .unwrap();
+        let mut forced = write(Some(Placing::Pinned("legacy".into())));
+        forced.force = true;
+        assert!(forced.apply(&sealed, Some(&targets()), 0).unwrap().sealed);
+    }
+
+    #[test]
+    fn invalid_results_are_refused_before_anything_is_written() {
+        let err = write(Some(Placing::Pinned("nwe".into())))
+            .apply(&Current::default(), Some(&targets()), 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown target \"nwe\""), "{err}");
+        let mut no_reason = write(Some(Placing::Pinned("new".into())));
+        no_reason.reason = " ".into();
+        assert!(
+            no_reason
+                .apply(&Current::default(), None, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("reason")
+        );
+    }
+
+    #[test]
+    fn split_specs_parse_and_refuse_garbage() {
+        assert_eq!(
+            Placing::parse_split("legacy=90, new=10").unwrap(),
+            Placing::Split([("legacy".into(), 90), ("new".into(), 10)].into())
+        );
+        assert!(Placing::parse_split("legacy").is_err());
+        assert!(Placing::parse_split("legacy=x").is_err());
+        assert!(Placing::parse_split("a=1,a=2").is_err());
+    }
+}
