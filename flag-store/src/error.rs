@@ -25,13 +25,13 @@ pub enum ItemError {
 /// Why a store operation failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -41,7 +41,7 @@ pub enum StoreError {
     Format { path: PathBuf, reason: String },
     #[error("unsupported flag store {0:?} (expected file:PATH)")]
     Url(String),
-    #[error("tenant {tenant:?}: {source}")]
+    #[error("tenant {tenant:?}")]
     Item {
         tenant: String,
         #[source]
@@ -63,4 +63,19 @@ pub enum StoreError {
     Sealed { tenant: String, target: String },
     #[error("tenant {0:?} has no flag")]
     NotFound(String),
+}
+
+/// Displays an error with its causes, `outer: inner: innermost`, for logs and messages.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
 }

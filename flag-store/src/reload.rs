@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::error::StoreError;
+use crate::error::{Chain, StoreError};
 use crate::model::Targets;
 use crate::snapshot::{Load, Snapshot};
 
@@ -215,9 +215,11 @@ pub async fn run<S: Source>(
             Ok(()) => {}
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(store = %name, error = %e, "flag store unreadable; routing on the last good snapshot");
+                tracing::warn!(store = %name, error = %Chain(&e), "flag store unreadable; routing on the last good snapshot");
             }
-            Err(e) => tracing::debug!(store = %name, error = %e, "flag store still unreadable"),
+            Err(e) => {
+                tracing::debug!(store = %name, error = %Chain(&e), "flag store still unreadable")
+            }
         }
     }
 }

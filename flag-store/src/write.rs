@@ -183,6 +183,7 @@ impl FlagWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error;
 
     fn write(placing: Option<Placing>) -> FlagWrite {
         FlagWrite {
@@ -256,13 +257,16 @@ mod tests {
         let err = write(Some(Placing::Pinned("nwe".into())))
             .apply(&Current::default(), Some(&targets()), 0)
             .unwrap_err();
-        assert!(err.to_string().contains("unknown target \"nwe\""), "{err}");
+        let msg = crate::error::Chain(&err).to_string();
+        assert!(msg.contains("unknown target \"nwe\""), "{msg}");
         let mut no_reason = write(Some(Placing::Pinned("new".into())));
         no_reason.reason = " ".into();
         assert!(
             no_reason
                 .apply(&Current::default(), None, 0)
                 .unwrap_err()
+                .source()
+                .unwrap()
                 .to_string()
                 .contains("reason")
         );

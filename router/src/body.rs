@@ -1,0 +1,254 @@
+//! Bodies streamed through the proxy, frame by frame, never buffered whole. The request body
+//! enforces the route's size limit and idle timeout on what the client sends; the response
+//! body enforces the idle timeout on what the upstream sends and records the request's
+//! metrics when it finishes (or is dropped), so the duration covers the whole exchange.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
+
+/// Why a streamed body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the route's limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the client sent no body data for {0:?}")]
+    ClientIdle(Duration),
+    #[error("reading the client's body failed: {0}")]
+    Client(#[source] hyper::Error),
+    #[error("the upstream sent no body data for {0:?}")]
+    UpstreamIdle(Duration),
+    #[error("reading the upstream's body failed: {0}")]
+    Upstream(#[source] hyper::Error),
+}
+
+/// An idle timer armed only while a body waits for data: a body whose frames are ready when
+/// polled never allocates one.
+#[derive(Debug)]
+struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        IdleTimer { limit, sleep: None }
+    }
+
+    /// Called when the inner body is pending: true once the body has idled past the limit.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Called when the inner body made progress.
+    fn reset(&mut self) {
+        if let Some(sleep) = self.sleep.as_mut() {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.limit);
+        }
+    }
+}
+
+/// The client's body on its way to the upstream.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    sent: u64,
+    limit: Option<u64>,
+    idle: IdleTimer,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, idle: Duration) -> Self {
+        RequestBody {
+            inner,
+            sent: 0,
+            limit,
+            idle: IdleTimer::new(idle),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.idle.expired(cx) {
+                    return Poll::Ready(Some(Err(BodyError::ClientIdle(this.idle.limit))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.reset();
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if let Some(limit) = this.limit
+                        && this.sent > limit
+                    {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Records one request's metrics exactly once, when its response is finished or dropped.
+#[derive(Debug)]
+pub struct Completion {
+    metrics: Arc<Metrics>,
+    labels: Labels,
+    class: StatusClass,
+    start: Instant,
+}
+
+impl Completion {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        labels: Labels,
+        status: http::StatusCode,
+        start: Instant,
+    ) -> Self {
+        Completion {
+            metrics,
+            labels,
+            class: StatusClass::of(status),
+            start,
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.metrics
+            .record(self.labels, self.class, self.start.elapsed());
+    }
+}
+
+/// What the proxy answers with: the upstream's streamed body, or a short body of its own.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+    _completion: Option<Completion>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream {
+        inner: Incoming,
+        idle: IdleTimer,
+        target: usize,
+    },
+    Local(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn upstream(
+        inner: Incoming,
+        idle: Duration,
+        target: usize,
+        completion: Completion,
+    ) -> Self {
+        ResponseBody {
+            kind: Kind::Upstream {
+                inner,
+                idle: IdleTimer::new(idle),
+                target,
+            },
+            _completion: Some(completion),
+        }
+    }
+
+    pub fn local(bytes: Bytes, completion: Option<Completion>) -> Self {
+        ResponseBody {
+            kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
+            _completion: completion,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match &mut this.kind {
+            Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream {
+                inner,
+                idle,
+                target,
+            } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                let result = match polled {
+                    Poll::Pending => {
+                        if !idle.expired(cx) {
+                            return Poll::Pending;
+                        }
+                        Err(BodyError::UpstreamIdle(idle.limit))
+                    }
+                    Poll::Ready(Some(Err(e))) => Err(BodyError::Upstream(e)),
+                    Poll::Ready(other) => {
+                        idle.reset();
+                        return Poll::Ready(other.map(|r| r.map_err(BodyError::Upstream)));
+                    }
+                };
+                if let (Err(_), Some(c)) = (&result, &this._completion) {
+                    c.metrics.upstream_error(*target, UpstreamErrorKind::Body);
+                }
+                Poll::Ready(Some(result))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Local(bytes) => bytes.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The `switchyard` command line: `serve`, `check`, `demo` and `flags list|get|set`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use flag_store::{FileStore, FlagItem, FlagWrite, Placing, StoreUrl, Targets};
+
+use crate::config::{Config, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
+use crate::server::Router;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A tenant-aware reverse proxy that routes each tenant by a hot-reloaded flag."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, short, default_value = "router.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config (and read its flag store); exits non-zero naming what is wrong.
+    Check {
+        #[arg(long, short, default_value = "router.toml")]
+        config: PathBuf,
+    },
+    /// Start two demo upstreams, a demo flag file and the router on loopback.
+    Demo {
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
+        admin_listen: SocketAddr,
+        /// Keep the demo's config and flag file in this folder (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Read and write tenant flags.
+    #[command(subcommand)]
+    Flags(FlagsCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreArgs {
+    /// The flag store, e.g. file:flags.json (default: the one in --config).
+    #[arg(long)]
+    store: Option<String>,
+    /// A router config: its store, and its targets to validate writes against.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum FlagsCommand {
+    /// List every tenant's flag.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one tenant's flag (`*` is the default flag).
+    Get {
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set one tenant's flag: pinned to a target, or split by weights.
+    Set {
+        tenant: String,
+        /// Pin the tenant to this target.
+        #[arg(long, conflicts_with = "split", required_unless_present_any = ["split", "seal"])]
+        target: Option<String>,
+        /// Split the tenant: TARGET=WEIGHT,... summing to 100 (e.g. legacy=90,new=10).
+        #[arg(long)]
+        split: Option<String>,
+        /// Seal the tenant on its (new) target: moving it later needs --force.
+        #[arg(long)]
+        seal: bool,
+        /// Why (recorded with the write; required).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: the user name).
+        #[arg(long)]
+        by: Option<String>,
+        /// Write only if the flag is still at this version (0: the tenant has no flag yet).
+        #[arg(long)]
+        expect_version: Option<u64>,
+        /// Allow moving a sealed tenant.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    Ok(builder.enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            runtime(config.server.workers)?.block_on(async {
+                let router = Router::start(config).await?;
+                crate::shutdown_signal().await;
+                tracing::info!("shutdown signal received; draining");
+                router.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Check { config: path } => check(&path),
+        Command::Demo {
+            listen,
+            admin_listen,
+            dir,
+        } => {
+            runtime(2)?.block_on(crate::demo::run(listen, admin_listen, dir))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flags(cmd) => flags(cmd),
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let StoreUrl::File(flags_path) = &config.flags.store;
+    let load = FileStore::new(flags_path)
+        .load()
+        .with_context(|| format!("{}: flags.source", path.display()))?;
+    let snapshot = flag_store::Snapshot::build(load, &config.targets, None);
+    println!(
+        "{}: ok: {} targets, {} routes; flags {}: version {}, {} tenants{}",
+        path.display(),
+        config.targets.len(),
+        config.routes.len(),
+        config.flags.store,
+        snapshot.version,
+        snapshot.len(),
+        if snapshot.default_flag().is_some() {
+            " and a default flag"
+        } else {
+            ""
+        },
+    );
+    for r in &snapshot.rejected {
+        println!("warning: flag item rejected: {r}");
+    }
+    Ok(if snapshot.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// The store and (when a config is known) the targets to validate against.
+fn open_store(args: &StoreArgs) -> anyhow::Result<(FileStore, Option<Targets>)> {
+    let config_path = args.config.clone().or_else(|| {
+        let default = PathBuf::from("router.toml");
+        (args.store.is_none() && default.exists()).then_some(default)
+    });
+    let config = config_path.as_deref().map(Config::load).transpose()?;
+    let url = match (&args.store, &config) {
+        (Some(s), _) => StoreUrl::parse(s, Path::new("."))?,
+        (None, Some(c)) => c.flags.store.clone(),
+        (None, None) => bail!("no flag store: give --store file:PATH or --config router.toml"),
+    };
+    let StoreUrl::File(path) = url;
+    Ok((FileStore::new(path), config.map(|c| c.targets)))
+}
+
+fn flags(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FlagsCommand::List { store } => {
+            let (fs, _) = open_store(&store)?;
+            let load = fs.load()?;
+            let mut items = Vec::new();
+            for loaded in load.items {
+                match loaded.item {
+                    Ok(item) => items.push(item),
+                    Err((tenant, e)) => eprintln!(
+                        "warning: {} ({}): {e}",
+                        loaded.location,
+                        tenant.as_deref().unwrap_or("no tenant")
+                    ),
+                }
+            }
+            if store.json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!("store {} at version {}", fs.path().display(), load.version);
+                print_table(&items);
+            }
+        }
+        FlagsCommand::Get { tenant, store } => {
+            let (fs, _) = open_store(&store)?;
+            let Some(item) = fs.get(&tenant)? else {
+                bail!("tenant {tenant:?} has no flag in {}", fs.path().display());
+            };
+            if store.json {
+                println!("{}", serde_json::to_string_pretty(&item)?);
+            } else {
+                print_table(std::slice::from_ref(&item));
+            }
+        }
+        FlagsCommand::Set {
+            tenant,
+            target,
+            split,
+            seal,
+            reason,
+            by,
+            expect_version,
+            force,
+            store,
+        } => {
+            let (fs, targets) = open_store(&store)?;
+            let placing = match (target, split) {
+                (Some(t), _) => Some(Placing::Pinned(t)),
+                (None, Some(s)) => {
+                    Some(Placing::parse_split(&s).map_err(|e| anyhow::anyhow!("--split: {e}"))?)
+                }
+                (None, None) => None,
+            };
+            let Some(by) = by.or_else(user_name) else {
+                bail!("cannot tell who you are: pass --by NAME");
+            };
+            if targets.is_none() {
+                eprintln!(
+                    "note: no --config given, so target names are not checked here (routers reject unknown targets)"
+                );
+            }
+            let write = FlagWrite {
+                tenant,
+                placing,
+                seal: seal.then_some(true),
+                by,
+                reason,
+                expect_version,
+                force,
+            };
+            let (old, new) = fs.write(&write, targets.as_ref())?;
+            if store.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "old": old, "new": new }))?
+                );
+            } else {
+                println!(
+                    "{}: {} -> {} (version {})",
+                    new.tenant,
+                    old.as_ref().map_or("(no flag)".into(), describe),
+                    describe(&new),
+                    new.version
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who is running the command: `$USER`, `$LOGNAME`, or the account of this process's uid
+/// (containers and service units often set neither variable).
+fn user_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));
+    if from_env.is_some() {
+        return from_env;
+    }
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let uid_field = fields.nth(1)?;
+        (uid_field.parse() == Ok(uid)).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid:{uid}")))
+}
+
+fn describe(item: &FlagItem) -> String {
+    let place = match (&item.target, &item.weights) {
+        (Some(t), _) => t.clone(),
+        (None, Some(w)) => w
+            .iter()
+            .map(|(t, w)| format!("{t}={w}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        (None, None) => "?".into(),
+    };
+    if item.sealed {
+        format!("{place} (sealed)")
+    } else {
+        place
+    }
+}
+
+fn print_table(items: &[FlagItem]) {
+    let rows: Vec<[String; 7]> = items
+        .iter()
+        .map(|i| {
+            [
+                i.tenant.clone(),
+                i.effective_mode().map_or("?".into(), |m| m.to_string()),
+                describe(i),
+                i.version.to_string(),
+                i.updated_by.clone().unwrap_or_default(),
+                i.updated_at.clone().unwrap_or_default(),
+                i.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let head = [
+        "TENANT",
+        "MODE",
+        "PLACEMENT",
+        "VERSION",
+        "BY",
+        "AT",
+        "REASON",
+    ]
+    .map(str::to_owned);
+    let mut widths = head.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&head).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

@@ -1,0 +1,707 @@
+//! The router's TOML config, read once at start. Parsing refuses unknown keys; validation
+//! checks every cross-reference (targets, routes, extractors, addresses) and reports all the
+//! problems at once, each naming its key, so `switchyard check` tells an operator everything
+//! that is wrong in one run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flag_store::{StoreUrl, TargetId, Targets};
+use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+
+use crate::tenant::{Extractor, StickyKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with the config, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+// ---- the file as written ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    flags: RawFlags,
+    #[serde(default)]
+    tenant: RawTenant,
+    #[serde(default)]
+    targets: BTreeMap<String, RawTarget>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    workers: Option<usize>,
+    drain_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    http2_max_concurrent_streams: Option<u32>,
+    trust_forwarded_headers: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlags {
+    source: String,
+    default_target: String,
+    poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    #[serde(default)]
+    from: Vec<String>,
+    #[serde(default)]
+    sticky_key: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    endpoints: Vec<String>,
+    protocol: Option<String>,
+    connect_timeout_ms: Option<u64>,
+    pool_idle_timeout_ms: Option<u64>,
+    pool_max_idle_per_endpoint: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    path_prefix: String,
+    target: Option<String>,
+    require_tenant: Option<bool>,
+    timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_body_bytes: Option<u64>,
+}
+
+// ---- the validated config ----
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The folder relative paths resolve against (the config file's folder).
+    pub base_dir: PathBuf,
+    pub server: Server,
+    pub flags: Flags,
+    pub tenant: TenantRules,
+    pub targets: Targets,
+    /// Indexed by [`TargetId`].
+    pub target_configs: Vec<TargetConfig>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Runtime worker threads (1: a single-threaded runtime, no work stealing).
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    /// Time a client has to send a request's headers, including the wait for the next request
+    /// on a kept-alive connection.
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    /// Keep incoming `x-forwarded-proto` and `x-forwarded-host` (set only behind a trusted
+    /// load balancer); otherwise they are overwritten.
+    pub trust_forwarded_headers: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Flags {
+    pub store: StoreUrl,
+    pub default_target: TargetId,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRules {
+    pub from: Vec<Extractor>,
+    pub sticky_key: Vec<StickyKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub protocol: Protocol,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_endpoint: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Each tenant goes where its flag says.
+    Flagged,
+    /// Every request goes to one target, whatever the flags say.
+    Fixed(TargetId),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    pub kind: RouteKind,
+    pub require_tenant: bool,
+    /// Time allowed for the upstream's response headers.
+    pub timeout: Duration,
+    /// Longest pause allowed between body chunks, in either direction.
+    pub idle_timeout: Duration,
+    pub max_body_bytes: Option<u64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        Config::parse(&text, base, &path.display().to_string())
+    }
+
+    /// Parses and validates config text. `base_dir` resolves relative paths; `name` labels errors.
+    pub fn parse(text: &str, base_dir: &Path, name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let mut problems = Vec::new();
+        let config = validate(raw, base_dir, &mut problems);
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                path: name.to_owned(),
+                problems,
+            }),
+        }
+    }
+
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.name.as_str())
+    }
+}
+
+fn problem(problems: &mut Vec<Problem>, key: impl Into<String>, reason: impl Into<String>) {
+    problems.push(Problem {
+        key: key.into(),
+        reason: reason.into(),
+    });
+}
+
+fn addr(problems: &mut Vec<Problem>, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
+    let value = value.unwrap_or(default);
+    value.parse().unwrap_or_else(|_| {
+        problem(
+            problems,
+            key,
+            format!("{value:?} is not an IP:PORT address (e.g. \"127.0.0.1:8080\")"),
+        );
+        default.parse().expect("defaults are valid addresses")
+    })
+}
+
+fn ms(value: Option<u64>, default_ms: u64) -> Duration {
+    Duration::from_millis(value.unwrap_or(default_ms))
+}
+
+fn positive(problems: &mut Vec<Problem>, key: &str, value: Option<u64>) {
+    if value == Some(0) {
+        problem(problems, key, "must be greater than 0");
+    }
+}
+
+fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Option<Config> {
+    // server
+    let s = &raw.server;
+    let listen = addr(
+        problems,
+        "server.listen",
+        s.listen.as_deref(),
+        DEFAULT_LISTEN,
+    );
+    let admin_listen = addr(
+        problems,
+        "server.admin_listen",
+        s.admin_listen.as_deref(),
+        DEFAULT_ADMIN_LISTEN,
+    );
+    if listen == admin_listen && listen.port() != 0 {
+        problem(
+            problems,
+            "server.admin_listen",
+            format!(
+                "is the same address as server.listen ({listen}); the admin listener must be separate from traffic"
+            ),
+        );
+    }
+    for (key, v) in [
+        ("server.drain_timeout_ms", s.drain_timeout_ms),
+        ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+    ] {
+        positive(problems, key, v);
+    }
+    if s.workers == Some(0) {
+        problem(problems, "server.workers", "must be at least 1");
+    }
+    if s.max_connections == Some(0) {
+        problem(problems, "server.max_connections", "must be at least 1");
+    }
+    if let Some(n) = s.max_header_bytes
+        && !(1024..=1 << 20).contains(&n)
+    {
+        problem(
+            problems,
+            "server.max_header_bytes",
+            format!("{n} is outside 1024 to 1048576"),
+        );
+    }
+    let server = Server {
+        listen,
+        admin_listen,
+        workers: s
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        drain_timeout: ms(s.drain_timeout_ms, 30_000),
+        header_read_timeout: ms(s.header_read_timeout_ms, 30_000),
+        max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
+        max_connections: s.max_connections.unwrap_or(10_000),
+        http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(256),
+        trust_forwarded_headers: s.trust_forwarded_headers.unwrap_or(false),
+    };
+
+    // targets
+    if raw.targets.is_empty() {
+        problem(
+            problems,
+            "targets",
+            "no targets; define at least one [targets.NAME]",
+        );
+    }
+    let targets = Targets::new(raw.targets.keys());
+    let mut target_configs = Vec::new();
+    for (name, t) in &raw.targets {
+        let key = format!("targets.{name}");
+        if !valid_label(name) {
+            problem(
+                problems,
+                &key,
+                "target names use letters, digits, '-' and '_' only",
+            );
+        }
+        if t.endpoints.is_empty() {
+            problem(
+                problems,
+                format!("{key}.endpoints"),
+                "is empty; give at least one \"http://HOST:PORT\"",
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (i, e) in t.endpoints.iter().enumerate() {
+            match parse_endpoint(e) {
+                Ok(ep) => endpoints.push(ep),
+                Err(reason) => problem(problems, format!("{key}.endpoints[{i}]"), reason),
+            }
+        }
+        let protocol = match t.protocol.as_deref() {
+            None | Some("http1") => Protocol::Http1,
+            Some("h2c") => Protocol::H2c,
+            Some(other) => {
+                problem(
+                    problems,
+                    format!("{key}.protocol"),
+                    format!("{other:?} is not one of \"http1\", \"h2c\""),
+                );
+                Protocol::Http1
+            }
+        };
+        positive(
+            problems,
+            &format!("{key}.connect_timeout_ms"),
+            t.connect_timeout_ms,
+        );
+        target_configs.push(TargetConfig {
+            name: name.clone(),
+            endpoints,
+            protocol,
+            connect_timeout: ms(t.connect_timeout_ms, 1_000),
+            pool_idle_timeout: ms(t.pool_idle_timeout_ms, 90_000),
+            pool_max_idle_per_endpoint: t.pool_max_idle_per_endpoint.unwrap_or(256),
+        });
+    }
+    let target_ref = |problems: &mut Vec<Problem>, key: &str, name: &str| -> Option<TargetId> {
+        let id = targets.id(name);
+        if id.is_none() {
+            problem(
+                problems,
+                key,
+                format!(
+                    "{name:?} is not a configured target (configured: {})",
+                    targets.known_list()
+                ),
+            );
+        }
+        id
+    };
+
+    // flags
+    let store = match StoreUrl::parse(&raw.flags.source, base_dir) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            problem(
+                problems,
+                "flags.source",
+                flag_store::error::Chain(&e).to_string(),
+            );
+            None
+        }
+    };
+    let default_target = target_ref(problems, "flags.default_target", &raw.flags.default_target);
+    positive(
+        problems,
+        "flags.poll_interval_ms",
+        raw.flags.poll_interval_ms,
+    );
+
+    // tenant
+    let mut from = Vec::new();
+    for (i, spec) in raw.tenant.from.iter().enumerate() {
+        match Extractor::parse(spec) {
+            Ok(x) => from.push(x),
+            Err(reason) => problem(problems, format!("tenant.from[{i}]"), reason),
+        }
+    }
+    let mut sticky_key = Vec::new();
+    for (i, spec) in raw.tenant.sticky_key.iter().enumerate() {
+        match StickyKey::parse(spec) {
+            Ok(k) => sticky_key.push(k),
+            Err(reason) => problem(problems, format!("tenant.sticky_key[{i}]"), reason),
+        }
+    }
+    if sticky_key.is_empty() {
+        sticky_key.push(StickyKey::ClientIp);
+    }
+
+    // routes
+    if raw.routes.is_empty() {
+        problem(
+            problems,
+            "routes",
+            "no routes; add at least one [[routes]] (name = \"api\", path_prefix = \"/\")",
+        );
+    }
+    let mut names = HashSet::new();
+    let mut prefixes = HashSet::new();
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !valid_label(&r.name) {
+            problem(
+                problems,
+                format!("{key}.name"),
+                format!(
+                    "{:?}: route names use letters, digits, '-' and '_' only",
+                    r.name
+                ),
+            );
+        } else if !names.insert(r.name.as_str()) {
+            problem(
+                problems,
+                format!("{key}.name"),
+                format!("duplicate route name {:?}", r.name),
+            );
+        }
+        if !r.path_prefix.starts_with('/') {
+            problem(
+                problems,
+                format!("{key}.path_prefix"),
+                format!("{:?} must start with '/'", r.path_prefix),
+            );
+        } else if !prefixes.insert(r.path_prefix.as_str()) {
+            problem(
+                problems,
+                format!("{key}.path_prefix"),
+                format!(
+                    "duplicate route: another route already has path_prefix {:?}",
+                    r.path_prefix
+                ),
+            );
+        }
+        let kind = match &r.target {
+            None => RouteKind::Flagged,
+            Some(t) => match target_ref(problems, &format!("{key}.target"), t) {
+                Some(id) => RouteKind::Fixed(id),
+                None => RouteKind::Flagged,
+            },
+        };
+        positive(problems, &format!("{key}.timeout_ms"), r.timeout_ms);
+        positive(
+            problems,
+            &format!("{key}.idle_timeout_ms"),
+            r.idle_timeout_ms,
+        );
+        routes.push(Route {
+            name: r.name.clone(),
+            path_prefix: r.path_prefix.clone(),
+            kind,
+            require_tenant: r.require_tenant.unwrap_or(false),
+            timeout: ms(r.timeout_ms, 30_000),
+            idle_timeout: ms(r.idle_timeout_ms, 60_000),
+            max_body_bytes: r.max_body_bytes,
+        });
+    }
+    if routes.len() > 1000 {
+        problem(problems, "routes", "more than 1000 routes");
+    }
+
+    Some(Config {
+        base_dir: base_dir.to_owned(),
+        server,
+        flags: Flags {
+            store: store?,
+            default_target: default_target?,
+            poll_interval: ms(raw.flags.poll_interval_ms, 250),
+        },
+        tenant: TenantRules { from, sticky_key },
+        targets,
+        target_configs,
+        routes,
+    })
+}
+
+/// Names that become metric label values: short, plain, bounded.
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a URL ({e}); write \"http://HOST:PORT\""))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no scheme; write \"http://HOST:PORT\""))?;
+    if scheme != Scheme::HTTP {
+        return Err(format!("{s:?}: only http:// endpoints are supported"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{s:?}: credentials in an endpoint URL are not supported"
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if after_host.contains(':') && authority.port_u16().is_none_or(|p| p == 0) {
+        return Err(format!("{s:?}: the port is not a number from 1 to 65535"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{s:?}: an endpoint is scheme, host and port only, with no path or query"
+        ));
+    }
+    Ok(Endpoint { scheme, authority })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+[flags]
+source = "file:flags.json"
+default_target = "legacy"
+[tenant]
+from = ["header:x-tenant-id", "host:.app.example.com", "path:/t/", "jwt:tenant_id"]
+[targets.legacy]
+endpoints = ["http://127.0.0.1:9001"]
+[targets.new]
+endpoints = ["http://127.0.0.1:9002"]
+[[routes]]
+name = "api"
+path_prefix = "/"
+[[routes]]
+name = "analytics"
+path_prefix = "/analytics"
+target = "legacy"
+"#;
+
+    fn errors(text: &str) -> String {
+        Config::parse(text, Path::new("/etc/sy"), "router.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = Config::parse(GOOD, Path::new("/etc/sy"), "router.toml").unwrap();
+        assert_eq!(c.flags.store, StoreUrl::File("/etc/sy/flags.json".into()));
+        assert_eq!(c.targets.name(c.flags.default_target), "legacy");
+        assert_eq!(c.tenant.from.len(), 4);
+        assert_eq!(
+            c.routes[1].kind,
+            RouteKind::Fixed(c.targets.id("legacy").unwrap())
+        );
+        assert_eq!(
+            c.target_configs[c.targets.id("new").unwrap().index()].name,
+            "new"
+        );
+    }
+
+    #[test]
+    fn each_mistake_is_named_by_its_key() {
+        let cases = [
+            (
+                GOOD.replace("default_target = \"legacy\"", "default_target = \"old\""),
+                "flags.default_target: \"old\" is not a configured target (configured: legacy, new)",
+            ),
+            (
+                GOOD.replace("target = \"legacy\"", "target = \"nwe\""),
+                "routes[1].target: \"nwe\" is not a configured target",
+            ),
+            (
+                GOOD.replace("127.0.0.1:9002", "127.0.0.1:port"),
+                "targets.new.endpoints[0]",
+            ),
+            (
+                GOOD.replace("http://127.0.0.1:9002", "https://127.0.0.1:9002"),
+                "only http://",
+            ),
+            (
+                GOOD.replace("http://127.0.0.1:9002", "http://127.0.0.1:9002/v1"),
+                "no path",
+            ),
+            (
+                GOOD.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\""),
+                "server.listen: \"localhost\" is not an IP:PORT",
+            ),
+            (
+                GOOD.replace("/analytics", "/"),
+                "routes[1].path_prefix: duplicate route",
+            ),
+            (
+                GOOD.replace("\"analytics\"", "\"api\""),
+                "routes[1].name: duplicate route name \"api\"",
+            ),
+            (
+                GOOD.replace("header:x-tenant-id", "cookie:x"),
+                "tenant.from[0]",
+            ),
+            (
+                GOOD.replace("source = \"file:flags.json\"", "source = \"redis://x\""),
+                "flags.source",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nworkers = 0"),
+                "server.workers",
+            ),
+            (GOOD.replace("[server]", "[sever]"), "unknown field `sever`"),
+            (
+                GOOD.replace("\nlisten =", "\nlisen ="),
+                "unknown field `lisen`",
+            ),
+            (
+                GOOD.replace("9090", "8080"),
+                "server.admin_listen: is the same address",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = errors(&text);
+            assert!(err.contains(want), "want {want:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let text = GOOD
+            .replace("default_target = \"legacy\"", "default_target = \"old\"")
+            .replace("target = \"legacy\"", "target = \"nwe\"");
+        let err = errors(&text);
+        assert!(
+            err.contains("flags.default_target") && err.contains("routes[1].target"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,607 @@
+//! The hot path, top to bottom: route, tenant id, flag lookup and pick, forward, metrics.
+//!
+//! [`Proxy::handle`] reads in that order. Steps 2 and 3 run in one block that holds the
+//! snapshot guard and nothing else; it is dropped before the first `.await`. Every answer the
+//! router gives itself (400, 404, 413, 502, 503, 504) comes from [`Proxy::local`] with a
+//! short plain body that says what happened.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use flag_store::{FlagState, TargetId};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Notify, watch};
+
+use crate::body::{BodyError, Completion, RequestBody, ResponseBody};
+use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
+use crate::metrics::{Labels, Metrics, UpstreamErrorKind};
+use crate::pick::{AllHealthy, Decision, RouteTable, pick};
+use crate::tenant::{self, request_host, sticky_hash};
+use crate::upstream::{Upstream, upstream_uri};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+#[derive(Debug)]
+pub struct Proxy {
+    routes: RouteTable,
+    rules: TenantRules,
+    default_target: TargetId,
+    flags: Arc<FlagState>,
+    /// Indexed by [`TargetId`].
+    upstreams: Vec<Upstream>,
+    pub(crate) metrics: Arc<Metrics>,
+    trust_forwarded: bool,
+    request_ids: RequestIds,
+    pub(crate) tunnels: Tunnels,
+}
+
+impl Proxy {
+    pub fn new(config: &Config, flags: Arc<FlagState>, metrics: Arc<Metrics>) -> Self {
+        Proxy {
+            routes: RouteTable::new(config.routes.clone()),
+            rules: config.tenant.clone(),
+            default_target: config.flags.default_target,
+            flags,
+            upstreams: config.target_configs.iter().map(Upstream::new).collect(),
+            metrics,
+            trust_forwarded: config.server.trust_forwarded_headers,
+            request_ids: RequestIds::new(),
+            tunnels: Tunnels::default(),
+        }
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let request_id = self.request_id(&mut parts.headers);
+        let mut labels = Labels {
+            route: self.metrics.no_route(),
+            target: self.metrics.no_target(),
+        };
+
+        // 1. Route.
+        let Some(route_id) = self.routes.find(parts.uri.path()) else {
+            return self.local(
+                StatusCode::NOT_FOUND,
+                "no route matches this path",
+                labels,
+                start,
+                request_id,
+            );
+        };
+        let route = self.routes.get(route_id);
+        labels.route = route_id.index();
+
+        // 2 and 3. Tenant id, flag lookup, pick; the snapshot guard lives in this block only.
+        let decision = {
+            let tenant = match tenant::extract(&self.rules.from, &parts) {
+                Ok(t) => t,
+                Err(e) => {
+                    return self.local(
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        labels,
+                        start,
+                        request_id,
+                    );
+                }
+            };
+            if tenant.is_none() && route.require_tenant {
+                return self.local(
+                    StatusCode::BAD_REQUEST,
+                    "this route needs a tenant id and the request carries none",
+                    labels,
+                    start,
+                    request_id,
+                );
+            }
+            if route.kind == RouteKind::Flagged && !self.flags.is_loaded() {
+                return self.local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "tenant flags are not loaded yet",
+                    labels,
+                    start,
+                    request_id,
+                );
+            }
+            let tenant_id = tenant.as_ref().map(|t| &*t.id);
+            let snapshot = self.flags.load();
+            let decision = pick(
+                &snapshot,
+                route,
+                tenant_id,
+                || {
+                    sticky_hash(
+                        &self.rules.sticky_key,
+                        tenant_id.unwrap_or(""),
+                        &parts,
+                        client.ip(),
+                    )
+                },
+                self.default_target,
+                &AllHealthy,
+            );
+            tracing::debug!(tenant = tenant_id.unwrap_or("-"), route = %route.name, ?decision, "pick");
+            decision
+        };
+        let target = match decision {
+            Decision::Forward(pick) => pick.target,
+            Decision::PinnedUnavailable { target, .. } => {
+                let msg = format!(
+                    "the tenant's target {:?} is unavailable",
+                    self.upstreams[target.index()].name
+                );
+                return self.local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &msg,
+                    labels,
+                    start,
+                    request_id,
+                );
+            }
+            Decision::NoHealthyTarget { .. } => {
+                return self.local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy target for this tenant",
+                    labels,
+                    start,
+                    request_id,
+                );
+            }
+        };
+        labels.target = target.index();
+
+        // 4. Forward (and 5, metrics, when the response body completes).
+        self.forward(
+            parts,
+            body,
+            route,
+            target,
+            labels,
+            start,
+            request_id,
+            client.ip(),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        mut parts: Parts,
+        body: Incoming,
+        route: &Route,
+        target: TargetId,
+        labels: Labels,
+        start: Instant,
+        request_id: HeaderValue,
+        client: IpAddr,
+    ) -> Response<ResponseBody> {
+        let upstream = &self.upstreams[target.index()];
+        if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
+            && len > limit
+        {
+            let msg =
+                format!("request body of {len} bytes exceeds the route's limit of {limit} bytes");
+            return self.local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &msg,
+                labels,
+                start,
+                request_id,
+            );
+        }
+        let client_upgrade = if is_upgrade(&parts) {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let host = request_host(&parts).and_then(|h| HeaderValue::from_str(h).ok());
+        strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        self.set_forwarded(&mut parts.headers, client, host.as_ref());
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        let endpoint = upstream.endpoint();
+        parts.uri = match upstream_uri(endpoint, parts.uri.path_and_query()) {
+            Ok(uri) => uri,
+            Err(_) => {
+                return self.local(
+                    StatusCode::BAD_REQUEST,
+                    "the request target cannot be forwarded",
+                    labels,
+                    start,
+                    request_id,
+                );
+            }
+        };
+        match upstream.protocol {
+            Protocol::Http1 => {
+                parts.version = Version::HTTP_11;
+                if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
+            Protocol::H2c => {
+                parts.version = Version::HTTP_2;
+                parts.headers.remove(header::HOST);
+            }
+        }
+        let req = Request::from_parts(
+            parts,
+            RequestBody::new(body, route.max_body_bytes, route.idle_timeout),
+        );
+
+        let mut resp = match tokio::time::timeout(route.timeout, upstream.client().request(req))
+            .await
+        {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                return self.upstream_failed(&e, upstream, target, labels, start, request_id);
+            }
+            Err(_) => {
+                self.metrics
+                    .upstream_error(target.index(), UpstreamErrorKind::Timeout);
+                let msg = format!(
+                    "target {:?} did not respond within {:?}",
+                    upstream.name, route.timeout
+                );
+                return self.local(StatusCode::GATEWAY_TIMEOUT, &msg, labels, start, request_id);
+            }
+        };
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
+        if let (true, Some(client_side)) = (upgraded, client_upgrade) {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            self.tunnels.spawn(client_side, upstream_side);
+        }
+        strip_hop_by_hop(resp.headers_mut(), upgraded);
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        let (rparts, rbody) = resp.into_parts();
+        let completion = Completion::new(self.metrics.clone(), labels, rparts.status, start);
+        Response::from_parts(
+            rparts,
+            ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion),
+        )
+    }
+
+    /// Maps a failed upstream exchange to the answer: the client's own body at fault (413,
+    /// 408, 400), or the upstream (502), counted by kind.
+    fn upstream_failed(
+        &self,
+        error: &hyper_util::client::legacy::Error,
+        upstream: &Upstream,
+        target: TargetId,
+        labels: Labels,
+        start: Instant,
+        request_id: HeaderValue,
+    ) -> Response<ResponseBody> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if let Some(body_error) = e.downcast_ref::<BodyError>() {
+                let status = match body_error {
+                    BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    BodyError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return self.local(status, &body_error.to_string(), labels, start, request_id);
+            }
+            source = e.source();
+        }
+        let (kind, msg) = if error.is_connect() {
+            (
+                UpstreamErrorKind::Connect,
+                format!("could not connect to target {:?}", upstream.name),
+            )
+        } else {
+            (
+                UpstreamErrorKind::Reset,
+                format!(
+                    "target {:?} closed the connection before responding",
+                    upstream.name
+                ),
+            )
+        };
+        tracing::warn!(target_name = %upstream.name, error = %flag_store::error::Chain(error), "upstream request failed");
+        self.metrics.upstream_error(target.index(), kind);
+        self.local(StatusCode::BAD_GATEWAY, &msg, labels, start, request_id)
+    }
+
+    /// An answer from the router itself: a status and a one-line plain body.
+    fn local(
+        &self,
+        status: StatusCode,
+        msg: &str,
+        labels: Labels,
+        start: Instant,
+        request_id: HeaderValue,
+    ) -> Response<ResponseBody> {
+        let completion = Completion::new(self.metrics.clone(), labels, status, start);
+        let body = Bytes::from(format!("switchyard: {msg}\n"));
+        let mut resp = Response::new(ResponseBody::local(body, Some(completion)));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(X_REQUEST_ID.clone(), request_id);
+        resp
+    }
+
+    /// Keeps a sane incoming `x-request-id`, or makes one.
+    fn request_id(&self, headers: &mut HeaderMap) -> HeaderValue {
+        if let Some(id) = headers.get(&X_REQUEST_ID)
+            && (1..=200).contains(&id.len())
+            && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        {
+            return id.clone();
+        }
+        let id = self.request_ids.next();
+        headers.insert(X_REQUEST_ID.clone(), id.clone());
+        id
+    }
+
+    fn set_forwarded(&self, headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+        let ip = client.to_string();
+        let xff = match headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .fold(None::<String>, |acc, v| {
+                Some(match acc {
+                    None => v.to_owned(),
+                    Some(a) => a + ", " + v,
+                })
+            }) {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
+            match host {
+                Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+                None => headers.remove(&X_FORWARDED_HOST),
+            };
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// An HTTP/1.1 upgrade (WebSocket and the like). `h2c` is never passed through: it would
+/// change the protocol under the proxy's own connection handling.
+fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && connection_has(&parts.headers, "upgrade")
+        && parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("h2c"))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
+/// names, plus the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    // `TE: trailers` is end-to-end meaningful (gRPC needs it); any other TE is hop-by-hop.
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Request ids: a random per-process prefix and a mixed counter, 32 hex digits, unique
+/// without coordination between routers.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        RequestIds {
+            prefix: h.finish(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{:016x}", self.prefix, flag_store::sticky::mix(n));
+        HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+    }
+}
+
+/// Upgraded connections (WebSocket and the like) after the 101: they outlive the HTTP
+/// connection they came from, so they are counted here and drained at shutdown.
+#[derive(Debug)]
+pub struct Tunnels {
+    open: Arc<(AtomicUsize, Notify)>,
+    stop: watch::Sender<bool>,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels {
+            open: Arc::new((AtomicUsize::new(0), Notify::new())),
+            stop: watch::channel(false).0,
+        }
+    }
+}
+
+struct TunnelGuard(Arc<(AtomicUsize, Notify)>);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        if self.0.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.1.notify_waiters();
+        }
+    }
+}
+
+impl Tunnels {
+    fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade) {
+        self.open.0.fetch_add(1, Ordering::AcqRel);
+        let guard = TunnelGuard(self.open.clone());
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (client, upstream) = match tokio::try_join!(client, upstream) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade did not complete");
+                    return;
+                }
+            };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            tokio::select! {
+                result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "tunnel closed with an error");
+                    }
+                }
+                _ = crate::until_set(&mut stop) => {}
+            }
+        });
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.0.load(Ordering::Acquire)
+    }
+
+    /// Waits for open tunnels to close, until `deadline`; then closes the rest.
+    pub async fn drain(&self, deadline: tokio::time::Instant) {
+        loop {
+            let notified = self.open.1.notified();
+            if self.open() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.stop.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-authorization", "Basic x".parse().unwrap());
+        h.insert(header::TE, "gzip".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_well_formed() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
+    }
+}

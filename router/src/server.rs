@@ -1,0 +1,274 @@
+//! The router's life cycle: load flags, bind the traffic and admin listeners, serve, and on
+//! shutdown stop accepting, drain in-flight requests and tunnels (bounded by the drain
+//! timeout), then stop the reloader and the admin listener.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use flag_store::{FileSource, FileStore, FlagState, StoreUrl, reload};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::{Config, Server};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running router. Dropping it does not stop it; call [`Router::shutdown`].
+#[derive(Debug)]
+pub struct Router {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    flags: Arc<FlagState>,
+    proxy: Arc<Proxy>,
+    draining: Arc<AtomicBool>,
+    stop_accepting: watch::Sender<bool>,
+    stop_background: watch::Sender<bool>,
+    traffic: JoinHandle<GracefulShutdown>,
+    admin: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+impl Router {
+    /// Loads the flags (a store that cannot be read yet leaves the router not ready, and it
+    /// keeps trying), binds both listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Router, StartError> {
+        let flags = FlagState::new(config.targets.clone());
+        let (stop_background, background) = watch::channel(false);
+        match &config.flags.store {
+            StoreUrl::File(path) => {
+                let mut source = FileSource::new(FileStore::new(path));
+                if let Err(e) = reload::poll_once(&mut source, &flags).await {
+                    tracing::warn!(error = %flag_store::error::Chain(&e), "flag store unreadable at start; flag-routed requests get 503 until it loads");
+                }
+                tokio::spawn(reload::run(
+                    source,
+                    flags.clone(),
+                    config.flags.poll_interval,
+                    background.clone(),
+                ));
+            }
+        }
+        let route_names: Vec<String> = config.route_names().map(str::to_owned).collect();
+        let target_names: Vec<String> = config.targets.iter().map(|(_, n)| n.to_owned()).collect();
+        let metrics = Arc::new(Metrics::new(&route_names, &target_names, flags.clone()));
+        let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics));
+
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let listener = bind("traffic", config.server.listen).await?;
+        let admin_listener = bind("admin", config.server.admin_listen).await?;
+        let addr = listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        let admin_addr = admin_listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        if !admin_addr.ip().is_loopback() {
+            tracing::warn!(%admin_addr, "the admin listener is reachable from other hosts");
+        }
+
+        let draining = Arc::new(AtomicBool::new(false));
+        let admin = Arc::new(Admin::new(
+            &config,
+            flags.clone(),
+            proxy.clone(),
+            draining.clone(),
+        ));
+        let (stop_accepting, accepting) = watch::channel(false);
+        let traffic = tokio::spawn(serve_traffic(
+            listener,
+            proxy.clone(),
+            config.server.clone(),
+            accepting,
+        ));
+        let admin = tokio::spawn(serve_admin(
+            admin_listener,
+            admin,
+            config.server.clone(),
+            background,
+        ));
+        tracing::info!(%addr, %admin_addr, store = %config.flags.store, "switchyard serving");
+        Ok(Router {
+            addr,
+            admin_addr,
+            flags,
+            proxy,
+            draining,
+            stop_accepting,
+            stop_background,
+            traffic,
+            admin,
+            drain_timeout: config.server.drain_timeout,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn flags(&self) -> &Arc<FlagState> {
+        &self.flags
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.proxy.metrics
+    }
+
+    /// Stops accepting, lets in-flight requests and tunnels finish (up to the drain timeout),
+    /// then stops everything. Returns whether everything finished within the timeout.
+    pub async fn shutdown(self) -> bool {
+        self.draining.store(true, Ordering::Release);
+        self.stop_accepting.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        let graceful = self.traffic.await.expect("the accept loop does not panic");
+        let drained = tokio::time::timeout_at(deadline, graceful.shutdown())
+            .await
+            .is_ok();
+        self.proxy.tunnels.drain(deadline).await;
+        if !drained {
+            tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing the remaining connections");
+        }
+        self.stop_background.send_replace(true);
+        let _ = self.admin.await;
+        tracing::info!(drained, "switchyard stopped");
+        drained
+    }
+}
+
+fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        .max_header_list_size(server.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+async fn serve_traffic(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    server: Server,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let builder = http_builder(&server);
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = crate::until_set(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::until_set(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let metrics = proxy.metrics.clone();
+        metrics.connection_opened();
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            }
+            metrics.connection_closed();
+        });
+    }
+    graceful
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    server: Server,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(server.header_read_timeout))
+        .max_buf_size(16 * 1024);
+    let slots = Arc::new(Semaphore::new(64));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::until_set(&mut stop) => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // too many admin connections: drop this one
+        };
+        let admin = admin.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            }),
+        );
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = conn => {}
+                _ = crate::until_set(&mut stop) => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,110 @@
+//! The upstream side: one pooled keep-alive client per target, and the choice of endpoint
+//! within a target. Only configured endpoints are ever dialled: the request's URI is rebuilt
+//! from the chosen endpoint, so no header, Host or absolute-form URI can pick the host.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::Uri;
+use http::uri::PathAndQuery;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::RequestBody;
+use crate::config::{Endpoint, Protocol, TargetConfig};
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub protocol: Protocol,
+    endpoints: Vec<Endpoint>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, RequestBody>,
+}
+
+impl Upstream {
+    pub fn new(config: &TargetConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
+            .http2_only(config.protocol == Protocol::H2c)
+            // The proxy sets Host itself (the client's, kept); never let the endpoint leak in.
+            .set_host(false)
+            .build(connector);
+        Upstream {
+            name: config.name.clone(),
+            protocol: config.protocol,
+            endpoints: config.endpoints.clone(),
+            next: AtomicUsize::new(0),
+            client,
+        }
+    }
+
+    /// Round robin over the target's endpoints: even spread with no shared state beyond one
+    /// counter.
+    pub fn endpoint(&self) -> &Endpoint {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        &self.endpoints[i]
+    }
+
+    pub fn client(&self) -> &Client<HttpConnector, RequestBody> {
+        &self.client
+    }
+}
+
+/// The URI for `endpoint` with the request's path and query: the only way a request's
+/// destination is chosen.
+pub fn upstream_uri(
+    endpoint: &Endpoint,
+    path_and_query: Option<&PathAndQuery>,
+) -> Result<Uri, http::Error> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(endpoint.scheme.clone());
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = Some(
+        path_and_query
+            .filter(|pq| pq.as_str().starts_with('/'))
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Ok(Uri::from_parts(parts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::uri::Scheme;
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            scheme: Scheme::HTTP,
+            authority: "10.0.0.1:9001".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_destination_is_always_the_endpoint() {
+        for incoming in [
+            "/x?y=1",
+            "http://evil.example.com/x?y=1",
+            "http://127.0.0.1:22/x?y=1",
+        ] {
+            let uri: Uri = incoming.parse().unwrap();
+            let out = upstream_uri(&endpoint(), uri.path_and_query()).unwrap();
+            assert_eq!(out.to_string(), "http://10.0.0.1:9001/x?y=1", "{incoming}");
+        }
+        let star: Uri = "*".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&endpoint(), star.path_and_query())
+                .unwrap()
+                .to_string(),
+            "http://10.0.0.1:9001/"
+        );
+    }
+}
