@@ -101,10 +101,9 @@ impl Snapshot {
         let mut duplicates: Vec<String> = Vec::new();
 
         for LoadedItem { location, item } in load.items {
-            let compiled = item.and_then(|item| {
-                item.compile(targets, &mut interner)
-                    .map(|flag| (item.tenant, flag))
-                    .map_err(|e| (None, e))
+            let compiled = item.and_then(|item| match item.compile(targets, &mut interner) {
+                Ok(flag) => Ok((item.tenant, flag)),
+                Err(e) => Err((Some(item.tenant), e)),
             });
             match compiled {
                 Ok((tenant, flag)) => {
@@ -284,20 +283,22 @@ mod tests {
             None,
         );
         // A typo in the target: acme must not fall back to the default (legacy).
-        let mut bad = load(2, &[]);
-        bad.items.push(LoadedItem {
-            location: "items[0]".into(),
-            item: Err((
-                Some("acme".into()),
-                ItemError::UnknownTarget {
-                    target: "nwe".into(),
-                    known: "legacy, new".into(),
-                },
-            )),
-        });
+        let bad = load(2, &[r#"{"tenant":"acme","target":"nwe"}"#]);
         let second = Snapshot::build(bad, &targets(), Some(&first));
         assert_eq!(target_of(&second, "acme"), Some(TargetId(1)));
         assert!(second.rejected[0].kept_previous);
+        assert_eq!(second.rejected[0].tenant.as_deref(), Some("acme"));
+        // A parse error that still names the tenant keeps it too.
+        let mut unparsable = load(3, &[]);
+        unparsable.items.push(LoadedItem {
+            location: "items[0]".into(),
+            item: Err((
+                Some("acme".into()),
+                ItemError::Parse("unknown field `taget`".into()),
+            )),
+        });
+        let third = Snapshot::build(unparsable, &targets(), Some(&second));
+        assert_eq!(target_of(&third, "acme"), Some(TargetId(1)));
         assert_eq!(second.generation, 2);
     }
 

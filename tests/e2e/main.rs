@@ -1,1 +1,11 @@
-fn main() {}
+//! End-to-end tests: real sockets on 127.0.0.1:0, in-process upstreams, the router in-process
+//! or as the real binary. One test binary, so the suite links once.
+
+mod support;
+
+mod cli;
+mod flips;
+mod forwarding;
+mod reload;
+mod routing;
+mod streaming;

@@ -1,0 +1,368 @@
+//! What the proxy does to a request on its way: headers, destination, upgrades, protocols,
+//! and what the client gets when the upstream fails.
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+use crate::support::*;
+
+/// Sends raw request bytes (which must ask for `Connection: close`) and returns the raw answer.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let answer = raw(
+        router.addr(),
+        "GET /hop?q=1 HTTP/1.1\r\nHost: acme.app.example.com\r\nConnection: close, x-secret\r\nx-secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Authorization: Basic abc\r\nTE: gzip\r\nUpgrade: h2c\r\n\
+         x-forwarded-for: 203.0.113.9\r\nx-forwarded-proto: https\r\nx-request-id: req-abc\r\nx-end-to-end: kept\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = setup
+        .legacy
+        .seen
+        .last_headers
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.contains_key(gone),
+            "{gone} reached the upstream: {seen:?}"
+        );
+    }
+    assert_ne!(
+        seen.get("connection").map(|v| v.to_str().unwrap()),
+        Some("close, x-secret")
+    );
+    assert_eq!(seen["x-end-to-end"], "kept");
+    assert_eq!(
+        seen["host"], "acme.app.example.com",
+        "the client's Host is kept"
+    );
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        seen["x-forwarded-proto"], "http",
+        "an untrusted client's proto is overwritten"
+    );
+    assert_eq!(seen["x-forwarded-host"], "acme.app.example.com");
+    assert_eq!(
+        seen["x-request-id"], "req-abc",
+        "a client's request id is kept"
+    );
+    // And on the way back.
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("x-up-visible: 1"), "{answer}");
+    for gone in ["x-up-secret", "keep-alive:", "proxy-authenticate"] {
+        assert!(!lower.contains(gone), "{gone} reached the client: {answer}");
+    }
+    assert!(lower.contains("x-request-id: req-abc"));
+
+    // Without a request id, one is made, and the client and upstream see the same one.
+    let (_, h, _) = get(&client(), router.addr(), "/", &[]).await;
+    let id = h["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        setup
+            .legacy
+            .seen
+            .last_headers
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()["x-request-id"],
+        id.as_str()
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_host_header_or_absolute_uri_reaches_an_unconfigured_host() {
+    let setup = Setup::new().await;
+    let decoy = TestUpstream::start("decoy").await;
+    let router = setup.start().await;
+    let d = decoy.addr;
+    for request in [
+        format!("GET http://{d}/steal HTTP/1.1\r\nHost: {d}\r\nConnection: close\r\n\r\n"),
+        format!("GET /steal HTTP/1.1\r\nHost: {d}\r\nConnection: close\r\n\r\n"),
+        format!(
+            "GET http://{d}/steal HTTP/1.1\r\nHost: {d}\r\nx-forwarded-host: {d}\r\nx-tenant-id: acme\r\nConnection: close\r\n\r\n"
+        ),
+    ] {
+        let answer = raw(router.addr(), &request).await;
+        assert!(
+            answer.to_ascii_lowercase().contains("x-upstream: legacy"),
+            "{answer}"
+        );
+    }
+    let connect = raw(
+        router.addr(),
+        &format!("CONNECT {d} HTTP/1.1\r\nHost: {d}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(!connect.contains("decoy"), "{connect}");
+    assert_eq!(
+        decoy.seen.total(),
+        0,
+        "the proxy dialled an unconfigured host"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_answer_502_and_504_with_a_plain_reason() {
+    let mut setup = Setup::new().await;
+    setup
+        .routes
+        .push_str("[[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\ntimeout_ms = 200\n");
+    setup.set("acme", pin("new"));
+    // `new` points at a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = setup
+        .config_text()
+        .replace(&setup.new.url(), &format!("http://{dead}"));
+    let router = switchyard::Router::start(
+        switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = client();
+    let (status, h, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(body, "switchyard: could not connect to target \"new\"\n");
+    let (status, _, body) = get(
+        &c,
+        router.addr(),
+        "/slow/3000",
+        &[("x-tenant-id", "globex")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        body.contains("target \"legacy\" did not respond within 200ms"),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &router,
+            "switchyard_upstream_errors_total{target=\"new\",kind=\"connect\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &router,
+            "switchyard_upstream_errors_total{target=\"legacy\",kind=\"timeout\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &router,
+            "switchyard_requests_total{route=\"api\",target=\"new\",status=\"5xx\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_are_refused_with_413() {
+    let mut setup = Setup::new().await;
+    setup.routes =
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nmax_body_bytes = 1000\n".into();
+    let router = setup.start().await;
+    let c = client();
+    let req = http::Request::post(format!("http://{}/sink", router.addr()))
+        .body(http_body_util::Full::from(vec![b'x'; 5000]))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        setup.legacy.seen.total(),
+        0,
+        "refused before it was sent on"
+    );
+    // Without a length up front, the limit still holds while streaming.
+    let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes>::new(4);
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            if tx
+                .send_data(bytes::Bytes::from(vec![b'y'; 500]))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let streamed =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http()
+            .request(
+                http::Request::post(format!("http://{}/sink", router.addr()))
+                    .body(body)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn websockets_pass_through_to_the_tenants_side() {
+    let setup = Setup::new().await;
+    setup.set("acme", pin("new"));
+    let router = setup.start().await;
+    let mut request = format!("ws://{}/ws", router.addr())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-tenant-id", "acme".parse().unwrap());
+    let stream = TcpStream::connect(router.addr()).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-upstream"], "new");
+    for i in 0..20 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("hello {i}"))
+        );
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    ws.close(None).await.unwrap();
+    assert_eq!(setup.new.seen.tenant("acme"), 1);
+    assert_eq!(setup.legacy.seen.total(), 0);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn http2_on_both_sides() {
+    let mut setup = Setup::new().await;
+    setup.new = TestUpstream::start_h2c("new").await;
+    setup.set("acme", pin("new"));
+    let text = setup
+        .config_text()
+        .replace("[targets.new]\n", "[targets.new]\nprotocol = \"h2c\"\n");
+    let router = switchyard::Router::start(
+        switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap(),
+    )
+    .await
+    .unwrap();
+    let h2 = h2_client();
+    // An HTTP/2 client, to an HTTP/1.1 target and to an h2c target.
+    let (status, h, _) = get(&h2, router.addr(), "/x", &[("x-tenant-id", "globex")]).await;
+    assert_eq!(
+        (status, h["x-upstream"].to_str().unwrap()),
+        (StatusCode::OK, "legacy")
+    );
+    let (status, h, _) = get(&h2, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(
+        (status, h["x-upstream"].to_str().unwrap()),
+        (StatusCode::OK, "new")
+    );
+    // An HTTP/1.1 client to the h2c target.
+    let (status, h, _) = get(&client(), router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(
+        (status, h["x-upstream"].to_str().unwrap()),
+        (StatusCode::OK, "new")
+    );
+    let seen = setup
+        .legacy
+        .seen
+        .last_headers
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(
+        seen["host"],
+        router.addr().to_string().as_str(),
+        "HTTP/2 authority becomes the HTTP/1.1 Host"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_drains_in_flight_requests_and_exits_zero() {
+    let setup = Setup::new().await;
+    let mut router = Binary::serve(&setup.config_path());
+    let addr = router.addr;
+    let held = tokio::spawn(async move { get(&client(), addr, "/hold", &[]).await });
+    let seen = setup.legacy.seen.clone();
+    wait_for("the request to reach the upstream", || {
+        seen.holding.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    router.signal(15);
+    // New connections are refused once the listener is closed...
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...the admin listener says it is draining, so a load balancer stops sending...
+    let (status, _, body) = get(&client(), router.admin_addr, "/readyz", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    );
+    // ...and the request in flight completes.
+    setup.legacy.seen.release.notify_waiters();
+    let (status, _, body) = held.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
+    let child = &mut router.child;
+    let status = tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("switchyard did not exit after draining");
+    assert!(status.success(), "{status:?}");
+}

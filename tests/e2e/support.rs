@@ -1,0 +1,473 @@
+//! Test harness: in-process upstreams on 127.0.0.1:0 that record what reached them, a router
+//! started in-process (or as the real binary) from a config written for them, an HTTP client,
+//! and waits on events (snapshot versions, counters), never on guessed sleeps.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flag_store::{FileStore, FlagWrite, Placing};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard::{Config, Router};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Generous bound on any wait for an event; reaching it fails the test.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What reached one upstream.
+#[derive(Default, Debug)]
+pub struct Seen {
+    pub total: AtomicU64,
+    pub by_tenant: Mutex<HashMap<String, u64>>,
+    pub last_headers: Mutex<Option<HeaderMap>>,
+    /// Requests to `/hold` wait for this.
+    pub release: Notify,
+    pub holding: AtomicU64,
+}
+
+impl Seen {
+    pub fn tenant(&self, tenant: &str) -> u64 {
+        self.by_tenant
+            .lock()
+            .unwrap()
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
+    }
+}
+
+/// An upstream that answers with its own name. Paths with a meaning:
+/// `/slow/MS` waits MS ms; `/hold` waits until released; `/sink` reads the body and answers
+/// `BYTES HASH`; `/source/N` streams N bytes; `/ws` is a WebSocket echo; `/hop` answers with
+/// hop-by-hop headers. Anything else: `NAME` in the body and `x-upstream: NAME`.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+}
+
+type TestBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+impl TestUpstream {
+    pub async fn start(name: &'static str) -> TestUpstream {
+        Self::start_with(name, false).await
+    }
+
+    pub async fn start_h2c(name: &'static str) -> TestUpstream {
+        Self::start_with(name, true).await
+    }
+
+    async fn start_with(name: &'static str, h2_only: bool) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let s = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = s.clone();
+                let service = service_fn(move |req| handle(name, seen.clone(), req));
+                tokio::spawn(async move {
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if h2_only {
+                        builder = builder.http2_only();
+                    }
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestUpstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn handle(
+    name: &'static str,
+    seen: Arc<Seen>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    seen.total.fetch_add(1, Ordering::SeqCst);
+    if let Some(t) = req
+        .headers()
+        .get("x-tenant-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        *seen
+            .by_tenant
+            .lock()
+            .unwrap()
+            .entry(t.to_owned())
+            .or_default() += 1;
+    }
+    *seen.last_headers.lock().unwrap() = Some(req.headers().clone());
+    let path = req.uri().path().to_owned();
+    let mut resp = if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        Response::new(full(name))
+    } else if path == "/hold" {
+        let released = seen.release.notified();
+        seen.holding.fetch_add(1, Ordering::SeqCst);
+        released.await;
+        Response::new(full(name))
+    } else if path == "/sink" {
+        let mut body = req.into_body();
+        let (mut bytes, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                bytes += data.len() as u64;
+                hash = fnv(hash, &data);
+            }
+        }
+        Response::new(full(format!("{bytes} {hash:x}")))
+    } else if let Some(n) = path.strip_prefix("/source/") {
+        let n: u64 = n.parse().unwrap();
+        let chunk = Bytes::from(pattern(64 * 1024));
+        let chunks =
+            futures_util::stream::iter((0..n.div_ceil(chunk.len() as u64)).map(move |i| {
+                let len = (n - i * chunk.len() as u64).min(chunk.len() as u64) as usize;
+                Ok::<_, std::io::Error>(Frame::data(chunk.slice(..len)))
+            }));
+        Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+    } else if path == "/ws" {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let io = TokioIo::new(upgrade.await.unwrap());
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                io,
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    ws.send(msg).await.unwrap();
+                } else if msg.is_close() {
+                    break;
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header(
+                "sec-websocket-accept",
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
+            )
+            .body(full(""))
+            .unwrap()
+    } else if path == "/hop" {
+        Response::builder()
+            .header("connection", "x-up-secret")
+            .header("x-up-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic")
+            .header("x-up-visible", "1")
+            .body(full(name))
+            .unwrap()
+    } else {
+        Response::new(full(name))
+    };
+    resp.headers_mut()
+        .insert("x-upstream", name.parse().unwrap());
+    Ok(resp)
+}
+
+pub fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Deterministic, non-repeating-looking bytes (so a dropped or reordered chunk changes the hash).
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
+}
+
+/// A flag file and a config for `legacy` and `new` upstreams; the router starts from them.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub legacy: TestUpstream,
+    pub new: TestUpstream,
+    /// Extra `[tenant]`, `[[routes]]` or `[server]` lines.
+    pub extra: String,
+    pub routes: String,
+}
+
+impl Setup {
+    pub async fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup {
+            dir,
+            legacy: TestUpstream::start("legacy").await,
+            new: TestUpstream::start("new").await,
+            extra: String::new(),
+            routes: "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n".into(),
+        };
+        setup
+            .write_flags(r#"{"version":1,"items":[{"tenant":"*","target":"legacy","version":1}]}"#);
+        setup
+    }
+
+    pub fn flags_path(&self) -> PathBuf {
+        self.dir.path().join("flags.json")
+    }
+
+    pub fn write_flags(&self, json: &str) {
+        // Atomic replace, as an editor or a deploy tool would.
+        let tmp = self.dir.path().join("flags.json.edit");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, self.flags_path()).unwrap();
+    }
+
+    pub fn config_text(&self) -> String {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+drain_timeout_ms = 10000
+{server_extra}
+[flags]
+source = "file:flags.json"
+default_target = "legacy"
+poll_interval_ms = 10
+[tenant]
+from = ["header:x-tenant-id", "host:.app.example.com", "path:/t/", "jwt:tenant_id"]
+sticky_key = ["header:x-user-id", "client_ip"]
+[targets.legacy]
+endpoints = ["{legacy}"]
+[targets.new]
+endpoints = ["{new}"]
+{routes}
+"#,
+            server_extra = self.extra,
+            legacy = self.legacy.url(),
+            new = self.new.url(),
+            routes = self.routes,
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        let path = self.dir.path().join("router.toml");
+        std::fs::write(&path, self.config_text()).unwrap();
+        path
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path()).unwrap()
+    }
+
+    pub async fn start(&self) -> Router {
+        Router::start(self.config()).await.unwrap()
+    }
+
+    pub fn store(&self) -> FileStore {
+        FileStore::new(self.flags_path())
+    }
+
+    /// Writes a flag as the CLI does and returns the store's new version.
+    pub fn set(&self, tenant: &str, placing: Placing) -> u64 {
+        let write = FlagWrite {
+            tenant: tenant.into(),
+            placing: Some(placing),
+            seal: None,
+            by: "test".into(),
+            reason: "test".into(),
+            expect_version: None,
+            force: false,
+        };
+        self.store().write(&write, None).unwrap();
+        self.store().load().unwrap().version
+    }
+}
+
+pub fn pin(target: &str) -> Placing {
+    Placing::Pinned(target.into())
+}
+
+/// Waits until the router's snapshot is at `version` or later.
+pub async fn wait_version(router: &Router, version: u64) {
+    tokio::time::timeout(
+        EVENT_TIMEOUT,
+        router.flags().wait_until(|s| s.version >= version),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the router did not reach flag version {version}"));
+}
+
+/// Waits until `cond` holds, re-checking whenever `notify` fires or a short tick passes.
+pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub fn h2_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// A GET through the router; returns status, headers and body text.
+pub async fn get(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// The admin listener's answer to a GET.
+pub async fn admin_get(router: &Router, path: &str) -> (StatusCode, String) {
+    let (status, _, body) = get(&client(), router.admin_addr(), path, &[]).await;
+    (status, body)
+}
+
+/// The value of one metric line from `/metrics` (the first line starting with `prefix`).
+pub async fn metric(router: &Router, prefix: &str) -> Option<f64> {
+    let (_, text) = admin_get(router, "/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The real `switchyard` binary, started with `args`, its logs captured.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl Binary {
+    pub fn serve(config: &Path) -> Binary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let field = |line: &str, key: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+        };
+        let (addr, admin_addr) = loop {
+            let line = lines
+                .next()
+                .expect("switchyard exited before serving")
+                .unwrap();
+            if line.contains("switchyard serving") {
+                break (
+                    field(&line, "addr=").unwrap(),
+                    field(&line, "admin_addr=").unwrap(),
+                );
+            }
+        };
+        // Keep draining its logs so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Binary {
+            child,
+            addr,
+            admin_addr,
+        }
+    }
+
+    /// Peak resident memory of the process so far, in bytes (VmHWM).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Sends `signal` (by number) with the kill command.
+    pub fn signal(&self, signal: i32) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
