@@ -694,6 +694,13 @@ target = "legacy"
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../examples/router.toml");
+        let c = Config::parse(text, Path::new("examples"), "examples/router.toml").unwrap();
+        assert_eq!(c.routes.len(), 2);
+    }
+
+    #[test]
     fn all_problems_are_reported_together() {
         let text = GOOD
             .replace("default_target = \"legacy\"", "default_target = \"old\"")

@@ -80,6 +80,17 @@ impl Proxy {
             target: self.metrics.no_target(),
         };
 
+        // A reverse proxy never opens tunnels to a host the client names.
+        if parts.method == http::Method::CONNECT {
+            return self.local(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported",
+                labels,
+                start,
+                request_id,
+            );
+        }
+
         // 1. Route.
         let Some(route_id) = self.routes.find(parts.uri.path()) else {
             return self.local(

@@ -300,11 +300,7 @@ async fn the_demo_runs_and_its_printed_commands_work() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let status = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(&demo, nix::sys::signal::Signal::SIGINT);
     assert!(
         demo.wait().unwrap().success(),
         "the demo did not stop cleanly on Ctrl-C"

@@ -454,15 +454,14 @@ impl Binary {
         kb * 1024
     }
 
-    /// Sends `signal` (by number) with the kill command.
-    pub fn signal(&self, signal: i32) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        send_signal(&self.child, signal);
     }
+}
+
+pub fn send_signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
 }
 
 impl Drop for Binary {
