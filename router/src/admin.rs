@@ -119,16 +119,26 @@ impl Admin {
         let mut tenant = None;
         let mut path = None;
         let mut key = None;
+        let mut client_ip = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
                 "tenant" => tenant = Some(percent_decode(v)),
                 "path" => path = Some(percent_decode(v)),
                 "key" => key = Some(percent_decode(v)),
+                "client_ip" => match percent_decode(v).parse::<std::net::IpAddr>() {
+                    Ok(ip) => client_ip = Some(ip),
+                    Err(_) => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            json!({ "error": format!("client_ip {v:?} is not an IP address") }),
+                        );
+                    }
+                },
                 other => {
                     return json_response(
                         StatusCode::BAD_REQUEST,
-                        json!({ "error": format!("unknown parameter {other:?}; use tenant, path and key") }),
+                        json!({ "error": format!("unknown parameter {other:?}; use tenant, path, key and client_ip") }),
                     );
                 }
             }
@@ -155,11 +165,14 @@ impl Admin {
         let route = routes.get(route_id);
         let snap = self.flags.load();
         let tenant_ref = tenant.as_deref();
+        // The hash the proxy computes: of a header or cookie value, or of the client address.
         let key_hash = || {
-            flag_store::sticky::key_hash(
-                tenant_ref.unwrap_or(""),
-                key.as_deref().unwrap_or("").as_bytes(),
-            )
+            let tenant = tenant_ref.unwrap_or("");
+            match (&key, client_ip) {
+                (Some(k), _) => flag_store::sticky::key_hash(tenant, k.as_bytes()),
+                (None, Some(ip)) => crate::tenant::client_ip_hash(tenant, ip),
+                (None, None) => flag_store::sticky::key_hash(tenant, b""),
+            }
         };
         let decision = pick(
             &snap,
@@ -191,7 +204,14 @@ impl Admin {
                 out["mode"] = json!(p.mode.to_string());
                 out["bucket"] = json!(p.bucket);
                 out["failover"] = json!(p.failover);
-                self.why(p.basis, p.mode, p.target, tenant_ref, &snap, key.is_some())
+                self.why(
+                    p.basis,
+                    p.mode,
+                    p.target,
+                    tenant_ref,
+                    &snap,
+                    key.is_some() || client_ip.is_some(),
+                )
             }
             Decision::PinnedUnavailable { target, basis } => {
                 out["target"] = Value::Null;
@@ -260,7 +280,7 @@ impl Admin {
                 let key_note = if keyed {
                     "the given key's sticky bucket"
                 } else {
-                    "the sticky bucket of an empty key (pass key=VALUE, the request's sticky key, for a given user)"
+                    "the sticky bucket of an empty key (pass key=VALUE, a header or cookie sticky key, or client_ip=ADDR, for a given user)"
                 };
                 format!("{whose} splits it {weights}; {key_note} falls on {name:?}")
             }

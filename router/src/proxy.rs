@@ -91,6 +91,16 @@ impl Proxy {
             );
         }
 
+        if has_dot_segment(parts.uri.path()) {
+            return self.local(
+                StatusCode::BAD_REQUEST,
+                "the path has . or .. segments",
+                labels,
+                start,
+                request_id,
+            );
+        }
+
         // 1. Route.
         let Some(route_id) = self.routes.find(parts.uri.path()) else {
             return self.local(
@@ -403,6 +413,33 @@ impl Proxy {
     }
 }
 
+/// True when a path has `.` or `..` segments, plain or percent-encoded. Such a path could match
+/// one route here and mean another after the upstream normalises it (`/api/../analytics`), so
+/// it is refused rather than guessed at.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let s = segment.as_bytes();
+        let dot_at = |i: usize| -> Option<usize> {
+            if s.get(i) == Some(&b'.') {
+                Some(i + 1)
+            } else if s.len() >= i + 3
+                && s[i] == b'%'
+                && s[i + 1] == b'2'
+                && s[i + 2].eq_ignore_ascii_case(&b'e')
+            {
+                Some(i + 3)
+            } else {
+                None
+            }
+        };
+        match dot_at(0) {
+            Some(end) if end == s.len() => true,
+            Some(end) => dot_at(end) == Some(s.len()),
+            None => false,
+        }
+    })
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -604,6 +641,32 @@ mod tests {
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn dot_segments_are_found_plain_and_encoded() {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/.",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/%2e/x",
+        ] {
+            assert!(has_dot_segment(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b",
+            "/a/.well-known/x",
+            "/a/..b",
+            "/a/b.",
+            "/%2e%2e%2e",
+            "/a/%2f",
+        ] {
+            assert!(!has_dot_segment(path), "{path}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::admin::Admin;
 use crate::config::{Config, Server};
@@ -212,7 +213,8 @@ async fn serve_traffic(
         let proxy = proxy.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).instrument(span).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());

@@ -259,6 +259,11 @@ pub fn sticky_hash(keys: &[StickyKey], tenant: &str, parts: &Parts, client: IpAd
             StickyKey::ClientIp => break,
         }
     }
+    client_ip_hash(tenant, client)
+}
+
+/// The sticky hash when the client's address is the key (its octets, not its text).
+pub fn client_ip_hash(tenant: &str, client: IpAddr) -> u64 {
     match client {
         IpAddr::V4(ip) => flag_store::sticky::key_hash(tenant, &ip.octets()),
         IpAddr::V6(ip) => flag_store::sticky::key_hash(tenant, &ip.octets()),

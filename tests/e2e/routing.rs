@@ -92,6 +92,9 @@ async fn bad_tenant_ids_and_unrouted_paths_get_clear_client_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("invalid tenant id from header"), "{body}");
     assert!(h.contains_key("x-request-id"));
+    let (status, _, body) = get(&c, router.addr(), "/api/%2e%2e/admin", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains(". or .. segments"), "{body}");
     let (status, _, body) = get(&c, router.addr(), "/other", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("no route"), "{body}");
@@ -102,7 +105,7 @@ async fn bad_tenant_ids_and_unrouted_paths_get_clear_client_errors() {
             "switchyard_requests_total{route=\"none\",target=\"none\",status=\"4xx\"}"
         )
         .await,
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         metric(
@@ -160,6 +163,27 @@ async fn split_tenants_are_sticky_per_user_and_share_by_weight() {
         h["x-upstream"].to_str().unwrap(),
         "explain answers what the proxy does"
     );
+    // Without a user key the client address decides; explain, given that address, agrees.
+    for last in 2..22u8 {
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, last);
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_local_address(Some(ip.into()));
+        let from_ip: HttpClient =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        let (_, h, _) = get(&from_ip, router.addr(), "/x", &[("x-tenant-id", "globex")]).await;
+        let (_, explain) = admin_get(
+            &router,
+            &format!("/explain?tenant=globex&path=/x&client_ip={ip}"),
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&explain).unwrap();
+        assert_eq!(
+            v["target"],
+            h["x-upstream"].to_str().unwrap(),
+            "client {ip}"
+        );
+    }
     router.shutdown().await;
 }
 
