@@ -181,6 +181,20 @@ fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The next connection. Accept errors (out of file descriptors and the like) are logged and
+/// retried after a pause instead of spinning.
+async fn accept(listener: &TcpListener, what: &'static str) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -196,15 +210,7 @@ async fn serve_traffic(
             _ = crate::until_set(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, "traffic") => accepted,
             _ = crate::until_set(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
@@ -243,14 +249,7 @@ async fn serve_admin(
     let slots = Arc::new(Semaphore::new(64));
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, "admin") => accepted,
             _ = crate::until_set(&mut stop) => return,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {

@@ -33,14 +33,7 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let seen = setup
-        .legacy
-        .seen
-        .last_headers
-        .lock()
-        .unwrap()
-        .clone()
-        .unwrap();
+    let seen = setup.legacy.seen.last_headers();
     for gone in [
         "x-secret",
         "keep-alive",
@@ -85,14 +78,7 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
     let id = h["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 32);
     assert_eq!(
-        setup
-            .legacy
-            .seen
-            .last_headers
-            .lock()
-            .unwrap()
-            .as_ref()
-            .unwrap()["x-request-id"],
+        setup.legacy.seen.last_headers()["x-request-id"],
         id.as_str()
     );
     router.shutdown().await;
@@ -307,14 +293,7 @@ async fn http2_on_both_sides() {
         (status, h["x-upstream"].to_str().unwrap()),
         (StatusCode::OK, "new")
     );
-    let seen = setup
-        .legacy
-        .seen
-        .last_headers
-        .lock()
-        .unwrap()
-        .clone()
-        .unwrap();
+    let seen = setup.legacy.seen.last_headers();
     assert_eq!(
         seen["host"],
         router.addr().to_string().as_str(),

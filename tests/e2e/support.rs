@@ -51,6 +51,15 @@ impl Seen {
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::SeqCst)
     }
+
+    /// The headers of the last request that reached this upstream.
+    pub fn last_headers(&self) -> HeaderMap {
+        self.last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("no request reached this upstream")
+    }
 }
 
 /// An upstream that answers with its own name. Paths with a meaning:
