@@ -12,13 +12,15 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::config::{Config, RouteKind};
-use crate::pick::{AllHealthy, Basis, Decision, HealthView, pick};
+use crate::health::Health;
+use crate::pick::{Basis, Decision, HealthView, pick};
 use crate::proxy::Proxy;
 
 #[derive(Debug)]
 pub struct Admin {
     flags: Arc<FlagState>,
     proxy: Arc<Proxy>,
+    health: Arc<Health>,
     targets: Targets,
     default_target: TargetId,
     draining: Arc<AtomicBool>,
@@ -31,11 +33,13 @@ impl Admin {
         config: &Config,
         flags: Arc<FlagState>,
         proxy: Arc<Proxy>,
+        health: Arc<Health>,
         draining: Arc<AtomicBool>,
     ) -> Self {
         Admin {
             flags,
             proxy,
+            health,
             targets: config.targets.clone(),
             default_target: config.flags.default_target,
             draining,
@@ -164,6 +168,8 @@ impl Admin {
         };
         let route = routes.get(route_id);
         let snap = self.flags.load();
+        let now = self.health.now_ms();
+        let view = self.health.view(now);
         let tenant_ref = tenant.as_deref();
         // The hash the proxy computes: of a header or cookie value, or of the client address.
         let key_hash = || {
@@ -180,7 +186,7 @@ impl Admin {
             tenant_ref,
             key_hash,
             self.default_target,
-            &AllHealthy,
+            &view,
         );
         let flag = match (route.kind, snap.lookup(tenant_ref)) {
             (RouteKind::Fixed(_), _) | (_, Found::Nothing) => Value::Null,
@@ -195,7 +201,7 @@ impl Admin {
             "snapshot_version": snap.version,
             "flags_loaded": self.flags.is_loaded(),
             "flag": flag,
-            "health": self.targets.iter().map(|(id, name)| (name.to_owned(), json!(if AllHealthy.is_healthy(id) { "healthy" } else { "unhealthy" }))).collect::<serde_json::Map<_, _>>(),
+            "health": self.health_view(now),
         });
         let why = match decision {
             Decision::Forward(p) => {
@@ -285,6 +291,39 @@ impl Admin {
                 format!("{whose} splits it {weights}; {key_note} falls on {name:?}")
             }
         }
+    }
+}
+
+impl Admin {
+    /// The health view a pick uses: each target, healthy or not, and why (its endpoints).
+    fn health_view(&self, now: u64) -> Value {
+        let view = self.health.view(now);
+        self.targets
+            .iter()
+            .map(|(id, name)| {
+                let endpoints: Vec<Value> = self
+                    .health
+                    .target(id)
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(e, ep)| {
+                        let state = match (ep.is_up(), self.health.endpoint_available(id, e, now)) {
+                            (_, true) => "available",
+                            (false, _) => "down (health checks failing)",
+                            (true, false) => "ejected (failures on live traffic)",
+                        };
+                        json!({ "endpoint": ep.url, "state": state })
+                    })
+                    .collect();
+                let healthy = view.is_healthy(id);
+                (
+                    name.to_owned(),
+                    json!({ "healthy": healthy, "endpoints": endpoints }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 

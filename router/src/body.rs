@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::health::InFlight;
 use crate::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
 
 /// Why a streamed body stopped.
@@ -62,10 +63,10 @@ impl IdleTimer {
     }
 }
 
-/// The client's body on its way to the upstream.
+/// The client's body on its way to the upstream (`None`: no body, as on a retry).
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Option<Incoming>,
     sent: u64,
     limit: Option<u64>,
     idle: IdleTimer,
@@ -74,10 +75,20 @@ pub struct RequestBody {
 impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>, idle: Duration) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             sent: 0,
             limit,
             idle: IdleTimer::new(idle),
+        }
+    }
+
+    /// A body with no data: what a retried request sends (only bodiless requests are retried).
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            sent: 0,
+            limit: None,
+            idle: IdleTimer::new(Duration::MAX),
         }
     }
 }
@@ -91,7 +102,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Pending => {
                 if this.idle.expired(cx) {
                     return Poll::Ready(Some(Err(BodyError::ClientIdle(this.idle.limit))));
@@ -116,11 +130,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -131,6 +147,8 @@ pub struct Completion {
     labels: Labels,
     class: StatusClass,
     start: Instant,
+    /// Keeps the endpoint's in-flight count up until the response is done.
+    _in_flight: Option<InFlight>,
 }
 
 impl Completion {
@@ -145,7 +163,13 @@ impl Completion {
             labels,
             class: StatusClass::of(status),
             start,
+            _in_flight: None,
         }
+    }
+
+    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
+        self._in_flight = Some(in_flight);
+        self
     }
 }
 

@@ -99,6 +99,37 @@ struct RawTarget {
     connect_timeout_ms: Option<u64>,
     pool_idle_timeout_ms: Option<u64>,
     pool_max_idle_per_endpoint: Option<usize>,
+    health: Option<RawHealth>,
+    #[serde(default)]
+    ejection: RawEjection,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: Option<String>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    unhealthy_after: Option<u32>,
+    healthy_after: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEjection {
+    consecutive_failures: Option<u32>,
+    base_ms: Option<u64>,
+    max_ms: Option<u64>,
+    max_ejected_percent: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    budget_percent: Option<u32>,
+    min_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +217,43 @@ pub struct TargetConfig {
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
+    /// Active health checks; `None` leaves passive ejection only.
+    pub health: Option<ActiveCheck>,
+    pub ejection: Ejection,
+    pub retry: RetryPolicy,
+}
+
+/// `[targets.NAME.health]`: a GET to `path` on every endpoint each `interval`; a 2xx within
+/// `timeout` passes. `unhealthy_after` failures in a row mark the endpoint down,
+/// `healthy_after` passes in a row mark it up again.
+#[derive(Debug, Clone)]
+pub struct ActiveCheck {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+/// `[targets.NAME.ejection]`: passive outlier ejection from live traffic.
+#[derive(Debug, Clone)]
+pub struct Ejection {
+    /// Connect failures, resets, timeouts or 5xx in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// The first ejection lasts `base`; each further one doubles, up to `max`.
+    pub base: Duration,
+    pub max: Duration,
+    /// At most this share of a target's endpoints is ejected at once, and never the last
+    /// available one: passive evidence alone never takes a whole target out.
+    pub max_ejected_percent: u32,
+}
+
+/// `[targets.NAME.retry]`: retries within `budget_percent` of the target's requests over the
+/// last 10 s, plus `min_per_second` so a quiet target can still retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub budget_percent: u32,
+    pub min_per_second: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,6 +455,58 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             &format!("{key}.connect_timeout_ms"),
             t.connect_timeout_ms,
         );
+        let health = t.health.as_ref().map(|h| {
+            let hkey = format!("{key}.health");
+            let path = h.path.as_deref().unwrap_or("/healthz");
+            let path = match path.parse::<http::uri::PathAndQuery>() {
+                Ok(p) if path.starts_with('/') => p,
+                _ => {
+                    problem(
+                        problems,
+                        format!("{hkey}.path"),
+                        format!("{path:?} is not a path starting with '/'"),
+                    );
+                    http::uri::PathAndQuery::from_static("/")
+                }
+            };
+            for (k, v) in [("interval_ms", h.interval_ms), ("timeout_ms", h.timeout_ms)] {
+                positive(problems, &format!("{hkey}.{k}"), v);
+            }
+            for (k, v) in [
+                ("unhealthy_after", h.unhealthy_after),
+                ("healthy_after", h.healthy_after),
+            ] {
+                positive(problems, &format!("{hkey}.{k}"), v.map(u64::from));
+            }
+            ActiveCheck {
+                path,
+                interval: ms(h.interval_ms, 1_000),
+                timeout: ms(h.timeout_ms, 500),
+                unhealthy_after: h.unhealthy_after.unwrap_or(2),
+                healthy_after: h.healthy_after.unwrap_or(2),
+            }
+        });
+        let e = &t.ejection;
+        positive(
+            problems,
+            &format!("{key}.ejection.consecutive_failures"),
+            e.consecutive_failures.map(u64::from),
+        );
+        positive(problems, &format!("{key}.ejection.base_ms"), e.base_ms);
+        if e.max_ejected_percent.is_some_and(|p| p > 100) {
+            problem(
+                problems,
+                format!("{key}.ejection.max_ejected_percent"),
+                "is a percentage (0 to 100)",
+            );
+        }
+        if t.retry.budget_percent.is_some_and(|p| p > 100) {
+            problem(
+                problems,
+                format!("{key}.retry.budget_percent"),
+                "is a percentage (0 to 100)",
+            );
+        }
         target_configs.push(TargetConfig {
             name: name.clone(),
             endpoints,
@@ -394,6 +514,17 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             connect_timeout: ms(t.connect_timeout_ms, 1_000),
             pool_idle_timeout: ms(t.pool_idle_timeout_ms, 90_000),
             pool_max_idle_per_endpoint: t.pool_max_idle_per_endpoint.unwrap_or(256),
+            health,
+            ejection: Ejection {
+                consecutive_failures: e.consecutive_failures.unwrap_or(5),
+                base: ms(e.base_ms, 5_000),
+                max: ms(e.max_ms, 60_000).max(ms(e.base_ms, 5_000)),
+                max_ejected_percent: e.max_ejected_percent.unwrap_or(50),
+            },
+            retry: RetryPolicy {
+                budget_percent: t.retry.budget_percent.unwrap_or(20),
+                min_per_second: t.retry.min_per_second.unwrap_or(10),
+            },
         });
     }
     let target_ref = |problems: &mut Vec<Problem>, key: &str, name: &str| -> Option<TargetId> {
@@ -685,6 +816,27 @@ target = "legacy"
             (
                 GOOD.replace("9090", "8080"),
                 "server.admin_listen: is the same address",
+            ),
+            (
+                GOOD.replace(
+                    "[targets.new]",
+                    "[targets.new.health]\npath = \"healthz\"\n[targets.new]",
+                ),
+                "targets.new.health.path",
+            ),
+            (
+                GOOD.replace(
+                    "[targets.new]",
+                    "[targets.new.health]\nunhealthy_after = 0\n[targets.new]",
+                ),
+                "targets.new.health.unhealthy_after: must be greater than 0",
+            ),
+            (
+                GOOD.replace(
+                    "[targets.new]",
+                    "[targets.new.retry]\nbudget_percent = 120\n[targets.new]",
+                ),
+                "targets.new.retry.budget_percent",
             ),
         ];
         for (text, want) in cases {

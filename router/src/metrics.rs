@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use flag_store::{FlagState, ReloadResult};
 
+use crate::health::Health;
+
 /// Status classes, the `status` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusClass {
@@ -81,6 +83,26 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a request was retried, the `reason` label of `switchyard_retries_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The first attempt could not connect.
+    Connect,
+    /// The first attempt's connection failed before any response byte.
+    Reset,
+}
+
+impl RetryReason {
+    const ALL: [RetryReason; 2] = [RetryReason::Connect, RetryReason::Reset];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Connect => "connect",
+            RetryReason::Reset => "reset",
+        }
+    }
+}
+
 /// Upper bounds of the latency buckets, in seconds: fine below a millisecond (a proxy's own
 /// cost lives there), coarse up to a minute.
 const BOUNDS_SECONDS: [f64; 26] = [
@@ -133,19 +155,37 @@ pub struct Metrics {
     requests: Box<[AtomicU64]>,
     durations: Box<[Histogram]>,
     upstream_errors: Box<[AtomicU64]>,
+    /// (route, from, to)
+    failovers: Box<[AtomicU64]>,
+    /// (target, reason)
+    retries: Box<[AtomicU64]>,
+    retry_budget_exhausted: Box<[AtomicU64]>,
+    /// (route, target)
+    pinned_unavailable: Box<[AtomicU64]>,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     flags: Arc<FlagState>,
+    health: Arc<Health>,
 }
 
 impl Metrics {
-    pub fn new(routes: &[String], targets: &[String], flags: Arc<FlagState>) -> Self {
+    pub fn new(
+        routes: &[String],
+        targets: &[String],
+        flags: Arc<FlagState>,
+        health: Arc<Health>,
+    ) -> Self {
         let mut routes = routes.to_vec();
         routes.push("none".into());
         let mut targets = targets.to_vec();
         targets.push("none".into());
         let pairs = routes.len() * targets.len();
+        let zeros = |n: usize| -> Box<[AtomicU64]> { (0..n).map(|_| AtomicU64::new(0)).collect() };
         Metrics {
+            failovers: zeros(pairs * targets.len()),
+            retries: zeros(targets.len() * RetryReason::ALL.len()),
+            retry_budget_exhausted: zeros(targets.len()),
+            pinned_unavailable: zeros(pairs),
             requests: (0..pairs * StatusClass::ALL.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -158,6 +198,7 @@ impl Metrics {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             flags,
+            health,
         }
     }
 
@@ -181,6 +222,25 @@ impl Metrics {
 
     pub fn upstream_error(&self, target: usize, kind: UpstreamErrorKind) {
         self.upstream_errors[target * UpstreamErrorKind::ALL.len() + kind as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failover(&self, route: usize, from: usize, to: usize) {
+        let n = self.targets.len();
+        self.failovers[(route * n + from) * n + to].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retry(&self, target: usize, reason: RetryReason) {
+        self.retries[target * RetryReason::ALL.len() + reason as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retry_budget_exhausted(&self, target: usize) {
+        self.retry_budget_exhausted[target].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn pinned_unavailable(&self, labels: Labels) {
+        self.pinned_unavailable[labels.route * self.targets.len() + labels.target]
             .fetch_add(1, Ordering::Relaxed);
     }
 
@@ -287,6 +347,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_health(w);
         let snap = self.flags.load();
         header(
             w,
@@ -368,6 +429,116 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    fn render_health(&self, w: &mut String) {
+        let now = self.health.now_ms();
+        let targets = &self.targets[..self.targets.len() - 1];
+        let health = self.health.targets().iter().zip(targets).enumerate();
+        header(
+            w,
+            "switchyard_endpoint_healthy",
+            "gauge",
+            "1 when the endpoint takes traffic (health checks pass and it is not ejected).",
+        );
+        for (t, (th, target)) in health.clone() {
+            for (e, ep) in th.endpoints.iter().enumerate() {
+                let up = u8::from(self.health.endpoint_available(
+                    flag_store::TargetId(t as u16),
+                    e,
+                    now,
+                ));
+                let _ = writeln!(
+                    w,
+                    "switchyard_endpoint_healthy{{target=\"{target}\",endpoint=\"{}\"}} {up}",
+                    ep.url
+                );
+            }
+        }
+        header(
+            w,
+            "switchyard_ejections_total",
+            "counter",
+            "Passive ejections of an endpoint after consecutive failures on live traffic.",
+        );
+        for (th, target) in self.health.targets().iter().zip(targets) {
+            for ep in th.endpoints.iter() {
+                let n = ep.ejections_total.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    w,
+                    "switchyard_ejections_total{{target=\"{target}\",endpoint=\"{}\"}} {n}",
+                    ep.url
+                );
+            }
+        }
+        header(
+            w,
+            "switchyard_failovers_total",
+            "counter",
+            "Split-tenant requests sent away from the target their weights give, because it was unhealthy or failed.",
+        );
+        let n = self.targets.len();
+        for (r, route) in self.routes.iter().enumerate() {
+            for (f, from) in self.targets.iter().enumerate() {
+                for (t, to) in self.targets.iter().enumerate() {
+                    let v = self.failovers[(r * n + f) * n + t].load(Ordering::Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(
+                            w,
+                            "switchyard_failovers_total{{route=\"{route}\",from=\"{from}\",to=\"{to}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        }
+        header(
+            w,
+            "switchyard_retries_total",
+            "counter",
+            "Requests retried after their first attempt failed, by the failed target and why.",
+        );
+        for (t, target) in targets.iter().enumerate() {
+            for (k, reason) in RetryReason::ALL.iter().enumerate() {
+                let v = self.retries[t * RetryReason::ALL.len() + k].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    w,
+                    "switchyard_retries_total{{target=\"{target}\",reason=\"{}\"}} {v}",
+                    reason.as_str()
+                );
+            }
+        }
+        header(
+            w,
+            "switchyard_retry_budget_exhausted_total",
+            "counter",
+            "Retries not made because the target's retry budget was spent.",
+        );
+        for (t, target) in targets.iter().enumerate() {
+            let v = self.retry_budget_exhausted[t].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "switchyard_retry_budget_exhausted_total{{target=\"{target}\"}} {v}"
+            );
+        }
+        header(
+            w,
+            "switchyard_pinned_unavailable_total",
+            "counter",
+            "Requests of pinned tenants (or fixed routes) answered 503 because their only target was down.",
+        );
+        for (r, route) in self.routes.iter().enumerate() {
+            for (t, target) in targets.iter().enumerate() {
+                let v = self.pinned_unavailable[r * n + t].load(Ordering::Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        w,
+                        "switchyard_pinned_unavailable_total{{route=\"{route}\",target=\"{target}\"}} {v}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
@@ -384,6 +555,7 @@ mod tests {
             &["api".into()],
             &["new".into()],
             FlagState::new(Targets::new(["new"])),
+            Health::new(&[]),
         );
         let labels = Labels {
             route: 0,

@@ -105,8 +105,14 @@ pub struct Pick {
     pub mode: Mode,
     /// The sticky bucket, for split flags.
     pub bucket: Option<u32>,
+    /// The target the configured weights give this request (the bucket's owner, for split
+    /// flags); differs from `target` when the owner is unhealthy.
+    pub owner: TargetId,
     /// True when a split pick skipped its bucket's unhealthy owner.
     pub failover: bool,
+    /// For split flags: where a retry goes if `target` fails (another healthy target with a
+    /// non-zero weight). Pinned tenants never have one.
+    pub alternative: Option<TargetId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +159,9 @@ pub fn pick(
                     basis,
                     mode: Mode::Split,
                     bucket: Some(bucket_of(hash)),
+                    owner,
                     failover: target != owner,
+                    alternative: split.pick(hash, |t| t != target && health.is_healthy(t)),
                 }),
                 None => Decision::NoHealthyTarget { basis },
             }
@@ -168,7 +176,9 @@ fn pinned(target: TargetId, basis: Basis, health: &impl HealthView) -> Decision 
             basis,
             mode: Mode::Pinned,
             bucket: None,
+            owner: target,
             failover: false,
+            alternative: None,
         })
     } else {
         Decision::PinnedUnavailable { target, basis }
@@ -281,7 +291,9 @@ mod tests {
                 basis: Basis::ConfigDefault,
                 mode: Mode::Pinned,
                 bucket: None,
-                failover: false
+                owner: NEW,
+                failover: false,
+                alternative: None,
             })
         );
     }
@@ -360,6 +372,12 @@ mod tests {
             let healthy = target(pick(&snap, &r, Some("acme"), || key, LEGACY, &AllHealthy));
             let during = target(pick(&snap, &r, Some("acme"), || key, LEGACY, &Down(NEW)));
             prop_assert_eq!(during, LEGACY);
+            // A retry's fallback is the other side while it is healthy, and nothing once it is not.
+            let Decision::Forward(healthy_pick) = pick(&snap, &r, Some("acme"), || key, LEGACY, &AllHealthy) else { unreachable!() };
+            prop_assert_eq!(healthy_pick.alternative, Some(if healthy == LEGACY { NEW } else { LEGACY }));
+            let Decision::Forward(sick_pick) = pick(&snap, &r, Some("acme"), || key, LEGACY, &Down(NEW)) else { unreachable!() };
+            prop_assert_eq!(sick_pick.alternative, None);
+            prop_assert_eq!(sick_pick.failover, healthy == NEW);
             if healthy == LEGACY {
                 prop_assert_eq!(during, healthy);
             }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use flag_store::{FlagState, TargetId};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -22,8 +22,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::body::{BodyError, Completion, RequestBody, ResponseBody};
 use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
-use crate::metrics::{Labels, Metrics, UpstreamErrorKind};
-use crate::pick::{AllHealthy, Decision, RouteTable, pick};
+use crate::health::{Health, InFlight, Outcome};
+use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
+use crate::pick::{Decision, Pick, RouteTable, pick};
 use crate::tenant::{self, request_host, sticky_hash};
 use crate::upstream::{Upstream, upstream_uri};
 
@@ -46,10 +47,57 @@ pub struct Proxy {
     trust_forwarded: bool,
     request_ids: RequestIds,
     pub(crate) tunnels: Tunnels,
+    health: Arc<Health>,
+}
+
+/// Why one exchange with an endpoint failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    /// The connection failed before any response byte.
+    Reset,
+    Timeout,
+    /// The client's body was at fault: the status and why.
+    Client(StatusCode, &'static str),
+    BadTarget,
+}
+
+impl Failure {
+    fn of(error: &hyper_util::client::legacy::Error) -> Failure {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if let Some(body_error) = e.downcast_ref::<BodyError>() {
+                return match body_error {
+                    BodyError::TooLarge(_) => Failure::Client(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the request body exceeds the route's limit",
+                    ),
+                    BodyError::ClientIdle(_) => Failure::Client(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the client stopped sending its body",
+                    ),
+                    _ => {
+                        Failure::Client(StatusCode::BAD_REQUEST, "reading the request body failed")
+                    }
+                };
+            }
+            source = e.source();
+        }
+        if error.is_connect() {
+            Failure::Connect
+        } else {
+            Failure::Reset
+        }
+    }
 }
 
 impl Proxy {
-    pub fn new(config: &Config, flags: Arc<FlagState>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        flags: Arc<FlagState>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
         Proxy {
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
@@ -60,6 +108,7 @@ impl Proxy {
             trust_forwarded: config.server.trust_forwarded_headers,
             request_ids: RequestIds::new(),
             tunnels: Tunnels::default(),
+            health,
         }
     }
 
@@ -148,6 +197,7 @@ impl Proxy {
             }
             let tenant_id = tenant.as_ref().map(|t| &*t.id);
             let snapshot = self.flags.load();
+            let view = self.health.view(self.health.now_ms());
             let decision = pick(
                 &snapshot,
                 route,
@@ -161,14 +211,16 @@ impl Proxy {
                     )
                 },
                 self.default_target,
-                &AllHealthy,
+                &view,
             );
             tracing::debug!(tenant = tenant_id.unwrap_or("-"), route = %route.name, ?decision, "pick");
             decision
         };
-        let target = match decision {
-            Decision::Forward(pick) => pick.target,
+        let pick = match decision {
+            Decision::Forward(pick) => pick,
             Decision::PinnedUnavailable { target, .. } => {
+                labels.target = target.index();
+                self.metrics.pinned_unavailable(labels);
                 let msg = format!(
                     "the tenant's target {:?} is unavailable",
                     self.upstreams[target.index()].name
@@ -191,14 +243,18 @@ impl Proxy {
                 );
             }
         };
-        labels.target = target.index();
+        if pick.failover {
+            self.metrics
+                .failover(labels.route, pick.owner.index(), pick.target.index());
+        }
+        labels.target = pick.target.index();
 
         // 4. Forward (and 5, metrics, when the response body completes).
         self.forward(
             parts,
             body,
             route,
-            target,
+            pick,
             labels,
             start,
             request_id,
@@ -207,19 +263,22 @@ impl Proxy {
         .await
     }
 
+    /// Forwards to the picked target, and retries once when that is safe: the first attempt
+    /// failed to connect (any method) or was reset before a response (idempotent methods), the
+    /// request has no body to replay, and the target's retry budget allows it. The retry goes
+    /// to another endpoint of the target, or for a split tenant to its other healthy target.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut parts: Parts,
         body: Incoming,
         route: &Route,
-        target: TargetId,
-        labels: Labels,
+        pick: Pick,
+        mut labels: Labels,
         start: Instant,
         request_id: HeaderValue,
         client: IpAddr,
     ) -> Response<ResponseBody> {
-        let upstream = &self.upstreams[target.index()];
         if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
             && len > limit
         {
@@ -244,24 +303,134 @@ impl Proxy {
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
-        let endpoint = upstream.endpoint();
-        parts.uri = match upstream_uri(endpoint, parts.uri.path_and_query()) {
-            Ok(uri) => uri,
-            Err(_) => {
-                return self.local(
-                    StatusCode::BAD_REQUEST,
-                    "the request target cannot be forwarded",
+
+        let target = pick.target;
+        let now = self.health.now_ms();
+        let Some(endpoint) = self.health.choose(target, now, None) else {
+            // Its last endpoint went down between the pick and now.
+            let msg = format!(
+                "the tenant's target {:?} is unavailable",
+                self.upstreams[target.index()].name
+            );
+            return self.local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &msg,
+                labels,
+                start,
+                request_id,
+            );
+        };
+        self.health.target(target).budget.record_request(now);
+        let replayable = http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
+        let saved = replayable.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        let idempotent = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout);
+        let failure = match self
+            .attempt(parts, body, route, target, endpoint, host.as_ref())
+            .await
+        {
+            Ok((resp, in_flight)) => {
+                return self.respond(
+                    resp,
+                    client_upgrade,
+                    route,
+                    target,
+                    in_flight,
                     labels,
                     start,
                     request_id,
                 );
             }
+            Err(failure) => failure,
         };
+
+        let reason = match failure {
+            Failure::Connect => Some(RetryReason::Connect),
+            Failure::Reset if idempotent => Some(RetryReason::Reset),
+            _ => None,
+        };
+        let (Some(reason), Some((method, uri, headers))) = (reason, saved) else {
+            return self.failed(failure, target, route, labels, start, request_id);
+        };
+        let now = self.health.now_ms();
+        let next = self
+            .health
+            .choose(target, now, Some(endpoint))
+            .map(|e| (target, e))
+            .or_else(|| {
+                pick.alternative
+                    .and_then(|t| self.health.choose(t, now, None).map(|e| (t, e)))
+            });
+        let Some((retry_target, retry_endpoint)) = next else {
+            return self.failed(failure, target, route, labels, start, request_id);
+        };
+        if !self.health.target(target).budget.try_retry(now) {
+            self.metrics.retry_budget_exhausted(target.index());
+            return self.failed(failure, target, route, labels, start, request_id);
+        }
+        self.metrics.retry(target.index(), reason);
+        if retry_target != target {
+            self.metrics
+                .failover(labels.route, target.index(), retry_target.index());
+            labels.target = retry_target.index();
+        }
+        let mut parts = Request::new(()).into_parts().0;
+        parts.method = method;
+        parts.uri = uri;
+        parts.headers = headers;
+        match self
+            .attempt(
+                parts,
+                RequestBody::empty(),
+                route,
+                retry_target,
+                retry_endpoint,
+                host.as_ref(),
+            )
+            .await
+        {
+            Ok((resp, in_flight)) => self.respond(
+                resp,
+                None,
+                route,
+                retry_target,
+                in_flight,
+                labels,
+                start,
+                request_id,
+            ),
+            Err(failure) => self.failed(failure, retry_target, route, labels, start, request_id),
+        }
+    }
+
+    /// One exchange with one endpoint. Its outcome feeds passive ejection; a failure caused
+    /// by the client's own body says nothing about the endpoint and is not reported.
+    async fn attempt(
+        &self,
+        mut parts: Parts,
+        body: RequestBody,
+        route: &Route,
+        target: TargetId,
+        endpoint: usize,
+        host: Option<&HeaderValue>,
+    ) -> Result<(Response<Incoming>, InFlight), Failure> {
+        let upstream = &self.upstreams[target.index()];
+        parts.uri = upstream_uri(upstream.endpoint(endpoint), parts.uri.path_and_query())
+            .map_err(|_| Failure::BadTarget)?;
         match upstream.protocol {
             Protocol::Http1 => {
                 parts.version = Version::HTTP_11;
                 if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
-                    parts.headers.insert(header::HOST, host);
+                    parts.headers.insert(header::HOST, host.clone());
                 }
             }
             Protocol::H2c => {
@@ -269,28 +438,54 @@ impl Proxy {
                 parts.headers.remove(header::HOST);
             }
         }
-        let req = Request::from_parts(
-            parts,
-            RequestBody::new(body, route.max_body_bytes, route.idle_timeout),
-        );
-
-        let mut resp = match tokio::time::timeout(route.timeout, upstream.client().request(req))
-            .await
-        {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                return self.upstream_failed(&e, upstream, target, labels, start, request_id);
+        let in_flight = self.health.start(target, endpoint);
+        let sent = tokio::time::timeout(
+            route.timeout,
+            upstream.client().request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let (outcome, result) = match sent {
+            Ok(Ok(resp)) if resp.status().is_server_error() => {
+                (Outcome::Failure, Ok((resp, in_flight)))
             }
+            Ok(Ok(resp)) => (Outcome::Success, Ok((resp, in_flight))),
+            Ok(Err(e)) => match Failure::of(&e) {
+                client @ Failure::Client(..) => return Err(client),
+                failure => {
+                    let kind = if failure == Failure::Connect {
+                        UpstreamErrorKind::Connect
+                    } else {
+                        UpstreamErrorKind::Reset
+                    };
+                    self.metrics.upstream_error(target.index(), kind);
+                    tracing::warn!(target_name = %upstream.name, endpoint = %upstream.endpoint(endpoint), error = %flag_store::error::Chain(&e), "upstream request failed");
+                    (Outcome::Failure, Err(failure))
+                }
+            },
             Err(_) => {
                 self.metrics
                     .upstream_error(target.index(), UpstreamErrorKind::Timeout);
-                let msg = format!(
-                    "target {:?} did not respond within {:?}",
-                    upstream.name, route.timeout
-                );
-                return self.local(StatusCode::GATEWAY_TIMEOUT, &msg, labels, start, request_id);
+                (Outcome::Failure, Err(Failure::Timeout))
             }
         };
+        self.health
+            .report(target, endpoint, outcome, self.health.now_ms());
+        result
+    }
+
+    /// The upstream's response, on its way to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<OnUpgrade>,
+        route: &Route,
+        target: TargetId,
+        in_flight: InFlight,
+        labels: Labels,
+        start: Instant,
+        request_id: HeaderValue,
+    ) -> Response<ResponseBody> {
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
         if let (true, Some(client_side)) = (upgraded, client_upgrade) {
             let upstream_side = hyper::upgrade::on(&mut resp);
@@ -299,53 +494,46 @@ impl Proxy {
         strip_hop_by_hop(resp.headers_mut(), upgraded);
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         let (rparts, rbody) = resp.into_parts();
-        let completion = Completion::new(self.metrics.clone(), labels, rparts.status, start);
+        let completion = Completion::new(self.metrics.clone(), labels, rparts.status, start)
+            .with_in_flight(in_flight);
         Response::from_parts(
             rparts,
             ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion),
         )
     }
 
-    /// Maps a failed upstream exchange to the answer: the client's own body at fault (413,
-    /// 408, 400), or the upstream (502), counted by kind.
-    fn upstream_failed(
+    /// The answer to a failed exchange: the client's own body at fault (413, 408, 400), or the
+    /// upstream (502, 504).
+    fn failed(
         &self,
-        error: &hyper_util::client::legacy::Error,
-        upstream: &Upstream,
+        failure: Failure,
         target: TargetId,
+        route: &Route,
         labels: Labels,
         start: Instant,
         request_id: HeaderValue,
     ) -> Response<ResponseBody> {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        while let Some(e) = source {
-            if let Some(body_error) = e.downcast_ref::<BodyError>() {
-                let status = match body_error {
-                    BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                    BodyError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                return self.local(status, &body_error.to_string(), labels, start, request_id);
-            }
-            source = e.source();
-        }
-        let (kind, msg) = if error.is_connect() {
-            (
-                UpstreamErrorKind::Connect,
-                format!("could not connect to target {:?}", upstream.name),
-            )
-        } else {
-            (
-                UpstreamErrorKind::Reset,
-                format!(
-                    "target {:?} closed the connection before responding",
-                    upstream.name
-                ),
-            )
+        let name = &self.upstreams[target.index()].name;
+        let (status, msg) = match failure {
+            Failure::Connect => (
+                StatusCode::BAD_GATEWAY,
+                format!("could not connect to target {name:?}"),
+            ),
+            Failure::Reset => (
+                StatusCode::BAD_GATEWAY,
+                format!("target {name:?} closed the connection before responding"),
+            ),
+            Failure::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("target {name:?} did not respond within {:?}", route.timeout),
+            ),
+            Failure::Client(status, msg) => (status, msg.to_owned()),
+            Failure::BadTarget => (
+                StatusCode::BAD_REQUEST,
+                "the request target cannot be forwarded".to_owned(),
+            ),
         };
-        tracing::warn!(target_name = %upstream.name, error = %flag_store::error::Chain(error), "upstream request failed");
-        self.metrics.upstream_error(target.index(), kind);
-        self.local(StatusCode::BAD_GATEWAY, &msg, labels, start, request_id)
+        self.local(status, &msg, labels, start, request_id)
     }
 
     /// An answer from the router itself: a status and a one-line plain body.

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::admin::Admin;
 use crate::config::{Config, Server};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
@@ -40,6 +41,7 @@ pub struct Router {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     flags: Arc<FlagState>,
+    health: Arc<Health>,
     proxy: Arc<Proxy>,
     draining: Arc<AtomicBool>,
     stop_accepting: watch::Sender<bool>,
@@ -71,8 +73,15 @@ impl Router {
         }
         let route_names: Vec<String> = config.route_names().map(str::to_owned).collect();
         let target_names: Vec<String> = config.targets.iter().map(|(_, n)| n.to_owned()).collect();
-        let metrics = Arc::new(Metrics::new(&route_names, &target_names, flags.clone()));
-        let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics));
+        let health = Health::new(&config.target_configs);
+        crate::health::spawn_checks(&health, &config.target_configs, &background);
+        let metrics = Arc::new(Metrics::new(
+            &route_names,
+            &target_names,
+            flags.clone(),
+            health.clone(),
+        ));
+        let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics, health.clone()));
 
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
@@ -96,6 +105,7 @@ impl Router {
             &config,
             flags.clone(),
             proxy.clone(),
+            health.clone(),
             draining.clone(),
         ));
         let (stop_accepting, accepting) = watch::channel(false);
@@ -116,6 +126,7 @@ impl Router {
             addr,
             admin_addr,
             flags,
+            health,
             proxy,
             draining,
             stop_accepting,
@@ -136,6 +147,10 @@ impl Router {
 
     pub fn flags(&self) -> &Arc<FlagState> {
         &self.flags
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     pub fn metrics(&self) -> &Metrics {

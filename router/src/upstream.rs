@@ -1,8 +1,6 @@
-//! The upstream side: one pooled keep-alive client per target, and the choice of endpoint
-//! within a target. Only configured endpoints are ever dialled: the request's URI is rebuilt
-//! from the chosen endpoint, so no header, Host or absolute-form URI can pick the host.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! The upstream side: one pooled keep-alive client per target. Only configured endpoints are
+//! ever dialled: the request's URI is rebuilt from the endpoint [`crate::health`] chose, so no
+//! header, Host or absolute-form URI can pick the host.
 
 use http::Uri;
 use http::uri::PathAndQuery;
@@ -18,7 +16,6 @@ pub struct Upstream {
     pub name: String,
     pub protocol: Protocol,
     endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
     client: Client<HttpConnector, RequestBody>,
 }
 
@@ -41,16 +38,12 @@ impl Upstream {
             name: config.name.clone(),
             protocol: config.protocol,
             endpoints: config.endpoints.clone(),
-            next: AtomicUsize::new(0),
             client,
         }
     }
 
-    /// Round robin over the target's endpoints: even spread with no shared state beyond one
-    /// counter.
-    pub fn endpoint(&self) -> &Endpoint {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        &self.endpoints[i]
+    pub fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index]
     }
 
     pub fn client(&self) -> &Client<HttpConnector, RequestBody> {
