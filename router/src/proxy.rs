@@ -265,8 +265,8 @@ impl Proxy {
 
     /// Forwards to the picked target, and retries once when that is safe: the first attempt
     /// failed to connect (any method) or was reset before a response (idempotent methods), the
-    /// request has no body to replay, and the target's retry budget allows it. The retry goes
-    /// to another endpoint of the target, or for a split tenant to its other healthy target.
+    /// request has no body to replay, and the target's retry budget allows it. A split tenant's
+    /// retry goes to its other healthy target; a pinned tenant's to another endpoint of its own.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -362,14 +362,16 @@ impl Proxy {
             return self.failed(failure, target, route, labels, start, request_id);
         };
         let now = self.health.now_ms();
-        let next = self
-            .health
-            .choose(target, now, Some(endpoint))
-            .map(|e| (target, e))
-            .or_else(|| {
-                pick.alternative
-                    .and_then(|t| self.health.choose(t, now, None).map(|e| (t, e)))
-            });
+        // A split tenant's other target is an independent failure domain that holds its data
+        // too: the best bet. A pinned tenant stays on its target, on another endpoint.
+        let other_target = pick
+            .alternative
+            .and_then(|t| self.health.choose(t, now, None).map(|e| (t, e)));
+        let next = other_target.or_else(|| {
+            self.health
+                .choose(target, now, Some(endpoint))
+                .map(|e| (target, e))
+        });
         let Some((retry_target, retry_endpoint)) = next else {
             return self.failed(failure, target, route, labels, start, request_id);
         };

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod failover;
 mod flips;
 mod forwarding;
 mod reload;

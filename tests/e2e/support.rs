@@ -36,6 +36,8 @@ pub struct Seen {
     /// Requests to `/hold` wait for this.
     pub release: Notify,
     pub holding: AtomicU64,
+    /// Requests to `/flap`, which answers 200 and 503 in turn.
+    pub flaps: AtomicU64,
 }
 
 impl Seen {
@@ -69,6 +71,10 @@ impl Seen {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
+    name: &'static str,
+    h2_only: bool,
+    /// The accept loop and every connection: aborted by [`TestUpstream::stop`].
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 type TestBody = BoxBody<Bytes, std::io::Error>;
@@ -88,17 +94,33 @@ impl TestUpstream {
 
     async fn start_with(name: &'static str, h2_only: bool) -> TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Seen::default());
-        let s = seen.clone();
-        tokio::spawn(async move {
+        let upstream = TestUpstream {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::new(Seen::default()),
+            name,
+            h2_only,
+            tasks: Arc::default(),
+        };
+        upstream.serve(listener);
+        upstream
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (name, h2_only, seen, tasks) = (
+            self.name,
+            self.h2_only,
+            self.seen.clone(),
+            self.tasks.clone(),
+        );
+        let accept_tasks = tasks.clone();
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let seen = s.clone();
+                let seen = seen.clone();
                 let service = service_fn(move |req| handle(name, seen.clone(), req));
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     if h2_only {
@@ -108,9 +130,33 @@ impl TestUpstream {
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
+                accept_tasks.lock().unwrap().push(conn.abort_handle());
             }
         });
-        TestUpstream { addr, seen }
+        tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    /// Kills the upstream as a crash would: the port stops accepting and open connections are
+    /// cut. Returns once a connect is refused.
+    pub async fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} still accepts after stop",
+                self.name
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Starts it again on the same address.
+    pub async fn restart(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
     }
 
     pub fn url(&self) -> String {
@@ -141,6 +187,13 @@ async fn handle(
     let mut resp = if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
         Response::new(full(name))
+    } else if path == "/flap" {
+        let n = seen.flaps.fetch_add(1, Ordering::SeqCst);
+        let mut resp = Response::new(full(name));
+        if n % 2 == 1 {
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        resp
     } else if path == "/hold" {
         let released = seen.release.notified();
         seen.holding.fetch_add(1, Ordering::SeqCst);
