@@ -1,0 +1,117 @@
+//! The hot path's steps on their own: tenant extraction per extractor kind, the pick
+//! (snapshot lookup and target choice) from a thousand to a million tenants, and building and
+//! swapping a million-tenant snapshot.
+//!
+//! `cargo bench -p switchyard-benches`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use base64::Engine;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use flag_store::{FlagState, TargetId};
+use switchyard::config::{Route, RouteKind};
+use switchyard::pick::{AllHealthy, pick};
+use switchyard::tenant::{Extractor, extract};
+use switchyard_benches::*;
+
+fn extraction(c: &mut Criterion) {
+    let mut g = c.benchmark_group("extract");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwt = format!(
+        "Bearer {}.{}.c2lnbmF0dXJl",
+        b64.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64.encode(r#"{"sub":"user-42","tenant_id":"acme","iat":1700000000,"exp":1900000000,"scope":"read write"}"#)
+    );
+    let cases = [
+        (
+            "header",
+            "header:x-tenant-id",
+            parts(
+                http::Request::get("/orders")
+                    .header("x-tenant-id", "acme")
+                    .header("accept", "*/*"),
+            ),
+        ),
+        (
+            "host",
+            "host:.app.example.com",
+            parts(http::Request::get("/orders").header("host", "acme.app.example.com")),
+        ),
+        (
+            "path",
+            "path:/t/",
+            parts(http::Request::get("/t/acme/orders/17")),
+        ),
+        (
+            "jwt",
+            "jwt:tenant_id",
+            parts(http::Request::get("/orders").header("authorization", jwt.as_str())),
+        ),
+    ];
+    for (name, spec, parts) in &cases {
+        let rules = [Extractor::parse(spec).unwrap()];
+        assert_eq!(extract(&rules, parts).unwrap().unwrap().id, "acme");
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(extract(black_box(&rules), black_box(parts)).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn route() -> Route {
+    Route {
+        name: "api".into(),
+        path_prefix: "/".into(),
+        kind: RouteKind::Flagged,
+        require_tenant: false,
+        timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(60),
+        max_body_bytes: None,
+    }
+}
+
+fn picks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pick");
+    let route = route();
+    for split in [false, true] {
+        for n in [1_000, 100_000, 1_000_000] {
+            let snap = snapshot(n, split);
+            let ids = lookups(n, 4096);
+            let mut i = 0;
+            let mode = if split { "split" } else { "pinned" };
+            g.bench_function(format!("{mode}/{n}"), |b| {
+                b.iter(|| {
+                    i = (i + 1) & 4095;
+                    let tenant = ids[i].as_str();
+                    black_box(pick(
+                        &snap,
+                        &route,
+                        Some(tenant),
+                        || flag_store::sticky::key_hash(tenant, b"user-42"),
+                        TargetId(0),
+                        &AllHealthy,
+                    ))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn snapshot_swap(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    let state = FlagState::new(targets());
+    g.bench_function("build_and_swap/1000000", |b| {
+        b.iter_batched(
+            || load(1_000_000, false),
+            |load| black_box(state.apply_now(load)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, extraction, picks, snapshot_swap);
+criterion_main!(benches);
