@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::error::{ItemError, StoreError};
 use crate::model::{FlagItem, Targets, now_secs};
-use crate::reload::Source;
+use crate::reload::{Source, Update};
 use crate::snapshot::{Load, LoadedItem};
 use crate::write::{Current, FlagWrite};
 
@@ -189,6 +189,19 @@ impl FileStore {
         self.replace(&doc)
     }
 
+    /// Replaces the whole document (the local copy of a remote store), under the lock.
+    pub fn replace_all(&self, version: u64, items: &[FlagItem]) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let doc = Document {
+            version,
+            items: items
+                .iter()
+                .map(|i| serde_json::to_value(i).expect("a flag item always serialises"))
+                .collect(),
+        };
+        self.replace(&doc)
+    }
+
     fn lock(&self) -> Result<fs::File, StoreError> {
         let lock_path = sibling(&self.path, ".lock");
         let file = fs::OpenOptions::new()
@@ -302,7 +315,7 @@ impl Source for FileSource {
         format!("file:{}", self.store.path.display())
     }
 
-    async fn poll(&mut self) -> Result<Option<Load>, StoreError> {
+    async fn poll(&mut self) -> Result<Option<Update>, StoreError> {
         let store = self.store.clone();
         let last = self.last;
         let last_content = self.last_content;
@@ -337,7 +350,7 @@ impl Source for FileSource {
             Ok((fp, content, load)) => {
                 self.last = Some(fp);
                 self.last_content = content;
-                Ok(load)
+                Ok(load.map(Update::Full))
             }
             Err(e) => {
                 // Forget the fingerprint so the next poll reads the file again.
@@ -353,6 +366,13 @@ impl Source for FileSource {
 mod tests {
     use super::*;
     use crate::write::Placing;
+
+    fn full_version(update: Update) -> u64 {
+        match update {
+            Update::Full(load) => load.version,
+            Update::Delta(_) => panic!("the file source always reads the whole file"),
+        }
+    }
 
     fn store() -> (tempfile::TempDir, FileStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -449,14 +469,14 @@ mod tests {
         let targets = Targets::new(["legacy", "new"]);
         store.write(&set("acme", "legacy"), Some(&targets)).unwrap();
         let mut source = FileSource::new(store.clone());
-        assert_eq!(source.poll().await.unwrap().unwrap().version, 1);
+        assert_eq!(full_version(source.poll().await.unwrap().unwrap()), 1);
         // Unchanged content, even inside the racy window, is not reported again.
         assert!(source.poll().await.unwrap().is_none());
         // Two writes in quick succession are both seen.
         store.write(&set("acme", "new"), Some(&targets)).unwrap();
-        assert_eq!(source.poll().await.unwrap().unwrap().version, 2);
+        assert_eq!(full_version(source.poll().await.unwrap().unwrap()), 2);
         store.write(&set("acme", "legacy"), Some(&targets)).unwrap();
-        assert_eq!(source.poll().await.unwrap().unwrap().version, 3);
+        assert_eq!(full_version(source.poll().await.unwrap().unwrap()), 3);
         fs::remove_file(store.path()).unwrap();
         assert!(matches!(source.poll().await, Err(StoreError::Read { .. })));
     }

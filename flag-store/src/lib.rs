@@ -18,7 +18,7 @@ pub use file::{FileSource, FileStore};
 pub use model::{
     BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
 };
-pub use reload::{FlagState, ReloadResult, Source};
+pub use reload::{FlagState, ReloadResult, Source, Update};
 pub use snapshot::{Found, Load, LoadedItem, Rejected, Snapshot};
 pub use write::{FlagWrite, Placing};
 

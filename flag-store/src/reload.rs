@@ -20,9 +20,19 @@ pub trait Source: Send + 'static {
     /// Names the store in logs (`file:/etc/switchyard/flags.json`).
     fn describe(&self) -> String;
 
-    /// Checks the store. `Ok(Some(load))` when it changed since the last call (always on the
-    /// first call), `Ok(None)` when it is unchanged, `Err` when it cannot be read.
-    fn poll(&mut self) -> impl Future<Output = Result<Option<Load>, StoreError>> + Send;
+    /// Checks the store. `Ok(Some(update))` when it changed since the last call (always a
+    /// full load on the first call), `Ok(None)` when it is unchanged, `Err` when it cannot be
+    /// read.
+    fn poll(&mut self) -> impl Future<Output = Result<Option<Update>, StoreError>> + Send;
+}
+
+/// What a source read.
+#[derive(Debug)]
+pub enum Update {
+    /// Every item the store holds.
+    Full(Load),
+    /// Only the items changed since the previous update, at the store's new version.
+    Delta(Load),
 }
 
 /// The outcome of one reload, a closed set for the `result` metric label.
@@ -60,11 +70,19 @@ pub struct FlagState {
     /// When the store last confirmed the snapshot (applied or unchanged), ms since the epoch.
     fresh_at_ms: AtomicU64,
     generation: watch::Sender<u64>,
+    /// A local copy of the last good snapshot, rewritten after every change, so a router that
+    /// starts while the store is unreachable still routes.
+    cache: Option<crate::file::FileStore>,
 }
 
 impl FlagState {
     pub fn new(targets: Targets) -> Arc<Self> {
+        Self::with_cache(targets, None)
+    }
+
+    pub fn with_cache(targets: Targets, cache: Option<crate::file::FileStore>) -> Arc<Self> {
         Arc::new(FlagState {
+            cache,
             current: ArcSwap::from_pointee(Snapshot::empty(targets.clone())),
             targets,
             loaded: AtomicBool::new(false),
@@ -116,19 +134,29 @@ impl FlagState {
         }
     }
 
-    /// Builds a snapshot from `load` on a blocking thread and swaps it in.
-    pub async fn apply(self: &Arc<Self>, load: Load) -> Arc<Snapshot> {
+    /// Builds a snapshot from `update` on a blocking thread and swaps it in.
+    pub async fn apply(self: &Arc<Self>, update: Update) -> Arc<Snapshot> {
         let state = self.clone();
-        tokio::task::spawn_blocking(move || state.apply_now(load))
+        tokio::task::spawn_blocking(move || state.apply_update(update))
             .await
             .expect("building a snapshot does not panic")
     }
 
-    /// Builds a snapshot from `load` and swaps it in, on the calling thread.
+    /// Builds a snapshot from a full `load` and swaps it in, on the calling thread.
     pub fn apply_now(&self, load: Load) -> Arc<Snapshot> {
+        self.apply_update(Update::Full(load))
+    }
+
+    /// Builds the next snapshot and swaps it in, on the calling thread; then refreshes the
+    /// local copy, if there is one.
+    pub fn apply_update(&self, update: Update) -> Arc<Snapshot> {
         let previous = self.current.load_full();
-        let prev = self.is_loaded().then_some(&*previous);
-        let mut next = Snapshot::build(load, &self.targets, prev);
+        let mut next = match update {
+            Update::Full(load) => {
+                Snapshot::build(load, &self.targets, self.is_loaded().then_some(&*previous))
+            }
+            Update::Delta(load) => previous.apply_delta(load),
+        };
         next.generation = previous.generation + 1;
         for r in &next.rejected {
             tracing::warn!(item = %r, "flag item rejected");
@@ -144,6 +172,11 @@ impl FlagState {
         self.mark_fresh();
         self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
         self.generation.send_replace(next.generation);
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.replace_all(next.version, &next.to_items())
+        {
+            tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
+        }
         tracing::info!(
             version = next.version,
             generation = next.generation,
@@ -176,8 +209,8 @@ pub async fn poll_once<S: Source>(
     state: &Arc<FlagState>,
 ) -> Result<(), StoreError> {
     match source.poll().await {
-        Ok(Some(load)) => {
-            state.apply(load).await;
+        Ok(Some(update)) => {
+            state.apply(update).await;
             Ok(())
         }
         Ok(None) => {

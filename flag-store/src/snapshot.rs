@@ -171,6 +171,76 @@ impl Snapshot {
         }
     }
 
+    /// The next snapshot after a delta: `load` holds only the changed items, at the store's
+    /// new version. Same rules as a full build: a bad item is rejected and its tenant keeps its
+    /// flag. Costs a copy of the table (no I/O); the reads behind it are proportional to the
+    /// change, not to the table.
+    pub fn apply_delta(&self, load: Load) -> Snapshot {
+        let mut interner = Interner::default();
+        let mut flags = self.flags.clone();
+        let mut default = self.default.clone();
+        let changed: std::collections::HashSet<String> = load
+            .items
+            .iter()
+            .filter_map(|l| match &l.item {
+                Ok(item) => Some(item.tenant.clone()),
+                Err((tenant, _)) => tenant.clone(),
+            })
+            .collect();
+        // Earlier rejections of tenants this delta rewrites are superseded.
+        let mut rejected: Vec<Rejected> = self
+            .rejected
+            .iter()
+            .filter(|r| r.tenant.as_ref().is_none_or(|t| !changed.contains(t)))
+            .cloned()
+            .collect();
+        for LoadedItem { location, item } in load.items {
+            let compiled = item.and_then(|item| match item.compile(&self.targets, &mut interner) {
+                Ok(flag) => Ok((item.tenant, flag)),
+                Err(e) => Err((Some(item.tenant), e)),
+            });
+            match compiled {
+                Ok((tenant, flag)) if tenant == DEFAULT_TENANT => default = Some(flag),
+                Ok((tenant, flag)) => {
+                    flags.insert(tenant.into_boxed_str(), flag);
+                }
+                Err((tenant, error)) => {
+                    let kept_previous = match tenant.as_deref() {
+                        Some(DEFAULT_TENANT) => default.is_some(),
+                        Some(t) => flags.contains_key(t),
+                        None => false,
+                    };
+                    rejected.push(Rejected {
+                        tenant,
+                        location,
+                        error,
+                        kept_previous,
+                    });
+                }
+            }
+        }
+        Snapshot {
+            flags,
+            default,
+            targets: self.targets.clone(),
+            version: load.version,
+            generation: self.generation + 1,
+            built_at: SystemTime::now(),
+            rejected,
+        }
+    }
+
+    /// Every flag as stored items (the default flag first), for a local copy.
+    pub fn to_items(&self) -> Vec<FlagItem> {
+        let default = self
+            .default
+            .iter()
+            .map(|f| f.to_item(DEFAULT_TENANT, &self.targets));
+        default
+            .chain(self.flags.iter().map(|(t, f)| f.to_item(t, &self.targets)))
+            .collect()
+    }
+
     /// The tenant's flag, or the default item, or nothing.
     #[inline]
     pub fn lookup(&self, tenant: Option<&str>) -> Found<'_> {
@@ -300,6 +370,36 @@ mod tests {
         let third = Snapshot::build(unparsable, &targets(), Some(&second));
         assert_eq!(target_of(&third, "acme"), Some(TargetId(1)));
         assert_eq!(second.generation, 2);
+    }
+
+    #[test]
+    fn a_delta_changes_only_its_tenants_and_keeps_the_rest() {
+        let first = Snapshot::build(
+            load(
+                1,
+                &[
+                    r#"{"tenant":"acme","target":"new"}"#,
+                    r#"{"tenant":"globex","target":"legacy"}"#,
+                ],
+            ),
+            &targets(),
+            None,
+        );
+        let next = first.apply_delta(load(
+            2,
+            &[
+                r#"{"tenant":"globex","target":"new"}"#,
+                r#"{"tenant":"initech","target":"nowhere"}"#,
+            ],
+        ));
+        assert_eq!((next.version, next.generation, next.len()), (2, 2, 2));
+        assert_eq!(target_of(&next, "acme"), Some(TargetId(1)));
+        assert_eq!(target_of(&next, "globex"), Some(TargetId(1)));
+        assert_eq!(next.rejected.len(), 1);
+        // A later good item for the rejected tenant clears its rejection.
+        let fixed = next.apply_delta(load(3, &[r#"{"tenant":"initech","target":"legacy"}"#]));
+        assert!(fixed.rejected.is_empty());
+        assert_eq!(target_of(&fixed, "initech"), Some(TargetId(0)));
     }
 
     #[test]
