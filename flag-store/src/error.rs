@@ -39,8 +39,14 @@ pub enum StoreError {
     },
     #[error("{path} is not a valid flag file: {reason}")]
     Format { path: PathBuf, reason: String },
-    #[error("unsupported flag store {0:?} (expected file:PATH)")]
-    Url(String),
+    #[error("bad flag store {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("the flag store failed to {op}")]
+    Remote {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("tenant {tenant:?}")]
     Item {
         tenant: String,

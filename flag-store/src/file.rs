@@ -52,6 +52,11 @@ impl FileStore {
         &self.path
     }
 
+    /// When the file was last written.
+    pub fn modified(&self) -> Option<SystemTime> {
+        fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+    }
+
     /// Reads the whole store: its version and every item, each parsed or refused on its own.
     pub fn load(&self) -> Result<Load, StoreError> {
         let bytes = fs::read(&self.path).map_err(|source| StoreError::Read {

@@ -5,6 +5,7 @@
 //! The flow: a [`Source`] (the [`FileStore`] watcher) reports a [`Load`]; [`Snapshot::build`]
 //! validates each item on its own; [`FlagState`] swaps the new snapshot in whole.
 
+pub mod dynamodb;
 pub mod error;
 pub mod file;
 pub mod model;
@@ -24,10 +25,12 @@ pub use write::{FlagWrite, Placing};
 
 use std::path::{Path, PathBuf};
 
-/// Where flags live, parsed from `file:PATH` (relative paths resolve against `base`).
+/// Where flags live: `file:PATH` (relative paths resolve against `base`) or
+/// `dynamodb://TABLE?region=R&endpoint=URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
     File(PathBuf),
+    Dynamo(dynamodb::DynamoUrl),
 }
 
 impl StoreUrl {
@@ -35,11 +38,25 @@ impl StoreUrl {
         if let Some(path) = url.strip_prefix("file:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(StoreError::Url(url.to_owned()));
+                return Err(StoreError::Url {
+                    url: url.to_owned(),
+                    reason: "no path after file:".into(),
+                });
             }
             return Ok(StoreUrl::File(base.join(path)));
         }
-        Err(StoreError::Url(url.to_owned()))
+        if url.starts_with("dynamodb://") {
+            return dynamodb::DynamoUrl::parse(url)
+                .map(StoreUrl::Dynamo)
+                .map_err(|reason| StoreError::Url {
+                    url: url.to_owned(),
+                    reason,
+                });
+        }
+        Err(StoreError::Url {
+            url: url.to_owned(),
+            reason: "expected file:PATH or dynamodb://TABLE".into(),
+        })
     }
 }
 
@@ -47,6 +64,7 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::File(p) => write!(f, "file:{}", p.display()),
+            StoreUrl::Dynamo(d) => write!(f, "dynamodb://{}", d.table),
         }
     }
 }

@@ -150,6 +150,28 @@ impl FlagState {
     /// Builds the next snapshot and swaps it in, on the calling thread; then refreshes the
     /// local copy, if there is one.
     pub fn apply_update(&self, update: Update) -> Arc<Snapshot> {
+        let next = self.swap(update);
+        self.mark_fresh();
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.replace_all(next.version, &next.to_items())
+        {
+            tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
+        }
+        next
+    }
+
+    /// Routes from the local copy when the store cannot be read at start. The snapshot's age
+    /// is the copy's age, not zero: the store has not confirmed it.
+    pub fn apply_local_copy(&self, load: Load, written_at: Option<SystemTime>) -> Arc<Snapshot> {
+        let next = self.swap(Update::Full(load));
+        if let Some(ms) = written_at.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+            self.fresh_at_ms
+                .store(ms.as_millis() as u64, Ordering::Relaxed);
+        }
+        next
+    }
+
+    fn swap(&self, update: Update) -> Arc<Snapshot> {
         let previous = self.current.load_full();
         let mut next = match update {
             Update::Full(load) => {
@@ -169,14 +191,8 @@ impl FlagState {
         let next = Arc::new(next);
         self.current.store(next.clone());
         self.loaded.store(true, Ordering::Release);
-        self.mark_fresh();
         self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
         self.generation.send_replace(next.generation);
-        if let Some(cache) = &self.cache
-            && let Err(e) = cache.replace_all(next.version, &next.to_items())
-        {
-            tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
-        }
         tracing::info!(
             version = next.version,
             generation = next.generation,

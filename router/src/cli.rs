@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use flag_store::{FileStore, FlagItem, FlagWrite, Placing, StoreUrl, Targets};
+use flag_store::{FlagItem, FlagWrite, Load, Placing, StoreUrl, Targets};
 
 use crate::config::{Config, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
 use crate::server::Router;
+use crate::store::Store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -102,6 +103,27 @@ enum FlagsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Seal a tenant on its current target: moving it later needs --force and a reason.
+    Seal {
+        tenant: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a tenant's audit trail: every write, who, when, why, from what to what.
+    History {
+        tenant: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create what the store needs (the DynamoDB tables and meta item, or an empty flag file).
+    CreateTable {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -165,11 +187,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    let StoreUrl::File(flags_path) = &config.flags.store;
-    let load = FileStore::new(flags_path)
-        .load()
+    let (version, items) = runtime(1)?
+        .block_on(async { Store::open(&config.flags.store).await.list().await })
         .with_context(|| format!("{}: flags.source", path.display()))?;
-    let snapshot = flag_store::Snapshot::build(load, &config.targets, None);
+    let snapshot = flag_store::Snapshot::build(Load { version, items }, &config.targets, None);
     println!(
         "{}: ok: {} targets, {} routes; flags {}: version {}, {} tenants{}",
         path.display(),
@@ -194,8 +215,8 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The store and (when a config is known) the targets to validate against.
-fn open_store(args: &StoreArgs) -> anyhow::Result<(FileStore, Option<Targets>)> {
+/// The store's URL and (when a config is known) the targets to validate writes against.
+fn store_url(args: &StoreArgs) -> anyhow::Result<(StoreUrl, Option<Targets>)> {
     let config_path = args.config.clone().or_else(|| {
         let default = PathBuf::from("router.toml");
         (args.store.is_none() && default.exists()).then_some(default)
@@ -204,41 +225,52 @@ fn open_store(args: &StoreArgs) -> anyhow::Result<(FileStore, Option<Targets>)> 
     let url = match (&args.store, &config) {
         (Some(s), _) => StoreUrl::parse(s, Path::new("."))?,
         (None, Some(c)) => c.flags.store.clone(),
-        (None, None) => bail!("no flag store: give --store file:PATH or --config router.toml"),
+        (None, None) => bail!(
+            "no flag store: give --store file:PATH, --store dynamodb://TABLE or --config router.toml"
+        ),
     };
-    let StoreUrl::File(path) = url;
-    Ok((FileStore::new(path), config.map(|c| c.targets)))
+    Ok((url, config.map(|c| c.targets)))
 }
 
 fn flags(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
+    runtime(1)?.block_on(flags_async(cmd))
+}
+
+async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        FlagsCommand::List { store } => {
-            let (fs, _) = open_store(&store)?;
-            let load = fs.load()?;
+        FlagsCommand::List { store: args } => {
+            let (url, _) = store_url(&args)?;
+            let store = Store::open(&url).await;
+            let (version, loaded) = store.list().await?;
             let mut items = Vec::new();
-            for loaded in load.items {
-                match loaded.item {
+            for l in loaded {
+                match l.item {
                     Ok(item) => items.push(item),
                     Err((tenant, e)) => eprintln!(
                         "warning: {} ({}): {e}",
-                        loaded.location,
+                        l.location,
                         tenant.as_deref().unwrap_or("no tenant")
                     ),
                 }
             }
-            if store.json {
+            items.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+            if args.json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
-                println!("store {} at version {}", fs.path().display(), load.version);
+                println!("store {} at version {version}", store.describe());
                 print_table(&items);
             }
         }
-        FlagsCommand::Get { tenant, store } => {
-            let (fs, _) = open_store(&store)?;
-            let Some(item) = fs.get(&tenant)? else {
-                bail!("tenant {tenant:?} has no flag in {}", fs.path().display());
+        FlagsCommand::Get {
+            tenant,
+            store: args,
+        } => {
+            let (url, _) = store_url(&args)?;
+            let store = Store::open(&url).await;
+            let Some(item) = store.get(&tenant).await? else {
+                bail!("tenant {tenant:?} has no flag in {}", store.describe());
             };
-            if store.json {
+            if args.json {
                 println!("{}", serde_json::to_string_pretty(&item)?);
             } else {
                 print_table(std::slice::from_ref(&item));
@@ -253,9 +285,8 @@ fn flags(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             by,
             expect_version,
             force,
-            store,
+            store: args,
         } => {
-            let (fs, targets) = open_store(&store)?;
             let placing = match (target, split) {
                 (Some(t), _) => Some(Placing::Pinned(t)),
                 (None, Some(s)) => {
@@ -263,41 +294,98 @@ fn flags(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => None,
             };
-            let Some(by) = by.or_else(user_name) else {
-                bail!("cannot tell who you are: pass --by NAME");
-            };
-            if targets.is_none() {
-                eprintln!(
-                    "note: no --config given, so target names are not checked here (routers reject unknown targets)"
-                );
-            }
             let write = FlagWrite {
                 tenant,
                 placing,
                 seal: seal.then_some(true),
-                by,
+                by: author(by)?,
                 reason,
                 expect_version,
                 force,
             };
-            let (old, new) = fs.write(&write, targets.as_ref())?;
-            if store.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "old": old, "new": new }))?
-                );
+            write_flag(&args, write).await?;
+        }
+        FlagsCommand::Seal {
+            tenant,
+            reason,
+            by,
+            store: args,
+        } => {
+            let write = FlagWrite {
+                tenant,
+                placing: None,
+                seal: Some(true),
+                by: author(by)?,
+                reason,
+                expect_version: None,
+                force: false,
+            };
+            write_flag(&args, write).await?;
+        }
+        FlagsCommand::History {
+            tenant,
+            store: args,
+        } => {
+            let (url, _) = store_url(&args)?;
+            let records = Store::open(&url).await.history(&tenant).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else if records.is_empty() {
+                println!("tenant {tenant:?} has no recorded writes");
             } else {
-                println!(
-                    "{}: {} -> {} (version {})",
-                    new.tenant,
-                    old.as_ref().map_or("(no flag)".into(), describe),
-                    describe(&new),
-                    new.version
-                );
+                for r in &records {
+                    let from = r.old.as_ref().map_or("(no flag)".into(), describe);
+                    let to = r.new.as_ref().map_or("?".into(), describe);
+                    println!(
+                        "{}  seq {:<6} {:<12} {from} -> {to}  ({})",
+                        r.at, r.seq, r.by, r.reason
+                    );
+                }
             }
+        }
+        FlagsCommand::CreateTable { store: args } => {
+            let (url, _) = store_url(&args)?;
+            let store = Store::open(&url).await;
+            store.create().await?;
+            println!("{} is ready", store.describe());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn author(by: Option<String>) -> anyhow::Result<String> {
+    match by.or_else(user_name) {
+        Some(by) => Ok(by),
+        None => bail!("cannot tell who you are: pass --by NAME"),
+    }
+}
+
+async fn write_flag(args: &StoreArgs, write: FlagWrite) -> anyhow::Result<()> {
+    let (url, targets) = store_url(args)?;
+    if targets.is_none() {
+        eprintln!(
+            "note: no --config given, so target names are not checked here (routers reject unknown targets)"
+        );
+    }
+    let (old, new) = Store::open(&url)
+        .await
+        .write(&write, targets.as_ref())
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "old": old, "new": new }))?
+        );
+    } else {
+        println!(
+            "{}: {} -> {} (version {})",
+            new.tenant,
+            old.as_ref().map_or("(no flag)".into(), describe),
+            describe(&new),
+            new.version
+        );
+    }
+    Ok(())
 }
 
 /// Who is running the command: `$USER`, `$LOGNAME`, or the account of this process's uid

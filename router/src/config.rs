@@ -80,6 +80,7 @@ struct RawFlags {
     source: String,
     default_target: String,
     poll_interval_ms: Option<u64>,
+    cache_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -182,6 +183,8 @@ pub struct Flags {
     pub store: StoreUrl,
     pub default_target: TargetId,
     pub poll_interval: Duration,
+    /// The local copy of the last good snapshot (for remote stores).
+    pub cache_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -652,13 +655,20 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         problem(problems, "routes", "more than 1000 routes");
     }
 
+    // A file is a cheap stat; a remote store is one read a poll.
+    let poll_default_ms = if matches!(store, Some(StoreUrl::Dynamo(_))) {
+        1_000
+    } else {
+        250
+    };
     Some(Config {
         base_dir: base_dir.to_owned(),
         server,
         flags: Flags {
             store: store?,
             default_target: default_target?,
-            poll_interval: ms(raw.flags.poll_interval_ms, 250),
+            poll_interval: ms(raw.flags.poll_interval_ms, poll_default_ms),
+            cache_path: raw.flags.cache_path.as_deref().map(|p| base_dir.join(p)),
         },
         tenant: TenantRules { from, sticky_key },
         targets,

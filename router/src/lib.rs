@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pick;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tenant;
 pub mod upstream;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use flag_store::{FlagState, ReloadResult};
 
 use crate::health::Health;
+use flag_store::dynamodb::StoreReads;
 
 /// Status classes, the `status` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +167,7 @@ pub struct Metrics {
     connections_total: AtomicU64,
     flags: Arc<FlagState>,
     health: Arc<Health>,
+    store_reads: Option<Arc<StoreReads>>,
 }
 
 impl Metrics {
@@ -199,7 +201,14 @@ impl Metrics {
             connections_total: AtomicU64::new(0),
             flags,
             health,
+            store_reads: None,
         }
+    }
+
+    /// Exports the reads a remote flag store makes.
+    pub fn with_store_reads(mut self, reads: Option<Arc<StoreReads>>) -> Self {
+        self.store_reads = reads;
+        self
     }
 
     /// The `none` route slot.
@@ -403,6 +412,36 @@ impl Metrics {
             "switchyard_flags_age_seconds {:.3}",
             self.flags.age().as_secs_f64()
         );
+        if let Some(reads) = &self.store_reads {
+            header(
+                w,
+                "switchyard_flags_store_reads_total",
+                "counter",
+                "Requests made to the flag store, by operation.",
+            );
+            for (op, n) in [
+                ("get", &reads.gets),
+                ("query", &reads.queries),
+                ("scan", &reads.scans),
+            ] {
+                let _ = writeln!(
+                    w,
+                    "switchyard_flags_store_reads_total{{op=\"{op}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+            header(
+                w,
+                "switchyard_flags_store_items_read_total",
+                "counter",
+                "Items the flag store returned.",
+            );
+            let _ = writeln!(
+                w,
+                "switchyard_flags_store_items_read_total {}",
+                reads.items.load(Ordering::Relaxed)
+            );
+        }
         header(
             w,
             "switchyard_connections_open",

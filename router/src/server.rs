@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flag_store::{FileSource, FileStore, FlagState, StoreUrl, reload};
+use flag_store::dynamodb::{DynamoSource, DynamoStore};
+use flag_store::{FileSource, FileStore, FlagState, Source, StoreUrl, reload};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -55,32 +56,44 @@ impl Router {
     /// Loads the flags (a store that cannot be read yet leaves the router not ready, and it
     /// keeps trying), binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<Router, StartError> {
-        let flags = FlagState::new(config.targets.clone());
+        let cache = config.flags.cache_path.as_ref().map(FileStore::new);
+        let flags = FlagState::with_cache(config.targets.clone(), cache.clone());
         let (stop_background, background) = watch::channel(false);
-        match &config.flags.store {
+        let store_reads = match &config.flags.store {
             StoreUrl::File(path) => {
-                let mut source = FileSource::new(FileStore::new(path));
-                if let Err(e) = reload::poll_once(&mut source, &flags).await {
-                    tracing::warn!(error = %flag_store::error::Chain(&e), "flag store unreadable at start; flag-routed requests get 503 until it loads");
-                }
-                tokio::spawn(reload::run(
+                let source = FileSource::new(FileStore::new(path));
+                start_reloader(
                     source,
-                    flags.clone(),
+                    &flags,
+                    cache.as_ref(),
                     config.flags.poll_interval,
-                    background.clone(),
-                ));
+                    &background,
+                )
+                .await;
+                None
             }
-        }
+            StoreUrl::Dynamo(url) => {
+                let store = DynamoStore::connect(url).await;
+                let reads = store.reads();
+                start_reloader(
+                    DynamoSource::new(store),
+                    &flags,
+                    cache.as_ref(),
+                    config.flags.poll_interval,
+                    &background,
+                )
+                .await;
+                Some(reads)
+            }
+        };
         let route_names: Vec<String> = config.route_names().map(str::to_owned).collect();
         let target_names: Vec<String> = config.targets.iter().map(|(_, n)| n.to_owned()).collect();
         let health = Health::new(&config.target_configs);
         crate::health::spawn_checks(&health, &config.target_configs, &background);
-        let metrics = Arc::new(Metrics::new(
-            &route_names,
-            &target_names,
-            flags.clone(),
-            health.clone(),
-        ));
+        let metrics = Arc::new(
+            Metrics::new(&route_names, &target_names, flags.clone(), health.clone())
+                .with_store_reads(store_reads),
+        );
         let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics, health.clone()));
 
         let bind = |what, addr| async move {
@@ -176,6 +189,34 @@ impl Router {
         tracing::info!(drained, "switchyard stopped");
         drained
     }
+}
+
+/// Loads the first snapshot from `source` (or, when the store cannot be read, from the local
+/// copy), then keeps polling it in the background.
+async fn start_reloader<S: Source>(
+    mut source: S,
+    flags: &Arc<FlagState>,
+    cache: Option<&FileStore>,
+    interval: Duration,
+    stop: &watch::Receiver<bool>,
+) {
+    if let Err(e) = reload::poll_once(&mut source, flags).await {
+        let error = flag_store::error::Chain(&e).to_string();
+        match cache.map(|c| (c.path().to_owned(), c.load())) {
+            Some((path, Ok(load))) => {
+                let version = load.version;
+                flags.apply_local_copy(load, cache.and_then(FileStore::modified));
+                tracing::warn!(%error, store = %source.describe(), copy = %path.display(), version, "flag store unreachable at start; routing from the local copy until it answers");
+            }
+            Some((path, Err(copy_error))) => {
+                tracing::warn!(%error, copy = %path.display(), copy_error = %flag_store::error::Chain(&copy_error), "flag store unreachable at start and no usable local copy; flag-routed requests get 503 until it loads");
+            }
+            None => {
+                tracing::warn!(%error, store = %source.describe(), "flag store unreachable at start; flag-routed requests get 503 until it loads");
+            }
+        }
+    }
+    tokio::spawn(reload::run(source, flags.clone(), interval, stop.clone()));
 }
 
 fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {

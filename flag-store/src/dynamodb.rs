@@ -1,0 +1,819 @@
+//! The DynamoDB flag store: production's shared flag table.
+//!
+//! Layout (`flags create-table` makes it; `deploy/terraform` describes the same):
+//! - Flags table `TABLE`, partition key `tenant` (S). One item per tenant, its attributes the
+//!   flag's fields (`mode`, `target`, `weights`, `sealed`, `version`, `updated_by`,
+//!   `updated_at`, `reason`), so an item reads in the console as it does in the CLI. The item
+//!   `tenant = "#meta"` holds `version` (N): every write bumps it.
+//! - Audit table `TABLE-audit`, partition key `stream` (S, always `changes`), sort key `seq`
+//!   (N, the meta version the write made). Each record holds `tenant`, `old` and `new` (the
+//!   flag items as JSON), `by`, `at`, `reason`. Index `by_tenant` (`tenant`, `seq`) serves
+//!   `flags history`.
+//!
+//! A write is one transaction: bump the meta version (conditional on the version read), put the
+//! flag (conditional on the tenant's version), put the audit record. So no flip is ever
+//! unaudited, two operators racing on a tenant cannot both win, and a failed write changes
+//! nothing.
+//!
+//! A router polls the meta item (one small consistent read, whatever the table's size). When it
+//! moved, one consistent query of the audit stream after the last version seen returns exactly
+//! the changed flags: reads proportional to the change. Cold start scans the flags table in
+//! parallel segments.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem, Update,
+};
+use serde_json::Value;
+
+use crate::error::{ItemError, StoreError};
+use crate::model::{FlagItem, Targets, now_secs};
+use crate::reload::{Source, Update as SourceUpdate};
+use crate::snapshot::{Load, LoadedItem};
+use crate::write::{Current, FlagWrite};
+
+const META: &str = "#meta";
+const STREAM: &str = "changes";
+const BY_TENANT: &str = "by_tenant";
+
+/// `dynamodb://TABLE?region=us-east-1&endpoint=http://127.0.0.1:8000&segments=4`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamoUrl {
+    pub table: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    /// Parallel scan segments at cold start.
+    pub segments: u32,
+}
+
+impl DynamoUrl {
+    pub fn parse(url: &str) -> Result<DynamoUrl, String> {
+        let rest = url
+            .strip_prefix("dynamodb://")
+            .ok_or("a DynamoDB store starts with dynamodb://")?;
+        let (table, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if table.len() < 3
+            || table.len() > 250
+            || !table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(format!(
+                "{table:?} is not a DynamoDB table name (3 to 250 of A-Z a-z 0-9 _ - .)"
+            ));
+        }
+        let mut parsed = DynamoUrl {
+            table: table.to_owned(),
+            region: None,
+            endpoint: None,
+            segments: 4,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not KEY=VALUE"))?;
+            match k {
+                "region" => parsed.region = Some(v.to_owned()),
+                "endpoint" => {
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(format!("endpoint {v:?} must be an http:// or https:// URL"));
+                    }
+                    parsed.endpoint = Some(v.to_owned());
+                }
+                "segments" => {
+                    parsed.segments = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("segments {v:?} must be 1 to 64"))?;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown parameter {other:?} (use region, endpoint, segments)"
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    pub fn audit_table(&self) -> String {
+        format!("{}-audit", self.table)
+    }
+
+    /// A loopback plain-HTTP endpoint: a local emulator, which takes any credentials.
+    fn is_local(&self) -> bool {
+        self.endpoint.as_deref().is_some_and(|e| {
+            let host = e.trim_start_matches("http://");
+            e.starts_with("http://")
+                && (host.starts_with("127.")
+                    || host.starts_with("localhost")
+                    || host.starts_with("[::1]"))
+        })
+    }
+}
+
+/// Reads made against the store, exported as metrics so the cost of polling is visible.
+#[derive(Debug, Default)]
+pub struct StoreReads {
+    pub gets: AtomicU64,
+    pub queries: AtomicU64,
+    pub scans: AtomicU64,
+    /// Items returned by all of them.
+    pub items: AtomicU64,
+}
+
+/// One audit record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub tenant: String,
+    pub old: Option<FlagItem>,
+    pub new: Option<FlagItem>,
+    pub by: String,
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    url: DynamoUrl,
+    reads: Arc<StoreReads>,
+}
+
+fn sdk_err<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Remote {
+        op,
+        source: Box::new(e),
+    }
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Remote {
+        op: "build request",
+        source: Box::new(e),
+    }
+}
+
+impl DynamoStore {
+    pub async fn connect(url: &DynamoUrl) -> DynamoStore {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(500))
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(5))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
+        if let Some(region) = &url.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &url.endpoint {
+            loader = loader.endpoint_url(endpoint);
+            if url.is_local() {
+                loader = loader
+                    .region(aws_config::Region::new(
+                        url.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    ))
+                    .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                        "local",
+                        "local",
+                        None,
+                        None,
+                        "switchyard-local",
+                    ));
+            }
+        }
+        let config = loader.load().await;
+        DynamoStore {
+            client: Client::new(&config),
+            url: url.clone(),
+            reads: Arc::default(),
+        }
+    }
+
+    pub fn reads(&self) -> Arc<StoreReads> {
+        self.reads.clone()
+    }
+
+    pub fn describe(&self) -> String {
+        format!("dynamodb://{}", self.url.table)
+    }
+
+    /// Creates the flags and audit tables (on-demand billing) and the meta item; tables that
+    /// already exist are kept.
+    pub async fn create_tables(&self) -> Result<(), StoreError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(build_err)
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(build_err)
+        };
+        let flags = self
+            .client
+            .create_table()
+            .table_name(&self.url.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("tenant", ScalarAttributeType::S)?)
+            .key_schema(key("tenant", KeyType::Hash)?)
+            .send()
+            .await;
+        ignore_existing(flags.map(|_| ()), "create flags table")?;
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(BY_TENANT)
+            .key_schema(key("tenant", KeyType::Hash)?)
+            .key_schema(key("seq", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(build_err)?;
+        let audit = self
+            .client
+            .create_table()
+            .table_name(self.url.audit_table())
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("stream", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("seq", ScalarAttributeType::N)?)
+            .attribute_definitions(attr("tenant", ScalarAttributeType::S)?)
+            .key_schema(key("stream", KeyType::Hash)?)
+            .key_schema(key("seq", KeyType::Range)?)
+            .global_secondary_indexes(index)
+            .send()
+            .await;
+        ignore_existing(audit.map(|_| ()), "create audit table")?;
+        for table in [self.url.table.clone(), self.url.audit_table()] {
+            self.wait_active(&table).await?;
+        }
+        let meta = self
+            .client
+            .put_item()
+            .table_name(&self.url.table)
+            .item("tenant", AttributeValue::S(META.into()))
+            .item("version", AttributeValue::N("0".into()))
+            .condition_expression("attribute_not_exists(tenant)")
+            .send()
+            .await;
+        match meta {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err("create meta item")(e)),
+        }
+    }
+
+    async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
+        for _ in 0..120 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(sdk_err("describe table"))?;
+            let status = out
+                .table()
+                .and_then(|t| t.table_status())
+                .map(|s| s.as_str().to_owned());
+            if status.as_deref() == Some("ACTIVE") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(StoreError::Remote {
+            op: "wait for table",
+            source: format!("table {table} is not active after 2 minutes").into(),
+        })
+    }
+
+    /// The store's version: one small consistent read.
+    pub async fn version(&self) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.url.table)
+            .key("tenant", AttributeValue::S(META.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err("read meta version"))?;
+        self.reads.gets.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = out.item() else {
+            return Err(StoreError::Remote {
+                op: "read meta version",
+                source: format!(
+                    "table {} has no {META} item: run `switchyard flags create-table`",
+                    self.url.table
+                )
+                .into(),
+            });
+        };
+        self.reads.items.fetch_add(1, Ordering::Relaxed);
+        number(item.get("version")).ok_or_else(|| StoreError::Remote {
+            op: "read meta version",
+            source: "the meta item's version is not a number".into(),
+        })
+    }
+
+    /// Every flag item, by a parallel scan.
+    pub async fn scan_all(&self) -> Result<Vec<LoadedItem>, StoreError> {
+        let segments = self.url.segments as i32;
+        let mut tasks = Vec::new();
+        for segment in 0..segments {
+            let store = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut pages = store
+                    .client
+                    .scan()
+                    .table_name(&store.url.table)
+                    .segment(segment)
+                    .total_segments(segments)
+                    .consistent_read(true)
+                    .into_paginator()
+                    .send();
+                let mut items = Vec::new();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(sdk_err("scan flags"))?;
+                    store.reads.scans.fetch_add(1, Ordering::Relaxed);
+                    for item in page.items() {
+                        store.reads.items.fetch_add(1, Ordering::Relaxed);
+                        if item
+                            .get("tenant")
+                            .and_then(|v| v.as_s().ok())
+                            .map(String::as_str)
+                            == Some(META)
+                        {
+                            continue;
+                        }
+                        items.push(loaded_item(item));
+                    }
+                }
+                Ok::<_, StoreError>(items)
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("a scan task does not panic")?);
+        }
+        Ok(all)
+    }
+
+    /// The audit records after `after`, in order: one consistent query (paginated).
+    pub async fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.url.audit_table())
+            .key_condition_expression("#s = :s AND seq > :v")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":s", AttributeValue::S(STREAM.into()))
+            .expression_attribute_values(":v", AttributeValue::N(after.to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut records = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_err("query changes"))?;
+            self.reads.queries.fetch_add(1, Ordering::Relaxed);
+            for item in page.items() {
+                self.reads.items.fetch_add(1, Ordering::Relaxed);
+                records.push(audit_record(item));
+            }
+        }
+        Ok(records)
+    }
+
+    /// The tenant's audit trail, oldest first.
+    pub async fn history(&self, tenant: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.url.audit_table())
+            .index_name(BY_TENANT)
+            .key_condition_expression("tenant = :t")
+            .expression_attribute_values(":t", AttributeValue::S(tenant.into()))
+            .into_paginator()
+            .send();
+        let mut records = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_err("query history"))?;
+            records.extend(page.items().iter().map(audit_record));
+        }
+        records.sort_by_key(|r| r.seq);
+        Ok(records)
+    }
+
+    /// The tenant's raw item, consistent.
+    async fn raw(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.url.table)
+            .key("tenant", AttributeValue::S(tenant.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err("read flag"))?;
+        Ok(out.item)
+    }
+
+    pub async fn get(&self, tenant: &str) -> Result<Option<FlagItem>, StoreError> {
+        match self.raw(tenant).await? {
+            None => Ok(None),
+            Some(item) => loaded_item(&item)
+                .item
+                .map(Some)
+                .map_err(|(t, e)| StoreError::Item {
+                    tenant: t.unwrap_or_else(|| tenant.into()),
+                    source: e,
+                }),
+        }
+    }
+
+    /// Applies one write in one transaction: the flag, its audit record and the version bump.
+    /// A race with a write to another tenant is retried; a race on the same tenant is a
+    /// conflict (when the writer named the version it read) naming the winner.
+    pub async fn write(
+        &self,
+        write: &FlagWrite,
+        targets: Option<&Targets>,
+    ) -> Result<(Option<FlagItem>, FlagItem), StoreError> {
+        for _ in 0..20 {
+            let version = self.version().await?;
+            let current = match self.raw(&write.tenant).await? {
+                None => Current::default(),
+                Some(item) => Current::from_json(&item_json(&item).unwrap_or(Value::Null)),
+            };
+            let next = write.apply(&current, targets, now_secs())?;
+            let seq = version + 1;
+            let flag_condition = if current.version == 0 && current.item.is_none() {
+                "attribute_not_exists(tenant)"
+            } else {
+                "version = :v"
+            };
+            let mut put = Put::builder()
+                .table_name(&self.url.table)
+                .set_item(Some(to_item(
+                    &serde_json::to_value(&next).expect("a flag item serialises"),
+                )))
+                .condition_expression(flag_condition);
+            if flag_condition != "attribute_not_exists(tenant)" {
+                put = put.expression_attribute_values(
+                    ":v",
+                    AttributeValue::N(current.version.to_string()),
+                );
+            }
+            let bump = Update::builder()
+                .table_name(&self.url.table)
+                .key("tenant", AttributeValue::S(META.into()))
+                .update_expression("SET version = :next")
+                .condition_expression("version = :cur")
+                .expression_attribute_values(":next", AttributeValue::N(seq.to_string()))
+                .expression_attribute_values(":cur", AttributeValue::N(version.to_string()))
+                .build()
+                .map_err(build_err)?;
+            let mut audit = HashMap::from([
+                ("stream".to_owned(), AttributeValue::S(STREAM.into())),
+                ("seq".to_owned(), AttributeValue::N(seq.to_string())),
+                ("tenant".to_owned(), AttributeValue::S(write.tenant.clone())),
+                (
+                    "new".to_owned(),
+                    AttributeValue::S(
+                        serde_json::to_string(&next).expect("a flag item serialises"),
+                    ),
+                ),
+                ("by".to_owned(), AttributeValue::S(write.by.clone())),
+                (
+                    "at".to_owned(),
+                    AttributeValue::S(next.updated_at.clone().unwrap_or_default()),
+                ),
+                ("reason".to_owned(), AttributeValue::S(write.reason.clone())),
+            ]);
+            if let Some(old) = &current.item {
+                audit.insert(
+                    "old".into(),
+                    AttributeValue::S(serde_json::to_string(old).expect("a flag item serialises")),
+                );
+            }
+            let record = Put::builder()
+                .table_name(self.url.audit_table())
+                .set_item(Some(audit))
+                .condition_expression("attribute_not_exists(seq)")
+                .build()
+                .map_err(build_err)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(bump).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .put(put.build().map_err(build_err)?)
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().put(record).build())
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok((current.item, next)),
+                Err(e) => {
+                    let reasons: Vec<Option<String>> = e
+                        .as_service_error()
+                        .and_then(|s| match s {
+                            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                                Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let failed = |i: usize| {
+                        reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed")
+                    };
+                    if failed(1) {
+                        // The tenant changed under us: a conflict if the writer named a version,
+                        // else read again and re-check (a seal may have appeared).
+                        if write.expect_version.is_some() {
+                            let now = self
+                                .raw(&write.tenant)
+                                .await?
+                                .map(|i| Current::from_json(&item_json(&i).unwrap_or(Value::Null)))
+                                .unwrap_or_default();
+                            return Err(StoreError::Conflict {
+                                tenant: write.tenant.clone(),
+                                expected: current.version,
+                                actual: now.version,
+                                by: now.updated_by,
+                            });
+                        }
+                        continue;
+                    }
+                    if failed(0)
+                        || reasons
+                            .iter()
+                            .any(|r| r.as_deref() == Some("TransactionConflict"))
+                    {
+                        continue; // another tenant's write took this version: take the next
+                    }
+                    return Err(sdk_err("write flag")(e));
+                }
+            }
+        }
+        Err(StoreError::Remote {
+            op: "write flag",
+            source: "the store's version kept moving under 20 attempts; try again".into(),
+        })
+    }
+}
+
+fn ignore_existing<E>(
+    result: Result<(), aws_sdk_dynamodb::error::SdkError<E>>,
+    op: &'static str,
+) -> Result<(), StoreError>
+where
+    E: std::error::Error + Send + Sync + 'static + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    aws_sdk_dynamodb::error::SdkError<E>: std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ResourceInUseException") => {
+            Ok(())
+        }
+        Err(e) => Err(sdk_err(op)(e)),
+    }
+}
+
+fn number(v: Option<&AttributeValue>) -> Option<u64> {
+    v.and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+/// An item's attributes as JSON, for the flag item's own parser and its error messages.
+fn item_json(item: &HashMap<String, AttributeValue>) -> Result<Value, String> {
+    item.iter()
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                av_json(v).map_err(|e| format!("attribute {k:?}: {e}"))?,
+            ))
+        })
+        .collect::<Result<serde_json::Map<_, _>, String>>()
+        .map(Value::Object)
+}
+
+fn av_json(v: &AttributeValue) -> Result<Value, String> {
+    Ok(match v {
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::N(n) => serde_json::from_str::<serde_json::Number>(n)
+            .map(Value::Number)
+            .map_err(|_| format!("{n:?} is not a number"))?,
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::M(m) => item_json(m).map_err(|e| e.to_string())?,
+        AttributeValue::L(l) => Value::Array(l.iter().map(av_json).collect::<Result<_, _>>()?),
+        _ => return Err("an attribute type flags do not use".into()),
+    })
+}
+
+fn to_item(v: &Value) -> HashMap<String, AttributeValue> {
+    match v {
+        Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), json_av(v))).collect(),
+        _ => HashMap::new(),
+    }
+}
+
+fn json_av(v: &Value) -> AttributeValue {
+    match v {
+        Value::Null => AttributeValue::Null(true),
+        Value::Bool(b) => AttributeValue::Bool(*b),
+        Value::Number(n) => AttributeValue::N(n.to_string()),
+        Value::String(s) => AttributeValue::S(s.clone()),
+        Value::Array(a) => AttributeValue::L(a.iter().map(json_av).collect()),
+        Value::Object(_) => AttributeValue::M(to_item(v)),
+    }
+}
+
+fn loaded_item(item: &HashMap<String, AttributeValue>) -> LoadedItem {
+    let tenant = item.get("tenant").and_then(|v| v.as_s().ok()).cloned();
+    let location = format!("item {}", tenant.as_deref().unwrap_or("(no tenant)"));
+    let parsed = item_json(item)
+        .map_err(|e| (tenant.clone(), ItemError::Parse(e)))
+        .and_then(|json| {
+            serde_json::from_value::<FlagItem>(json)
+                .map_err(|e| (tenant.clone(), ItemError::Parse(e.to_string())))
+        });
+    LoadedItem {
+        location,
+        item: parsed,
+    }
+}
+
+fn audit_record(item: &HashMap<String, AttributeValue>) -> AuditRecord {
+    let s = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let flag = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .and_then(|j| serde_json::from_str::<FlagItem>(j).ok())
+    };
+    AuditRecord {
+        seq: number(item.get("seq")).unwrap_or(0),
+        tenant: s("tenant"),
+        old: flag("old"),
+        new: flag("new"),
+        by: s("by"),
+        at: s("at"),
+        reason: s("reason"),
+    }
+}
+
+/// The DynamoDB store as a reload source: a full scan first, then deltas from the audit stream.
+#[derive(Debug)]
+pub struct DynamoSource {
+    store: DynamoStore,
+    /// The store version the router has applied; `None` until the first full load.
+    known: Option<u64>,
+}
+
+impl DynamoSource {
+    pub fn new(store: DynamoStore) -> Self {
+        DynamoSource { store, known: None }
+    }
+}
+
+impl Source for DynamoSource {
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    async fn poll(&mut self) -> Result<Option<SourceUpdate>, StoreError> {
+        let version = self.store.version().await?;
+        match self.known {
+            None => {
+                // Read the version before the scan: a write during the scan shows up again in
+                // the next delta, and replaying it is harmless.
+                let items = self.store.scan_all().await?;
+                self.known = Some(version);
+                Ok(Some(SourceUpdate::Full(Load { version, items })))
+            }
+            Some(known) if version == known => Ok(None),
+            Some(known) => {
+                let records = self.store.changes_since(known).await?;
+                let latest = records.iter().map(|r| r.seq).max().unwrap_or(version);
+                let items = records
+                    .into_iter()
+                    .map(|r| LoadedItem {
+                        location: format!("audit seq {}", r.seq),
+                        item: match r.new {
+                            Some(item) => Ok(item),
+                            None => Err((
+                                Some(r.tenant),
+                                ItemError::Parse(
+                                    "the audit record's new value is unreadable".into(),
+                                ),
+                            )),
+                        },
+                    })
+                    .collect();
+                let applied = latest.max(version);
+                self.known = Some(applied);
+                Ok(Some(SourceUpdate::Delta(Load {
+                    version: applied,
+                    items,
+                })))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_refuse_garbage() {
+        let u = DynamoUrl::parse(
+            "dynamodb://flags?region=eu-west-1&endpoint=http://127.0.0.1:8000&segments=8",
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            DynamoUrl {
+                table: "flags".into(),
+                region: Some("eu-west-1".into()),
+                endpoint: Some("http://127.0.0.1:8000".into()),
+                segments: 8
+            }
+        );
+        assert!(u.is_local());
+        assert_eq!(u.audit_table(), "flags-audit");
+        assert!(
+            !DynamoUrl::parse("dynamodb://flags?endpoint=https://dynamodb.eu-west-1.amazonaws.com")
+                .unwrap()
+                .is_local()
+        );
+        for (bad, want) in [
+            ("dynamodb://x", "table name"),
+            ("dynamodb://flags?colour=blue", "unknown parameter"),
+            ("dynamodb://flags?endpoint=127.0.0.1", "http:// or https://"),
+            ("dynamodb://flags?segments=0", "segments"),
+        ] {
+            assert!(DynamoUrl::parse(bad).unwrap_err().contains(want), "{bad}");
+        }
+    }
+
+    #[test]
+    fn items_round_trip_through_attributes() {
+        let json = serde_json::json!({"tenant":"acme","mode":"split","weights":{"legacy":90,"new":10},"sealed":true,"version":3,"updated_by":"ops"});
+        let item = to_item(&json);
+        assert_eq!(
+            item["weights"],
+            AttributeValue::M(HashMap::from([
+                ("legacy".into(), AttributeValue::N("90".into())),
+                ("new".into(), AttributeValue::N("10".into()))
+            ]))
+        );
+        assert_eq!(item_json(&item).unwrap(), json);
+        let loaded = loaded_item(&item);
+        assert_eq!(loaded.item.unwrap().version, 3);
+    }
+
+    #[test]
+    fn a_malformed_item_is_refused_with_its_tenant() {
+        let item = HashMap::from([
+            ("tenant".to_owned(), AttributeValue::S("acme".into())),
+            ("taget".to_owned(), AttributeValue::S("new".into())),
+        ]);
+        let (tenant, err) = loaded_item(&item).item.unwrap_err();
+        assert_eq!(tenant.as_deref(), Some("acme"));
+        assert!(err.to_string().contains("taget"));
+    }
+}
