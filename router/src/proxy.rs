@@ -219,19 +219,7 @@ impl Proxy {
         let pick = match decision {
             Decision::Forward(pick) => pick,
             Decision::PinnedUnavailable { target, .. } => {
-                labels.target = target.index();
-                self.metrics.pinned_unavailable(labels);
-                let msg = format!(
-                    "the tenant's target {:?} is unavailable",
-                    self.upstreams[target.index()].name
-                );
-                return self.local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &msg,
-                    labels,
-                    start,
-                    request_id,
-                );
+                return self.target_unavailable(target, labels, start, request_id);
             }
             Decision::NoHealthyTarget { .. } => {
                 return self.local(
@@ -308,17 +296,7 @@ impl Proxy {
         let now = self.health.now_ms();
         let Some(endpoint) = self.health.choose(target, now, None) else {
             // Its last endpoint went down between the pick and now.
-            let msg = format!(
-                "the tenant's target {:?} is unavailable",
-                self.upstreams[target.index()].name
-            );
-            return self.local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &msg,
-                labels,
-                start,
-                request_id,
-            );
+            return self.target_unavailable(target, labels, start, request_id);
         };
         self.health.target(target).budget.record_request(now);
         let replayable = http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
@@ -536,6 +514,29 @@ impl Proxy {
             ),
         };
         self.local(status, &msg, labels, start, request_id)
+    }
+
+    /// The 503 for a request whose only target is down (a pinned tenant never fails over).
+    fn target_unavailable(
+        &self,
+        target: TargetId,
+        mut labels: Labels,
+        start: Instant,
+        request_id: HeaderValue,
+    ) -> Response<ResponseBody> {
+        labels.target = target.index();
+        self.metrics.pinned_unavailable(labels);
+        let msg = format!(
+            "the tenant's target {:?} is unavailable",
+            self.upstreams[target.index()].name
+        );
+        self.local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &msg,
+            labels,
+            start,
+            request_id,
+        )
     }
 
     /// An answer from the router itself: a status and a one-line plain body.

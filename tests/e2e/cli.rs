@@ -5,19 +5,6 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-fn switchyard(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("USER", "alice")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn check_names_the_bad_key_and_exits_non_zero() {
     let setup = Setup::new().await;

@@ -148,19 +148,6 @@ fn router_config(setup: &Setup, url: &str) -> switchyard::Config {
 /// One audit record as the test reads it: old target, new target, new seal, reason.
 type Change<'a> = (Option<&'a str>, Option<&'a str>, Option<bool>, &'a str);
 
-fn switchyard(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("USER", "alice")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_are_conditional_audited_and_refuse_unsafe_moves() {
     let emulator = Emulator::start().await;

@@ -459,6 +459,20 @@ pub async fn metric(router: &Router, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Runs the `switchyard` binary as user `alice` to completion: exit code, stdout, stderr.
+pub fn switchyard(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("USER", "alice")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The real `switchyard` binary, started with `args`, its logs captured.
 pub struct Binary {
     pub child: std::process::Child,
