@@ -444,6 +444,14 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// What a writer needs of the tenant's stored item (its version and seal even when malformed).
+    async fn current(&self, tenant: &str) -> Result<Current, StoreError> {
+        Ok(match self.raw(tenant).await? {
+            None => Current::default(),
+            Some(item) => Current::from_json(&item_json(&item).unwrap_or(Value::Null)),
+        })
+    }
+
     pub async fn get(&self, tenant: &str) -> Result<Option<FlagItem>, StoreError> {
         match self.raw(tenant).await? {
             None => Ok(None),
@@ -467,10 +475,7 @@ impl DynamoStore {
     ) -> Result<(Option<FlagItem>, FlagItem), StoreError> {
         for _ in 0..20 {
             let version = self.version().await?;
-            let current = match self.raw(&write.tenant).await? {
-                None => Current::default(),
-                Some(item) => Current::from_json(&item_json(&item).unwrap_or(Value::Null)),
-            };
+            let current = self.current(&write.tenant).await?;
             let next = write.apply(&current, targets, now_secs())?;
             let seq = version + 1;
             let flag_condition = if current.version == 0 && current.item.is_none() {
@@ -559,11 +564,7 @@ impl DynamoStore {
                         // The tenant changed under us: a conflict if the writer named a version,
                         // else read again and re-check (a seal may have appeared).
                         if write.expect_version.is_some() {
-                            let now = self
-                                .raw(&write.tenant)
-                                .await?
-                                .map(|i| Current::from_json(&item_json(&i).unwrap_or(Value::Null)))
-                                .unwrap_or_default();
+                            let now = self.current(&write.tenant).await?;
                             return Err(StoreError::Conflict {
                                 tenant: write.tenant.clone(),
                                 expected: current.version,

@@ -101,11 +101,7 @@ impl Snapshot {
         let mut duplicates: Vec<String> = Vec::new();
 
         for LoadedItem { location, item } in load.items {
-            let compiled = item.and_then(|item| match item.compile(targets, &mut interner) {
-                Ok(flag) => Ok((item.tenant, flag)),
-                Err(e) => Err((Some(item.tenant), e)),
-            });
-            match compiled {
+            match compile(item, targets, &mut interner) {
                 Ok((tenant, flag)) => {
                     let clash = if tenant == DEFAULT_TENANT {
                         default.replace(flag).is_some()
@@ -195,11 +191,7 @@ impl Snapshot {
             .cloned()
             .collect();
         for LoadedItem { location, item } in load.items {
-            let compiled = item.and_then(|item| match item.compile(&self.targets, &mut interner) {
-                Ok(flag) => Ok((item.tenant, flag)),
-                Err(e) => Err((Some(item.tenant), e)),
-            });
-            match compiled {
+            match compile(item, &self.targets, &mut interner) {
                 Ok((tenant, flag)) if tenant == DEFAULT_TENANT => default = Some(flag),
                 Ok((tenant, flag)) => {
                     flags.insert(tenant.into_boxed_str(), flag);
@@ -281,6 +273,20 @@ impl Snapshot {
     /// Every tenant's flag, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Flag)> {
         self.flags.iter().map(|(k, v)| (&**k, v))
+    }
+}
+
+/// Validates one loaded item. A rejection keeps the tenant's name whenever the item got far
+/// enough to have one, so that tenant can keep its last good flag.
+fn compile(
+    item: Result<FlagItem, (Option<String>, ItemError)>,
+    targets: &Targets,
+    interner: &mut Interner,
+) -> Result<(String, Flag), (Option<String>, ItemError)> {
+    let item = item?;
+    match item.compile(targets, interner) {
+        Ok(flag) => Ok((item.tenant, flag)),
+        Err(e) => Err((Some(item.tenant), e)),
     }
 }
 

@@ -164,6 +164,8 @@ impl Proxy {
         labels.route = route_id.index();
 
         // 2 and 3. Tenant id, flag lookup, pick; the snapshot guard lives in this block only.
+        // One instant for the pick's health view and the endpoint choice that follows it.
+        let now_ms = self.health.now_ms();
         let decision = {
             let tenant = match tenant::extract(&self.rules.from, &parts) {
                 Ok(t) => t,
@@ -197,7 +199,7 @@ impl Proxy {
             }
             let tenant_id = tenant.as_ref().map(|t| &*t.id);
             let snapshot = self.flags.load();
-            let view = self.health.view(self.health.now_ms());
+            let view = self.health.view(now_ms);
             let decision = pick(
                 &snapshot,
                 route,
@@ -247,6 +249,7 @@ impl Proxy {
             start,
             request_id,
             client.ip(),
+            now_ms,
         )
         .await
     }
@@ -266,6 +269,7 @@ impl Proxy {
         start: Instant,
         request_id: HeaderValue,
         client: IpAddr,
+        now: u64,
     ) -> Response<ResponseBody> {
         if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
             && len > limit
@@ -293,7 +297,6 @@ impl Proxy {
             .insert(X_REQUEST_ID.clone(), request_id.clone());
 
         let target = pick.target;
-        let now = self.health.now_ms();
         let Some(endpoint) = self.health.choose(target, now, None) else {
             // Its last endpoint went down between the pick and now.
             return self.target_unavailable(target, labels, start, request_id);

@@ -166,10 +166,6 @@ impl Router {
         &self.health
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.proxy.metrics
-    }
-
     /// Stops accepting, lets in-flight requests and tunnels finish (up to the drain timeout),
     /// then stops everything. Returns whether everything finished within the timeout.
     pub async fn shutdown(self) -> bool {

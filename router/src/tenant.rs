@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use base64::Engine;
-use flag_store::{DEFAULT_TENANT, model::validate_tenant_id};
+use flag_store::{DEFAULT_TENANT, ItemError, model::validate_tenant_id};
 use http::HeaderName;
 use http::request::Parts;
 
@@ -205,10 +205,10 @@ pub fn extract<'a>(
         if let Err(e) = validate_tenant_id(&id) {
             return Err(BadTenant {
                 from: from.as_str(),
-                reason: e
-                    .to_string()
-                    .trim_start_matches("invalid tenant id: ")
-                    .to_owned(),
+                reason: match e {
+                    ItemError::TenantId(reason) => reason,
+                    other => other.to_string(),
+                },
             });
         }
         return Ok(Some(FoundTenant { id, from }));
