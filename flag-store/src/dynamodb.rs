@@ -445,7 +445,7 @@ impl DynamoStore {
     }
 
     /// What a writer needs of the tenant's stored item (its version and seal even when malformed).
-    async fn current(&self, tenant: &str) -> Result<Current, StoreError> {
+    pub async fn current(&self, tenant: &str) -> Result<Current, StoreError> {
         Ok(match self.raw(tenant).await? {
             None => Current::default(),
             Some(item) => Current::from_json(&item_json(&item).unwrap_or(Value::Null)),

@@ -139,43 +139,90 @@ impl FileStore {
         write: &FlagWrite,
         targets: Option<&Targets>,
     ) -> Result<(Option<FlagItem>, FlagItem), StoreError> {
+        self.write_many(std::slice::from_ref(write), targets)?
+            .pop()
+            .expect("one result per write")
+    }
+
+    /// Applies several writes under one lock and one atomic replace. Each write is checked on
+    /// its own against the item as the earlier writes left it: a refused write changes nothing
+    /// and the others still apply. The outer error means nothing was written at all.
+    #[allow(clippy::type_complexity)]
+    pub fn write_many(
+        &self,
+        writes: &[FlagWrite],
+        targets: Option<&Targets>,
+    ) -> Result<Vec<Result<(Option<FlagItem>, FlagItem), StoreError>>, StoreError> {
         let _lock = self.lock()?;
-        let mut doc = match fs::read(&self.path) {
-            Ok(bytes) => self.parse_document(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document::default(),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
+        let mut doc = self.read_document()?;
+        let mut positions: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, v) in doc.items.iter().enumerate() {
+            if let Some(t) = v.get("tenant").and_then(Value::as_str) {
+                positions.entry(t.to_owned()).or_default().push(i);
             }
-        };
-        let positions: Vec<usize> = doc
+        }
+        let now = now_secs();
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let at = positions.get(&write.tenant).map_or(&[][..], Vec::as_slice);
+            if at.len() > 1 {
+                results.push(Err(StoreError::Item {
+                    tenant: write.tenant.clone(),
+                    source: ItemError::Duplicate(write.tenant.clone()),
+                }));
+                continue;
+            }
+            let current = at
+                .first()
+                .map(|&i| Current::from_json(&doc.items[i]))
+                .unwrap_or_default();
+            let next = match write.apply(&current, targets, now) {
+                Ok(next) => next,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let value = serde_json::to_value(&next).expect("a flag item always serialises");
+            match at.first() {
+                Some(&i) => doc.items[i] = value,
+                None => {
+                    positions.insert(write.tenant.clone(), vec![doc.items.len()]);
+                    doc.items.push(value);
+                }
+            }
+            results.push(Ok((current.item, next)));
+        }
+        if results.iter().any(Result::is_ok) {
+            doc.version += 1;
+            self.replace(&doc)?;
+        }
+        Ok(results)
+    }
+
+    /// What writers need of every stored item, by tenant (a duplicated tenant: its last copy).
+    pub fn currents(&self) -> Result<std::collections::HashMap<String, Current>, StoreError> {
+        let doc = self.read_document()?;
+        Ok(doc
             .items
             .iter()
-            .enumerate()
-            .filter(|(_, v)| v.get("tenant").and_then(Value::as_str) == Some(&write.tenant))
-            .map(|(i, _)| i)
-            .collect();
-        if positions.len() > 1 {
-            return Err(StoreError::Item {
-                tenant: write.tenant.clone(),
-                source: ItemError::Duplicate(write.tenant.clone()),
-            });
+            .filter_map(|v| {
+                let tenant = v.get("tenant").and_then(Value::as_str)?;
+                Some((tenant.to_owned(), Current::from_json(v)))
+            })
+            .collect())
+    }
+
+    /// The document as stored; a missing file is an empty store.
+    fn read_document(&self) -> Result<Document, StoreError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => self.parse_document(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Document::default()),
+            Err(source) => Err(StoreError::Read {
+                path: self.path.clone(),
+                source,
+            }),
         }
-        let current = positions
-            .first()
-            .map(|&i| Current::from_json(&doc.items[i]))
-            .unwrap_or_default();
-        let next = write.apply(&current, targets, now_secs())?;
-        let value = serde_json::to_value(&next).expect("a flag item always serialises");
-        match positions.first() {
-            Some(&i) => doc.items[i] = value,
-            None => doc.items.push(value),
-        }
-        doc.version += 1;
-        self.replace(&doc)?;
-        Ok((current.item, next))
     }
 
     /// Writes a fresh document holding `items` at version 1, unless the file already exists.

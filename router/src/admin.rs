@@ -1,20 +1,35 @@
 //! The admin listener, separate from traffic and on loopback by default: metrics, liveness,
-//! readiness, the flags this router holds, and `/explain`, which runs the very pick the proxy
-//! runs and says why it chose what it chose.
+//! readiness, the flags this router holds, `/explain`, which runs the very pick the proxy
+//! runs and says why it chose what it chose, and `PUT /flags/{tenant}`, the one write, which
+//! needs the bearer token from `[server] admin_token_file` and goes through the same
+//! conditional, audited store write as the CLI.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use flag_store::{FlagState, Found, Mode, Placement, TargetId, Targets, model::validate_tenant_id};
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use flag_store::{
+    FlagState, FlagWrite, Found, Mode, Placement, Placing, StoreError, TargetId, Targets,
+    model::validate_tenant_id,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{Config, RouteKind};
+use crate::config::{AdminToken, Config, RouteKind};
 use crate::health::Health;
 use crate::pick::{Basis, Decision, HealthView, pick};
 use crate::proxy::Proxy;
+use crate::store::Store;
+
+/// The largest admin request body read (a flag write is a few hundred bytes).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// How long a client has to send an admin request's body.
+const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Admin {
@@ -24,6 +39,22 @@ pub struct Admin {
     targets: Targets,
     default_target: TargetId,
     draining: Arc<AtomicBool>,
+    ready_max_age: Option<Duration>,
+    /// The token and store for `PUT /flags/{tenant}`; `None` when admin writes are disabled.
+    writes: Option<(AdminToken, Store)>,
+}
+
+/// The body of `PUT /flags/{tenant}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutFlag {
+    target: Option<String>,
+    weights: Option<BTreeMap<String, u32>>,
+    seal: Option<bool>,
+    #[serde(default)]
+    force: bool,
+    reason: Option<String>,
+    by: Option<String>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -35,6 +66,7 @@ impl Admin {
         proxy: Arc<Proxy>,
         health: Arc<Health>,
         draining: Arc<AtomicBool>,
+        store: Option<Store>,
     ) -> Self {
         Admin {
             flags,
@@ -43,13 +75,28 @@ impl Admin {
             targets: config.targets.clone(),
             default_target: config.flags.default_target,
             draining,
+            ready_max_age: config.flags.ready_max_age,
+            writes: config.server.admin_token.clone().zip(store),
         }
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> AdminResponse {
+    pub async fn handle<B>(&self, req: Request<B>) -> AdminResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let path = req.uri().path();
+        if req.method() == Method::PUT
+            && let Some(tenant) = path.strip_prefix("/flags/")
+        {
+            let tenant = percent_decode(tenant);
+            return self.put_flag(&tenant, req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is served here, and PUT on /flags/TENANT\n",
+            );
         }
         let query = req.uri().query().unwrap_or("");
         match path {
@@ -84,7 +131,147 @@ impl Admin {
                 "no flag snapshot loaded yet\n",
             );
         }
+        let age = self.flags.age();
+        if let Some(max) = self.ready_max_age
+            && age > max
+        {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the flag snapshot is {:.1} s old, over flags.ready_max_age_ms ({} ms)\n",
+                    age.as_secs_f64(),
+                    max.as_millis()
+                ),
+            );
+        }
         text(StatusCode::OK, "ready\n")
+    }
+
+    /// `PUT /flags/{tenant}`: authenticate, read a bounded body, then one conditional write.
+    async fn put_flag<B>(&self, tenant: &str, req: Request<B>) -> AdminResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let error = |status, message: String| json_response(status, json!({ "error": message }));
+        let Some((token, store)) = &self.writes else {
+            return error(
+                StatusCode::FORBIDDEN,
+                "admin writes are disabled: set [server] admin_token_file in the router's config"
+                    .into(),
+            );
+        };
+        if !bearer_matches(req.headers(), token) {
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "admin writes need the header `Authorization: Bearer TOKEN` with the token in [server] admin_token_file".into(),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"switchyard-admin\""),
+            );
+            return resp;
+        }
+        if let Err(e) = validate_tenant_id(tenant) {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        let expect_version = match if_match(req.headers()) {
+            Ok(v) => v,
+            Err((status, message)) => return error(status, message),
+        };
+        let body = match tokio::time::timeout(
+            ADMIN_BODY_TIMEOUT,
+            Limited::new(req.into_body(), MAX_ADMIN_BODY).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body (at most {MAX_ADMIN_BODY} bytes): {e}"),
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the body did not arrive within {ADMIN_BODY_TIMEOUT:?}"),
+                );
+            }
+        };
+        let put: PutFlag = match serde_json::from_slice(&body) {
+            Ok(put) => put,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body is not a flag write ({e}); send {{\"target\": \"new\", \"reason\": \"...\"}} or {{\"weights\": {{\"legacy\": 90, \"new\": 10}}, \"reason\": \"...\"}}"
+                    ),
+                );
+            }
+        };
+        let Some(reason) = put.reason.filter(|r| !r.trim().is_empty()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "\"reason\" is required: every write says why".into(),
+            );
+        };
+        let placing = match (put.target, put.weights) {
+            (Some(_), Some(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "give \"target\" or \"weights\", not both".into(),
+                );
+            }
+            (Some(t), None) => Some(Placing::Pinned(t)),
+            (None, Some(w)) => Some(Placing::Split(w)),
+            (None, None) if put.seal.is_some() => None,
+            (None, None) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "nothing to write: give \"target\", \"weights\" or \"seal\"".into(),
+                );
+            }
+        };
+        let write = FlagWrite {
+            tenant: tenant.to_owned(),
+            placing,
+            seal: put.seal,
+            by: put.by.unwrap_or_else(|| "admin-api".into()),
+            reason,
+            expect_version: Some(expect_version),
+            force: put.force,
+        };
+        match store.write(&write, Some(&self.targets)).await {
+            Ok((old, new)) => {
+                tracing::info!(tenant, by = %write.by, reason = %write.reason, version = new.version, "flag written through the admin API");
+                let mut resp = json_response(StatusCode::OK, json!({ "old": old, "new": new }));
+                if let Ok(etag) = header::HeaderValue::try_from(format!("\"{}\"", new.version)) {
+                    resp.headers_mut().insert(header::ETAG, etag);
+                }
+                resp
+            }
+            Err(e) => {
+                let status = match &e {
+                    StoreError::Conflict { .. } | StoreError::Sealed { .. } => StatusCode::CONFLICT,
+                    StoreError::Item { .. } => StatusCode::BAD_REQUEST,
+                    StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let mut message = flag_store::error::Chain(&e).to_string();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    message.push_str(
+                        "; the write may or may not have applied: GET the flag and retry with If-Match",
+                    );
+                }
+                let mut body = json!({ "error": message });
+                if let StoreError::Conflict { actual, by, .. } = &e {
+                    body["current_version"] = json!(actual);
+                    body["last_written_by"] = json!(by);
+                }
+                json_response(status, body)
+            }
+        }
     }
 
     fn flag(&self, tenant: &str) -> AdminResponse {
@@ -93,13 +280,18 @@ impl Admin {
         }
         let snap = self.flags.load();
         match snap.get(tenant) {
-            Some(flag) => json_response(
-                StatusCode::OK,
-                json!({
-                    "flag": flag.to_item(tenant, &self.targets),
-                    "snapshot_version": snap.version,
-                }),
-            ),
+            Some(flag) => {
+                let item = flag.to_item(tenant, &self.targets);
+                let etag = header::HeaderValue::try_from(format!("\"{}\"", item.version));
+                let mut resp = json_response(
+                    StatusCode::OK,
+                    json!({ "flag": item, "snapshot_version": snap.version }),
+                );
+                if let Ok(etag) = etag {
+                    resp.headers_mut().insert(header::ETAG, etag);
+                }
+                resp
+            }
             None => {
                 let applies = match snap.default_flag() {
                     Some(d) => {
@@ -325,6 +517,35 @@ impl Admin {
             .collect::<serde_json::Map<_, _>>()
             .into()
     }
+}
+
+/// Whether the request carries `Authorization: Bearer <the token>`.
+fn bearer_matches(headers: &HeaderMap, token: &AdminToken) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| {
+            let v = v.as_bytes();
+            let scheme = v.get(..7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then(|| v[7..].trim_ascii())
+        })
+        .is_some_and(|presented| token.matches(presented))
+}
+
+/// The version a write is conditional on: `If-Match: 3` or `If-Match: "3"` (0: no flag yet).
+fn if_match(headers: &HeaderMap) -> Result<u64, (StatusCode, String)> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Err((StatusCode::PRECONDITION_REQUIRED, "admin writes are conditional: send `If-Match: VERSION` with the version you read (GET /flags/TENANT gives it as the ETag; 0 for a tenant with no flag)".into()));
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    let unquoted = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+    unquoted.unwrap_or(text).parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("If-Match {text:?} is not a flag version (a whole number, e.g. 3 or \"3\")"),
+        )
+    })
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {

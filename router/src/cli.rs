@@ -119,6 +119,27 @@ enum FlagsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Move many tenants from a batch file (CSV or JSON lines): prints the plan, and writes
+    /// only with --yes. Each tenant's write is atomic; bad rows are rejected alone; re-running
+    /// a batch skips tenants already where it says. Exits 2 when any row was rejected or failed.
+    Apply {
+        /// The batch: CSV rows `tenant,target|split[,seal]` or JSON lines (`-` reads stdin).
+        batch: PathBuf,
+        /// Why (recorded with every write; required).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: the user name).
+        #[arg(long)]
+        by: Option<String>,
+        /// Write the plan's changes (without it, nothing is written).
+        #[arg(long)]
+        yes: bool,
+        /// Allow moving sealed tenants.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Create what the store needs (the DynamoDB tables and meta item, or an empty flag file).
     CreateTable {
         #[command(flatten)]
@@ -343,6 +364,14 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        FlagsCommand::Apply {
+            batch,
+            reason,
+            by,
+            yes,
+            force,
+            store: args,
+        } => return apply_batch(&batch, reason, by, yes, force, &args).await,
         FlagsCommand::CreateTable { store: args } => {
             let (url, _) = store_url(&args)?;
             let store = Store::open(&url).await;
@@ -351,6 +380,109 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn apply_batch(
+    batch: &Path,
+    reason: String,
+    by: Option<String>,
+    yes: bool,
+    force: bool,
+    args: &StoreArgs,
+) -> anyhow::Result<ExitCode> {
+    use crate::batch;
+    let text = if batch == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the batch from stdin")?
+    } else {
+        std::fs::read_to_string(batch)
+            .with_context(|| format!("cannot read the batch {}", batch.display()))?
+    };
+    if reason.trim().is_empty() {
+        bail!("--reason is empty; every write must say why");
+    }
+    let by = author(by)?;
+    let (url, targets) = store_url(args)?;
+    if targets.is_none() {
+        eprintln!(
+            "note: no --config given, so target names are not checked here (routers reject unknown targets)"
+        );
+    }
+    let store = Store::open(&url).await;
+    let (rows, bad) = batch::parse(&text);
+    let plan = batch::plan(&store, rows, bad, targets.as_ref(), &by, &reason, force).await?;
+    if !args.json {
+        println!("batch {} against {}", batch.display(), store.describe());
+        print!("{}", plan.render(describe));
+    }
+    let mut failed = Vec::new();
+    let mut written = Vec::new();
+    if yes && !plan.changes.is_empty() {
+        let results = batch::apply(&store, &plan, targets.as_ref()).await;
+        for (change, result) in plan.changes.iter().zip(results) {
+            match result {
+                Ok((_, new)) => written.push(new),
+                Err(e) => failed.push((
+                    change.write.tenant.clone(),
+                    batch::reason_of(&change.write.tenant, &e),
+                )),
+            }
+        }
+    }
+    if args.json {
+        let changes: Vec<_> = plan
+            .changes
+            .iter()
+            .map(|c| serde_json::json!({ "tenant": c.write.tenant, "from": c.from, "to": c.to, "moves_sealed": c.moves_sealed }))
+            .collect();
+        let rejected: Vec<_> = plan
+            .rejected
+            .iter()
+            .map(|r| serde_json::json!({ "line": r.line, "tenant": r.tenant, "reason": r.reason }))
+            .collect();
+        let failed_json: Vec<_> = failed
+            .iter()
+            .map(|(t, e)| serde_json::json!({ "tenant": t, "error": e }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "applied": yes,
+                "changes": changes,
+                "unchanged": plan.unchanged,
+                "rejected": rejected,
+                "written": written,
+                "failed": failed_json,
+            }))?
+        );
+    } else if !yes {
+        if plan.changes.is_empty() {
+            println!("nothing to write");
+        } else {
+            println!(
+                "nothing written: re-run with --yes to write these changes ({})",
+                plan.changes.len()
+            );
+        }
+    } else {
+        for (tenant, error) in &failed {
+            println!("failed: tenant {tenant:?}: {error}");
+        }
+        println!(
+            "written: {}, failed: {}, unchanged: {}, rejected: {}",
+            written.len(),
+            failed.len(),
+            plan.unchanged.len(),
+            plan.rejected.len()
+        );
+        if !failed.is_empty() {
+            println!("re-running the same batch retries only what is not yet written");
+        }
+    }
+    Ok(if plan.rejected.is_empty() && failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn author(by: Option<String>) -> anyhow::Result<String> {

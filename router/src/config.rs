@@ -72,6 +72,7 @@ struct RawServer {
     max_connections: Option<usize>,
     http2_max_concurrent_streams: Option<u32>,
     trust_forwarded_headers: Option<bool>,
+    admin_token_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,7 @@ struct RawFlags {
     default_target: String,
     poll_interval_ms: Option<u64>,
     cache_path: Option<String>,
+    ready_max_age_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -176,6 +178,48 @@ pub struct Server {
     /// Keep incoming `x-forwarded-proto` and `x-forwarded-host` (set only behind a trusted
     /// load balancer); otherwise they are overwritten.
     pub trust_forwarded_headers: bool,
+    /// The bearer token admin writes must present; `None` disables admin writes.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin write token, read from `[server] admin_token_file`. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// The shortest token accepted: anything shorter is guessable.
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(token: &str) -> Result<AdminToken, String> {
+        let token = token.trim();
+        if token.len() < Self::MIN_LEN {
+            return Err(format!(
+                "the token is {} characters long; use at least {} (e.g. `openssl rand -hex 32`)",
+                token.len(),
+                Self::MIN_LEN
+            ));
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("the token must be one line with no spaces".into());
+        }
+        Ok(AdminToken(token.to_owned()))
+    }
+
+    /// Compares in time that depends only on the lengths, never on where the bytes differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        let mut diff = expected.len() ^ presented.len();
+        for (i, e) in expected.iter().enumerate() {
+            diff |= usize::from(e ^ presented.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +229,9 @@ pub struct Flags {
     pub poll_interval: Duration,
     /// The local copy of the last good snapshot (for remote stores).
     pub cache_path: Option<PathBuf>,
+    /// `/readyz` fails when the snapshot is older than this (`None`: a stale snapshot is
+    /// still ready, which is what keeps a fleet serving through a store outage).
+    pub ready_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +386,23 @@ fn addr(problems: &mut Vec<Problem>, key: &str, value: Option<&str>, default: &s
     })
 }
 
+fn read_token(problems: &mut Vec<Problem>, path: &Path) -> Option<AdminToken> {
+    let key = "server.admin_token_file";
+    match std::fs::read_to_string(path) {
+        Ok(text) => AdminToken::new(&text)
+            .map_err(|reason| problem(problems, key, format!("{}: {reason}", path.display())))
+            .ok(),
+        Err(e) => {
+            problem(
+                problems,
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
+    }
+}
+
 fn ms(value: Option<u64>, default_ms: u64) -> Duration {
     Duration::from_millis(value.unwrap_or(default_ms))
 }
@@ -406,6 +470,10 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         max_connections: s.max_connections.unwrap_or(10_000),
         http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(256),
         trust_forwarded_headers: s.trust_forwarded_headers.unwrap_or(false),
+        admin_token: s
+            .admin_token_file
+            .as_deref()
+            .and_then(|f| read_token(problems, &base_dir.join(f))),
     };
 
     // targets
@@ -563,6 +631,11 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         "flags.poll_interval_ms",
         raw.flags.poll_interval_ms,
     );
+    positive(
+        problems,
+        "flags.ready_max_age_ms",
+        raw.flags.ready_max_age_ms,
+    );
 
     // tenant
     let mut from = Vec::new();
@@ -669,6 +742,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             default_target: default_target?,
             poll_interval: ms(raw.flags.poll_interval_ms, poll_default_ms),
             cache_path: raw.flags.cache_path.as_deref().map(|p| base_dir.join(p)),
+            ready_max_age: raw.flags.ready_max_age_ms.map(Duration::from_millis),
         },
         tenant: TenantRules { from, sticky_key },
         targets,
@@ -872,5 +946,22 @@ target = "legacy"
             err.contains("flags.default_target") && err.contains("routes[1].target"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_admin_token_is_checked_whole_and_never_printed() {
+        assert!(
+            AdminToken::new("short")
+                .unwrap_err()
+                .contains("at least 16")
+        );
+        assert!(AdminToken::new("has a space in the middle").is_err());
+        let token = AdminToken::new(" 0123456789abcdef\n").unwrap();
+        assert!(token.matches(b"0123456789abcdef"));
+        assert!(!token.matches(b"0123456789abcdeF"));
+        assert!(!token.matches(b"0123456789abcdef0"));
+        assert!(!token.matches(b"0123456789abcde"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
     }
 }

@@ -11,6 +11,7 @@
 //! readiness, explain) and the `flag-store` crate (flags, snapshots, reload).
 
 pub mod admin;
+pub mod batch;
 pub mod body;
 pub mod cli;
 pub mod config;

@@ -24,6 +24,7 @@ use crate::config::{Config, Server};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,8 +60,13 @@ impl Router {
         let cache = config.flags.cache_path.as_ref().map(FileStore::new);
         let flags = FlagState::with_cache(config.targets.clone(), cache.clone());
         let (stop_background, background) = watch::channel(false);
+        let writes_enabled = config.server.admin_token.is_some();
+        let mut admin_store = None;
         let store_reads = match &config.flags.store {
             StoreUrl::File(path) => {
+                if writes_enabled {
+                    admin_store = Some(Store::File(FileStore::new(path)));
+                }
                 let source = FileSource::new(FileStore::new(path));
                 start_reloader(
                     source,
@@ -75,6 +81,9 @@ impl Router {
             StoreUrl::Dynamo(url) => {
                 let store = DynamoStore::connect(url).await;
                 let reads = store.reads();
+                if writes_enabled {
+                    admin_store = Some(Store::Dynamo(store.clone()));
+                }
                 start_reloader(
                     DynamoSource::new(store),
                     &flags,
@@ -110,7 +119,7 @@ impl Router {
             .local_addr()
             .expect("a bound socket has an address");
         if !admin_addr.ip().is_loopback() {
-            tracing::warn!(%admin_addr, "the admin listener is reachable from other hosts");
+            tracing::warn!(%admin_addr, writes = writes_enabled, "the admin listener is reachable from other hosts");
         }
 
         let draining = Arc::new(AtomicBool::new(false));
@@ -120,6 +129,7 @@ impl Router {
             proxy.clone(),
             health.clone(),
             draining.clone(),
+            admin_store,
         ));
         let (stop_accepting, accepting) = watch::channel(false);
         let traffic = tokio::spawn(serve_traffic(

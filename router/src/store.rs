@@ -1,8 +1,14 @@
 //! One interface over the flag stores for the CLI: the file store (local, synchronous) and the
 //! DynamoDB store (remote, transactional, audited).
 
+use std::collections::HashMap;
+
 use flag_store::dynamodb::{AuditRecord, DynamoStore};
+use flag_store::write::Current;
 use flag_store::{FileStore, FlagItem, FlagWrite, LoadedItem, StoreError, StoreUrl, Targets};
+
+/// What one write did: (previous item, new item), or why it was refused.
+pub type WriteResult = Result<(Option<FlagItem>, FlagItem), StoreError>;
 
 #[derive(Debug)]
 pub enum Store {
@@ -43,14 +49,95 @@ impl Store {
         }
     }
 
-    pub async fn write(
-        &self,
-        write: &FlagWrite,
-        targets: Option<&Targets>,
-    ) -> Result<(Option<FlagItem>, FlagItem), StoreError> {
+    pub async fn write(&self, write: &FlagWrite, targets: Option<&Targets>) -> WriteResult {
         match self {
-            Store::File(f) => f.write(write, targets),
+            Store::File(f) => {
+                let (f, write, targets) = (f.clone(), write.clone(), targets.cloned());
+                tokio::task::spawn_blocking(move || f.write(&write, targets.as_ref()))
+                    .await
+                    .expect("a file write does not panic")
+            }
             Store::Dynamo(d) => d.write(write, targets).await,
+        }
+    }
+
+    /// Applies writes one tenant at a time, each atomic on its own, calling `progress` with the
+    /// number done after each. The file store applies them under one lock and one replace;
+    /// DynamoDB writes go one after another (every write bumps the one meta item, so
+    /// concurrent writes would only conflict and retry).
+    pub async fn write_each(
+        &self,
+        writes: &[FlagWrite],
+        targets: Option<&Targets>,
+        mut progress: impl FnMut(usize),
+    ) -> Vec<WriteResult> {
+        match self {
+            Store::File(f) => {
+                let (f, all, targets) = (f.clone(), writes.to_vec(), targets.cloned());
+                let results =
+                    tokio::task::spawn_blocking(move || f.write_many(&all, targets.as_ref()))
+                        .await
+                        .expect("a file write does not panic");
+                progress(writes.len());
+                match results {
+                    Ok(results) => results,
+                    Err(e) => {
+                        // Nothing was written: every write fails with the same cause.
+                        let cause = flag_store::error::Chain(&e).to_string();
+                        writes
+                            .iter()
+                            .map(|_| {
+                                Err(StoreError::Url {
+                                    url: self.describe(),
+                                    reason: cause.clone(),
+                                })
+                            })
+                            .collect()
+                    }
+                }
+            }
+            Store::Dynamo(d) => {
+                let mut results = Vec::with_capacity(writes.len());
+                for (i, w) in writes.iter().enumerate() {
+                    results.push(d.write(w, targets).await);
+                    progress(i + 1);
+                }
+                results
+            }
+        }
+    }
+
+    /// What a writer needs of each tenant's stored item (a tenant with no item is absent).
+    pub async fn currents(
+        &self,
+        tenants: &[String],
+    ) -> Result<HashMap<String, Current>, StoreError> {
+        match self {
+            Store::File(f) => {
+                let f = f.clone();
+                let mut all = tokio::task::spawn_blocking(move || f.currents())
+                    .await
+                    .expect("a file read does not panic")?;
+                Ok(tenants.iter().filter_map(|t| all.remove_entry(t)).collect())
+            }
+            Store::Dynamo(d) => {
+                // Consistent reads, a few in flight at a time.
+                let mut out = HashMap::new();
+                for chunk in tenants.chunks(16) {
+                    let mut set = tokio::task::JoinSet::new();
+                    for t in chunk {
+                        let (d, t) = (d.clone(), t.clone());
+                        set.spawn(async move { d.current(&t).await.map(|c| (t, c)) });
+                    }
+                    while let Some(joined) = set.join_next().await {
+                        let (t, c) = joined.expect("a read does not panic")?;
+                        if c.version > 0 || c.item.is_some() {
+                            out.insert(t, c);
+                        }
+                    }
+                }
+                Ok(out)
+            }
         }
     }
 

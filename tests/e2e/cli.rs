@@ -293,3 +293,73 @@ async fn the_demo_runs_and_its_printed_commands_work() {
         "the demo did not stop cleanly on Ctrl-C"
     );
 }
+
+#[tokio::test]
+async fn a_batch_on_the_file_store_moves_sealed_tenants_only_when_forced() {
+    let setup = Setup::new().await;
+    let config = setup.config_path();
+    let c = config.to_str().unwrap();
+    for (tenant, seal) in [("acme", true), ("globex", false)] {
+        let mut args = vec![
+            "flags", "set", tenant, "--target", "new", "--reason", "cut over", "--config", c,
+        ];
+        if seal {
+            args.push("--seal");
+        }
+        assert_eq!(switchyard(&args).0, 0);
+    }
+    let router = setup.start().await;
+    let batch = setup.dir.path().join("rollback.jsonl");
+    std::fs::write(
+        &batch,
+        "{\"tenant\":\"acme\",\"target\":\"legacy\"}\n{\"tenant\":\"globex\",\"target\":\"legacy\"}\n",
+    )
+    .unwrap();
+    let b = batch.to_str().unwrap();
+    let (code, out, _) = switchyard(&[
+        "flags",
+        "apply",
+        b,
+        "--reason",
+        "roll back",
+        "--config",
+        c,
+        "--yes",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("refused without --force: acme")
+            && out.contains("written: 1, failed: 0, unchanged: 0, rejected: 1"),
+        "{out}"
+    );
+    let flag = |t| setup.store().get(t).unwrap().unwrap();
+    assert_eq!(flag("acme").target.as_deref(), Some("new"));
+    assert_eq!(flag("globex").target.as_deref(), Some("legacy"));
+
+    let (code, out, err) = switchyard(&[
+        "flags",
+        "apply",
+        b,
+        "--reason",
+        "restore from backup",
+        "--config",
+        c,
+        "--yes",
+        "--force",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["changes"][0]["moves_sealed"], true);
+    assert_eq!(v["unchanged"], serde_json::json!(["globex"]));
+    let acme = flag("acme");
+    assert_eq!(
+        (acme.target.as_deref(), acme.sealed),
+        (Some("legacy"), true)
+    );
+    assert_eq!(acme.reason.as_deref(), Some("restore from backup"));
+    wait_version(&router, setup.store().load().unwrap().version).await;
+    let (_, h, _) = get(&client(), router.addr(), "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(h["x-upstream"], "legacy");
+    router.shutdown().await;
+}

@@ -450,6 +450,33 @@ pub async fn admin_get(router: &Router, path: &str) -> (StatusCode, String) {
     (status, body)
 }
 
+/// One admin request with headers and a body; returns status, headers and body text.
+pub async fn admin_request(
+    router: &Router,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", router.admin_addr()));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client()
+        .request(req.body(Full::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
 /// The value of one metric line from `/metrics` (the first line starting with `prefix`).
 pub async fn metric(router: &Router, prefix: &str) -> Option<f64> {
     let (_, text) = admin_get(router, "/metrics").await;

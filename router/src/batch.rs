@@ -1,0 +1,668 @@
+//! `switchyard flags apply BATCH`: move many tenants at once, safely. The batch is read whole
+//! and every row checked before anything is written; the plan says who moves from where to
+//! where, the counts by target and the sealed tenants it touches; `--yes` then writes each
+//! tenant on its own (atomic per tenant, conditional on the version the plan read). A bad row
+//! is rejected alone and named; re-running a batch skips the tenants already where it says.
+//!
+//! Two formats, told apart by the first row:
+//! - CSV: `tenant,placement[,seal]`, where placement is a target name or a split such as
+//!   `legacy=90;new=10` (or `"legacy=90,new=10"` quoted), and seal is `seal`, `true`, `yes`
+//!   or `1` (empty, `false`, `no` or `0`: keep the tenant's seal as it is). An optional
+//!   header row (a first row with a `tenant` column) names the columns (`tenant`, `target`,
+//!   `split`, `seal`) in any order.
+//! - JSON lines: `{"tenant":"acme","target":"new","seal":true}` or
+//!   `{"tenant":"globex","weights":{"legacy":90,"new":10}}` (or `"split":"legacy=90,new=10"`).
+//!
+//! Blank lines and lines starting with `#` are ignored in both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+
+use flag_store::write::Current;
+use flag_store::{FlagItem, FlagWrite, Placing, StoreError, Targets, model::validate_tenant_id};
+use serde::Deserialize;
+
+use crate::store::{Store, WriteResult};
+
+/// One row that parsed: where the batch wants the tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub line: usize,
+    pub tenant: String,
+    pub placing: Placing,
+    pub seal: bool,
+}
+
+/// A row left out of the batch, and why. Nothing else in the batch is affected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRow {
+    pub line: usize,
+    pub tenant: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.tenant {
+            Some(t) => write!(f, "line {}: tenant {t:?}: {}", self.line, self.reason),
+            None => write!(f, "line {}: {}", self.line, self.reason),
+        }
+    }
+}
+
+/// Parses a whole batch file. Duplicate tenants are rejected on every line they appear: which
+/// of two rows was meant is not the tool's guess to make.
+pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let json = lines.first().is_some_and(|(_, l)| l.starts_with('{'));
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    let mut columns = Columns::default();
+    for (n, (line, text)) in lines.into_iter().enumerate() {
+        let parsed = if json {
+            parse_json_row(text)
+        } else {
+            let fields = split_csv(text);
+            if n == 0 && fields.iter().any(|f| f.eq_ignore_ascii_case("tenant")) {
+                match Columns::from_header(&fields) {
+                    Ok(c) => columns = c,
+                    Err(reason) => bad.push(BadRow {
+                        line,
+                        tenant: None,
+                        reason,
+                    }),
+                }
+                continue;
+            }
+            columns.row(&fields)
+        };
+        match parsed {
+            Ok((tenant, placing, seal)) => match validate_tenant_id(&tenant) {
+                Ok(()) => rows.push(Row {
+                    line,
+                    tenant,
+                    placing,
+                    seal,
+                }),
+                Err(e) => bad.push(BadRow {
+                    line,
+                    tenant: Some(tenant),
+                    reason: e.to_string(),
+                }),
+            },
+            Err((tenant, reason)) => bad.push(BadRow {
+                line,
+                tenant,
+                reason,
+            }),
+        }
+    }
+    let mut lines_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    for r in &rows {
+        lines_of.entry(&r.tenant).or_default().push(r.line);
+    }
+    let dup_lines: HashMap<String, Vec<usize>> = lines_of
+        .into_iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|(t, l)| (t.to_owned(), l))
+        .collect();
+    rows.retain(|r| match dup_lines.get(&r.tenant) {
+        Some(all) => {
+            bad.push(BadRow {
+                line: r.line,
+                tenant: Some(r.tenant.clone()),
+                reason: format!(
+                    "appears on lines {}; a batch names each tenant once",
+                    all.iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+            false
+        }
+        None => true,
+    });
+    bad.sort_by_key(|b| b.line);
+    (rows, bad)
+}
+
+type ParsedRow = Result<(String, Placing, bool), (Option<String>, String)>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    tenant: String,
+    target: Option<String>,
+    split: Option<String>,
+    weights: Option<BTreeMap<String, u32>>,
+    #[serde(default)]
+    seal: bool,
+}
+
+fn parse_json_row(text: &str) -> ParsedRow {
+    let row: JsonRow = serde_json::from_str(text).map_err(|e| {
+        let tenant = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("tenant")?.as_str().map(str::to_owned));
+        (tenant, format!("not a batch row: {e}"))
+    })?;
+    let tenant = row.tenant;
+    let placing = match (row.target, row.split, row.weights) {
+        (Some(t), None, None) => Placing::Pinned(t),
+        (None, Some(s), None) => {
+            Placing::parse_split(&s).map_err(|e| (Some(tenant.clone()), format!("split: {e}")))?
+        }
+        (None, None, Some(w)) => Placing::Split(w),
+        (None, None, None) => {
+            return Err((
+                Some(tenant),
+                "no placement: give \"target\", \"split\" or \"weights\"".into(),
+            ));
+        }
+        _ => {
+            return Err((
+                Some(tenant),
+                "give one of \"target\", \"split\" and \"weights\"".into(),
+            ));
+        }
+    };
+    Ok((tenant, placing, row.seal))
+}
+
+/// Where each field sits in a CSV row.
+struct Columns {
+    tenant: usize,
+    target: Option<usize>,
+    split: Option<usize>,
+    seal: Option<usize>,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            tenant: 0,
+            target: Some(1),
+            split: None,
+            seal: Some(2),
+        }
+    }
+}
+
+impl Columns {
+    fn from_header(fields: &[String]) -> Result<Columns, String> {
+        let mut c = Columns {
+            tenant: 0,
+            target: None,
+            split: None,
+            seal: None,
+        };
+        for (i, f) in fields.iter().enumerate() {
+            match f.to_ascii_lowercase().as_str() {
+                "tenant" => c.tenant = i,
+                "target" => c.target = Some(i),
+                "split" | "weights" => c.split = Some(i),
+                "seal" | "sealed" => c.seal = Some(i),
+                other => {
+                    return Err(format!(
+                        "unknown column {other:?} in the header (columns: tenant, target, split, seal)"
+                    ));
+                }
+            }
+        }
+        if c.target.is_none() && c.split.is_none() {
+            return Err("the header has neither a target nor a split column".into());
+        }
+        Ok(c)
+    }
+
+    fn row(&self, fields: &[String]) -> ParsedRow {
+        let field = |i: Option<usize>| {
+            i.and_then(|i| fields.get(i))
+                .map(|s| s.as_str())
+                .filter(|s| !s.is_empty())
+        };
+        let Some(tenant) = field(Some(self.tenant)) else {
+            return Err((None, "no tenant in the first column".into()));
+        };
+        let tenant = tenant.to_owned();
+        let known = [Some(self.tenant), self.target, self.split, self.seal];
+        if let Some(extra) = (0..fields.len()).find(|i| !known.contains(&Some(*i))) {
+            return Err((
+                Some(tenant),
+                format!(
+                    "unexpected field {:?} (a row is tenant,placement[,seal]; quote a split that contains commas)",
+                    fields[extra]
+                ),
+            ));
+        }
+        let err = |reason: String| (Some(tenant.clone()), reason);
+        let placing = match (field(self.target), field(self.split)) {
+            (Some(_), Some(_)) => return Err(err("both a target and a split".into())),
+            (Some(t), None) if !t.contains('=') => Placing::Pinned(t.to_owned()),
+            (Some(s), None) | (None, Some(s)) => Placing::parse_split(&s.replace(';', ","))
+                .map_err(|e| err(format!("split: {e}")))?,
+            (None, None) => return Err(err("no target or split".into())),
+        };
+        let seal = match field(self.seal).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false" | "no" | "0") => false,
+            Some("seal" | "sealed" | "true" | "yes" | "1") => true,
+            Some(other) => {
+                return Err(err(format!(
+                    "seal {other:?} is not one of seal, true, yes, 1, false, no, 0"
+                )));
+            }
+        };
+        Ok((tenant, placing, seal))
+    }
+}
+
+/// Splits one CSV line; a field may be double-quoted (`""` inside is a quote).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.trim().is_empty() => {
+                field.clear();
+                quoted = true;
+            }
+            (',', false) => fields.push(std::mem::take(&mut field).trim().to_owned()),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field.trim().to_owned());
+    fields
+}
+
+/// What the batch would do to one tenant.
+#[derive(Debug)]
+pub struct Change {
+    pub write: FlagWrite,
+    pub from: Option<FlagItem>,
+    pub to: FlagItem,
+    /// The tenant is sealed and this moves it (allowed only with `--force`).
+    pub moves_sealed: bool,
+}
+
+/// The whole plan: changes to write, rows already as asked, and rows refused.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub unchanged: Vec<String>,
+    pub rejected: Vec<BadRow>,
+    /// Sealed tenants the batch would move, refused because `--force` was not given.
+    pub refused_sealed: Vec<String>,
+}
+
+/// Checks every row against the store as it is now; writes nothing.
+pub async fn plan(
+    store: &Store,
+    rows: Vec<Row>,
+    mut rejected: Vec<BadRow>,
+    targets: Option<&Targets>,
+    by: &str,
+    reason: &str,
+    force: bool,
+) -> Result<Plan, StoreError> {
+    let tenants: Vec<String> = rows.iter().map(|r| r.tenant.clone()).collect();
+    let currents = store.currents(&tenants).await?;
+    let now = flag_store::model::now_secs();
+    let mut plan = Plan::default();
+    for row in rows {
+        let current = currents.get(&row.tenant).cloned().unwrap_or_default();
+        let write = FlagWrite {
+            tenant: row.tenant.clone(),
+            placing: Some(row.placing),
+            seal: row.seal.then_some(true),
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            expect_version: Some(current.version),
+            force,
+        };
+        match write.apply(&current, targets, now) {
+            Ok(to) => {
+                if already(&current, &to) {
+                    plan.unchanged.push(row.tenant);
+                    continue;
+                }
+                let moves_sealed = current.sealed
+                    && current
+                        .item
+                        .as_ref()
+                        .is_none_or(|i| i.target != to.target || i.weights != to.weights);
+                plan.changes.push(Change {
+                    write,
+                    from: current.item,
+                    to,
+                    moves_sealed,
+                });
+            }
+            Err(e) => {
+                if matches!(e, StoreError::Sealed { .. }) {
+                    plan.refused_sealed.push(row.tenant.clone());
+                }
+                rejected.push(BadRow {
+                    line: row.line,
+                    reason: reason_of(&row.tenant, &e),
+                    tenant: Some(row.tenant),
+                });
+            }
+        }
+    }
+    rejected.sort_by_key(|b| b.line);
+    plan.rejected = rejected;
+    Ok(plan)
+}
+
+/// Whether the tenant already is where the row asks (so a re-run writes nothing).
+fn already(current: &Current, to: &FlagItem) -> bool {
+    current
+        .item
+        .as_ref()
+        .is_some_and(|i| i.target == to.target && i.weights == to.weights && i.sealed == to.sealed)
+}
+
+/// An error's message without the `tenant "x"` prefix the row already shows.
+pub fn reason_of(tenant: &str, e: &StoreError) -> String {
+    match e {
+        StoreError::Item { source, .. } => source.to_string(),
+        other => {
+            let message = flag_store::error::Chain(other).to_string();
+            match message.strip_prefix(&format!("tenant {tenant:?} ")) {
+                Some(rest) => rest.to_owned(),
+                None => message,
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// The plan as an operator reads it before saying yes.
+    pub fn render(&self, describe: impl Fn(&FlagItem) -> String) -> String {
+        let mut out = String::new();
+        let place = |i: Option<&FlagItem>| i.map_or("(no flag)".to_owned(), &describe);
+        if !self.changes.is_empty() {
+            let _ = writeln!(out, "changes ({}):", self.changes.len());
+            let width = self
+                .changes
+                .iter()
+                .map(|c| c.write.tenant.len())
+                .max()
+                .unwrap_or(0);
+            for c in &self.changes {
+                let note = if c.moves_sealed {
+                    "  [sealed, forced]"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {} -> {}{note}",
+                    c.write.tenant,
+                    place(c.from.as_ref()),
+                    describe(&c.to),
+                );
+            }
+        }
+        let mut moves: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut after: BTreeMap<String, usize> = BTreeMap::new();
+        for c in &self.changes {
+            *moves
+                .entry((place(c.from.as_ref()), placement(&c.to)))
+                .or_default() += 1;
+            *after.entry(placement(&c.to)).or_default() += 1;
+        }
+        if !moves.is_empty() {
+            let _ = writeln!(out, "moves by target:");
+            for ((from, to), n) in &moves {
+                let _ = writeln!(out, "  {from} -> {to}: {n}");
+            }
+            let _ = writeln!(
+                out,
+                "tenants by target after the batch (changed tenants only): {}",
+                after
+                    .iter()
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let sealed: Vec<&str> = self
+            .changes
+            .iter()
+            .filter(|c| c.moves_sealed)
+            .map(|c| c.write.tenant.as_str())
+            .collect();
+        if !sealed.is_empty() {
+            let _ = writeln!(
+                out,
+                "sealed tenants this batch moves (--force): {}",
+                sealed.join(", ")
+            );
+        }
+        if !self.refused_sealed.is_empty() {
+            let _ = writeln!(
+                out,
+                "sealed tenants it would move, refused without --force: {}",
+                self.refused_sealed.join(", ")
+            );
+        }
+        if !self.unchanged.is_empty() {
+            let _ = writeln!(
+                out,
+                "already as the batch says (skipped): {}",
+                self.unchanged.len()
+            );
+        }
+        if !self.rejected.is_empty() {
+            let _ = writeln!(out, "rejected rows ({}):", self.rejected.len());
+            for r in &self.rejected {
+                let _ = writeln!(out, "  {r}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "plan: {} to change, {} unchanged, {} rejected",
+            self.changes.len(),
+            self.unchanged.len(),
+            self.rejected.len()
+        );
+        out
+    }
+}
+
+/// A pinned target's name, or `split` for a split tenant (for counting).
+fn placement(item: &FlagItem) -> String {
+    match &item.target {
+        Some(t) => t.clone(),
+        None => "split".into(),
+    }
+}
+
+/// Writes the plan's changes; returns each tenant's result in plan order.
+pub async fn apply(store: &Store, plan: &Plan, targets: Option<&Targets>) -> Vec<WriteResult> {
+    let writes: Vec<FlagWrite> = plan.changes.iter().map(|c| c.write.clone()).collect();
+    let mut bar = Progress::new(writes.len());
+    let results = store
+        .write_each(&writes, targets, |done| bar.update(done))
+        .await;
+    bar.finish();
+    results
+}
+
+/// Batches at least this long show progress while they are written.
+pub const PROGRESS_FROM: usize = 200;
+
+/// A progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise.
+struct Progress {
+    total: usize,
+    shown: bool,
+    terminal: bool,
+    last_tenth: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            shown: total >= PROGRESS_FROM,
+            terminal: std::io::stderr().is_terminal(),
+            last_tenth: 0,
+        }
+    }
+
+    fn update(&mut self, done: usize) {
+        if !self.shown {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let filled = done * 30 / self.total.max(1);
+            let _ = write!(
+                err,
+                "\r[{}{}] {done}/{} written",
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                self.total
+            );
+            let _ = err.flush();
+        } else {
+            let tenth = done * 10 / self.total.max(1);
+            if tenth > self.last_tenth {
+                self.last_tenth = tenth;
+                let _ = writeln!(err, "progress: {done}/{} written", self.total);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.shown && self.terminal {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(pairs: &[(&str, u32)]) -> Placing {
+        Placing::Split(pairs.iter().map(|(t, w)| (t.to_string(), *w)).collect())
+    }
+
+    #[test]
+    fn csv_rows_with_targets_splits_and_seals() {
+        let text = "# batch 7\n\
+                    acme,new\n\
+                    globex,\"legacy=90,new=10\"\n\
+                    initech,legacy=50;new=50,seal\n\
+                    \n\
+                    hooli, new , yes\n";
+        let (rows, bad) = parse(text);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.tenant.as_str(), r.placing.clone(), r.seal, r.line))
+                .collect::<Vec<_>>(),
+            vec![
+                ("acme", Placing::Pinned("new".into()), false, 2),
+                ("globex", split(&[("legacy", 90), ("new", 10)]), false, 3),
+                ("initech", split(&[("legacy", 50), ("new", 50)]), true, 4),
+                ("hooli", Placing::Pinned("new".into()), true, 6),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_csv_header_names_the_columns_in_any_order() {
+        let (rows, bad) = parse("seal,tenant,target\nyes,acme,new\n,globex,legacy\n");
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(rows[0].tenant, "acme");
+        assert!(rows[0].seal);
+        assert_eq!(rows[1].placing, Placing::Pinned("legacy".into()));
+        let (_, bad) = parse("tenant,colour\nacme,red\n");
+        assert!(
+            bad[0].reason.contains("unknown column \"colour\""),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn json_lines_rows() {
+        let text = r#"{"tenant":"acme","target":"new","seal":true}
+{"tenant":"globex","weights":{"legacy":90,"new":10}}
+{"tenant":"initech","split":"legacy=50,new=50"}
+{"tenant":"hooli","target":"new","split":"new=100"}
+{"tenant":"umbrella"}
+{"tenant":"x", "colour":"red"}
+not json
+"#;
+        let (rows, bad) = parse(text);
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].seal);
+        assert_eq!(rows[1].placing, split(&[("legacy", 90), ("new", 10)]));
+        let reasons: Vec<String> = bad.iter().map(ToString::to_string).collect();
+        assert!(
+            reasons[0].starts_with("line 4: tenant \"hooli\": give one of"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("no placement"), "{reasons:?}");
+        assert!(reasons[2].contains("unknown field `colour`"), "{reasons:?}");
+        assert!(
+            reasons[3].starts_with("line 7: not a batch row"),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_alone_and_named() {
+        let text = "acme,new\n\
+                    bad tenant!,new\n\
+                    globex,legacy=90;new=x\n\
+                    initech,new,maybe\n\
+                    hooli,new,seal,extra\n\
+                    ,new\n\
+                    acme2,new\n";
+        let (rows, bad) = parse(text);
+        assert_eq!(
+            rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
+            ["acme", "acme2"]
+        );
+        let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
+        assert_eq!(lines, [2, 3, 4, 5, 6]);
+        assert!(bad[0].reason.contains("invalid tenant id"), "{:?}", bad[0]);
+        assert!(bad[1].reason.contains("not a whole number"), "{:?}", bad[1]);
+        assert!(bad[2].reason.contains("seal \"maybe\""), "{:?}", bad[2]);
+        assert!(
+            bad[3].reason.contains("unexpected field \"extra\""),
+            "{:?}",
+            bad[3]
+        );
+        assert!(bad[4].reason.contains("no tenant"), "{:?}", bad[4]);
+    }
+
+    #[test]
+    fn a_tenant_named_twice_is_rejected_on_both_lines() {
+        let (rows, bad) = parse("acme,new\nglobex,new\nacme,legacy\n");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(bad.len(), 2);
+        assert!(
+            bad.iter().all(|b| b.reason.contains("lines 1, 3")),
+            "{bad:?}"
+        );
+    }
+}
