@@ -1,0 +1,87 @@
+# Two policies: routers only read; operators (the CLI, and a router that serves admin writes)
+# read and write flags and append audit records. Neither may delete items or tables.
+
+locals {
+  # Every region's copy of each table (a replica has the same name in its own region).
+  flags_arns = [for r in concat([data.aws_region.current.name], var.replica_regions) :
+  "arn:${data.aws_partition.current.partition}:dynamodb:${r}:${data.aws_caller_identity.current.account_id}:table/${var.table_name}"]
+  audit_arns = [for r in concat([data.aws_region.current.name], var.replica_regions) :
+  "arn:${data.aws_partition.current.partition}:dynamodb:${r}:${data.aws_caller_identity.current.account_id}:table/${local.audit_table_name}"]
+  audit_index_arns = [for a in local.audit_arns : "${a}/index/by_tenant"]
+}
+
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+data "aws_caller_identity" "current" {}
+
+data "aws_iam_policy_document" "router" {
+  statement {
+    sid = "PollAndLoadFlags"
+    # GetItem: the #meta version poll; Scan: the cold-start load (parallel segments).
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan"]
+    resources = local.flags_arns
+  }
+
+  statement {
+    sid = "ReadChanges"
+    # Query of the audit stream after the last version seen: reads proportional to the change.
+    actions   = ["dynamodb:Query"]
+    resources = local.audit_arns
+  }
+}
+
+data "aws_iam_policy_document" "operator" {
+  source_policy_documents = [data.aws_iam_policy_document.router.json]
+
+  statement {
+    sid = "WriteFlags"
+    # A write is one TransactWriteItems: UpdateItem on #meta, PutItem on the flag, both
+    # conditional. IAM authorises each item action of the transaction.
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:ConditionCheckItem",
+    ]
+    resources = local.flags_arns
+  }
+
+  statement {
+    sid = "AppendAudit"
+    # Audit records are only ever added (conditional on the sequence number being new).
+    actions   = ["dynamodb:PutItem"]
+    resources = local.audit_arns
+  }
+
+  statement {
+    sid       = "ReadHistory"
+    actions   = ["dynamodb:Query"]
+    resources = local.audit_index_arns
+  }
+
+  statement {
+    sid    = "NeverDelete"
+    effect = "Deny"
+    actions = [
+      "dynamodb:DeleteItem",
+      "dynamodb:DeleteTable",
+      "dynamodb:UpdateTable",
+      "dynamodb:BatchWriteItem",
+    ]
+    resources = concat(local.flags_arns, local.audit_arns)
+  }
+}
+
+resource "aws_iam_policy" "router" {
+  name        = "${var.table_name}-router-read"
+  description = "Switchyard routers: read the flag table ${var.table_name} and its audit stream."
+  policy      = data.aws_iam_policy_document.router.json
+  tags        = var.tags
+}
+
+resource "aws_iam_policy" "operator" {
+  name        = "${var.table_name}-operator-write"
+  description = "Switchyard operators: conditional, audited flag writes to ${var.table_name}; no deletes."
+  policy      = data.aws_iam_policy_document.operator.json
+  tags        = var.tags
+}
