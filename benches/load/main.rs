@@ -1,0 +1,937 @@
+//! The side-by-side load benchmark: the upstream direct (the ceiling), Switchyard, nginx and
+//! HAProxy, each as a one-worker keep-alive reverse proxy in front of the same in-process
+//! upstream, measured by the same load generator in one run.
+//!
+//! Run it through `benches/load.sh`, which installs nginx and HAProxy, builds in release and
+//! pins this process (load generator and upstream) to one core and each proxy to the other.
+//!
+//! Two loads per target:
+//! - `64 connections`: closed loop for a fixed duration (throughput). Latencies are corrected
+//!   for coordinated omission the way wrk2's "uncorrected" mode cannot be: every connection
+//!   has an expected interval (its mean over the run); a response slower than that also
+//!   records the requests it held up (HdrHistogram's `record_correct`).
+//! - `1 connection at a fixed rate`: requests are scheduled on a clock and a latency is
+//!   measured from when the request should have been sent, so a stall counts for every
+//!   request it delayed (open loop, as wrk2 does).
+//!
+//! `--quick` runs each target for a moment and checks only that every response was right:
+//! that is the CI mode. The full run is for people; its figures go in BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// The upstream's answer: 100 bytes, as in the peers' published measurements.
+const BODY: &[u8] = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
+
+struct Options {
+    quick: bool,
+    duration: Duration,
+    warmup: Duration,
+    connections: usize,
+    rate: u64,
+    switchyard: PathBuf,
+    proxy_cpu: Option<String>,
+    json: PathBuf,
+    only: Option<Vec<String>>,
+    swap: bool,
+    rss: bool,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
+                 [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
+                 [--only direct,switchyard,nginx,haproxy] [--no-swap] [--no-rss]"
+    );
+    std::process::exit(64)
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        quick: false,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        connections: 64,
+        rate: 1000,
+        switchyard: PathBuf::from("target/release/switchyard"),
+        proxy_cpu: None,
+        json: PathBuf::from("target/loadbench.json"),
+        only: None,
+        swap: true,
+        rss: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--duration" => {
+                o.duration = Duration::from_secs_f64(value().parse().unwrap_or_else(|_| usage()))
+            }
+            "--connections" => o.connections = value().parse().unwrap_or_else(|_| usage()),
+            "--rate" => o.rate = value().parse().unwrap_or_else(|_| usage()),
+            "--switchyard" => o.switchyard = value().into(),
+            "--proxy-cpu" => o.proxy_cpu = Some(value()),
+            "--json" => o.json = value().into(),
+            "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
+            "--no-swap" => o.swap = false,
+            "--no-rss" => o.rss = false,
+            _ => usage(),
+        }
+    }
+    if o.quick {
+        o.duration = Duration::from_millis(1500);
+        o.warmup = Duration::from_millis(200);
+        o.swap = false;
+        o.rss = false;
+    }
+    o
+}
+
+fn main() {
+    let o = options();
+    let scratch = tempfile::tempdir().expect("a temporary folder");
+    let upstream = start_upstream();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let wanted = |name: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
+
+    let mut results: Vec<(String, Measured)> = Vec::new();
+    let mut failures = Vec::new();
+    for name in ["direct", "switchyard", "nginx", "haproxy"] {
+        if !wanted(name) {
+            continue;
+        }
+        let dir = scratch.path().join(name);
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
+        let proxy = match name {
+            "direct" => None,
+            "switchyard" => Some(Proxy::switchyard(&o, &dir, upstream, &[("acme", 1)])),
+            "nginx" => Some(Proxy::nginx(&o, &dir, upstream)),
+            _ => Some(Proxy::haproxy(&o, &dir, upstream)),
+        };
+        let proxy = match proxy.transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let addr = proxy.as_ref().map_or(upstream, |p| p.addr);
+        eprintln!("measuring {name} at {addr}");
+        let m = measure(&rt, &o, addr, proxy.as_ref());
+        for (load, run) in [("64 connections", &m.closed), ("fixed rate", &m.rate)] {
+            if run.errors > 0 || run.requests == 0 {
+                failures.push(format!(
+                    "{name} ({load}): {} good responses, {} wrong: {}",
+                    run.requests,
+                    run.errors,
+                    run.first_error.as_deref().unwrap_or("no responses")
+                ));
+            }
+        }
+        results.push((name.to_owned(), m));
+    }
+
+    let mut report = json!({
+        "duration_s": o.duration.as_secs_f64(),
+        "connections": o.connections,
+        "rate_per_s": o.rate,
+        "quick": o.quick,
+        "pinned_proxy_cpu": o.proxy_cpu,
+        "targets": results.iter().map(|(n, m)| (n.clone(), m.to_json())).collect::<serde_json::Map<_, _>>(),
+    });
+    print_table(&results);
+
+    if o.swap && wanted("switchyard") {
+        match swap_test(&rt, &o, scratch.path(), upstream) {
+            Ok(v) => report["snapshot_swaps"] = v,
+            Err(e) => failures.push(format!("swap test: {e}")),
+        }
+    }
+    if o.rss && wanted("switchyard") {
+        match rss_test(&o, scratch.path(), upstream) {
+            Ok(v) => report["rss_per_tenant"] = v,
+            Err(e) => failures.push(format!("rss test: {e}")),
+        }
+    }
+
+    if let Some(parent) = o.json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(
+        &o.json,
+        serde_json::to_string_pretty(&report).unwrap() + "\n",
+    )
+    .expect("the JSON report is written");
+    eprintln!("wrote {}", o.json.display());
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("FAILED: {f}");
+        }
+        std::process::exit(1);
+    }
+    if o.quick {
+        println!(
+            "quick check: every target answered every request correctly ({})",
+            results
+                .iter()
+                .map(|(n, m)| format!("{n} {}", m.closed.requests + m.rate.requests))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+// ---- the upstream ----
+
+/// A small hyper server on its own thread: 200 with a 100-byte body, keep-alive.
+fn start_upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = service_fn(|_req| async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            BODY,
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+// ---- the proxies ----
+
+struct Proxy {
+    addr: SocketAddr,
+    child: Child,
+    admin: Option<SocketAddr>,
+}
+
+impl Drop for Proxy {
+    /// Stops the whole process tree: killing only nginx's master would orphan its worker.
+    fn drop(&mut self) {
+        for pid in self.pids().into_iter().rev() {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The command, pinned to the proxy's core when one is given.
+fn pinned(o: &Options, program: &Path) -> Command {
+    match &o.proxy_cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn find(program: &str) -> Result<PathBuf, String> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "{program} is not installed (benches/load.sh installs it: apt-get install {program})"
+    ))
+}
+
+impl Proxy {
+    fn switchyard(
+        o: &Options,
+        dir: &Path,
+        upstream: SocketAddr,
+        tenants: &[(&str, usize)],
+    ) -> Result<Proxy, String> {
+        let (addr, admin) = (free_addr(), free_addr());
+        write_flags(&dir.join("flags.json"), tenants, 1);
+        std::fs::write(
+            dir.join("router.toml"),
+            format!(
+                r#"[server]
+listen = "{addr}"
+admin_listen = "{admin}"
+workers = 1
+[flags]
+source = "file:flags.json"
+default_target = "app"
+poll_interval_ms = 250
+[tenant]
+from = ["header:x-tenant-id"]
+[targets.app]
+endpoints = ["http://{upstream}"]
+[[routes]]
+name = "api"
+path_prefix = "/"
+"#
+            ),
+        )
+        .unwrap();
+        let child = pinned(o, &o.switchyard)
+            .args(["serve", "--config"])
+            .arg(dir.join("router.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", o.switchyard.display()))?;
+        Proxy {
+            addr,
+            child,
+            admin: Some(admin),
+        }
+        .wait_ready(|| http_get(admin, "/readyz").is_some_and(|(s, _)| s == 200))
+    }
+
+    fn nginx(o: &Options, dir: &Path, upstream: SocketAddr) -> Result<Proxy, String> {
+        let program = find("nginx")?;
+        let addr = free_addr();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  keepalive_requests 1000000;
+  upstream up {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}
+  server {{
+    listen {addr};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"#
+            ),
+        )
+        .unwrap();
+        let child = pinned(o, &program)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start nginx: {e}"))?;
+        Proxy {
+            addr,
+            child,
+            admin: None,
+        }
+        .wait_ready(|| http_get(addr, "/").is_some_and(|(s, _)| s == 200))
+    }
+
+    fn haproxy(o: &Options, dir: &Path, upstream: SocketAddr) -> Result<Proxy, String> {
+        let program = find("haproxy")?;
+        let addr = free_addr();
+        std::fs::write(
+            dir.join("haproxy.cfg"),
+            format!(
+                r#"global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind {addr}
+  default_backend be
+backend be
+  server s1 {upstream}
+"#
+            ),
+        )
+        .unwrap();
+        let child = pinned(o, &program)
+            .arg("-f")
+            .arg(dir.join("haproxy.cfg"))
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start haproxy: {e}"))?;
+        Proxy {
+            addr,
+            child,
+            admin: None,
+        }
+        .wait_ready(|| http_get(addr, "/").is_some_and(|(s, _)| s == 200))
+    }
+
+    fn wait_ready(mut self, ready: impl Fn() -> bool) -> Result<Proxy, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if ready() {
+                return Ok(self);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited before it was ready ({status})"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err("did not become ready within 60 s".into())
+    }
+
+    /// The proxy's processes: the one started and its children (nginx's worker).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        let mut i = 0;
+        while i < pids.len() {
+            let p = pids[i];
+            let children =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+            i += 1;
+        }
+        pids
+    }
+
+    /// CPU seconds used so far by all the proxy's processes.
+    fn cpu_seconds(&self) -> f64 {
+        let ticks: u64 = self
+            .pids()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .filter_map(|stat| {
+                // Fields after the command name (which may contain spaces) in parentheses.
+                let rest = stat.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .sum();
+        ticks as f64 / clock_ticks() as f64
+    }
+
+    /// Peak resident memory (VmHWM) summed over the proxy's processes.
+    fn peak_rss(&self) -> u64 {
+        self.pids()
+            .iter()
+            .map(|p| status_kb(*p, "VmHWM:") * 1024)
+            .sum()
+    }
+
+    fn rss(&self) -> u64 {
+        self.pids()
+            .iter()
+            .map(|p| status_kb(*p, "VmRSS:") * 1024)
+            .sum()
+    }
+}
+
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// A flag file of `tenants` (name prefix, count): `acme` with count 1 is the tenant `acme`;
+/// larger counts make `acme-0000000`.. Each is pinned to `app`.
+fn write_flags(path: &Path, tenants: &[(&str, usize)], version: u64) {
+    let mut out = String::with_capacity(64 + tenants.iter().map(|t| t.1).sum::<usize>() * 64);
+    out.push_str(&format!("{{\"version\":{version},\"items\":["));
+    let mut first = true;
+    for (prefix, n) in tenants {
+        for i in 0..*n {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let name = if *n == 1 {
+                (*prefix).to_owned()
+            } else {
+                format!("{prefix}-{i:07}")
+            };
+            out.push_str(&format!(
+                "\n{{\"tenant\":\"{name}\",\"target\":\"app\",\"version\":{version}}}"
+            ));
+        }
+    }
+    out.push_str("\n]}\n");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, out).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A blocking GET for readiness checks: status and body.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nx-tenant-id: acme\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+// ---- the load generator ----
+
+#[derive(Default)]
+struct Run {
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    seconds: f64,
+    latency_us: Option<Histogram<u64>>,
+    proxy_cpu_seconds: Option<f64>,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    fn quantile_us(&self, q: f64) -> u64 {
+        self.latency_us
+            .as_ref()
+            .map_or(0, |h| h.value_at_quantile(q))
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "requests": self.requests,
+            "errors": self.errors,
+            "requests_per_s": self.rps().round(),
+            "p50_us": self.quantile_us(0.5),
+            "p99_us": self.quantile_us(0.99),
+            "p999_us": self.quantile_us(0.999),
+            "max_us": self.latency_us.as_ref().map_or(0, |h| h.max()),
+            "proxy_cpu_cores": self.proxy_cpu_seconds.map(|c| c / self.seconds.max(1e-9)),
+            "requests_per_proxy_cpu_s": self.proxy_cpu_seconds.map(|c| self.requests as f64 / c.max(1e-9)),
+        })
+    }
+}
+
+struct Measured {
+    closed: Run,
+    rate: Run,
+    peak_rss: Option<u64>,
+}
+
+impl Measured {
+    fn to_json(&self) -> Value {
+        json!({
+            "connections": self.closed.to_json(),
+            "fixed_rate": self.rate.to_json(),
+            "peak_rss_bytes": self.peak_rss,
+        })
+    }
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    o: &Options,
+    addr: SocketAddr,
+    proxy: Option<&Proxy>,
+) -> Measured {
+    rt.block_on(load(addr, o.connections, None, o.warmup));
+    let cpu = proxy.map(Proxy::cpu_seconds);
+    let mut closed = rt.block_on(load(addr, o.connections, None, o.duration));
+    closed.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
+    let cpu = proxy.map(Proxy::cpu_seconds);
+    let mut rate = rt.block_on(load(addr, 1, Some(o.rate as f64), o.duration));
+    rate.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
+    Measured {
+        closed,
+        rate,
+        peak_rss: proxy.map(Proxy::peak_rss),
+    }
+}
+
+/// `connections` keep-alive connections for `duration`: back to back (closed loop), or each
+/// paced at `rate / connections` per second (open loop, latency from the scheduled time).
+async fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, duration: Duration) -> Run {
+    let start = Instant::now();
+    let end = start + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+            // Spread the paced connections' schedules over one interval.
+            let offset = interval.map_or(Duration::ZERO, |i| i * c as u32 / connections as u32);
+            tokio::spawn(connection(addr, start + offset, end, interval))
+        })
+        .collect();
+    let mut run = Run::default();
+    let mut hist = new_histogram();
+    for t in tasks {
+        let part = t.await.expect("a load connection does not panic");
+        run.requests += part.requests;
+        run.errors += part.errors;
+        if run.first_error.is_none() {
+            run.first_error = part.first_error;
+        }
+        if let Some(h) = part.latency_us {
+            hist.add(h).expect("histograms with the same bounds add");
+        }
+    }
+    run.seconds = start.elapsed().as_secs_f64();
+    run.latency_us = Some(hist);
+    run
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn connection(
+    addr: SocketAddr,
+    first: Instant,
+    end: Instant,
+    interval: Option<Duration>,
+) -> Run {
+    let mut run = Run::default();
+    let mut hist = new_histogram();
+    let fail = |run: &mut Run, e: String| {
+        run.errors += 1;
+        if run.first_error.is_none() {
+            run.first_error = Some(e);
+        }
+    };
+    let mut sender = None;
+    let mut latencies: Vec<u64> = Vec::new();
+    let mut next = first;
+    loop {
+        let scheduled = match interval {
+            Some(i) => {
+                if next >= end {
+                    break;
+                }
+                tokio::time::sleep_until(next.into()).await;
+                let s = next;
+                next += i;
+                s
+            }
+            None => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
+            }
+        };
+        if sender.is_none() {
+            match connect(addr).await {
+                Ok(s) => sender = Some(s),
+                Err(e) => {
+                    fail(&mut run, e);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let s = sender.as_mut().unwrap();
+        let req = hyper::Request::get("/")
+            .header("host", "bench")
+            .header("x-tenant-id", "acme")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let result = async {
+            s.ready().await.map_err(|e| e.to_string())?;
+            let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status != 200 || body.as_ref() != BODY {
+                return Err(format!(
+                    "status {status}, body {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                run.requests += 1;
+                latencies.push(scheduled.elapsed().as_micros().max(1) as u64);
+            }
+            Err(e) => {
+                fail(&mut run, e);
+                sender = None;
+            }
+        }
+    }
+    // Closed loop: a request slower than this connection's mean interval also stands for the
+    // requests it kept from being sent (coordinated omission).
+    let expected = match interval {
+        Some(_) => 0,
+        None => latencies.iter().sum::<u64>() / (latencies.len().max(1) as u64),
+    };
+    for l in latencies {
+        let l = l.min(hist.high());
+        if expected > 0 {
+            hist.record_correct(l, expected).expect("in bounds");
+        } else {
+            hist.record(l).expect("in bounds");
+        }
+    }
+    run.latency_us = Some(hist);
+    run
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+// ---- the report ----
+
+fn print_table(results: &[(String, Measured)]) {
+    let direct = results.iter().find(|(n, _)| n == "direct").map(|(_, m)| m);
+    let switchyard = results
+        .iter()
+        .find(|(n, _)| n == "switchyard")
+        .map(|(_, m)| m);
+    let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
+    println!(
+        "\n{:<11} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+        "target",
+        "req/s",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "CPU",
+        "RSS MiB",
+        "/direct",
+        "/switchy.",
+        "rate p50",
+        "rate p99",
+        "rate p99.9"
+    );
+    for (name, m) in results {
+        let c = &m.closed;
+        let cpu = c
+            .proxy_cpu_seconds
+            .map_or("-".into(), |s| format!("{:.2}", s / c.seconds));
+        let rss = m
+            .peak_rss
+            .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        println!(
+            "{:<11} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+            name,
+            c.rps(),
+            c.quantile_us(0.5),
+            c.quantile_us(0.99),
+            c.quantile_us(0.999),
+            cpu,
+            rss,
+            ratio(c.rps(), direct.map(|d| d.closed.rps())),
+            ratio(c.rps(), switchyard.map(|s| s.closed.rps())),
+            m.rate.quantile_us(0.5),
+            m.rate.quantile_us(0.99),
+            m.rate.quantile_us(0.999),
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
+
+// ---- snapshot swaps and memory per tenant ----
+
+/// p99 at a steady fixed rate, with the flag table untouched and then while a 100,000-tenant
+/// table is rewritten every second (each rewrite is a full rebuild and swap in the router).
+fn swap_test(
+    rt: &tokio::runtime::Runtime,
+    o: &Options,
+    scratch: &Path,
+    upstream: SocketAddr,
+) -> Result<Value, String> {
+    const TENANTS: usize = 100_000;
+    let dir = scratch.join("swaps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy = Proxy::switchyard(o, &dir, upstream, &[("acme", 1), ("t", TENANTS)])?;
+    let admin = proxy.admin.expect("switchyard has an admin listener");
+    // A moderate load: 8 connections at a fixed total rate (the swap must not hide in saturation).
+    let (conns, rate) = (8, (o.rate * 10) as f64);
+    rt.block_on(load(proxy.addr, conns, Some(rate), o.warmup));
+    let steady = rt.block_on(load(proxy.addr, conns, Some(rate), o.duration));
+
+    let generation = || metric(admin, "switchyard_flags_generation").unwrap_or(0.0);
+    let before = generation();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), dir.join("flags.json"));
+        std::thread::spawn(move || {
+            let mut version = 2;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                write_flags(&path, &[("acme", 1), ("t", TENANTS)], version);
+                version += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    let swapping = rt.block_on(load(proxy.addr, conns, Some(rate), o.duration));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let swaps = generation() - before;
+    if steady.errors + swapping.errors > 0 {
+        return Err(format!(
+            "{} errors: {}",
+            steady.errors + swapping.errors,
+            swapping
+                .first_error
+                .or(steady.first_error)
+                .unwrap_or_default()
+        ));
+    }
+    let (p99s, p99w) = (steady.quantile_us(0.99), swapping.quantile_us(0.99));
+    println!(
+        "\nsnapshot swaps ({TENANTS} tenants, {swaps} rebuilds in {:.0} s, {conns} connections at {rate} req/s):\n  steady   p50 {} us  p99 {p99s} us  p99.9 {} us\n  swapping p50 {} us  p99 {p99w} us  p99.9 {} us\n  p99 ratio {:.2}",
+        o.duration.as_secs_f64(),
+        steady.quantile_us(0.5),
+        steady.quantile_us(0.999),
+        swapping.quantile_us(0.5),
+        swapping.quantile_us(0.999),
+        p99w as f64 / p99s.max(1) as f64
+    );
+    Ok(json!({
+        "tenants": TENANTS,
+        "swaps": swaps,
+        "connections": conns,
+        "rate_per_s": rate,
+        "steady": steady.to_json(),
+        "swapping": swapping.to_json(),
+        "p99_ratio": p99w as f64 / p99s.max(1) as f64,
+    }))
+}
+
+/// Resident memory of an idle router with no tenants and with 1,000,000.
+fn rss_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, String> {
+    const TENANTS: usize = 1_000_000;
+    let mut rss = BTreeMap::new();
+    for (label, n) in [("0", 0usize), ("1000000", TENANTS)] {
+        let dir = scratch.join(format!("rss-{label}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tenants: Vec<(&str, usize)> = if n == 0 { vec![] } else { vec![("t", n)] };
+        let proxy = Proxy::switchyard(o, &dir, upstream, &tenants)?;
+        let admin = proxy.admin.unwrap();
+        let loaded = metric(admin, "switchyard_flags_tenants").unwrap_or(0.0) as usize;
+        if loaded != n {
+            return Err(format!("the router loaded {loaded} tenants, not {n}"));
+        }
+        // Let the allocator settle after the load, then read.
+        std::thread::sleep(Duration::from_secs(1));
+        rss.insert(n, (proxy.rss(), proxy.peak_rss()));
+    }
+    let (base, _) = rss[&0];
+    let (full, peak) = rss[&TENANTS];
+    let per_tenant = (full.saturating_sub(base)) as f64 / TENANTS as f64;
+    println!(
+        "\nmemory: RSS {:.1} MiB with 0 tenants, {:.1} MiB with 1,000,000 (peak during the load {:.1} MiB): {per_tenant:.0} bytes per tenant",
+        base as f64 / 1048576.0,
+        full as f64 / 1048576.0,
+        peak as f64 / 1048576.0
+    );
+    Ok(json!({
+        "rss_bytes_0": base,
+        "rss_bytes_1m": full,
+        "peak_rss_bytes_1m": peak,
+        "bytes_per_tenant": per_tenant,
+    }))
+}
+
+/// One metric's value from a router's admin listener.
+fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = http_get(admin, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
