@@ -389,7 +389,6 @@ http {{
             format!(
                 r#"global
   nbthread 1
-  maxconn 4096
 defaults
   mode http
   timeout connect 5s
