@@ -317,20 +317,13 @@ path_prefix = "/"
             ),
         )
         .unwrap();
-        let child = pinned(o, &o.switchyard)
-            .args(["serve", "--config"])
+        let mut cmd = pinned(o, &o.switchyard);
+        cmd.args(["serve", "--config"])
             .arg(dir.join("router.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", o.switchyard.display()))?;
-        Proxy {
-            addr,
-            child,
-            admin: Some(admin),
-        }
-        .wait_ready(|| http_get(admin, "/readyz").is_some_and(|(s, _)| s == 200))
+            .env("RUST_LOG", "warn");
+        Proxy::launch(cmd, addr, Some(admin), || {
+            http_get(admin, "/readyz").is_some_and(|(s, _)| s == 200)
+        })
     }
 
     fn nginx(o: &Options, dir: &Path, upstream: SocketAddr) -> Result<Proxy, String> {
@@ -364,21 +357,11 @@ http {{
             ),
         )
         .unwrap();
-        let child = pinned(o, &program)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start nginx: {e}"))?;
-        Proxy {
-            addr,
-            child,
-            admin: None,
-        }
-        .wait_ready(|| http_get(addr, "/").is_some_and(|(s, _)| s == 200))
+        let mut cmd = pinned(o, &program);
+        cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(dir);
+        Proxy::launch(cmd, addr, None, || {
+            http_get(addr, "/").is_some_and(|(s, _)| s == 200)
+        })
     }
 
     fn haproxy(o: &Options, dir: &Path, upstream: SocketAddr) -> Result<Proxy, String> {
@@ -405,20 +388,26 @@ backend be
             ),
         )
         .unwrap();
-        let child = pinned(o, &program)
-            .arg("-f")
-            .arg(dir.join("haproxy.cfg"))
-            .arg("-db")
+        let mut cmd = pinned(o, &program);
+        cmd.arg("-f").arg(dir.join("haproxy.cfg")).arg("-db");
+        Proxy::launch(cmd, addr, None, || {
+            http_get(addr, "/").is_some_and(|(s, _)| s == 200)
+        })
+    }
+
+    /// Starts `cmd` (its logs to ours) and waits until `ready` holds or it exits.
+    fn launch(
+        mut cmd: Command,
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        ready: impl Fn() -> bool,
+    ) -> Result<Proxy, String> {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start haproxy: {e}"))?;
-        Proxy {
-            addr,
-            child,
-            admin: None,
-        }
-        .wait_ready(|| http_get(addr, "/").is_some_and(|(s, _)| s == 200))
+            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+        Proxy { addr, child, admin }.wait_ready(ready)
     }
 
     fn wait_ready(mut self, ready: impl Fn() -> bool) -> Result<Proxy, String> {

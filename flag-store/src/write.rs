@@ -65,6 +65,14 @@ pub struct Current {
 }
 
 impl Current {
+    /// Whether `next` places the tenant elsewhere than the stored item does (a tenant with no
+    /// readable item always moves).
+    pub fn moves_to(&self, next: &FlagItem) -> bool {
+        self.item
+            .as_ref()
+            .is_none_or(|cur| cur.target != next.target || cur.weights != next.weights)
+    }
+
     pub fn from_item(item: FlagItem) -> Current {
         Current {
             version: item.version,
@@ -150,22 +158,16 @@ impl FlagWrite {
             updated_at: Some(format_timestamp(now_secs)),
             reason: Some(self.reason.clone()),
         };
-        if current.sealed && !self.force {
-            let moved = match &current.item {
-                Some(cur) => cur.target != next.target || cur.weights != next.weights,
-                None => true,
-            };
-            if moved || !next.sealed {
-                let target = current
-                    .item
-                    .as_ref()
-                    .and_then(|i| i.target.clone())
-                    .unwrap_or_else(|| "its current target".into());
-                return Err(StoreError::Sealed {
-                    tenant: self.tenant.clone(),
-                    target,
-                });
-            }
+        if current.sealed && !self.force && (current.moves_to(&next) || !next.sealed) {
+            let target = current
+                .item
+                .as_ref()
+                .and_then(|i| i.target.clone())
+                .unwrap_or_else(|| "its current target".into());
+            return Err(StoreError::Sealed {
+                tenant: self.tenant.clone(),
+                target,
+            });
         }
         match targets {
             Some(targets) => {

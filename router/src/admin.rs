@@ -245,11 +245,11 @@ impl Admin {
         match store.write(&write, Some(&self.targets)).await {
             Ok((old, new)) => {
                 tracing::info!(tenant, by = %write.by, reason = %write.reason, version = new.version, "flag written through the admin API");
-                let mut resp = json_response(StatusCode::OK, json!({ "old": old, "new": new }));
-                if let Ok(etag) = header::HeaderValue::try_from(format!("\"{}\"", new.version)) {
-                    resp.headers_mut().insert(header::ETAG, etag);
-                }
-                resp
+                let version = new.version;
+                with_etag(
+                    json_response(StatusCode::OK, json!({ "old": old, "new": new })),
+                    version,
+                )
             }
             Err(e) => {
                 let status = match &e {
@@ -282,15 +282,14 @@ impl Admin {
         match snap.get(tenant) {
             Some(flag) => {
                 let item = flag.to_item(tenant, &self.targets);
-                let etag = header::HeaderValue::try_from(format!("\"{}\"", item.version));
-                let mut resp = json_response(
-                    StatusCode::OK,
-                    json!({ "flag": item, "snapshot_version": snap.version }),
-                );
-                if let Ok(etag) = etag {
-                    resp.headers_mut().insert(header::ETAG, etag);
-                }
-                resp
+                let version = item.version;
+                with_etag(
+                    json_response(
+                        StatusCode::OK,
+                        json!({ "flag": item, "snapshot_version": snap.version }),
+                    ),
+                    version,
+                )
             }
             None => {
                 let applies = match snap.default_flag() {
@@ -517,6 +516,14 @@ impl Admin {
             .collect::<serde_json::Map<_, _>>()
             .into()
     }
+}
+
+/// Adds a flag's version as the response's `ETag` (the value `If-Match` takes back).
+fn with_etag(mut resp: AdminResponse, version: u64) -> AdminResponse {
+    let etag = header::HeaderValue::try_from(format!("\"{version}\""))
+        .expect("a quoted number is a valid header value");
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
 }
 
 /// Whether the request carries `Authorization: Bearer <the token>`.

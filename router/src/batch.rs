@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 
-use flag_store::write::Current;
 use flag_store::{FlagItem, FlagWrite, Placing, StoreError, Targets, model::validate_tenant_id};
 use serde::Deserialize;
 
@@ -319,11 +318,11 @@ pub async fn plan(
     force: bool,
 ) -> Result<Plan, StoreError> {
     let tenants: Vec<String> = rows.iter().map(|r| r.tenant.clone()).collect();
-    let currents = store.currents(&tenants).await?;
+    let mut currents = store.currents(&tenants).await?;
     let now = flag_store::model::now_secs();
     let mut plan = Plan::default();
     for row in rows {
-        let current = currents.get(&row.tenant).cloned().unwrap_or_default();
+        let current = currents.remove(&row.tenant).unwrap_or_default();
         let write = FlagWrite {
             tenant: row.tenant.clone(),
             placing: Some(row.placing),
@@ -335,15 +334,12 @@ pub async fn plan(
         };
         match write.apply(&current, targets, now) {
             Ok(to) => {
-                if already(&current, &to) {
+                // Already where the row asks: a re-run writes nothing.
+                if !current.moves_to(&to) && current.sealed == to.sealed {
                     plan.unchanged.push(row.tenant);
                     continue;
                 }
-                let moves_sealed = current.sealed
-                    && current
-                        .item
-                        .as_ref()
-                        .is_none_or(|i| i.target != to.target || i.weights != to.weights);
+                let moves_sealed = current.sealed && current.moves_to(&to);
                 plan.changes.push(Change {
                     write,
                     from: current.item,
@@ -366,14 +362,6 @@ pub async fn plan(
     rejected.sort_by_key(|b| b.line);
     plan.rejected = rejected;
     Ok(plan)
-}
-
-/// Whether the tenant already is where the row asks (so a re-run writes nothing).
-fn already(current: &Current, to: &FlagItem) -> bool {
-    current
-        .item
-        .as_ref()
-        .is_some_and(|i| i.target == to.target && i.weights == to.weights && i.sealed == to.sealed)
 }
 
 /// An error's message without the `tenant "x"` prefix the row already shows.

@@ -87,9 +87,9 @@ impl Store {
                         writes
                             .iter()
                             .map(|_| {
-                                Err(StoreError::Url {
-                                    url: self.describe(),
-                                    reason: cause.clone(),
+                                Err(StoreError::Remote {
+                                    op: "write the batch",
+                                    source: cause.clone().into(),
                                 })
                             })
                             .collect()

@@ -427,14 +427,21 @@ pub async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap, String) {
-    let mut req = Request::get(format!("http://{addr}{path}"));
+    let req = Request::get(format!("http://{addr}{path}"));
+    send(client, req, headers, Full::default()).await
+}
+
+/// Sends `req` with `headers` and `body`; returns status, headers and body text.
+async fn send(
+    client: &HttpClient,
+    mut req: http::request::Builder,
+    headers: &[(&str, &str)],
+    body: Full<Bytes>,
+) -> (StatusCode, HeaderMap, String) {
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client
-        .request(req.body(Full::default()).unwrap())
-        .await
-        .unwrap();
+    let resp = client.request(req.body(body).unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     (
@@ -458,23 +465,10 @@ pub async fn admin_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, HeaderMap, String) {
-    let mut req = Request::builder()
+    let req = Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", router.admin_addr()));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client()
-        .request(req.body(Full::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    send(&client(), req, headers, Full::from(body.to_owned())).await
 }
 
 /// The value of one metric line from `/metrics` (the first line starting with `prefix`).
