@@ -20,6 +20,8 @@ pub enum ItemError {
     Parse(String),
     #[error("tenant {0:?} appears more than once; every copy is rejected")]
     Duplicate(String),
+    #[error("the flag table is full (its tenant ids take 4 GiB)")]
+    TableFull,
 }
 
 /// Why a store operation failed as a whole.

@@ -20,7 +20,7 @@ pub use model::{
     BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
 };
 pub use reload::{FlagState, ReloadResult, Source, Update};
-pub use snapshot::{Found, Load, LoadedItem, Rejected, Snapshot};
+pub use snapshot::{FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};
 pub use write::{FlagWrite, Placing};
 
 use std::path::{Path, PathBuf};

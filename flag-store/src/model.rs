@@ -147,7 +147,7 @@ impl Targets {
 }
 
 /// Where a tenant's traffic goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Placement {
     Pinned(TargetId),
     Split(Arc<Split>),
@@ -155,7 +155,7 @@ pub enum Placement {
 
 /// A sticky weighted split. Entries are ordered by target name, so every router, whatever the
 /// order of targets in its config, maps a bucket to the same target.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Split {
     /// (target, weight in percent); weights sum to 100; zero weights are kept so that a dial
     /// at 0 is visible, and are never picked.
@@ -220,9 +220,9 @@ pub fn bucket_of(key_hash: u64) -> u32 {
     (key_hash % u64::from(BUCKETS)) as u32
 }
 
-/// Who last wrote a flag, when and why. Strings are shared between flags written by one
-/// batch, so a million tenants flipped by one operator hold one copy of each.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Who last wrote a flag, when and why. A snapshot keeps one copy of each distinct record, so
+/// a million tenants flipped by one batch share one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Audit {
     pub updated_by: Option<Arc<str>>,
     /// Seconds since the Unix epoch.

@@ -3,15 +3,24 @@
 //! reader never sees half a change. Building a snapshot is where bad items are set aside:
 //! each is rejected on its own, and a tenant whose new item is bad keeps its last good flag
 //! (sending it to the default could split its writes between two copies of its data).
+//!
+//! The table is laid out for a million tenants. Each tenant is one 24-byte entry without a
+//! pointer of its own, held inline in an open-addressing table; the tenant ids sit end to end
+//! in one string; placements (each target, each distinct split) and audit records (one per
+//! batch, not per tenant) are small shared lists the entries index. A lookup reads the
+//! table's control bytes, the entry and the tenant id: nothing else, however many tenants.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::error::ItemError;
-use crate::model::{DEFAULT_TENANT, Flag, FlagItem, Interner, Targets};
+use hashbrown::HashTable;
 
-type FlagMap = HashMap<Box<str>, Flag, foldhash::fast::RandomState>;
+use crate::error::ItemError;
+use crate::model::{Audit, DEFAULT_TENANT, Flag, FlagItem, Interner, Placement, Targets};
+
+type Hasher = foldhash::fast::RandomState;
 
 /// One item the store holds that could not be applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,20 +63,255 @@ pub struct LoadedItem {
 }
 
 /// Where a lookup found the tenant's flag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Found<'a> {
     /// The tenant's own item.
-    Tenant(&'a Flag),
+    Tenant(FlagRef<'a>),
     /// The default item (`*`).
-    Default(&'a Flag),
+    Default(FlagRef<'a>),
     /// Neither: the router's configured default target applies.
     Nothing,
 }
 
+/// A flag in a snapshot's table, read in place.
+#[derive(Clone, Copy)]
+pub struct FlagRef<'a> {
+    table: &'a Table,
+    entry: &'a Entry,
+}
+
+impl<'a> FlagRef<'a> {
+    #[inline]
+    pub fn placement(&self) -> &'a Placement {
+        &self.table.placements[self.entry.place as usize]
+    }
+
+    pub fn sealed(&self) -> bool {
+        self.entry.sealed
+    }
+
+    pub fn version(&self) -> u64 {
+        self.entry.version
+    }
+
+    /// The flag as a value of its own, for display and for writers.
+    pub fn to_flag(&self) -> Flag {
+        Flag {
+            placement: self.placement().clone(),
+            sealed: self.entry.sealed,
+            version: self.entry.version,
+            audit: self.table.audits[self.entry.audit as usize].clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FlagRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_flag().fmt(f)
+    }
+}
+
+/// One tenant's flag in the table.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    version: u64,
+    /// The tenant id is `ids[key_at..key_at + key_len]`.
+    key_at: u32,
+    /// Index into `placements`.
+    place: u32,
+    /// Index into `audits`.
+    audit: u32,
+    key_len: u8,
+    sealed: bool,
+}
+
+/// The tenants' flags and the lists their entries index.
+#[derive(Clone)]
+struct Table {
+    entries: HashTable<Entry>,
+    /// The default item (`*`), outside the table so every miss finds it without a probe.
+    default: Option<Entry>,
+    ids: String,
+    placements: Vec<Placement>,
+    audits: Vec<Audit>,
+    /// `audits.len()` when the table was built or last compacted. Deltas only add records;
+    /// once they are far past this, the records no entry uses any more are dropped.
+    audits_baseline: usize,
+    hasher: Hasher,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("tenants", &self.entries.len())
+            .field("default", &self.default.is_some())
+            .field("id_bytes", &self.ids.len())
+            .field("placements", &self.placements.len())
+            .field("audits", &self.audits.len())
+            .finish()
+    }
+}
+
+fn id_of<'a>(ids: &'a str, entry: &Entry) -> &'a str {
+    &ids[entry.key_at as usize..entry.key_at as usize + usize::from(entry.key_len)]
+}
+
+/// The placements and audit records a table already holds, so equal ones are shared.
+#[derive(Default)]
+struct Interning {
+    placements: HashMap<Placement, u32, Hasher>,
+    audits: HashMap<Audit, u32, Hasher>,
+}
+
+impl Interning {
+    fn of(table: &Table) -> Self {
+        let index = |i: usize| i as u32;
+        Interning {
+            placements: (table.placements.iter().cloned().enumerate())
+                .map(|(i, p)| (p, index(i)))
+                .collect(),
+            audits: (table.audits.iter().cloned().enumerate())
+                .map(|(i, a)| (a, index(i)))
+                .collect(),
+        }
+    }
+}
+
+/// The index of `value` in `list`, adding it if it is new.
+fn intern<T: Clone + Eq + std::hash::Hash>(
+    seen: &mut HashMap<T, u32, Hasher>,
+    list: &mut Vec<T>,
+    value: T,
+) -> Result<u32, ItemError> {
+    if let Some(&i) = seen.get(&value) {
+        return Ok(i);
+    }
+    let i = u32::try_from(list.len()).map_err(|_| ItemError::TableFull)?;
+    list.push(value.clone());
+    seen.insert(value, i);
+    Ok(i)
+}
+
+impl Table {
+    fn with_capacity(tenants: usize, id_bytes: usize) -> Self {
+        Table {
+            entries: HashTable::with_capacity(tenants),
+            default: None,
+            ids: String::with_capacity(id_bytes),
+            placements: Vec::new(),
+            audits: Vec::new(),
+            audits_baseline: 0,
+            hasher: Hasher::default(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, tenant: &str) -> Option<&Entry> {
+        if tenant == DEFAULT_TENANT {
+            return self.default.as_ref();
+        }
+        let hash = self.hasher.hash_one(tenant);
+        self.entries.find(hash, |e| id_of(&self.ids, e) == tenant)
+    }
+
+    fn flag_ref<'a>(&'a self, entry: &'a Entry) -> FlagRef<'a> {
+        FlagRef { table: self, entry }
+    }
+
+    /// Sets a tenant's flag; true when the tenant already had one.
+    fn insert(
+        &mut self,
+        tenant: &str,
+        flag: Flag,
+        interning: &mut Interning,
+    ) -> Result<bool, ItemError> {
+        let place = intern(
+            &mut interning.placements,
+            &mut self.placements,
+            flag.placement,
+        )?;
+        let audit = intern(&mut interning.audits, &mut self.audits, flag.audit)?;
+        let set = |e: &mut Entry| {
+            e.place = place;
+            e.audit = audit;
+            e.version = flag.version;
+            e.sealed = flag.sealed;
+        };
+        let new_entry = |key_at| Entry {
+            version: flag.version,
+            key_at,
+            place,
+            audit,
+            // Tenant ids are validated to 128 bytes at most.
+            key_len: u8::try_from(tenant.len()).unwrap_or(u8::MAX),
+            sealed: flag.sealed,
+        };
+        if tenant == DEFAULT_TENANT {
+            let had = self.default.is_some();
+            self.default = Some(new_entry(0));
+            return Ok(had);
+        }
+        let hash = self.hasher.hash_one(tenant);
+        let Table {
+            entries,
+            ids,
+            hasher,
+            ..
+        } = self;
+        if let Some(e) = entries.find_mut(hash, |e| id_of(ids, e) == tenant) {
+            set(e);
+            return Ok(true);
+        }
+        let key_at = u32::try_from(ids.len())
+            .ok()
+            .filter(|at| at.checked_add(tenant.len() as u32).is_some())
+            .ok_or(ItemError::TableFull)?;
+        ids.push_str(tenant);
+        entries.insert_unique(hash, new_entry(key_at), |e| hasher.hash_one(id_of(ids, e)));
+        Ok(false)
+    }
+
+    fn remove(&mut self, tenant: &str) {
+        if tenant == DEFAULT_TENANT {
+            self.default = None;
+            return;
+        }
+        let hash = self.hasher.hash_one(tenant);
+        if let Ok(found) = self
+            .entries
+            .find_entry(hash, |e| id_of(&self.ids, e) == tenant)
+        {
+            found.remove();
+        }
+    }
+
+    /// Drops audit records no entry uses, once deltas have added many since the last build.
+    fn compact_audits(&mut self) {
+        if self.audits.len() <= 2 * self.audits_baseline + 1024 {
+            return;
+        }
+        let mut remap = vec![u32::MAX; self.audits.len()];
+        let mut kept = Vec::new();
+        for e in self.entries.iter_mut().chain(self.default.as_mut()) {
+            let old = e.audit as usize;
+            if remap[old] == u32::MAX {
+                remap[old] = kept.len() as u32;
+                kept.push(self.audits[old].clone());
+            }
+            e.audit = remap[old];
+        }
+        self.audits = kept;
+        self.audits_baseline = self.audits.len();
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[derive(Debug)]
 pub struct Snapshot {
-    flags: FlagMap,
-    default: Option<Flag>,
+    table: Table,
     targets: Targets,
     /// The store's version this snapshot was built from.
     pub version: u64,
@@ -81,8 +325,7 @@ impl Snapshot {
     /// An empty snapshot: no tenant has a flag; everything goes to the configured default.
     pub fn empty(targets: Targets) -> Self {
         Snapshot {
-            flags: FlagMap::default(),
-            default: None,
+            table: Table::with_capacity(0, 0),
             targets,
             version: 0,
             generation: 0,
@@ -95,25 +338,24 @@ impl Snapshot {
     /// whose item is now rejected.
     pub fn build(load: Load, targets: &Targets, previous: Option<&Snapshot>) -> Snapshot {
         let mut interner = Interner::default();
-        let mut flags = FlagMap::with_capacity_and_hasher(load.items.len(), Default::default());
-        let mut default = None;
+        let mut interning = Interning::default();
+        let id_bytes = (load.items.iter())
+            .filter_map(|l| l.item.as_ref().ok().map(|i| i.tenant.len()))
+            .sum();
+        let mut table = Table::with_capacity(load.items.len(), id_bytes);
         let mut rejected = Vec::new();
         let mut duplicates: Vec<String> = Vec::new();
 
         for LoadedItem { location, item } in load.items {
-            match compile(item, targets, &mut interner) {
-                Ok((tenant, flag)) => {
-                    let clash = if tenant == DEFAULT_TENANT {
-                        default.replace(flag).is_some()
-                    } else {
-                        flags
-                            .insert(tenant.clone().into_boxed_str(), flag)
-                            .is_some()
-                    };
-                    if clash {
-                        duplicates.push(tenant);
-                    }
+            let compiled = compile(item, targets, &mut interner).and_then(|(tenant, flag)| {
+                match table.insert(&tenant, flag, &mut interning) {
+                    Ok(clash) => Ok((tenant, clash)),
+                    Err(e) => Err((Some(tenant), e)),
                 }
+            });
+            match compiled {
+                Ok((tenant, true)) => duplicates.push(tenant),
+                Ok((_, false)) => {}
                 Err((tenant, error)) => rejected.push(Rejected {
                     tenant,
                     location,
@@ -123,11 +365,7 @@ impl Snapshot {
             }
         }
         for tenant in duplicates {
-            if tenant == DEFAULT_TENANT {
-                default = None;
-            } else {
-                flags.remove(tenant.as_str());
-            }
+            table.remove(&tenant);
             rejected.push(Rejected {
                 tenant: Some(tenant.clone()),
                 location: "items".into(),
@@ -140,25 +378,22 @@ impl Snapshot {
             let (Some(tenant), Some(prev)) = (&r.tenant, previous) else {
                 continue;
             };
-            let kept = if tenant == DEFAULT_TENANT {
-                if default.is_none() {
-                    default = prev.default.clone();
-                }
-                default.is_some()
-            } else if flags.contains_key(tenant.as_str()) {
-                false
-            } else if let Some(flag) = prev.flags.get(tenant.as_str()) {
-                flags.insert(tenant.clone().into_boxed_str(), flag.clone());
-                true
-            } else {
-                false
-            };
-            r.kept_previous = kept;
+            if table.get(tenant).is_some() {
+                continue;
+            }
+            if let Some(flag) = prev.get(tenant) {
+                r.kept_previous = table.insert(tenant, flag, &mut interning).is_ok();
+            }
         }
-        flags.shrink_to_fit();
+        table
+            .entries
+            .shrink_to_fit(|e| table.hasher.hash_one(id_of(&table.ids, e)));
+        table.audits_baseline = table.audits.len();
         Snapshot {
-            flags,
-            default,
+            // The load is gone by now. A fresh copy of the table lands low in the heap, below
+            // the memory the load used, so the allocator can hand that back to the kernel
+            // instead of keeping it pinned under a table allocated on top of it.
+            table: table.clone(),
             targets: targets.clone(),
             version: load.version,
             generation: previous.map_or(1, |p| p.generation + 1),
@@ -169,12 +404,12 @@ impl Snapshot {
 
     /// The next snapshot after a delta: `load` holds only the changed items, at the store's
     /// new version. Same rules as a full build: a bad item is rejected and its tenant keeps its
-    /// flag. Costs a copy of the table (no I/O); the reads behind it are proportional to the
-    /// change, not to the table.
+    /// flag. Costs a copy of the table (no I/O, no allocation per tenant); the reads behind it
+    /// are proportional to the change, not to the table.
     pub fn apply_delta(&self, load: Load) -> Snapshot {
         let mut interner = Interner::default();
-        let mut flags = self.flags.clone();
-        let mut default = self.default.clone();
+        let mut table = self.table.clone();
+        let mut interning = Interning::of(&table);
         let changed: std::collections::HashSet<String> = load
             .items
             .iter()
@@ -191,29 +426,26 @@ impl Snapshot {
             .cloned()
             .collect();
         for LoadedItem { location, item } in load.items {
-            match compile(item, &self.targets, &mut interner) {
-                Ok((tenant, flag)) if tenant == DEFAULT_TENANT => default = Some(flag),
-                Ok((tenant, flag)) => {
-                    flags.insert(tenant.into_boxed_str(), flag);
-                }
-                Err((tenant, error)) => {
-                    let kept_previous = match tenant.as_deref() {
-                        Some(DEFAULT_TENANT) => default.is_some(),
-                        Some(t) => flags.contains_key(t),
-                        None => false,
-                    };
-                    rejected.push(Rejected {
-                        tenant,
-                        location,
-                        error,
-                        kept_previous,
-                    });
-                }
+            let compiled =
+                compile(item, &self.targets, &mut interner).and_then(|(tenant, flag)| match table
+                    .insert(&tenant, flag, &mut interning)
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err((Some(tenant), e)),
+                });
+            if let Err((tenant, error)) = compiled {
+                let kept_previous = tenant.as_deref().is_some_and(|t| table.get(t).is_some());
+                rejected.push(Rejected {
+                    tenant,
+                    location,
+                    error,
+                    kept_previous,
+                });
             }
         }
+        table.compact_audits();
         Snapshot {
-            flags,
-            default,
+            table,
             targets: self.targets.clone(),
             version: load.version,
             generation: self.generation + 1,
@@ -225,36 +457,41 @@ impl Snapshot {
     /// Every flag as stored items (the default flag first), for a local copy.
     pub fn to_items(&self) -> Vec<FlagItem> {
         let default = self
-            .default
-            .iter()
+            .default_flag()
             .map(|f| f.to_item(DEFAULT_TENANT, &self.targets));
         default
-            .chain(self.flags.iter().map(|(t, f)| f.to_item(t, &self.targets)))
+            .into_iter()
+            .chain(
+                self.iter()
+                    .map(|(t, f)| f.to_flag().to_item(t, &self.targets)),
+            )
             .collect()
     }
 
     /// The tenant's flag, or the default item, or nothing.
     #[inline]
     pub fn lookup(&self, tenant: Option<&str>) -> Found<'_> {
-        if let Some(flag) = tenant.and_then(|t| self.flags.get(t)) {
-            return Found::Tenant(flag);
+        let table = &self.table;
+        if let Some(t) = tenant.filter(|t| *t != DEFAULT_TENANT)
+            && let Some(entry) = table.get(t)
+        {
+            return Found::Tenant(table.flag_ref(entry));
         }
-        match &self.default {
-            Some(flag) => Found::Default(flag),
+        match &table.default {
+            Some(entry) => Found::Default(table.flag_ref(entry)),
             None => Found::Nothing,
         }
     }
 
-    /// The tenant's own flag (not the default).
-    pub fn get(&self, tenant: &str) -> Option<&Flag> {
-        if tenant == DEFAULT_TENANT {
-            return self.default.as_ref();
-        }
-        self.flags.get(tenant)
+    /// The tenant's own flag (not the default; `*` is the default's own).
+    pub fn get(&self, tenant: &str) -> Option<Flag> {
+        self.table
+            .get(tenant)
+            .map(|e| self.table.flag_ref(e).to_flag())
     }
 
-    pub fn default_flag(&self) -> Option<&Flag> {
-        self.default.as_ref()
+    pub fn default_flag(&self) -> Option<Flag> {
+        self.get(DEFAULT_TENANT)
     }
 
     pub fn targets(&self) -> &Targets {
@@ -263,16 +500,17 @@ impl Snapshot {
 
     /// Number of tenants with an item of their own.
     pub fn len(&self) -> usize {
-        self.flags.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flags.is_empty()
+        self.table.len() == 0
     }
 
-    /// Every tenant's flag, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Flag)> {
-        self.flags.iter().map(|(k, v)| (&**k, v))
+    /// Every tenant's flag (not the default), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, FlagRef<'_>)> {
+        let table = &self.table;
+        (table.entries.iter()).map(move |e| (id_of(&table.ids, e), table.flag_ref(e)))
     }
 }
 
@@ -319,8 +557,8 @@ mod tests {
 
     fn target_of(snap: &Snapshot, tenant: &str) -> Option<TargetId> {
         match snap.lookup(Some(tenant)) {
-            Found::Tenant(f) | Found::Default(f) => match f.placement {
-                Placement::Pinned(t) => Some(t),
+            Found::Tenant(f) | Found::Default(f) => match f.placement() {
+                Placement::Pinned(t) => Some(*t),
                 Placement::Split(_) => None,
             },
             Found::Nothing => None,
@@ -409,6 +647,45 @@ mod tests {
     }
 
     #[test]
+    fn many_deltas_keep_every_tenants_own_audit_record() {
+        let mut snap = Snapshot::build(
+            load(
+                1,
+                &[
+                    r#"{"tenant":"acme","target":"new","updated_by":"ops","reason":"batch 1"}"#,
+                    r#"{"tenant":"globex","weights":{"legacy":90,"new":10},"updated_by":"ops","reason":"batch 1"}"#,
+                ],
+            ),
+            &targets(),
+            None,
+        );
+        // Each delta writes a record of its own: far more than the table needs to keep, so
+        // the table drops the unused ones as it goes.
+        for v in 2..3000u64 {
+            let json = format!(
+                r#"{{"tenant":"acme","target":"{}","version":{v},"updated_by":"op-{v}","reason":"flip {v}"}}"#,
+                if v % 2 == 0 { "legacy" } else { "new" }
+            );
+            snap = snap.apply_delta(load(v, &[&json]));
+        }
+        assert!(snap.table.audits.len() < 1100, "{:?}", snap.table);
+        let acme = snap.get("acme").unwrap();
+        assert_eq!(acme.version, 2999);
+        assert_eq!(acme.audit.updated_by.as_deref(), Some("op-2999"));
+        assert_eq!(acme.audit.reason.as_deref(), Some("flip 2999"));
+        assert_eq!(target_of(&snap, "acme"), Some(TargetId(1)));
+        let globex = snap.get("globex").unwrap();
+        assert_eq!(globex.audit.reason.as_deref(), Some("batch 1"));
+        assert_eq!(globex.mode(), crate::model::Mode::Split);
+        // Every stored item comes back out whole.
+        let mut items = snap.to_items();
+        items.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let tenants: Vec<_> = items.iter().map(|i| i.tenant.as_str()).collect();
+        assert_eq!(tenants, ["acme", "globex"]);
+        assert_eq!(items[1].weights.as_ref().map(|w| w["new"]), Some(10));
+    }
+
+    #[test]
     fn duplicates_are_all_rejected() {
         let snap = Snapshot::build(
             load(
@@ -435,6 +712,6 @@ mod tests {
         assert!(matches!(snap.lookup(Some("zzz")), Found::Default(_)));
         assert!(matches!(snap.lookup(None), Found::Default(_)));
         let empty = Snapshot::empty(targets());
-        assert_eq!(empty.lookup(Some("zzz")), Found::Nothing);
+        assert!(matches!(empty.lookup(Some("zzz")), Found::Nothing));
     }
 }

@@ -381,8 +381,13 @@ impl Admin {
         );
         let flag = match (route.kind, snap.lookup(tenant_ref)) {
             (RouteKind::Fixed(_), _) | (_, Found::Nothing) => Value::Null,
-            (_, Found::Tenant(f)) => json!(f.to_item(tenant_ref.unwrap_or(""), &self.targets)),
-            (_, Found::Default(f)) => json!(f.to_item(flag_store::DEFAULT_TENANT, &self.targets)),
+            (_, Found::Tenant(f)) => {
+                json!(f.to_flag().to_item(tenant_ref.unwrap_or(""), &self.targets))
+            }
+            (_, Found::Default(f)) => json!(
+                f.to_flag()
+                    .to_item(flag_store::DEFAULT_TENANT, &self.targets)
+            ),
         };
         let mut out = json!({
             "tenant": tenant,
@@ -465,7 +470,7 @@ impl Admin {
                     Basis::TenantFlag => tenant.and_then(|t| snap.get(t)),
                     _ => snap.default_flag(),
                 };
-                let weights = match flag.map(|f| &f.placement) {
+                let weights = match flag.as_ref().map(|f| &f.placement) {
                     Some(Placement::Split(s)) => s
                         .entries()
                         .iter()

@@ -143,8 +143,8 @@ pub fn pick(
     let (placement, basis) = match route.kind {
         RouteKind::Fixed(target) => return pinned(target, Basis::FixedRoute, health),
         RouteKind::Flagged => match snapshot.lookup(tenant) {
-            Found::Tenant(flag) => (&flag.placement, Basis::TenantFlag),
-            Found::Default(flag) => (&flag.placement, Basis::DefaultFlag),
+            Found::Tenant(flag) => (flag.placement(), Basis::TenantFlag),
+            Found::Default(flag) => (flag.placement(), Basis::DefaultFlag),
             Found::Nothing => return pinned(default_target, Basis::ConfigDefault, health),
         },
     };
