@@ -894,9 +894,7 @@ fn rss_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, 
         if loaded != n {
             return Err(format!("the router loaded {loaded} tenants, not {n}"));
         }
-        // Let the allocator settle after the load, then read.
-        std::thread::sleep(Duration::from_secs(1));
-        rss.insert(n, (proxy.rss(), proxy.peak_rss()));
+        rss.insert(n, (settled_rss(&proxy), proxy.peak_rss()));
     }
     let (base, _) = rss[&0];
     let (full, peak) = rss[&TENANTS];
@@ -913,6 +911,21 @@ fn rss_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, 
         "peak_rss_bytes_1m": peak,
         "bytes_per_tenant": per_tenant,
     }))
+}
+
+/// RSS once the allocator has handed back what the load freed: the first reading that is
+/// within 1% of the one a second before (at most 20 s).
+fn settled_rss(proxy: &Proxy) -> u64 {
+    let mut last = proxy.rss();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = proxy.rss();
+        if now.abs_diff(last) * 100 <= last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 /// One metric's value from a router's admin listener.
