@@ -390,10 +390,7 @@ impl Snapshot {
             .shrink_to_fit(|e| table.hasher.hash_one(id_of(&table.ids, e)));
         table.audits_baseline = table.audits.len();
         Snapshot {
-            // The load is gone by now. A fresh copy of the table lands low in the heap, below
-            // the memory the load used, so the allocator can hand that back to the kernel
-            // instead of keeping it pinned under a table allocated on top of it.
-            table: table.clone(),
+            table,
             targets: targets.clone(),
             version: load.version,
             generation: previous.map_or(1, |p| p.generation + 1),
