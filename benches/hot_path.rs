@@ -110,6 +110,22 @@ fn snapshot_swap(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // What a file-store router does every time the file changes: read and parse the file,
+    // then build the snapshot.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = flag_store::FileStore::new(dir.path().join("flags.json"));
+    let items: Vec<_> = load(100_000, false)
+        .items
+        .into_iter()
+        .filter_map(|l| l.item.ok())
+        .collect();
+    store.create(&items).expect("the flag file is written");
+    g.bench_function("file_load/100000", |b| {
+        b.iter(|| black_box(store.load().expect("the file parses").items.len()))
+    });
+    g.bench_function("file_load_and_build/100000", |b| {
+        b.iter(|| black_box(state.apply_now(store.load().expect("the file parses"))))
+    });
     g.finish();
 }
 

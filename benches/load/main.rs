@@ -31,6 +31,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use thread_priority::ThreadPriority;
 
 /// The upstream's answer: 100 bytes, as in the peers' published measurements.
 const BODY: &[u8] = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
@@ -496,6 +497,18 @@ fn clock_ticks() -> u64 {
 /// A flag file of `tenants` (name prefix, count): `acme` with count 1 is the tenant `acme`;
 /// larger counts make `acme-0000000`.. Each is pinned to `app`.
 fn write_flags(path: &Path, tenants: &[(&str, usize)], version: u64) {
+    replace_file(path, &render_flags(tenants, version));
+}
+
+fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A flag file: `n` tenants named `prefix-0000000` and up for each `(prefix, n)` (just
+/// `prefix` when `n` is 1), all on the target `app`.
+fn render_flags(tenants: &[(&str, usize)], version: u64) -> String {
     let mut out = String::with_capacity(64 + tenants.iter().map(|t| t.1).sum::<usize>() * 64);
     out.push_str(&format!("{{\"version\":{version},\"items\":["));
     let mut first = true;
@@ -516,9 +529,7 @@ fn write_flags(path: &Path, tenants: &[(&str, usize)], version: u64) {
         }
     }
     out.push_str("\n]}\n");
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, out).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    out
 }
 
 /// A blocking GET for readiness checks: status and body.
@@ -550,6 +561,23 @@ struct Run {
 }
 
 impl Run {
+    /// Pools another run's requests and latencies into this one.
+    fn add(&mut self, other: Run) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.seconds += other.seconds;
+        match (&mut self.latency_us, other.latency_us) {
+            (Some(h), Some(o)) => h.add(&o).expect("histograms of the same range"),
+            (slot @ None, o) => *slot = o,
+            (Some(_), None) => {}
+        }
+        self.proxy_cpu_seconds = match (self.proxy_cpu_seconds, other.proxy_cpu_seconds) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
     fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }
@@ -829,25 +857,35 @@ fn swap_test(
     // A moderate load: 8 connections at a fixed total rate (the swap must not hide in saturation).
     let (conns, rate) = (8, (o.rate * 10) as f64);
     rt.block_on(load(proxy.addr, conns, Some(rate), o.warmup));
-    let steady = rt.block_on(load(proxy.addr, conns, Some(rate), o.duration));
 
     let generation = || metric(admin, "switchyard_flags_generation").unwrap_or(0.0);
     let before = generation();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, path) = (stop.clone(), dir.join("flags.json"));
-        std::thread::spawn(move || {
-            let mut version = 2;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                write_flags(&path, &[("acme", 1), ("t", TENANTS)], version);
-                version += 1;
-                std::thread::sleep(Duration::from_secs(1));
+    // Steady and swapping windows of 2 s alternate, so the host's drift (this is a shared VM)
+    // falls on both sides alike. Each swapping window rewrites the file at its start and a
+    // second later. The files are rendered beforehand and written by a thread at the lowest
+    // CPU priority: the writer shares a core with the load generator, and rendering 100,000
+    // items there would delay the generator, not the router.
+    let window = Duration::from_secs(2);
+    let pairs = (o.duration.as_secs() / 2).max(1);
+    let mut versions = (2..).map(|v| render_flags(&[("acme", 1), ("t", TENANTS)], v));
+    let mut steady = Run::default();
+    let mut swapping = Run::default();
+    for _ in 0..pairs {
+        steady.add(rt.block_on(load(proxy.addr, conns, Some(rate), window)));
+        let docs: Vec<String> = versions.by_ref().take(2).collect();
+        let path = dir.join("flags.json");
+        let writer = std::thread::spawn(move || {
+            let _ = thread_priority::set_current_thread_priority(ThreadPriority::Min);
+            for (i, doc) in docs.iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                replace_file(&path, doc);
             }
-        })
-    };
-    let swapping = rt.block_on(load(proxy.addr, conns, Some(rate), o.duration));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+        });
+        swapping.add(rt.block_on(load(proxy.addr, conns, Some(rate), window)));
+        writer.join().unwrap();
+    }
     let swaps = generation() - before;
     if steady.errors + swapping.errors > 0 {
         return Err(format!(
@@ -861,8 +899,8 @@ fn swap_test(
     }
     let (p99s, p99w) = (steady.quantile_us(0.99), swapping.quantile_us(0.99));
     println!(
-        "\nsnapshot swaps ({TENANTS} tenants, {swaps} rebuilds in {:.0} s, {conns} connections at {rate} req/s):\n  steady   p50 {} us  p99 {p99s} us  p99.9 {} us\n  swapping p50 {} us  p99 {p99w} us  p99.9 {} us\n  p99 ratio {:.2}",
-        o.duration.as_secs_f64(),
+        "\nsnapshot swaps ({TENANTS} tenants, {conns} connections at {rate} req/s, {pairs} pairs of 2 s windows; {swaps} rebuilds in {:.0} s of swapping windows):\n  steady   p50 {} us  p99 {p99s} us  p99.9 {} us\n  swapping p50 {} us  p99 {p99w} us  p99.9 {} us\n  p99 ratio {:.2}",
+        swapping.seconds,
         steady.quantile_us(0.5),
         steady.quantile_us(0.999),
         swapping.quantile_us(0.5),
@@ -913,19 +951,24 @@ fn rss_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, 
     }))
 }
 
-/// RSS once the allocator has handed back what the load freed: the first reading that is
-/// within 1% of the one a second before (at most 20 s).
+/// RSS once the allocator has handed back what the load freed (jemalloc decays freed pages
+/// over about 10 s): the first reading within 1% of each of the three before it, a second
+/// apart (at most 60 s).
 fn settled_rss(proxy: &Proxy) -> u64 {
-    let mut last = proxy.rss();
-    for _ in 0..20 {
+    let mut readings = vec![proxy.rss()];
+    for _ in 0..60 {
         std::thread::sleep(Duration::from_secs(1));
         let now = proxy.rss();
-        if now.abs_diff(last) * 100 <= last {
-            return now;
+        readings.push(now);
+        if readings.len() >= 4
+            && readings[readings.len() - 4..]
+                .iter()
+                .all(|r| r.abs_diff(now) * 100 <= now)
+        {
+            break;
         }
-        last = now;
     }
-    last
+    readings[readings.len() - 1]
 }
 
 /// One metric's value from a router's admin listener.

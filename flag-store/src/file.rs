@@ -67,6 +67,23 @@ impl FileStore {
     }
 
     fn parse_load(&self, bytes: &[u8]) -> Result<Load, StoreError> {
+        // The common case, a well-formed document, parses each item straight from the file's
+        // bytes. Anything else takes the slower path that names what is wrong.
+        if let Ok(doc) = serde_json::from_slice::<RawDocument>(bytes) {
+            let items = (doc.items.iter().enumerate())
+                .map(|(i, raw)| {
+                    crate::background::give_way(i);
+                    LoadedItem {
+                        location: format!("items[{i}]"),
+                        item: parse_raw_item(raw),
+                    }
+                })
+                .collect();
+            return Ok(Load {
+                version: doc.version,
+                items,
+            });
+        }
         let doc = self.parse_document(bytes)?;
         let items = doc
             .items
@@ -310,6 +327,26 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// A well-formed document, its items still unparsed text borrowed from the file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument<'a> {
+    #[serde(default)]
+    version: u64,
+    #[serde(borrow, default)]
+    items: Vec<&'a serde_json::value::RawValue>,
+}
+
+fn parse_raw_item(
+    raw: &serde_json::value::RawValue,
+) -> Result<FlagItem, (Option<String>, ItemError)> {
+    match serde_json::from_str::<FlagItem>(raw.get()) {
+        Ok(item) => Ok(item),
+        // The slow path for the error: it also finds the tenant id, when there is one.
+        Err(_) => parse_item(serde_json::from_str(raw.get()).unwrap_or(Value::Null)),
+    }
+}
+
 /// Parses one raw item; on failure keeps the tenant id when it can be read, so the tenant can
 /// keep its last good flag.
 fn parse_item(raw: Value) -> Result<FlagItem, (Option<String>, ItemError)> {
@@ -372,7 +409,7 @@ impl Source for FileSource {
         let last = self.last;
         let last_content = self.last_content;
         // Reading and parsing a large file is blocking work: keep it off the proxy's threads.
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = crate::background::run(move || {
             let read_err = |source| StoreError::Read {
                 path: store.path.clone(),
                 source,
@@ -396,8 +433,7 @@ impl Source for FileSource {
                 .parse_load(&bytes)
                 .map(|load| (fp, Some(content), Some(load)))
         })
-        .await
-        .expect("the flag file reader does not panic");
+        .await;
         match outcome {
             Ok((fp, content, load)) => {
                 self.last = Some(fp);
@@ -491,6 +527,35 @@ mod tests {
                 .is_err()
         );
         assert_eq!(fs::read(store.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn a_bad_item_is_rejected_alone_with_its_tenant_and_place() {
+        let (_d, store) = store();
+        let doc = r#"{"version":4,"items":[
+            {"tenant":"acme","target":"new"},
+            {"tenant":"globex","taget":"new"},
+            "not an object",
+            {"tenant":"initech","target":"legacy","version":2}
+        ]}"#;
+        fs::write(store.path(), doc).unwrap();
+        let load = store.load().unwrap();
+        assert_eq!(load.version, 4);
+        let got: Vec<_> = (load.items.iter())
+            .map(|l| match &l.item {
+                Ok(item) => (
+                    l.location.as_str(),
+                    Some(item.tenant.clone()),
+                    String::new(),
+                ),
+                Err((tenant, e)) => (l.location.as_str(), tenant.clone(), e.to_string()),
+            })
+            .collect();
+        assert_eq!(got[0], ("items[0]", Some("acme".into()), String::new()));
+        assert_eq!(got[1].1.as_deref(), Some("globex"));
+        assert!(got[1].2.contains("taget"), "{}", got[1].2);
+        assert_eq!((got[2].0, got[2].1.as_deref()), ("items[2]", None));
+        assert_eq!(got[3], ("items[3]", Some("initech".into()), String::new()));
     }
 
     #[test]

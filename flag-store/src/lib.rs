@@ -5,6 +5,7 @@
 //! The flow: a [`Source`] (the [`FileStore`] watcher) reports a [`Load`]; [`Snapshot::build`]
 //! validates each item on its own; [`FlagState`] swaps the new snapshot in whole.
 
+pub mod background;
 pub mod dynamodb;
 pub mod error;
 pub mod file;

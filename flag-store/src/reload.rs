@@ -134,12 +134,10 @@ impl FlagState {
         }
     }
 
-    /// Builds a snapshot from `update` on a blocking thread and swaps it in.
+    /// Builds a snapshot from `update` on the flag-load thread and swaps it in.
     pub async fn apply(self: &Arc<Self>, update: Update) -> Arc<Snapshot> {
         let state = self.clone();
-        tokio::task::spawn_blocking(move || state.apply_update(update))
-            .await
-            .expect("building a snapshot does not panic")
+        crate::background::run(move || state.apply_update(update)).await
     }
 
     /// Builds a snapshot from a full `load` and swaps it in, on the calling thread.

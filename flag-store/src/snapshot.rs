@@ -346,7 +346,8 @@ impl Snapshot {
         let mut rejected = Vec::new();
         let mut duplicates: Vec<String> = Vec::new();
 
-        for LoadedItem { location, item } in load.items {
+        for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
+            crate::background::give_way(i);
             let compiled = compile(item, targets, &mut interner).and_then(|(tenant, flag)| {
                 match table.insert(&tenant, flag, &mut interning) {
                     Ok(clash) => Ok((tenant, clash)),

@@ -1,0 +1,115 @@
+//! Flag loads (reading and parsing the store, building a snapshot) run on one thread of their
+//! own at a lower CPU priority. Rebuilding a large table is tens of milliseconds of CPU, and on
+//! a router whose cores are busy proxying it must not hold requests up: at nice 10 the kernel
+//! runs the load whenever a proxy thread has nothing to do, and preempts it as soon as one has.
+//! A fully busy core still gives the load about a tenth of its time (the CFS weights of nice 10
+//! and nice 0 are 110 and 1024), so a saturated router keeps following flag changes.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{OnceLock, mpsc};
+
+use thread_priority::{ThreadPriority, ThreadPriorityValue};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    static ON_LOADER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called once per item by loops over a whole store: on the flag-load thread, every 1,024th
+/// item gives the CPU to any proxy thread waiting for it. The kernel would preempt the load
+/// anyway, but only once its time slice is spent (milliseconds, not microseconds).
+#[inline]
+pub(crate) fn give_way(item: usize) {
+    if item % 1024 == 1023 && ON_LOADER.get() {
+        std::thread::yield_now();
+    }
+}
+
+/// 22 on thread-priority's 0..99 scale is nice 10 on Linux (the test checks it).
+const PRIORITY: u8 = 22;
+
+/// Runs `f` on the flag-load thread and returns its result. When that thread cannot be
+/// started, `f` runs on Tokio's blocking pool instead, at normal priority.
+pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+    });
+    let unsent = match loader() {
+        Some(loader) => loader.send(job).err().map(|e| e.0),
+        None => Some(job),
+    };
+    if let Some(job) = unsent {
+        tokio::task::spawn_blocking(job);
+    }
+    match rx.await {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("the flag load was dropped before it ran (the runtime is shutting down)"),
+    }
+}
+
+fn loader() -> Option<&'static mpsc::Sender<Job>> {
+    static LOADER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    LOADER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let started = std::thread::Builder::new()
+                .name("switchyard-flags".into())
+                .spawn(move || {
+                    ON_LOADER.set(true);
+                    lower_priority();
+                    for job in rx {
+                        job();
+                    }
+                });
+            match started {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the flag-load thread; loads run at normal priority");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn lower_priority() {
+    let priority = ThreadPriorityValue::try_from(PRIORITY).map(ThreadPriority::Crossplatform);
+    if let Err(e) = priority
+        .and_then(|p| thread_priority::set_current_thread_priority(p).map_err(|e| format!("{e:?}")))
+    {
+        tracing::warn!(error = %e, "cannot lower the flag-load thread's CPU priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn loads_run_on_a_thread_of_their_own_at_a_lower_priority() {
+        let (name, nice) = super::run(|| {
+            let name = std::thread::current().name().map(str::to_owned);
+            // Field 19 of /proc/thread-self/stat (after the command in parentheses) is nice.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let fields: Vec<String> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            (name, fields[16].parse::<i32>().unwrap())
+        })
+        .await;
+        assert_eq!(name.as_deref(), Some("switchyard-flags"));
+        assert_eq!(nice, 10);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_load_reaches_the_caller_and_the_thread_keeps_going() {
+        let joined = tokio::spawn(super::run(|| -> u32 { panic!("bad load") })).await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(super::run(|| 7).await, 7);
+    }
+}
