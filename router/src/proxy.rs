@@ -302,7 +302,11 @@ impl Proxy {
             return self.target_unavailable(target, labels, start, request_id);
         };
         self.health.target(target).budget.record_request(now);
-        let replayable = http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
+        // The copy a retry would send is made only when there is somewhere to retry to: the
+        // split tenant's other target, or another endpoint of this one.
+        let replayable = http_body::Body::is_end_stream(&body)
+            && client_upgrade.is_none()
+            && (pick.alternative.is_some() || self.upstreams[target.index()].endpoint_count() > 1);
         let saved = replayable.then(|| {
             (
                 parts.method.clone(),

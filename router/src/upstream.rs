@@ -46,6 +46,10 @@ impl Upstream {
         &self.endpoints[index]
     }
 
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
     pub fn client(&self) -> &Client<HttpConnector, RequestBody> {
         &self.client
     }
