@@ -866,7 +866,7 @@ fn swap_test(
     // CPU priority: the writer shares a core with the load generator, and rendering 100,000
     // items there would delay the generator, not the router.
     let window = Duration::from_secs(2);
-    let pairs = (o.duration.as_secs() / 2).max(1);
+    let pairs = o.duration.as_secs().max(1);
     let mut versions = (2..).map(|v| render_flags(&[("acme", 1), ("t", TENANTS)], v));
     let mut steady = Run::default();
     let mut swapping = Run::default();
@@ -951,17 +951,18 @@ fn rss_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, 
     }))
 }
 
-/// RSS once the allocator has handed back what the load freed (jemalloc decays freed pages
-/// over about 10 s): the first reading within 1% of each of the three before it, a second
-/// apart (at most 60 s).
+/// RSS once the allocator has handed back what the load freed. The router's jemalloc decays
+/// freed pages over 10 s, starting when its background thread next wakes, so the reading is
+/// taken once 12 s have passed and the last five readings, a second apart, are within 1% of
+/// each other (at most 60 s).
 fn settled_rss(proxy: &Proxy) -> u64 {
     let mut readings = vec![proxy.rss()];
     for _ in 0..60 {
         std::thread::sleep(Duration::from_secs(1));
         let now = proxy.rss();
         readings.push(now);
-        if readings.len() >= 4
-            && readings[readings.len() - 4..]
+        if readings.len() > 12
+            && readings[readings.len() - 5..]
                 .iter()
                 .all(|r| r.abs_diff(now) * 100 <= now)
         {
