@@ -348,13 +348,7 @@ impl Snapshot {
 
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way(i);
-            let compiled = compile(item, targets, &mut interner).and_then(|(tenant, flag)| {
-                match table.insert(&tenant, flag, &mut interning) {
-                    Ok(clash) => Ok((tenant, clash)),
-                    Err(e) => Err((Some(tenant), e)),
-                }
-            });
-            match compiled {
+            match compile_into(&mut table, item, targets, &mut interner, &mut interning) {
                 Ok((tenant, true)) => duplicates.push(tenant),
                 Ok((_, false)) => {}
                 Err((tenant, error)) => rejected.push(Rejected {
@@ -424,13 +418,13 @@ impl Snapshot {
             .cloned()
             .collect();
         for LoadedItem { location, item } in load.items {
-            let compiled =
-                compile(item, &self.targets, &mut interner).and_then(|(tenant, flag)| match table
-                    .insert(&tenant, flag, &mut interning)
-                {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err((Some(tenant), e)),
-                });
+            let compiled = compile_into(
+                &mut table,
+                item,
+                &self.targets,
+                &mut interner,
+                &mut interning,
+            );
             if let Err((tenant, error)) = compiled {
                 let kept_previous = tenant.as_deref().is_some_and(|t| table.get(t).is_some());
                 rejected.push(Rejected {
@@ -512,16 +506,21 @@ impl Snapshot {
     }
 }
 
-/// Validates one loaded item. A rejection keeps the tenant's name whenever the item got far
-/// enough to have one, so that tenant can keep its last good flag.
-fn compile(
+/// Validates one loaded item and sets it in `table`; the tenant, and true when it already had
+/// a flag there. A rejection keeps the tenant's name whenever the item got far enough to have
+/// one, so that tenant can keep its last good flag.
+fn compile_into(
+    table: &mut Table,
     item: Result<FlagItem, (Option<String>, ItemError)>,
     targets: &Targets,
     interner: &mut Interner,
-) -> Result<(String, Flag), (Option<String>, ItemError)> {
+    interning: &mut Interning,
+) -> Result<(String, bool), (Option<String>, ItemError)> {
     let item = item?;
-    match item.compile(targets, interner) {
-        Ok(flag) => Ok((item.tenant, flag)),
+    let inserted = (item.compile(targets, interner))
+        .and_then(|flag| table.insert(&item.tenant, flag, interning));
+    match inserted {
+        Ok(clash) => Ok((item.tenant, clash)),
         Err(e) => Err((Some(item.tenant), e)),
     }
 }
