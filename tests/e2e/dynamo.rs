@@ -330,12 +330,13 @@ async fn a_router_loads_10000_tenants_and_follows_a_flip_with_reads_proportional
     let c = client();
     let (_, h, _) = get(&c, router.addr(), "/", &[("x-tenant-id", "tenant-00007")]).await;
     assert_eq!(h["x-upstream"], "new");
-    let items_before = metric(&router, "switchyard_flags_store_items_read_total")
-        .await
-        .unwrap();
-    let gets_before = metric(&router, "switchyard_flags_store_reads_total{op=\"get\"}")
-        .await
-        .unwrap();
+    // Items and polls from one scrape: a poll between two scrapes would count on one side only.
+    let reads = [
+        "switchyard_flags_store_items_read_total",
+        "switchyard_flags_store_reads_total{op=\"get\"}",
+    ];
+    let before = metrics(&router, &reads).await;
+    let (items_before, gets_before) = (before[0].unwrap(), before[1].unwrap());
     let scans = metric(&router, "switchyard_flags_store_reads_total{op=\"scan\"}")
         .await
         .unwrap();
@@ -354,14 +355,11 @@ async fn a_router_loads_10000_tenants_and_follows_a_flip_with_reads_proportional
     assert_eq!(h["x-upstream"], "new", "the flip applied");
 
     // Polls read one meta item each; the change itself read one audit record. No scan.
-    let items = metric(&router, "switchyard_flags_store_items_read_total")
-        .await
-        .unwrap()
-        - items_before;
-    let gets = metric(&router, "switchyard_flags_store_reads_total{op=\"get\"}")
-        .await
-        .unwrap()
-        - gets_before;
+    let after = metrics(&router, &reads).await;
+    let (items, gets) = (
+        after[0].unwrap() - items_before,
+        after[1].unwrap() - gets_before,
+    );
     assert_eq!(
         items - gets,
         1.0,

@@ -473,11 +473,20 @@ pub async fn admin_request(
 
 /// The value of one metric line from `/metrics` (the first line starting with `prefix`).
 pub async fn metric(router: &Router, prefix: &str) -> Option<f64> {
+    metrics(router, &[prefix]).await[0]
+}
+
+/// Several metrics from one scrape, so counters that move together are read at one instant.
+pub async fn metrics(router: &Router, prefixes: &[&str]) -> Vec<Option<f64>> {
     let (_, text) = admin_get(router, "/metrics").await;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    (prefixes.iter())
+        .map(|prefix| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
 }
 
 /// Runs the `switchyard` binary as user `alice` to completion: exit code, stdout, stderr.
