@@ -28,7 +28,7 @@ pub enum BodyError {
     #[error("the upstream sent no body data for {0:?}")]
     UpstreamIdle(Duration),
     #[error("reading the upstream's body failed: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An idle timer armed only while a body waits for data: a body whose frames are ready when
@@ -180,6 +180,43 @@ impl Drop for Completion {
     }
 }
 
+/// A response body as it comes from the upstream: read by the proxy's own HTTP/1.1 client,
+/// or by hyper's (HTTP/2 targets and upgrades).
+#[derive(Debug)]
+pub enum UpstreamBody {
+    H1(crate::h1::Body),
+    Hyper(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 /// What the proxy answers with: the upstream's streamed body, or a short body of its own.
 #[derive(Debug)]
 pub struct ResponseBody {
@@ -190,7 +227,7 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum Kind {
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: IdleTimer,
         target: usize,
     },
@@ -199,7 +236,7 @@ enum Kind {
 
 impl ResponseBody {
     pub fn upstream(
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: Duration,
         target: usize,
         completion: Completion,

@@ -16,6 +16,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod pick;

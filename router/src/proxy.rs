@@ -20,8 +20,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, watch};
 
-use crate::body::{BodyError, Completion, RequestBody, ResponseBody};
+use crate::body::{BodyError, Completion, RequestBody, ResponseBody, UpstreamBody};
 use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
+use crate::h1;
 use crate::health::{Health, InFlight, Outcome};
 use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
 use crate::pick::{Decision, Pick, RouteTable, pick};
@@ -63,32 +64,48 @@ enum Failure {
 }
 
 impl Failure {
-    fn of(error: &hyper_util::client::legacy::Error) -> Failure {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    fn of(error: &SendError) -> Failure {
+        let connect = match error {
+            SendError::H1(h1::Error::Client(body_error)) => return Failure::client(body_error),
+            SendError::H1(e) => e.is_connect(),
+            SendError::Hyper(e) => e.is_connect(),
+        };
+        let mut source = std::error::Error::source(error);
         while let Some(e) = source {
             if let Some(body_error) = e.downcast_ref::<BodyError>() {
-                return match body_error {
-                    BodyError::TooLarge(_) => Failure::Client(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "the request body exceeds the route's limit",
-                    ),
-                    BodyError::ClientIdle(_) => Failure::Client(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the client stopped sending its body",
-                    ),
-                    _ => {
-                        Failure::Client(StatusCode::BAD_REQUEST, "reading the request body failed")
-                    }
-                };
+                return Failure::client(body_error);
             }
             source = e.source();
         }
-        if error.is_connect() {
+        if connect {
             Failure::Connect
         } else {
             Failure::Reset
         }
     }
+
+    fn client(error: &BodyError) -> Failure {
+        match error {
+            BodyError::TooLarge(_) => Failure::Client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body exceeds the route's limit",
+            ),
+            BodyError::ClientIdle(_) => Failure::Client(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client stopped sending its body",
+            ),
+            _ => Failure::Client(StatusCode::BAD_REQUEST, "reading the request body failed"),
+        }
+    }
+}
+
+/// A failed send, from either upstream client.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    H1(h1::Error),
+    #[error(transparent)]
+    Hyper(hyper_util::client::legacy::Error),
 }
 
 impl Proxy {
@@ -409,7 +426,7 @@ impl Proxy {
         target: TargetId,
         endpoint: usize,
         host: Option<&HeaderValue>,
-    ) -> Result<(Response<Incoming>, InFlight), Failure> {
+    ) -> Result<(Response<UpstreamBody>, InFlight), Failure> {
         let upstream = &self.upstreams[target.index()];
         parts.uri = upstream_uri(upstream.endpoint(endpoint), parts.uri.path_and_query())
             .map_err(|_| Failure::BadTarget)?;
@@ -426,11 +443,24 @@ impl Proxy {
             }
         }
         let in_flight = self.health.start(target, endpoint);
-        let sent = tokio::time::timeout(
-            route.timeout,
-            upstream.client().request(Request::from_parts(parts, body)),
-        )
-        .await;
+        // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
+        // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
+        let own_client =
+            upstream.protocol == Protocol::Http1 && !parts.headers.contains_key(header::UPGRADE);
+        let sending = async {
+            if own_client {
+                let resp = upstream.pool(endpoint).send(&parts, body).await;
+                resp.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1)
+            } else {
+                let resp = upstream
+                    .client()
+                    .request(Request::from_parts(parts, body))
+                    .await;
+                resp.map(|r| r.map(UpstreamBody::Hyper))
+                    .map_err(SendError::Hyper)
+            }
+        };
+        let sent = tokio::time::timeout(route.timeout, sending).await;
         let (outcome, result) = match sent {
             Ok(Ok(resp)) if resp.status().is_server_error() => {
                 (Outcome::Failure, Ok((resp, in_flight)))
@@ -464,7 +494,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<UpstreamBody>,
         client_upgrade: Option<OnUpgrade>,
         route: &Route,
         target: TargetId,

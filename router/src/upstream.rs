@@ -1,6 +1,9 @@
-//! The upstream side: one pooled keep-alive client per target. Only configured endpoints are
-//! ever dialled: the request's URI is rebuilt from the endpoint [`crate::health`] chose, so no
+//! The upstream side of each target: for HTTP/1.1, a pool of kept-alive connections per
+//! endpoint ([`crate::h1`]); for HTTP/2 and for upgrades, hyper's pooled client. Only
+//! configured endpoints are ever dialled: the request's URI is rebuilt from the endpoint [`crate::health`] chose, so no
 //! header, Host or absolute-form URI can pick the host.
+
+use std::sync::Arc;
 
 use http::Uri;
 use http::uri::PathAndQuery;
@@ -10,12 +13,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
 use crate::config::{Endpoint, Protocol, TargetConfig};
+use crate::h1;
 
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
     pub protocol: Protocol,
     endpoints: Vec<Endpoint>,
+    /// Indexed like `endpoints`.
+    pools: Vec<Arc<h1::Pool>>,
     client: Client<HttpConnector, RequestBody>,
 }
 
@@ -34,10 +40,23 @@ impl Upstream {
             // The proxy sets Host itself (the client's, kept); never let the endpoint leak in.
             .set_host(false)
             .build(connector);
+        let pools = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                Arc::new(h1::Pool::new(
+                    e.authority.clone(),
+                    config.pool_max_idle_per_endpoint,
+                    config.pool_idle_timeout,
+                    config.connect_timeout,
+                ))
+            })
+            .collect();
         Upstream {
             name: config.name.clone(),
             protocol: config.protocol,
             endpoints: config.endpoints.clone(),
+            pools,
             client,
         }
     }
@@ -48,6 +67,10 @@ impl Upstream {
 
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()
+    }
+
+    pub fn pool(&self, endpoint: usize) -> &Arc<h1::Pool> {
+        &self.pools[endpoint]
     }
 
     pub fn client(&self) -> &Client<HttpConnector, RequestBody> {

@@ -1,0 +1,1092 @@
+//! HTTP/1.1 to the upstream, written for the proxy's one job: send the request head and
+//! body on a kept-alive connection, read the response head, and stream the response body back
+//! from the socket inside the client connection's own task.
+//!
+//! The general-purpose client runs each upstream connection as a task of its own and hands
+//! every request to it over a channel; on one core that doubles the task switches per
+//! request. Here the exchange runs in the request's task and the response body reads the
+//! socket when hyper's server polls it. Each endpoint keeps its idle connections in a
+//! [`Pool`], most recently used first. A connection goes back to the pool only when the
+//! response was read to its exact end and nothing followed it.
+//!
+//! Responses are framed as RFC 9112 section 6.3 says: no body for HEAD, 1xx, 204 and 304;
+//! `Transfer-Encoding` ending in `chunked` wins over `Content-Length` (and the connection
+//! closes after it); conflicting `Content-Length` values are refused; with neither, the body
+//! runs to the connection's close. Interim 1xx responses (100 Continue) are skipped.
+//! Upgrades and HTTP/2 to the upstream use hyper's client instead (see [`crate::upstream`]).
+
+use std::collections::VecDeque;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::Authority;
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::body::{BodyError, RequestBody};
+
+/// The largest response head read from an upstream, and its most header lines.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with extensions) and the largest trailer section.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// How much room a read asks for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to {authority} failed")]
+    Connect {
+        authority: Authority,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connecting to {authority} took longer than {timeout:?}")]
+    ConnectTimeout {
+        authority: Authority,
+        timeout: Duration,
+    },
+    #[error("the connection to the upstream failed")]
+    Io(#[source] io::Error),
+    #[error("the upstream closed the connection before the response was complete")]
+    Closed,
+    #[error("the upstream sent a malformed response: {0}")]
+    Malformed(String),
+    /// The client's request body failed (too large, idle, broken): not the upstream's fault.
+    #[error(transparent)]
+    Client(BodyError),
+}
+
+impl Error {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. })
+    }
+
+    fn malformed(what: impl Into<String>) -> Error {
+        Error::Malformed(what.into())
+    }
+}
+
+/// The idle keep-alive connections to one endpoint.
+#[derive(Debug)]
+pub struct Pool {
+    authority: Authority,
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet used (a response never leaves any behind in a pooled one).
+    buf: BytesMut,
+}
+
+impl Pool {
+    pub fn new(
+        authority: Authority,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Pool {
+            authority,
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+        }
+    }
+
+    /// Idle connections held right now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().expect("pool lock").len()
+    }
+
+    /// Sends one request and returns the response with its body still on the wire. A request
+    /// with no body whose method is idempotent is sent once more, on a new connection, when a
+    /// reused connection turns out to have been closed by the upstream before any response
+    /// byte: the usual race of an idle keep-alive connection, not a failure of the endpoint.
+    pub async fn send(
+        self: &Arc<Self>,
+        parts: &Parts,
+        body: RequestBody,
+    ) -> Result<Response<Body>, Error> {
+        let has_body = !http_body::Body::is_end_stream(&body);
+        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let head = encode_head(parts, chunked);
+        let no_body = parts.method == Method::HEAD;
+        if has_body {
+            let (conn, _) = self.conn().await?;
+            return self
+                .exchange(conn, &head, Some((body, chunked)), no_body)
+                .await
+                .map_err(|(e, _)| e);
+        }
+        let may_resend = parts.method.is_idempotent();
+        let (conn, reused) = self.conn().await?;
+        match self.exchange(conn, &head, None, no_body).await {
+            Err((_, true)) if reused && may_resend => {
+                let conn = self.connect().await?;
+                self.exchange(conn, &head, None, no_body)
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+            result => result.map_err(|(e, _)| e),
+        }
+    }
+
+    /// A pooled connection that is still open (`true`), or a new one.
+    async fn conn(&self) -> Result<(Conn, bool), Error> {
+        match self.checkout() {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.connect().await?, false)),
+        }
+    }
+
+    fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        while let Some(Idle { mut conn, since }) = idle.pop_back() {
+            if now.duration_since(since) < self.idle_timeout && conn.still_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        // The oldest are at the front: drop those past the idle timeout, and one more when full.
+        while idle
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        if self.max_idle == 0 {
+            return;
+        }
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { conn, since: now });
+    }
+
+    async fn connect(&self) -> Result<Conn, Error> {
+        let timeout = self.connect_timeout;
+        let connecting = async {
+            let host = self.authority.host();
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let port = self.authority.port_u16().unwrap_or(80);
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        let stream = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(Error::Connect {
+                    authority: self.authority.clone(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    authority: self.authority.clone(),
+                    timeout,
+                });
+            }
+        };
+        stream.set_nodelay(true).map_err(Error::Io)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_SIZE),
+        })
+    }
+
+    /// Writes the request and reads the response head. On error, says whether nothing at all
+    /// came back (the mark of a connection the upstream had already closed).
+    async fn exchange(
+        self: &Arc<Self>,
+        mut conn: Conn,
+        head: &[u8],
+        body: Option<(RequestBody, bool)>,
+        no_body: bool,
+    ) -> Result<Response<Body>, (Error, bool)> {
+        let silent = |e: Error, conn: &Conn| {
+            let silent = conn.buf.is_empty() && matches!(e, Error::Closed | Error::Io(_));
+            (e, silent)
+        };
+        let complete = match body {
+            None => {
+                if let Err(e) = conn.stream.write_all(head).await {
+                    return Err((Error::Io(e), true));
+                }
+                match read_head(&mut conn).await {
+                    Ok(parsed) => (parsed, true),
+                    Err(e) => return Err(silent(e, &conn)),
+                }
+            }
+            Some((body, chunked)) => match send_with_body(&mut conn, head, body, chunked).await {
+                Ok(done) => done,
+                Err(e) => return Err(silent(e, &conn)),
+            },
+        };
+        let (resp, request_complete) = complete;
+        let framing = framing(&resp, no_body).map_err(|e| (e, false))?;
+        let reusable = request_complete && framing.reusable;
+        let (parts, ()) = resp.into_parts();
+        let mut body = Body {
+            conn: Some(conn),
+            pool: self.clone(),
+            state: framing.state,
+            reusable,
+        };
+        body.finish_if_done();
+        let mut resp = Response::from_parts(parts, body);
+        if framing.drop_length {
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        Ok(resp)
+    }
+}
+
+impl Conn {
+    /// True when the upstream has neither closed this idle connection nor sent anything on it.
+    fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: the end of the stream, stray bytes, or readiness left from the last
+            // response. Only a read that would block says the connection is still good.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// The request line and headers, as HTTP/1.1. The headers arrive with hop-by-hop ones
+/// already removed and `Host` set; a body of unknown length is sent chunked.
+fn encode_head(parts: &Parts, chunked: bool) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut size = parts.method.as_str().len() + target.len() + 40;
+    for (name, value) in &parts.headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Writes the head and the body while watching for the response: an upstream may answer
+/// (a 413, a 401) before it has read the whole body. Returns the response head and whether
+/// the request went out whole.
+async fn send_with_body(
+    conn: &mut Conn,
+    head: &[u8],
+    body: RequestBody,
+    chunked: bool,
+) -> Result<(Response<()>, bool), Error> {
+    let Conn { stream, buf } = conn;
+    let (mut rd, mut wr) = stream.split();
+    let writing = async {
+        wr.write_all(head).await.map_err(Error::Io)?;
+        let mut body = std::pin::pin!(body);
+        let mut chunk_head = Vec::with_capacity(24);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(Error::Client)?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not sent on: the head announced none
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                chunk_head.clear();
+                write!(chunk_head, "{:x}\r\n", data.len()).expect("writing to a Vec");
+                wr.write_all(&chunk_head).await.map_err(Error::Io)?;
+                wr.write_all(&data).await.map_err(Error::Io)?;
+                wr.write_all(b"\r\n").await.map_err(Error::Io)?;
+            } else {
+                wr.write_all(&data).await.map_err(Error::Io)?;
+            }
+        }
+        if chunked {
+            wr.write_all(b"0\r\n\r\n").await.map_err(Error::Io)?;
+        }
+        Ok::<(), Error>(())
+    };
+    let reading = read_head_from(&mut rd, buf);
+    let mut writing = std::pin::pin!(writing);
+    let mut reading = std::pin::pin!(reading);
+    let mut write_error = None;
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            head = &mut reading => {
+                return match (head, write_error) {
+                    (Ok(head), _) => Ok((head, sent)),
+                    // Nothing readable came back: the failed write is the better account.
+                    (Err(Error::Closed | Error::Io(_)), Some(e)) => Err(e),
+                    (Err(e), _) => Err(e),
+                };
+            }
+            written = &mut writing, if !sent && write_error.is_none() => match written {
+                Ok(()) => sent = true,
+                Err(e @ Error::Client(_)) => return Err(e),
+                Err(e) => write_error = Some(e),
+            },
+        }
+    }
+}
+
+async fn read_head(conn: &mut Conn) -> Result<Response<()>, Error> {
+    let Conn { stream, buf } = conn;
+    read_head_from(stream, buf).await
+}
+
+/// Reads until a final response head is complete and parses it, skipping interim 1xx ones.
+async fn read_head_from<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Response<()>, Error> {
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf)? {
+                Some(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(Error::malformed(
+                        "101 Switching Protocols to a request that asked for no upgrade",
+                    ));
+                }
+                Some(resp) if resp.status().is_informational() => continue,
+                Some(resp) => return Ok(resp),
+                None if buf.len() >= MAX_HEAD_BYTES => {
+                    return Err(Error::malformed(format!(
+                        "the response head is larger than {MAX_HEAD_BYTES} bytes"
+                    )));
+                }
+                None => {}
+            }
+        }
+        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        if rd.read_buf(buf).await.map_err(Error::Io)? == 0 {
+            return Err(Error::Closed);
+        }
+    }
+}
+
+/// Parses one response head from the front of `buf` and removes it; `None` when the head is
+/// not complete yet. Header values share the head's bytes rather than being copied.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::malformed(format!(
+                "the response has more than {MAX_HEADERS} headers"
+            )));
+        }
+        Err(e) => return Err(Error::malformed(format!("bad response head ({e})"))),
+    };
+    let code = parsed.code.expect("a complete head has a status");
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::malformed(format!("bad status code {code}")))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(HeaderName, usize, usize)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| Error::malformed(format!("bad header name {:?}", h.name)))?;
+            let start = h.value.as_ptr() as usize - base;
+            Ok((name, start, start + h.value.len()))
+        })
+        .collect::<Result<_, Error>>()?;
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| Error::malformed(format!("bad value for header {name}")))?;
+        map.append(name, value);
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = map;
+    Ok(Some(resp))
+}
+
+/// How a response's body is delimited, and whether the connection can carry another request.
+#[derive(Debug, PartialEq, Eq)]
+struct Framing {
+    state: State,
+    reusable: bool,
+    /// `Transfer-Encoding` and `Content-Length` both came: the length is not passed on.
+    drop_length: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
+    let headers = resp.headers();
+    let status = resp.status();
+    let keep_alive = resp.version() == Version::HTTP_11
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing {
+            state: State::Length(0),
+            reusable: keep_alive,
+            drop_length: false,
+        });
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty());
+        let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        let with_length = headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(Framing {
+            state: if chunked {
+                State::Chunked(Chunked::default())
+            } else {
+                State::UntilClose
+            },
+            reusable: keep_alive && chunked && !with_length,
+            drop_length: with_length,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Error::malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::malformed("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => Framing {
+            state: State::Length(n),
+            reusable: keep_alive,
+            drop_length: false,
+        },
+        None => Framing {
+            state: State::UntilClose,
+            reusable: false,
+            drop_length: false,
+        },
+    })
+}
+
+/// A response body read straight from the upstream connection. When it has been read to its
+/// end, the connection goes back to its pool; dropped before that, the connection closes.
+#[derive(Debug)]
+pub struct Body {
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    state: State,
+    reusable: bool,
+}
+
+impl Body {
+    fn finish_if_done(&mut self) {
+        if matches!(self.state, State::Length(0)) {
+            self.state = State::Done;
+        }
+        if self.state == State::Done
+            && let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = match &mut this.state {
+                State::Done => None,
+                State::Length(left) => {
+                    if conn.buf.is_empty() {
+                        None
+                    } else {
+                        let n = conn
+                            .buf
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= n as u64;
+                        Some(Ok(Frame::data(conn.buf.split_to(n).freeze())))
+                    }
+                }
+                State::UntilClose => {
+                    (!conn.buf.is_empty()).then(|| Ok(Frame::data(conn.buf.split().freeze())))
+                }
+                State::Chunked(chunked) => chunked.decode(&mut conn.buf).transpose(),
+            };
+            if let State::Chunked(Chunked {
+                step: Step::End, ..
+            }) = this.state
+            {
+                this.state = State::Done;
+            }
+            if let Some(frame) = frame {
+                this.finish_if_done();
+                if frame.is_err() {
+                    this.conn = None;
+                }
+                return Poll::Ready(Some(frame));
+            }
+            if this.state == State::Done {
+                this.finish_if_done();
+                return Poll::Ready(None);
+            }
+            let conn = this.conn.as_mut().expect("checked above");
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.state == State::UntilClose => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Error::Closed)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Error::Io(e))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.state, &self.conn) {
+            (_, None) | (State::Done, _) => SizeHint::with_exact(0),
+            (State::Length(n), _) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// The chunked transfer coding, decoded from the front of a buffer as bytes arrive.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Chunked {
+    step: Step,
+    /// Trailer bytes seen so far, bounded by [`MAX_TRAILER_BYTES`].
+    trailer_bytes: usize,
+    trailers: Option<Box<HeaderMap>>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Step {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    End,
+}
+
+impl Chunked {
+    /// The next frame: `Ok(None)` when more bytes are needed, or when the body ended (then
+    /// `step` is [`Step::End`]).
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
+        loop {
+            match self.step {
+                Step::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "a chunk-size line")? else {
+                        return Ok(None);
+                    };
+                    let size = parse_chunk_size(&line)?;
+                    self.step = if size == 0 {
+                        Step::Trailers
+                    } else {
+                        Step::Data(size)
+                    };
+                }
+                Step::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let left = left - n as u64;
+                    self.step = if left == 0 {
+                        Step::DataEnd
+                    } else {
+                        Step::Data(left)
+                    };
+                    return Ok(Some(Frame::data(buf.split_to(n).freeze())));
+                }
+                Step::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::malformed("a chunk is longer than its size"));
+                    }
+                    buf.advance(2);
+                    self.step = Step::Size;
+                }
+                Step::Trailers => {
+                    let room = MAX_TRAILER_BYTES - self.trailer_bytes;
+                    let Some(line) = take_line(buf, room, "the trailer section")? else {
+                        return Ok(None);
+                    };
+                    self.trailer_bytes += line.len() + 2;
+                    if line.is_empty() {
+                        self.step = Step::End;
+                        return Ok(self.trailers.take().map(|t| Frame::trailers(*t)));
+                    }
+                    let (name, value) = parse_trailer(&line)?;
+                    self.trailers
+                        .get_or_insert_with(Box::default)
+                        .append(name, value);
+                }
+                Step::End => return Ok(None),
+            }
+        }
+    }
+}
+
+/// One CRLF-terminated line from the front of `buf`, without its CRLF; `None` when the line
+/// is not complete yet and shorter than `limit`.
+fn take_line(buf: &mut BytesMut, limit: usize, what: &str) -> Result<Option<BytesMut>, Error> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) if i > 0 && buf[i - 1] == b'\r' => {
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i - 1);
+            Ok(Some(line))
+        }
+        Some(_) => Err(Error::malformed(format!("{what} does not end in CRLF"))),
+        None if buf.len() > limit => Err(Error::malformed(format!("{what} is too long"))),
+        None => Ok(None),
+    }
+}
+
+/// `1a3f` or `1a3f;name=value`: the size in hex, at most 16 digits.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let digits = line
+        .iter()
+        .position(|&b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(Error::malformed(format!(
+            "bad chunk size {:?}",
+            String::from_utf8_lossy(line)
+        )));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
+    Ok(u64::from_str_radix(hex, 16).expect("at most 16 hex digits fit in a u64"))
+}
+
+fn parse_trailer(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
+    let bad = || {
+        Error::malformed(format!(
+            "bad trailer line {:?}",
+            String::from_utf8_lossy(line)
+        ))
+    };
+    let colon = line.iter().position(|&b| b == b':').ok_or_else(bad)?;
+    let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| bad())?;
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).map_err(|_| bad())?;
+    Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn decode_all(input: &[u8], split: usize) -> Result<(Vec<u8>, Option<HeaderMap>), Error> {
+        let mut chunked = Chunked::default();
+        let mut buf = BytesMut::new();
+        let (mut data, mut trailers) = (Vec::new(), None);
+        for piece in [&input[..split], &input[split..]] {
+            buf.extend_from_slice(piece);
+            while let Some(frame) = chunked.decode(&mut buf)? {
+                match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().ok(),
+                }
+            }
+        }
+        assert_eq!(chunked.step, Step::End, "the body did not end");
+        assert!(buf.is_empty(), "bytes left after the body: {buf:?}");
+        Ok((data, trailers))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_however_the_bytes_arrive() {
+        let body = b"5\r\nhello\r\n7;ext=\"x\"\r\n, world\r\n0\r\nx-sum: 42\r\n\r\n";
+        for split in 0..=body.len() {
+            let (data, trailers) = decode_all(body, split).unwrap();
+            assert_eq!(data, b"hello, world", "split at {split}");
+            assert_eq!(trailers.unwrap()["x-sum"], "42", "split at {split}");
+        }
+        let (data, trailers) = decode_all(b"A\r\n0123456789\r\n0\r\n\r\n", 4).unwrap();
+        assert_eq!(data, b"0123456789");
+        assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused_with_the_reason() {
+        for (body, says) in [
+            (&b"zz\r\nhello\r\n0\r\n\r\n"[..], "bad chunk size"),
+            (b"5\r\nhello!\r\n0\r\n\r\n", "longer than its size"),
+            (b"5\nhello\r\n0\r\n\r\n", "does not end in CRLF"),
+            (b"12345678901234567\r\n", "bad chunk size"),
+            (b"0\r\nno colon here\r\n\r\n", "bad trailer line"),
+        ] {
+            let err = decode_all(body, 0).unwrap_err().to_string();
+            assert!(err.contains(says), "{body:?}: {err}");
+        }
+        let mut long = vec![b'1'; 1];
+        long.extend(std::iter::repeat_n(b' ', MAX_CHUNK_LINE + 1));
+        let err = Chunked::default()
+            .decode(&mut BytesMut::from(&long[..]))
+            .unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+    }
+
+    fn head(text: &str) -> Response<()> {
+        parse_head(&mut BytesMut::from(text)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn responses_are_framed_as_rfc_9112_says() {
+        let f = |text: &str, head_request: bool| framing(&head(text), head_request);
+        let ok = f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false).unwrap();
+        assert_eq!((ok.state, ok.reusable), (State::Length(5), true));
+        let head_req = f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true).unwrap();
+        assert_eq!(head_req.state, State::Length(0));
+        for status in ["204 No Content", "304 Not Modified"] {
+            let text = format!("HTTP/1.1 {status}\r\ncontent-length: 5\r\n\r\n");
+            assert_eq!(f(&text, false).unwrap().state, State::Length(0), "{status}");
+        }
+        let chunked = f(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(matches!(chunked.state, State::Chunked(_)) && chunked.reusable);
+        // Both: the coding wins, the length is not passed on, the connection is not reused.
+        let both = f(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(matches!(both.state, State::Chunked(_)));
+        assert!(both.drop_length && !both.reusable);
+        let gzip_only = f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false).unwrap();
+        assert_eq!(
+            (gzip_only.state, gzip_only.reusable),
+            (State::UntilClose, false)
+        );
+        let same = f("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false).unwrap();
+        assert_eq!(same.state, State::Length(5));
+        for bad in ["5, 6", "-1", "5x", ""] {
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
+            assert!(f(&text, false).is_err(), "{bad:?}");
+        }
+        let unframed = f("HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!(
+            (unframed.state, unframed.reusable),
+            (State::UntilClose, false)
+        );
+        let closing = f(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            false,
+        );
+        assert!(!closing.unwrap().reusable);
+        let old = f("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false).unwrap();
+        assert!(!old.reusable);
+    }
+
+    #[test]
+    fn response_heads_parse_in_place_and_bad_ones_are_named() {
+        let mut buf = BytesMut::from("HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\n\r\nbody");
+        let resp = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let values: Vec<_> = resp.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(
+            &buf[..],
+            b"body",
+            "the head is taken off the buffer, the body stays"
+        );
+        assert!(
+            parse_head(&mut BytesMut::from("HTTP/1.1 200 OK\r\nx: 1\r\n"))
+                .unwrap()
+                .is_none()
+        );
+        let err = parse_head(&mut BytesMut::from("HTTP/1.1 2000 OK\r\n\r\n")).unwrap_err();
+        assert!(err.to_string().contains("bad response head"), "{err}");
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let err = parse_head(&mut BytesMut::from(
+            format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_str(),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("more than 100 headers"), "{err}");
+    }
+
+    /// An upstream that answers each connection's requests with the scripted replies, one per
+    /// request head it reads, and then closes; it reports each connection it accepts.
+    async fn scripted(
+        replies: Vec<Vec<&'static str>>,
+    ) -> (Arc<Pool>, tokio::sync::mpsc::UnboundedReceiver<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let (accepted, accepts) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for (n, conn_replies) in replies.into_iter().enumerate() {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                accepted.send(n).unwrap();
+                let mut buf = BytesMut::new();
+                for reply in conn_replies {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        if stream.read_buf(&mut buf).await.unwrap() == 0 {
+                            return;
+                        }
+                    }
+                    buf.clear();
+                    stream.write_all(reply.as_bytes()).await.unwrap();
+                }
+            }
+        });
+        let pool = Pool::new(
+            authority,
+            8,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        (Arc::new(pool), accepts)
+    }
+
+    fn get(method: Method) -> Parts {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = method;
+        parts.uri = "/x".parse().unwrap();
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static("app"));
+        parts
+    }
+
+    async fn read(resp: Response<Body>) -> (StatusCode, Vec<u8>) {
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_its_end_is_reused() {
+        let (pool, mut accepts) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ]])
+        .await;
+        let first = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(first).await, (StatusCode::OK, b"one".to_vec()));
+        assert_eq!(pool.idle(), 1);
+        let second = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(second).await, (StatusCode::OK, b"two".to_vec()));
+        let third = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(third).await, (StatusCode::NO_CONTENT, vec![]));
+        assert_eq!(pool.idle(), 1);
+        assert_eq!(accepts.recv().await, Some(0));
+        assert!(
+            accepts.try_recv().is_err(),
+            "all three went over one connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_halfway_closes_its_connection() {
+        let (pool, _accepts) = scripted(vec![
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf"],
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+        ])
+        .await;
+        let mut first = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        let frame = first.body_mut().frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "half");
+        drop(first);
+        assert_eq!(pool.idle(), 0);
+        let second = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(second).await, (StatusCode::OK, b"ok".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_the_upstream_closed_costs_no_request() {
+        // The first connection answers once and closes. Whether the pool sees the close
+        // first or the request runs into it, the GET is answered over a new connection.
+        let (pool, mut accepts) = scripted(vec![
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"],
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"],
+        ])
+        .await;
+        let first = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(first).await.1, b"a");
+        let second = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(second).await.1, b"b");
+        assert_eq!(accepts.recv().await, Some(0));
+        assert_eq!(accepts.recv().await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_response_that_runs_to_the_close_is_read_whole_and_not_reused() {
+        let (pool, _accepts) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it",
+        ]])
+        .await;
+        let resp = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        assert_eq!(read(resp).await, (StatusCode::OK, b"all of it".to_vec()));
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_is_an_error_not_a_short_body() {
+        let (pool, _accepts) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        ]])
+        .await;
+        let resp = pool
+            .send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap();
+        let err = resp.into_body().collect().await.unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err}");
+    }
+}
