@@ -100,6 +100,8 @@ struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet used (a response never leaves any behind in a pooled one).
     buf: BytesMut,
+    /// The request head being sent, its allocation kept from one request to the next.
+    out: Vec<u8>,
 }
 
 impl Pool {
@@ -134,23 +136,20 @@ impl Pool {
     ) -> Result<Response<Body>, Error> {
         let has_body = !http_body::Body::is_end_stream(&body);
         let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
-        let head = encode_head(parts, chunked);
         let no_body = parts.method == Method::HEAD;
+        let (mut conn, reused) = self.conn().await?;
+        encode_head(&mut conn.out, parts, chunked);
         if has_body {
-            let (conn, _) = self.conn().await?;
             return self
-                .exchange(conn, &head, Some((body, chunked)), no_body)
+                .exchange(conn, Some((body, chunked)), no_body)
                 .await
                 .map_err(|(e, _)| e);
         }
-        let may_resend = parts.method.is_idempotent();
-        let (conn, reused) = self.conn().await?;
-        match self.exchange(conn, &head, None, no_body).await {
-            Err((_, true)) if reused && may_resend => {
-                let conn = self.connect().await?;
-                self.exchange(conn, &head, None, no_body)
-                    .await
-                    .map_err(|(e, _)| e)
+        match self.exchange(conn, None, no_body).await {
+            Err((_, true)) if reused && parts.method.is_idempotent() => {
+                let mut conn = self.connect().await?;
+                encode_head(&mut conn.out, parts, chunked);
+                self.exchange(conn, None, no_body).await.map_err(|(e, _)| e)
             }
             result => result.map_err(|(e, _)| e),
         }
@@ -232,6 +231,7 @@ impl Pool {
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
+            out: Vec::with_capacity(1024),
         })
     }
 
@@ -240,7 +240,6 @@ impl Pool {
     async fn exchange(
         self: &Arc<Self>,
         mut conn: Conn,
-        head: &[u8],
         body: Option<(RequestBody, bool)>,
         no_body: bool,
     ) -> Result<Response<Body>, (Error, bool)> {
@@ -250,7 +249,7 @@ impl Pool {
         };
         let complete = match body {
             None => {
-                if let Err(e) = conn.stream.write_all(head).await {
+                if let Err(e) = conn.stream.write_all(&conn.out).await {
                     return Err((Error::Io(e), true));
                 }
                 match read_head(&mut conn).await {
@@ -258,7 +257,7 @@ impl Pool {
                     Err(e) => return Err(silent(e, &conn)),
                 }
             }
-            Some((body, chunked)) => match send_with_body(&mut conn, head, body, chunked).await {
+            Some((body, chunked)) => match send_with_body(&mut conn, body, chunked).await {
                 Ok(done) => done,
                 Err(e) => return Err(silent(e, &conn)),
             },
@@ -307,15 +306,25 @@ impl Conn {
     }
 }
 
-/// The request line and headers, as HTTP/1.1. The headers arrive with hop-by-hop ones
-/// already removed and `Host` set; a body of unknown length is sent chunked.
-fn encode_head(parts: &Parts, chunked: bool) -> Vec<u8> {
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+/// The request target sent upstream: the path and query only, never a scheme or host from
+/// the client (an absolute-form `http://elsewhere/x` is sent as `/x`; `*` as `/`).
+pub fn request_target(uri: &http::Uri) -> &str {
+    uri.path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|pq| pq.starts_with('/'))
+        .unwrap_or("/")
+}
+
+/// The request line and headers, as HTTP/1.1, into `out`. The headers arrive with hop-by-hop
+/// ones already removed and `Host` set; a body of unknown length is sent chunked.
+fn encode_head(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
+    let target = request_target(&parts.uri);
     let mut size = parts.method.as_str().len() + target.len() + 40;
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;
     }
-    let mut out = Vec::with_capacity(size);
+    out.clear();
+    out.reserve(size);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -330,7 +339,6 @@ fn encode_head(parts: &Parts, chunked: bool) -> Vec<u8> {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// Writes the head and the body while watching for the response: an upstream may answer
@@ -338,11 +346,11 @@ fn encode_head(parts: &Parts, chunked: bool) -> Vec<u8> {
 /// the request went out whole.
 async fn send_with_body(
     conn: &mut Conn,
-    head: &[u8],
     body: RequestBody,
     chunked: bool,
 ) -> Result<(Response<()>, bool), Error> {
-    let Conn { stream, buf } = conn;
+    let Conn { stream, buf, out } = conn;
+    let head = &out[..];
     let (mut rd, mut wr) = stream.split();
     let writing = async {
         wr.write_all(head).await.map_err(Error::Io)?;
@@ -397,8 +405,7 @@ async fn send_with_body(
 }
 
 async fn read_head(conn: &mut Conn) -> Result<Response<()>, Error> {
-    let Conn { stream, buf } = conn;
-    read_head_from(stream, buf).await
+    read_head_from(&mut conn.stream, &mut conn.buf).await
 }
 
 /// Reads until a final response head is complete and parses it, skipping interim 1xx ones.
@@ -907,6 +914,27 @@ mod tests {
         assert!(!closing.unwrap().reusable);
         let old = f("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false).unwrap();
         assert!(!old.reusable);
+    }
+
+    #[test]
+    fn the_request_target_never_carries_a_host() {
+        for (incoming, sent) in [
+            ("/x?y=1", "/x?y=1"),
+            ("http://evil.example.com/x?y=1", "/x?y=1"),
+            ("http://127.0.0.1:22", "/"),
+            ("*", "/"),
+        ] {
+            let uri: http::Uri = incoming.parse().unwrap();
+            assert_eq!(request_target(&uri), sent, "{incoming}");
+        }
+        let mut parts = get(Method::OPTIONS);
+        parts.uri = "http://evil.example.com/x".parse().unwrap();
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "OPTIONS /x HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! router gives itself (400, 404, 413, 502, 503, 504) comes from [`Proxy::local`] with a
 //! short plain body that says what happened.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -133,11 +133,7 @@ impl Proxy {
         &self.routes
     }
 
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<Incoming>, client: &Peer) -> Response<ResponseBody> {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
         let request_id = self.request_id(&mut parts.headers);
@@ -226,7 +222,7 @@ impl Proxy {
                         &self.rules.sticky_key,
                         tenant_id.unwrap_or(""),
                         &parts,
-                        client.ip(),
+                        client.addr.ip(),
                     )
                 },
                 self.default_target,
@@ -258,15 +254,7 @@ impl Proxy {
 
         // 4. Forward (and 5, metrics, when the response body completes).
         self.forward(
-            parts,
-            body,
-            route,
-            pick,
-            labels,
-            start,
-            request_id,
-            client.ip(),
-            now_ms,
+            parts, body, route, pick, labels, start, request_id, client, now_ms,
         )
         .await
     }
@@ -285,7 +273,7 @@ impl Proxy {
         mut labels: Labels,
         start: Instant,
         request_id: HeaderValue,
-        client: IpAddr,
+        client: &Peer,
         now: u64,
     ) -> Response<ResponseBody> {
         if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
@@ -428,8 +416,16 @@ impl Proxy {
         host: Option<&HeaderValue>,
     ) -> Result<(Response<UpstreamBody>, InFlight), Failure> {
         let upstream = &self.upstreams[target.index()];
-        parts.uri = upstream_uri(upstream.endpoint(endpoint), parts.uri.path_and_query())
-            .map_err(|_| Failure::BadTarget)?;
+        // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
+        // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
+        // The own client's pool dials its endpoint and sends only the path
+        // (h1::request_target); hyper's dials the URI, so that is rebuilt from the endpoint.
+        let own_client =
+            upstream.protocol == Protocol::Http1 && !parts.headers.contains_key(header::UPGRADE);
+        if !own_client {
+            parts.uri = upstream_uri(upstream.endpoint(endpoint), parts.uri.path_and_query())
+                .map_err(|_| Failure::BadTarget)?;
+        }
         match upstream.protocol {
             Protocol::Http1 => {
                 parts.version = Version::HTTP_11;
@@ -443,10 +439,6 @@ impl Proxy {
             }
         }
         let in_flight = self.health.start(target, endpoint);
-        // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
-        // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
-        let own_client =
-            upstream.protocol == Protocol::Http1 && !parts.headers.contains_key(header::UPGRADE);
         let sending = async {
             if own_client {
                 let resp = upstream.pool(endpoint).send(&parts, body).await;
@@ -611,9 +603,8 @@ impl Proxy {
         id
     }
 
-    fn set_forwarded(&self, headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-        let ip = client.to_string();
-        let xff = match headers
+    fn set_forwarded(&self, headers: &mut HeaderMap, client: &Peer, host: Option<&HeaderValue>) {
+        let prior = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -622,11 +613,12 @@ impl Proxy {
                     None => v.to_owned(),
                     Some(a) => a + ", " + v,
                 })
-            }) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
+            });
+        let xff = match prior {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip())).ok(),
+            None => Some(client.ip_header()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
         if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -638,6 +630,28 @@ impl Proxy {
                 None => headers.remove(&X_FORWARDED_HOST),
             };
         }
+    }
+}
+
+/// The client end of a connection, with its address already written out for
+/// `X-Forwarded-For`: made once per connection, not per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    ip_text: Bytes,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            ip_text: Bytes::from(addr.ip().to_string()),
+        }
+    }
+
+    fn ip_header(&self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(self.ip_text.clone())
+            .expect("an IP address is a valid header value")
     }
 }
 
@@ -701,6 +715,10 @@ fn is_upgrade(parts: &Parts) -> bool {
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
 /// names, plus the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names instead of a lookup each.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -740,6 +758,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// A header that may be hop-by-hop: the fixed list, plus `Connection` (which names others)
+/// and `TE` and `Upgrade` (hop-by-hop unless kept on purpose).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::TE,
+        &header::UPGRADE,
+    ]
+    .contains(&name)
+}
+
 /// Request ids: a random per-process prefix and a mixed counter, 32 hex digits, unique
 /// without coordination between routers.
 #[derive(Debug)]
@@ -766,8 +801,16 @@ impl RequestIds {
 
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:016x}", self.prefix, flag_store::sticky::mix(n));
-        HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+        let mut id = [0u8; 32];
+        for (half, value) in id
+            .chunks_exact_mut(16)
+            .zip([self.prefix, flag_store::sticky::mix(n)])
+        {
+            for (i, digit) in half.iter_mut().enumerate() {
+                *digit = b"0123456789abcdef"[(value >> (60 - 4 * i)) as usize & 0xf];
+            }
+        }
+        HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
     }
 }
 

@@ -23,7 +23,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Server};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Peer, Proxy};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -279,10 +279,12 @@ async fn serve_traffic(
         let metrics = proxy.metrics.clone();
         metrics.connection_opened();
         let proxy = proxy.clone();
+        let client = Peer::new(peer);
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
+            let client = client.clone();
             let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).instrument(span).await) }
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client).instrument(span).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
