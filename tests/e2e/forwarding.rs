@@ -3,6 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
@@ -223,6 +224,38 @@ async fn bodies_over_the_route_limit_are_refused_with_413() {
             .await
             .unwrap();
     assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_answers_before_the_body_ends_is_heard() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    // The client sends one chunk and then holds its body open: the upstream's 401 must come
+    // back without waiting for a body that has not ended.
+    let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+    tx.send_data(bytes::Bytes::from_static(b"first chunk"))
+        .await
+        .unwrap();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(
+            http::Request::post(format!("http://{}/refuse", router.addr()))
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&answer[..], b"refused");
+    drop(tx);
+    // The half-sent connection is not reused: the next request is answered normally.
+    let (status, _, body) = get(&client(), router.addr(), "/sink", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "0 cbf29ce484222325")
+    );
     router.shutdown().await;
 }
 

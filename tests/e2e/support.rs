@@ -199,6 +199,11 @@ async fn handle(
         seen.holding.fetch_add(1, Ordering::SeqCst);
         released.await;
         Response::new(full(name))
+    } else if path == "/refuse" {
+        // Answers at once, without reading the body the client is still sending.
+        let mut resp = Response::new(full("refused"));
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        resp
     } else if path == "/sink" {
         let mut body = req.into_body();
         let (mut bytes, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
