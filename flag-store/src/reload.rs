@@ -4,9 +4,9 @@
 //! and counted; the snapshot's age keeps growing until the store answers again.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -70,9 +70,22 @@ pub struct FlagState {
     /// When the store last confirmed the snapshot (applied or unchanged), ms since the epoch.
     fresh_at_ms: AtomicU64,
     generation: watch::Sender<u64>,
-    /// A local copy of the last good snapshot, rewritten after every change, so a router that
-    /// starts while the store is unreachable still routes.
+    /// A local copy of the last good snapshot, so a router that starts while the store is
+    /// unreachable still routes. Written on the first load, then at most once per
+    /// [`LOCAL_COPY_INTERVAL`] while changes arrive: at a million tenants a write costs seconds
+    /// of the flag thread, which must stay free to apply the next change.
     cache: Option<crate::file::FileStore>,
+    copy: Mutex<CopyState>,
+}
+
+/// The shortest time between two writes of the local copy.
+pub const LOCAL_COPY_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct CopyState {
+    written_at: Option<Instant>,
+    /// The current snapshot is newer than the copy.
+    pending: bool,
 }
 
 impl FlagState {
@@ -89,6 +102,7 @@ impl FlagState {
             reloads: Default::default(),
             fresh_at_ms: AtomicU64::new(now_ms()),
             generation: watch::channel(0).0,
+            copy: Mutex::default(),
         })
     }
 
@@ -146,16 +160,42 @@ impl FlagState {
     }
 
     /// Builds the next snapshot and swaps it in, on the calling thread; then refreshes the
-    /// local copy, if there is one.
+    /// local copy, if there is one and it is due.
     pub fn apply_update(&self, update: Update) -> Arc<Snapshot> {
         let next = self.swap(update);
         self.mark_fresh();
-        if let Some(cache) = &self.cache
-            && let Err(e) = cache.replace_all(next.version, &next.to_items())
-        {
-            tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
+        if self.cache.is_some() {
+            self.copy.lock().expect("copy lock").pending = true;
+            self.write_local_copy(false);
         }
         next
+    }
+
+    /// True when the local copy is behind the current snapshot.
+    pub fn local_copy_pending(&self) -> bool {
+        self.copy.lock().expect("copy lock").pending
+    }
+
+    /// Writes the current snapshot to the local copy when it is behind and, unless `now`,
+    /// when [`LOCAL_COPY_INTERVAL`] has passed since the last write. On the calling thread.
+    pub fn write_local_copy(&self, now: bool) {
+        let Some(cache) = &self.cache else { return };
+        let mut copy = self.copy.lock().expect("copy lock");
+        let due = now
+            || copy
+                .written_at
+                .is_none_or(|at| at.elapsed() >= LOCAL_COPY_INTERVAL);
+        if !(copy.pending && due) {
+            return;
+        }
+        let snapshot = self.load_full();
+        copy.pending = false;
+        copy.written_at = Some(Instant::now());
+        drop(copy);
+        if let Err(e) = cache.replace_all(snapshot.version, &snapshot.to_items()) {
+            tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
+            self.copy.lock().expect("copy lock").pending = true;
+        }
     }
 
     /// Routes from the local copy when the store cannot be read at start. The snapshot's age
@@ -250,9 +290,13 @@ pub async fn run<S: Source>(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            write_local_copy(&state, true).await;
+            return;
         }
         match poll_once(&mut source, &state).await {
             Ok(()) if failing => {
@@ -268,6 +312,15 @@ pub async fn run<S: Source>(
                 tracing::debug!(store = %name, error = %Chain(&e), "flag store still unreadable")
             }
         }
+        write_local_copy(&state, false).await;
+    }
+}
+
+/// Brings the local copy up to date on the flag-load thread, when it is behind (and due).
+async fn write_local_copy(state: &Arc<FlagState>, now: bool) {
+    if state.local_copy_pending() {
+        let state = state.clone();
+        crate::background::run(move || state.write_local_copy(now)).await;
     }
 }
 
@@ -308,5 +361,46 @@ mod tests {
         assert_eq!(state.load().version, 3);
         assert_eq!(state.load().generation, 2);
         assert_eq!(state.reloads(ReloadResult::Partial), 1);
+    }
+
+    #[tokio::test]
+    async fn the_local_copy_is_written_at_first_then_at_most_once_an_interval_and_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        let doc =
+            |v: u64| format!(r#"{{"version":{v},"items":[{{"tenant":"acme","target":"new"}}]}}"#);
+        std::fs::write(&path, doc(1)).unwrap();
+        let copy = FileStore::new(dir.path().join("copy.json"));
+        let state = FlagState::with_cache(Targets::new(["legacy", "new"]), Some(copy.clone()));
+        let mut source = FileSource::new(FileStore::new(&path));
+        poll_once(&mut source, &state).await.unwrap();
+        assert_eq!(
+            copy.load().unwrap().version,
+            1,
+            "the first load is written at once"
+        );
+
+        std::fs::write(&path, doc(2)).unwrap();
+        poll_once(&mut source, &state).await.unwrap();
+        assert_eq!(state.load().version, 2);
+        assert_eq!(
+            copy.load().unwrap().version,
+            1,
+            "not again within the interval"
+        );
+        assert!(state.local_copy_pending());
+
+        // Stopping the reloader brings the copy up to date.
+        let (stop, stopped) = watch::channel(false);
+        let reloader = tokio::spawn(run(
+            source,
+            state.clone(),
+            Duration::from_secs(3600),
+            stopped,
+        ));
+        stop.send_replace(true);
+        reloader.await.unwrap();
+        assert_eq!(copy.load().unwrap().version, 2);
+        assert!(!state.local_copy_pending());
     }
 }

@@ -37,6 +37,9 @@ pub enum StartError {
     },
 }
 
+/// How long shutdown waits for the reloader's last local-copy write.
+const RELOADER_STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// A running router. Dropping it does not stop it; call [`Router::shutdown`].
 #[derive(Debug)]
 pub struct Router {
@@ -50,6 +53,7 @@ pub struct Router {
     stop_background: watch::Sender<bool>,
     traffic: JoinHandle<GracefulShutdown>,
     admin: JoinHandle<()>,
+    reloader: JoinHandle<()>,
     drain_timeout: Duration,
 }
 
@@ -62,13 +66,13 @@ impl Router {
         let (stop_background, background) = watch::channel(false);
         let writes_enabled = config.server.admin_token.is_some();
         let mut admin_store = None;
-        let store_reads = match &config.flags.store {
+        let (store_reads, reloader) = match &config.flags.store {
             StoreUrl::File(path) => {
                 if writes_enabled {
                     admin_store = Some(Store::File(FileStore::new(path)));
                 }
                 let source = FileSource::new(FileStore::new(path));
-                start_reloader(
+                let reloader = start_reloader(
                     source,
                     &flags,
                     cache.as_ref(),
@@ -76,7 +80,7 @@ impl Router {
                     &background,
                 )
                 .await;
-                None
+                (None, reloader)
             }
             StoreUrl::Dynamo(url) => {
                 let store = DynamoStore::connect(url).await;
@@ -84,7 +88,7 @@ impl Router {
                 if writes_enabled {
                     admin_store = Some(Store::Dynamo(store.clone()));
                 }
-                start_reloader(
+                let reloader = start_reloader(
                     DynamoSource::new(store),
                     &flags,
                     cache.as_ref(),
@@ -92,7 +96,7 @@ impl Router {
                     &background,
                 )
                 .await;
-                Some(reads)
+                (Some(reads), reloader)
             }
         };
         let route_names: Vec<String> = config.route_names().map(str::to_owned).collect();
@@ -156,6 +160,7 @@ impl Router {
             stop_background,
             traffic,
             admin,
+            reloader,
             drain_timeout: config.server.drain_timeout,
         })
     }
@@ -192,6 +197,9 @@ impl Router {
         }
         self.stop_background.send_replace(true);
         let _ = self.admin.await;
+        // The reloader stops between polls and brings the local copy up to date; a poll stuck
+        // on an unreachable store is not waited for long.
+        let _ = tokio::time::timeout(RELOADER_STOP_WAIT, self.reloader).await;
         tracing::info!(drained, "switchyard stopped");
         drained
     }
@@ -205,7 +213,7 @@ async fn start_reloader<S: Source>(
     cache: Option<&FileStore>,
     interval: Duration,
     stop: &watch::Receiver<bool>,
-) {
+) -> JoinHandle<()> {
     if let Err(e) = reload::poll_once(&mut source, flags).await {
         let error = flag_store::error::Chain(&e).to_string();
         match cache.map(|c| (c.path().to_owned(), c.load())) {
@@ -222,7 +230,7 @@ async fn start_reloader<S: Source>(
             }
         }
     }
-    tokio::spawn(reload::run(source, flags.clone(), interval, stop.clone()));
+    tokio::spawn(reload::run(source, flags.clone(), interval, stop.clone()))
 }
 
 fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {

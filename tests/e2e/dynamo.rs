@@ -483,6 +483,12 @@ async fn a_router_started_while_the_store_is_down_routes_from_its_local_copy() {
         setup.dir.path().join("flags-cache.json").exists(),
         "the local copy was written"
     );
+    // A change inside the copy's write interval reaches the copy when the router stops.
+    store
+        .write(&write("acme", pin("legacy"), "alice", None), None)
+        .await
+        .unwrap();
+    wait_version(&first, store.version().await.unwrap()).await;
     first.shutdown().await;
 
     emulator.stop();
@@ -493,7 +499,7 @@ async fn a_router_started_while_the_store_is_down_routes_from_its_local_copy() {
     let (status, h, _) = get(&client(), router.addr(), "/", &[("x-tenant-id", "acme")]).await;
     assert_eq!(
         (status, h["x-upstream"].to_str().unwrap()),
-        (StatusCode::OK, "new")
+        (StatusCode::OK, "legacy")
     );
     assert_eq!(admin_get(&router, "/readyz").await.0, StatusCode::OK);
     router.shutdown().await;
