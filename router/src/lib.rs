@@ -4,7 +4,8 @@
 //! 1. [`pick::RouteTable::find`]: the route, by longest path prefix.
 //! 2. [`tenant::extract`]: the tenant id, from the configured extractors.
 //! 3. [`pick::pick`]: one snapshot load, one lookup, the target (a pure function).
-//! 4. [`proxy::Proxy::handle`]: forward over the target's pooled client, bodies streamed.
+//! 4. [`proxy::Proxy::handle`]: forward over a pooled keep-alive connection to the chosen
+//!    endpoint ([`h1`] for HTTP/1.1, hyper's client for HTTP/2 and upgrades), bodies streamed.
 //! 5. [`metrics`]: recorded when the response body completes.
 //!
 //! Around it: [`config`] (the TOML file), [`server`] (listeners, drain), [`admin`] (metrics,
