@@ -240,6 +240,9 @@ fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes.max(8192))
+        // One flat write of head and body: for the small answers most requests get, cheaper
+        // than a vectored write (about 2% more requests a second in the load benchmark).
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()
