@@ -174,6 +174,14 @@ impl Pool {
         None
     }
 
+    /// Closes the idle connections past the idle timeout or closed by the upstream. Run from
+    /// a timer, so that a quiet router does not sit on sockets the upstream has given up on.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.retain_mut(|i| now.duration_since(i.since) < self.idle_timeout && i.conn.still_open());
+    }
+
     fn checkin(&self, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("pool lock");
@@ -1007,6 +1015,12 @@ mod tests {
         parts
     }
 
+    async fn send_get(pool: &Arc<Pool>) -> Response<Body> {
+        pool.send(&get(Method::GET), RequestBody::empty())
+            .await
+            .unwrap()
+    }
+
     async fn read(resp: Response<Body>) -> (StatusCode, Vec<u8>) {
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -1021,21 +1035,12 @@ mod tests {
             "HTTP/1.1 204 No Content\r\n\r\n",
         ]])
         .await;
-        let first = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let first = send_get(&pool).await;
         assert_eq!(read(first).await, (StatusCode::OK, b"one".to_vec()));
         assert_eq!(pool.idle(), 1);
-        let second = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let second = send_get(&pool).await;
         assert_eq!(read(second).await, (StatusCode::OK, b"two".to_vec()));
-        let third = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let third = send_get(&pool).await;
         assert_eq!(read(third).await, (StatusCode::NO_CONTENT, vec![]));
         assert_eq!(pool.idle(), 1);
         assert_eq!(accepts.recv().await, Some(0));
@@ -1052,18 +1057,12 @@ mod tests {
             vec!["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
         ])
         .await;
-        let mut first = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let mut first = send_get(&pool).await;
         let frame = first.body_mut().frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "half");
         drop(first);
         assert_eq!(pool.idle(), 0);
-        let second = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let second = send_get(&pool).await;
         assert_eq!(read(second).await, (StatusCode::OK, b"ok".to_vec()));
     }
 
@@ -1076,18 +1075,29 @@ mod tests {
             vec!["HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"],
         ])
         .await;
-        let first = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let first = send_get(&pool).await;
         assert_eq!(read(first).await.1, b"a");
-        let second = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let second = send_get(&pool).await;
         assert_eq!(read(second).await.1, b"b");
         assert_eq!(accepts.recv().await, Some(0));
         assert_eq!(accepts.recv().await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_reaper_closes_idle_connections_the_upstream_closed() {
+        // The upstream answers once and closes its end.
+        let (pool, _accepts) =
+            scripted(vec![vec!["HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"]]).await;
+        assert_eq!(read(send_get(&pool).await).await.1, b"a");
+        assert_eq!(pool.idle(), 1);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while pool.idle() > 0 {
+                pool.reap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the closed connection is reaped once its end of stream arrives");
     }
 
     #[tokio::test]
@@ -1096,10 +1106,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it",
         ]])
         .await;
-        let resp = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let resp = send_get(&pool).await;
         assert_eq!(read(resp).await, (StatusCode::OK, b"all of it".to_vec()));
         assert_eq!(pool.idle(), 0);
     }
@@ -1110,10 +1117,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
         ]])
         .await;
-        let resp = pool
-            .send(&get(Method::GET), RequestBody::empty())
-            .await
-            .unwrap();
+        let resp = send_get(&pool).await;
         let err = resp.into_body().collect().await.unwrap_err();
         assert!(matches!(err, Error::Closed), "{err}");
     }

@@ -129,6 +129,13 @@ impl Proxy {
         }
     }
 
+    /// Closes idle upstream connections that timed out or that the upstream closed.
+    pub fn reap_idle_connections(&self) {
+        for upstream in &self.upstreams {
+            upstream.reap_idle();
+        }
+    }
+
     pub fn routes(&self) -> &RouteTable {
         &self.routes
     }
@@ -734,14 +741,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
+    for name in ALWAYS_HOP_BY_HOP {
         headers.remove(name);
     }
     // `TE: trailers` is end-to-end meaningful (gRPC needs it); any other TE is hop-by-hop.
@@ -758,21 +758,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The hop-by-hop headers removed whatever the message says.
+static ALWAYS_HOP_BY_HOP: [&HeaderName; 6] = [
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+];
+
 /// A header that may be hop-by-hop: the fixed list, plus `Connection` (which names others)
 /// and `TE` and `Upgrade` (hop-by-hop unless kept on purpose).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::TE,
-        &header::UPGRADE,
-    ]
-    .contains(&name)
+    ALWAYS_HOP_BY_HOP.contains(&name)
+        || [header::CONNECTION, header::TE, header::UPGRADE].contains(name)
 }
 
 /// Request ids: a random per-process prefix and a mixed counter, 32 hex digits, unique

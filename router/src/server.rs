@@ -37,6 +37,10 @@ pub enum StartError {
     },
 }
 
+/// How often idle upstream connections are checked for their timeout and for a close by the
+/// upstream.
+const IDLE_REAP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for the reloader's last local-copy write.
 const RELOADER_STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -108,6 +112,7 @@ impl Router {
                 .with_store_reads(store_reads),
         );
         let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics, health.clone()));
+        tokio::spawn(reap_idle_connections(proxy.clone(), background.clone()));
 
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
@@ -231,6 +236,16 @@ async fn start_reloader<S: Source>(
         }
     }
     tokio::spawn(reload::run(source, flags.clone(), interval, stop.clone()))
+}
+
+async fn reap_idle_connections(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(IDLE_REAP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => proxy.reap_idle_connections(),
+            _ = crate::until_set(&mut stop) => return,
+        }
+    }
 }
 
 fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {

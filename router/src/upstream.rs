@@ -1,7 +1,8 @@
 //! The upstream side of each target: for HTTP/1.1, a pool of kept-alive connections per
 //! endpoint ([`crate::h1`]); for HTTP/2 and for upgrades, hyper's pooled client. Only
-//! configured endpoints are ever dialled: the request's URI is rebuilt from the endpoint [`crate::health`] chose, so no
-//! header, Host or absolute-form URI can pick the host.
+//! configured endpoints are ever dialled. Each `h1` pool dials its own endpoint and sends only
+//! the path; for hyper's client the request's URI is rebuilt from the endpoint
+//! [`crate::health`] chose. So no header, Host or absolute-form URI can pick the host.
 
 use std::sync::Arc;
 
@@ -71,6 +72,13 @@ impl Upstream {
 
     pub fn pool(&self, endpoint: usize) -> &Arc<h1::Pool> {
         &self.pools[endpoint]
+    }
+
+    /// Closes idle HTTP/1.1 connections that timed out or that the upstream closed.
+    pub fn reap_idle(&self) {
+        for pool in &self.pools {
+            pool.reap();
+        }
     }
 
     pub fn client(&self) -> &Client<HttpConnector, RequestBody> {
