@@ -607,6 +607,8 @@ struct Measured {
     closed: Run,
     rate: Run,
     peak_rss: Option<u64>,
+    /// Upstream connections the router opened during the 64-connection run (Switchyard only).
+    upstream_connects: Option<u64>,
 }
 
 impl Measured {
@@ -615,6 +617,7 @@ impl Measured {
             "connections": self.closed.to_json(),
             "fixed_rate": self.rate.to_json(),
             "peak_rss_bytes": self.peak_rss,
+            "upstream_connections_opened": self.upstream_connects,
         })
     }
 }
@@ -626,9 +629,16 @@ fn measure(
     proxy: Option<&Proxy>,
 ) -> Measured {
     rt.block_on(load(addr, o.connections, None, o.warmup));
+    let admin = proxy.and_then(|p| p.admin);
+    let connects =
+        || admin.and_then(|a| metric_sum(a, "switchyard_upstream_connections_opened_total"));
+    let connects_before = connects();
     let cpu = proxy.map(Proxy::cpu_seconds);
     let mut closed = rt.block_on(load(addr, o.connections, None, o.duration));
     closed.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
+    let upstream_connects = connects()
+        .zip(connects_before)
+        .map(|(after, before)| (after - before) as u64);
     let cpu = proxy.map(Proxy::cpu_seconds);
     let mut rate = rt.block_on(load(addr, 1, Some(o.rate as f64), o.duration));
     rate.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
@@ -636,6 +646,7 @@ fn measure(
         closed,
         rate,
         peak_rss: proxy.map(Proxy::peak_rss),
+        upstream_connects,
     }
 }
 
@@ -836,6 +847,11 @@ fn print_table(results: &[(String, Measured)]) {
             m.rate.quantile_us(0.999),
         );
     }
+    if let Some(n) = switchyard.and_then(|s| s.upstream_connects) {
+        println!(
+            "switchyard opened {n} upstream connections during the closed-loop run (after its warm-up)"
+        );
+    }
     let _ = std::io::stdout().flush();
 }
 
@@ -970,6 +986,16 @@ fn settled_rss(proxy: &Proxy) -> u64 {
         }
     }
     readings[readings.len() - 1]
+}
+
+/// The sum of one metric's series (all its label sets) from a router's admin listener.
+fn metric_sum(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = http_get(admin, "/metrics")?;
+    let values = body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    Some(values.sum())
 }
 
 /// One metric's value from a router's admin listener.

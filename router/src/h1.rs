@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// Connections opened, for the target's metric.
+    opened: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,7 @@ impl Pool {
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        opened: Arc<AtomicU64>,
     ) -> Self {
         Pool {
             authority,
@@ -117,6 +121,7 @@ impl Pool {
             max_idle,
             idle_timeout,
             connect_timeout,
+            opened,
         }
     }
 
@@ -236,6 +241,7 @@ impl Pool {
             }
         };
         stream.set_nodelay(true).map_err(Error::Io)?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
@@ -1001,6 +1007,7 @@ mod tests {
             8,
             Duration::from_secs(60),
             Duration::from_secs(5),
+            Arc::default(),
         );
         (Arc::new(pool), accepts)
     }
@@ -1048,6 +1055,7 @@ mod tests {
             accepts.try_recv().is_err(),
             "all three went over one connection"
         );
+        assert_eq!(pool.opened.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

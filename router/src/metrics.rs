@@ -156,6 +156,8 @@ pub struct Metrics {
     requests: Box<[AtomicU64]>,
     durations: Box<[Histogram]>,
     upstream_errors: Box<[AtomicU64]>,
+    /// HTTP/1.1 connections opened, by target: shared with each target's pools.
+    upstream_connects: Box<[Arc<AtomicU64>]>,
     /// (route, from, to)
     failovers: Box<[AtomicU64]>,
     /// (target, reason)
@@ -195,6 +197,7 @@ impl Metrics {
             upstream_errors: (0..targets.len() * UpstreamErrorKind::ALL.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            upstream_connects: (0..targets.len()).map(|_| Arc::default()).collect(),
             routes,
             targets,
             connections_open: AtomicU64::new(0),
@@ -242,6 +245,11 @@ impl Metrics {
     pub fn retry(&self, target: usize, reason: RetryReason) {
         self.retries[target * RetryReason::ALL.len() + reason as usize]
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of HTTP/1.1 connections opened to `target`, for its pools to count into.
+    pub fn upstream_connects(&self, target: usize) -> Arc<AtomicU64> {
+        self.upstream_connects[target].clone()
     }
 
     pub fn retry_budget_exhausted(&self, target: usize) {
@@ -355,6 +363,19 @@ impl Metrics {
                     kind.as_str()
                 );
             }
+        }
+        header(
+            w,
+            "switchyard_upstream_connections_opened_total",
+            "counter",
+            "HTTP/1.1 connections opened to the target's endpoints. Under steady load a pool that keeps up opens none.",
+        );
+        for (t, target) in self.targets.iter().enumerate().take(self.targets.len() - 1) {
+            let n = self.upstream_connects[t].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "switchyard_upstream_connections_opened_total{{target=\"{target}\"}} {n}"
+            );
         }
         self.render_health(w);
         let snap = self.flags.load();
@@ -621,5 +642,10 @@ mod tests {
         assert!(text.contains("le=\"60\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 3"));
         assert_eq!(m.requests("api", "new", "2xx"), 2);
+        m.upstream_connects(0).fetch_add(3, Ordering::Relaxed);
+        assert!(
+            m.render()
+                .contains("switchyard_upstream_connections_opened_total{target=\"new\"} 3")
+        );
     }
 }

@@ -120,7 +120,9 @@ impl Proxy {
             rules: config.tenant.clone(),
             default_target: config.flags.default_target,
             flags,
-            upstreams: config.target_configs.iter().map(Upstream::new).collect(),
+            upstreams: (config.target_configs.iter().enumerate())
+                .map(|(t, c)| Upstream::new(c, metrics.upstream_connects(t)))
+                .collect(),
             metrics,
             trust_forwarded: config.server.trust_forwarded_headers,
             request_ids: RequestIds::new(),

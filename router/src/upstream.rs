@@ -5,6 +5,7 @@
 //! [`crate::health`] chose. So no header, Host or absolute-form URI can pick the host.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use http::Uri;
 use http::uri::PathAndQuery;
@@ -27,7 +28,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &TargetConfig) -> Self {
+    /// `opened` counts the HTTP/1.1 connections the target's pools open.
+    pub fn new(config: &TargetConfig, opened: Arc<AtomicU64>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -50,6 +52,7 @@ impl Upstream {
                     config.pool_max_idle_per_endpoint,
                     config.pool_idle_timeout,
                     config.connect_timeout,
+                    opened.clone(),
                 ))
             })
             .collect();
