@@ -228,6 +228,45 @@ async fn bodies_over_the_route_limit_are_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_head_request_gets_the_headers_and_no_body_and_the_connection_is_reused() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let c = client();
+    for _ in 0..3 {
+        let req = http::Request::head(format!("http://{}/", router.addr()))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let resp = tokio::time::timeout(EVENT_TIMEOUT, c.request(req))
+            .await
+            .expect("a HEAD answer does not wait for a body")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["x-upstream"], "legacy");
+        assert!(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
+    }
+    let (status, _, body) = get(&c, router.addr(), "/", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
+    let opened = metric(
+        &router,
+        "switchyard_upstream_connections_opened_total{target=\"legacy\"}",
+    )
+    .await;
+    assert_eq!(
+        opened,
+        Some(1.0),
+        "the HEAD answers left the upstream connection reusable"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_upstream_that_answers_before_the_body_ends_is_heard() {
     let setup = Setup::new().await;
     let router = setup.start().await;
