@@ -279,7 +279,9 @@ impl Flag {
 /// Shares equal audit strings between the flags of one snapshot build.
 #[derive(Default)]
 pub struct Interner {
-    seen: std::collections::HashSet<Arc<str>>,
+    /// Target names, authors and reasons: text from the store, hashed once per item on every
+    /// build, so a fast hash rather than SipHash.
+    seen: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Interner {
