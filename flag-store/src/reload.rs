@@ -88,6 +88,13 @@ struct CopyState {
     pending: bool,
 }
 
+impl CopyState {
+    fn due(&self, now: bool) -> bool {
+        self.pending
+            && (now || (self.written_at).is_none_or(|at| at.elapsed() >= LOCAL_COPY_INTERVAL))
+    }
+}
+
 impl FlagState {
     pub fn new(targets: Targets) -> Arc<Self> {
         Self::with_cache(targets, None)
@@ -176,16 +183,18 @@ impl FlagState {
         self.copy.lock().expect("copy lock").pending
     }
 
-    /// Writes the current snapshot to the local copy when it is behind and, unless `now`,
-    /// when [`LOCAL_COPY_INTERVAL`] has passed since the last write. On the calling thread.
+    /// True when the local copy is behind and, unless `now`, [`LOCAL_COPY_INTERVAL`] has
+    /// passed since its last write.
+    pub fn local_copy_due(&self, now: bool) -> bool {
+        self.copy.lock().expect("copy lock").due(now)
+    }
+
+    /// Writes the current snapshot to the local copy when [`FlagState::local_copy_due`]. On
+    /// the calling thread.
     pub fn write_local_copy(&self, now: bool) {
         let Some(cache) = &self.cache else { return };
         let mut copy = self.copy.lock().expect("copy lock");
-        let due = now
-            || copy
-                .written_at
-                .is_none_or(|at| at.elapsed() >= LOCAL_COPY_INTERVAL);
-        if !(copy.pending && due) {
+        if !copy.due(now) {
             return;
         }
         let snapshot = self.load_full();
@@ -318,7 +327,7 @@ pub async fn run<S: Source>(
 
 /// Brings the local copy up to date on the flag-load thread, when it is behind (and due).
 async fn write_local_copy(state: &Arc<FlagState>, now: bool) {
-    if state.local_copy_pending() {
+    if state.local_copy_due(now) {
         let state = state.clone();
         crate::background::run(move || state.write_local_copy(now)).await;
     }
