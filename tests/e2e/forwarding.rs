@@ -213,16 +213,7 @@ async fn bodies_over_the_route_limit_are_refused_with_413() {
             }
         }
     });
-    let streamed =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http()
-            .request(
-                http::Request::post(format!("http://{}/sink", router.addr()))
-                    .body(body)
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+    let streamed = post_streamed(router.addr(), "/sink", body).await;
     assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
     router.shutdown().await;
 }
@@ -276,15 +267,7 @@ async fn an_upstream_that_answers_before_the_body_ends_is_heard() {
     tx.send_data(bytes::Bytes::from_static(b"first chunk"))
         .await
         .unwrap();
-    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
-        .request(
-            http::Request::post(format!("http://{}/refuse", router.addr()))
-                .body(body)
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = post_streamed(router.addr(), "/refuse", body).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let answer = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&answer[..], b"refused");

@@ -16,8 +16,6 @@ async fn a_100_mb_body_streams_through_both_ways_in_bounded_memory() {
     let setup = Setup::new().await;
     let router = Binary::serve(&setup.config_path());
     let rss_at_start = router.peak_rss();
-    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
 
     // Up: 100 MB in 1 MB chunks to an upstream that hashes what arrives.
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(2);
@@ -31,10 +29,7 @@ async fn a_100_mb_body_streams_through_both_ways_in_bounded_memory() {
             tx.send_data(chunk.clone()).await.unwrap();
         }
     });
-    let req = http::Request::post(format!("http://{}/sink", router.addr))
-        .body(body)
-        .unwrap();
-    let resp = c.request(req).await.unwrap();
+    let resp = post_streamed(router.addr, "/sink", body).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let answer = resp.into_body().collect().await.unwrap().to_bytes();
     sender.await.unwrap();

@@ -436,6 +436,23 @@ pub async fn get(
     send(client, req, headers, Full::default()).await
 }
 
+/// A POST through the router whose body is streamed from `body` as it is sent (chunked, no
+/// length up front); returns the response with its body unread.
+pub async fn post_streamed(
+    addr: SocketAddr,
+    path: &str,
+    body: http_body_util::channel::Channel<Bytes>,
+) -> Response<Incoming> {
+    let req = Request::post(format!("http://{addr}{path}"))
+        .body(body)
+        .unwrap();
+    Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .unwrap()
+}
+
 /// Sends `req` with `headers` and `body`; returns status, headers and body text.
 async fn send(
     client: &HttpClient,
