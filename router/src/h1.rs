@@ -266,7 +266,7 @@ impl Pool {
                 if let Err(e) = conn.stream.write_all(&conn.out).await {
                     return Err((Error::Io(e), true));
                 }
-                match read_head(&mut conn).await {
+                match read_head_from(&mut conn.stream, &mut conn.buf).await {
                     Ok(parsed) => (parsed, true),
                     Err(e) => return Err(silent(e, &conn)),
                 }
@@ -381,9 +381,9 @@ async fn send_with_body(
             if chunked {
                 chunk_head.clear();
                 write!(chunk_head, "{:x}\r\n", data.len()).expect("writing to a Vec");
-                wr.write_all(&chunk_head).await.map_err(Error::Io)?;
-                wr.write_all(&data).await.map_err(Error::Io)?;
-                wr.write_all(b"\r\n").await.map_err(Error::Io)?;
+                // Size line, data and CRLF in one vectored write, not three.
+                let mut chunk = Buf::chain(Buf::chain(&chunk_head[..], data), &b"\r\n"[..]);
+                wr.write_all_buf(&mut chunk).await.map_err(Error::Io)?;
             } else {
                 wr.write_all(&data).await.map_err(Error::Io)?;
             }
@@ -416,10 +416,6 @@ async fn send_with_body(
             },
         }
     }
-}
-
-async fn read_head(conn: &mut Conn) -> Result<Response<()>, Error> {
-    read_head_from(&mut conn.stream, &mut conn.buf).await
 }
 
 /// Reads until a final response head is complete and parses it, skipping interim 1xx ones.
