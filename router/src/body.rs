@@ -24,7 +24,7 @@ pub enum BodyError {
     #[error("the client sent no body data for {0:?}")]
     ClientIdle(Duration),
     #[error("reading the client's body failed: {0}")]
-    Client(#[source] hyper::Error),
+    Client(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the upstream sent no body data for {0:?}")]
     UpstreamIdle(Duration),
     #[error("reading the upstream's body failed: {0}")]
@@ -63,17 +63,58 @@ impl IdleTimer {
     }
 }
 
+/// A request body as it comes from the client: read by the proxy's own HTTP/1.1 server
+/// ([`crate::h1_server`]), or by hyper's (HTTP/2, and the HTTP/1 requests handed to it).
+#[derive(Debug)]
+pub enum ClientBody {
+    Empty,
+    H1(crate::h1_server::Body),
+    Hyper(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's body on its way to the upstream (`None`: no body, as on a retry).
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     sent: u64,
     limit: Option<u64>,
     idle: IdleTimer,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, idle: Duration) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>, idle: Duration) -> Self {
         RequestBody {
             inner: Some(inner),
             sent: 0,

@@ -692,7 +692,7 @@ impl http_body::Body for Body {
 
 /// The chunked transfer coding, decoded from the front of a buffer as bytes arrive.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Chunked {
+pub(crate) struct Chunked {
     step: Step,
     /// Trailer bytes seen so far, bounded by [`MAX_TRAILER_BYTES`].
     trailer_bytes: usize,
@@ -710,9 +710,14 @@ enum Step {
 }
 
 impl Chunked {
+    /// True once the last chunk and the trailers have been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.step == Step::End
+    }
+
     /// The next frame: `Ok(None)` when more bytes are needed, or when the body ended (then
     /// `step` is [`Step::End`]).
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
         loop {
             match self.step {
                 Step::Size => {

@@ -1,6 +1,8 @@
 //! Switchyard: a tenant-aware reverse proxy that routes each tenant by a hot-reloaded flag.
 //!
 //! The hot path, in the order a request meets it (read [`proxy`] top to bottom):
+//! 0. [`h1_server`]: the request head, from a client's HTTP/1.1 connection (hyper's server
+//!    takes HTTP/2 and the requests it hands over).
 //! 1. [`pick::RouteTable::find`]: the route, by longest path prefix.
 //! 2. [`tenant::extract`]: the tenant id, from the configured extractors.
 //! 3. [`pick::pick`]: one snapshot load, one lookup, the target (a pure function).
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod h1;
+pub mod h1_server;
 pub mod health;
 pub mod metrics;
 pub mod pick;

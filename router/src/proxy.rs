@@ -15,12 +15,11 @@ use flag_store::{FlagState, TargetId};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, watch};
 
-use crate::body::{BodyError, Completion, RequestBody, ResponseBody, UpstreamBody};
+use crate::body::{BodyError, ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
 use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
 use crate::h1;
 use crate::health::{Health, InFlight, Outcome};
@@ -142,7 +141,7 @@ impl Proxy {
         &self.routes
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, client: &Peer) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, client: &Peer) -> Response<ResponseBody> {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
         let request_id = self.request_id(&mut parts.headers);
@@ -276,7 +275,7 @@ impl Proxy {
     async fn forward(
         &self,
         mut parts: Parts,
-        body: Incoming,
+        body: ClientBody,
         route: &Route,
         pick: Pick,
         mut labels: Labels,

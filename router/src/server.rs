@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use flag_store::dynamodb::{DynamoSource, DynamoStore};
 use flag_store::{FileSource, FileStore, FlagState, Source, StoreUrl, reload};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,7 +22,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::admin::Admin;
+use crate::body::ClientBody;
 use crate::config::{Config, Server};
+use crate::h1_server;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
@@ -145,6 +149,7 @@ impl Router {
             listener,
             proxy.clone(),
             config.server.clone(),
+            draining.clone(),
             accepting,
         ));
         let admin = tokio::spawn(serve_admin(
@@ -283,14 +288,22 @@ async fn accept(listener: &TcpListener, what: &'static str) -> (tokio::net::TcpS
     }
 }
 
+/// Serves client connections: HTTP/1.1 on the proxy's own server ([`h1_server`]), and what
+/// that hands over (HTTP/2, upgrades, HTTP/1.0, heads it refuses) on hyper's. Every
+/// connection holds a watcher of `graceful`, so its shutdown waits for both kinds.
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     server: Server,
+    draining: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let builder = http_builder(&server);
+    let settings = h1_server::Settings {
+        header_read_timeout: server.header_read_timeout,
+        max_header_bytes: server.max_header_bytes,
+    };
     let slots = Arc::new(Semaphore::new(server.max_connections));
     loop {
         let permit = tokio::select! {
@@ -306,18 +319,24 @@ async fn serve_traffic(
         metrics.connection_opened();
         let proxy = proxy.clone();
         let client = Peer::new(peer);
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let client = client.clone();
-            let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client).instrument(span).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let watcher = graceful.watcher();
+        let (builder, settings) = (builder.clone(), settings.clone());
+        let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            let ended = h1_server::serve(stream, &proxy, &client, &settings, &draining, stop).await;
+            if let h1_server::Ended::Handoff(stream) = ended {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let proxy = proxy.clone();
+                    let client = client.clone();
+                    let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
+                    let req = req.map(ClientBody::Hyper);
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &client).instrument(span).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                }
             }
             metrics.connection_closed();
         });

@@ -1,0 +1,1020 @@
+//! HTTP/1.1 from clients, written for the proxy's common case: a request with no body, a
+//! `Content-Length` body or a chunked one, answered on a kept-alive connection. The head is
+//! parsed in place with `httparse`, the request runs in the connection's own task, and the
+//! response goes out as one write of head and body when the body is already at hand.
+//!
+//! Everything else goes to hyper's server, with the bytes already read, for the rest of the
+//! connection ([`Ended::Handoff`]): HTTP/2's preface, HTTP/1.0, upgrades, `Expect`,
+//! `CONNECT`, a target that is not a path, more than one `Host` or `Content-Length`, a
+//! `Transfer-Encoding` that is not exactly `chunked`, both framings at once, and every head
+//! that does not parse or is over the size limit (hyper answers those with its 400, 431 or
+//! 505). So a request served here is framed one way only: there is nothing for a smuggler to
+//! make this parser and another read differently.
+//!
+//! The limits are those of hyper's server: the head must be complete within the header read
+//! timeout of the connection going idle, and be no larger than `max_header_bytes`. Bodies
+//! keep the route's size limit and idle timeout ([`crate::body::RequestBody`]).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::body::{ClientBody, ResponseBody};
+use crate::h1::{self, Chunked};
+use crate::proxy::{Peer, Proxy};
+
+/// The most header lines in a request head (hyper's server allows as many).
+const MAX_HEADERS: usize = 100;
+/// How much room a read asks for.
+const READ_SIZE: usize = 8 * 1024;
+/// Response bytes gathered before a write, and the size from which a data frame is written
+/// from its own buffer rather than copied behind the head.
+const WRITE_GATHER: usize = 16 * 1024;
+/// After answering a request whose body was not read, how long the connection keeps reading
+/// (and discarding) before it closes: closing with unread data would reset the connection
+/// and could destroy the answer before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The limits on what a client sends before its request is handled.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// How a connection served here ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Closed: by the client, after `Connection: close`, on an error, a timeout or shutdown.
+    Closed,
+    /// A request this path does not serve: the connection and the bytes read from it, for
+    /// hyper's server to serve from that request on.
+    Handoff(Rewind),
+}
+
+/// Serves one client connection until it closes or meets a request for hyper's server.
+/// `draining` set means: finish the request in hand, answer it with `Connection: close`, and
+/// close; `stop` wakes a connection that is idle between requests.
+pub async fn serve(
+    stream: TcpStream,
+    proxy: &Proxy,
+    client: &Peer,
+    settings: &Settings,
+    draining: &AtomicBool,
+    mut stop: watch::Receiver<bool>,
+) -> Ended {
+    let (read_half, mut writer) = stream.into_split();
+    // Lent to a request's body while the body is read, then taken back.
+    let mut reader = Some(Reader {
+        half: read_half,
+        buf: BytesMut::with_capacity(READ_SIZE),
+    });
+    let mut out = Vec::with_capacity(1024);
+    let timeout = settings.header_read_timeout;
+    // One timer for the connection's life, moved on only when it fires: re-arming a timer per
+    // request costs more than the request's parse.
+    let mut timer = Box::pin(tokio::time::sleep(timeout));
+    let mut stopped = std::pin::pin!(stop.changed());
+    loop {
+        let Some(mut here) = reader.take() else {
+            return Ended::Closed;
+        };
+        if draining.load(Ordering::Acquire) {
+            return Ended::Closed;
+        }
+        // 1. The head, within the header read timeout of the connection going idle.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let head = loop {
+            if !here.buf.is_empty() {
+                match parse_head(&mut here.buf, settings.max_header_bytes) {
+                    Parsed::Request(head) => break head,
+                    Parsed::Partial => {}
+                    Parsed::Handoff => return Ended::Handoff(Rewind::new(here, writer)),
+                    Parsed::TooLarge => {
+                        let msg = format!(
+                            "switchyard: the request head exceeds {} bytes\n",
+                            settings.max_header_bytes
+                        );
+                        let _ = refuse(
+                            &mut writer,
+                            &mut out,
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            msg,
+                        )
+                        .await;
+                        linger(writer, here).await;
+                        return Ended::Closed;
+                    }
+                }
+            }
+            let idle = here.buf.is_empty();
+            tokio::select! {
+                biased;
+                read = std::future::poll_fn(|cx| here.poll_fill(cx)) => match read {
+                    Ok(0) => {
+                        if !idle {
+                            tracing::debug!(peer = %client.addr, "client closed the connection in a request head");
+                        }
+                        return Ended::Closed;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %client.addr, error = %e, "reading from the client failed");
+                        return Ended::Closed;
+                    }
+                },
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::debug!(peer = %client.addr, ?timeout, "no complete request head within the header read timeout");
+                        return Ended::Closed;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                // Shutdown closes a connection that is between requests.
+                _ = &mut stopped, if idle => return Ended::Closed,
+            }
+        };
+
+        // 2. The request, with its body reading this connection.
+        let Head {
+            request,
+            framing,
+            mut close,
+            head_request,
+            trailers,
+        } = head;
+        let (request, body) = match framing {
+            None => {
+                reader = Some(here);
+                (request.map(|()| ClientBody::Empty), None)
+            }
+            Some(framing) => {
+                let shared = Arc::new(Mutex::new(BodyState {
+                    reader: Some(here),
+                    framing,
+                }));
+                let body = ClientBody::H1(Body {
+                    shared: shared.clone(),
+                });
+                (request.map(|()| body), Some(shared))
+            }
+        };
+        let span = tracing::debug_span!("request", peer = %client.addr, method = %request.method(), path = %request.uri().path());
+        let response = proxy.handle(request, client).instrument(span).await;
+
+        // 3. The response; a request whose body was not read to its end closes the connection.
+        let mut body_left = None;
+        if let Some(shared) = body {
+            let mut state = shared.lock().expect("body lock");
+            match state.take_reader_if_done() {
+                Some(back) => reader = Some(back),
+                None => {
+                    close = true;
+                    body_left = state.reader.take();
+                }
+            }
+        }
+        close |= draining.load(Ordering::Acquire);
+        let complete = write_response(
+            &mut writer,
+            &mut out,
+            response,
+            head_request,
+            close,
+            trailers,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(peer = %client.addr, error = %e, "writing to the client failed");
+            false
+        });
+        if !complete || close {
+            if let Some(left) = body_left {
+                linger(writer, left).await;
+            }
+            return Ended::Closed;
+        }
+    }
+}
+
+/// A request head that this path serves.
+#[derive(Debug)]
+struct Head {
+    request: Request<()>,
+    /// `None`: no body.
+    framing: Option<Framing>,
+    /// The client sent `Connection: close`.
+    close: bool,
+    head_request: bool,
+    /// The client accepts trailers (`TE: trailers`).
+    trailers: bool,
+}
+
+// Made once per request and unpacked at once: boxing the head would add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Parsed {
+    Request(Head),
+    Partial,
+    Handoff,
+    /// Over `max_header_bytes`: answered with 431 here, so the limit is the configured one.
+    TooLarge,
+}
+
+/// Where a header's name and value lie in the head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses one request head from the front of `buf` and removes it; anything this path does
+/// not serve is left in `buf` for hyper's server.
+fn parse_head(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
+        Ok(_) => return Parsed::TooLarge,
+        Err(_) => return Parsed::Handoff,
+    };
+    let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Parsed::Handoff;
+    };
+    if !target.starts_with('/') || method == "CONNECT" {
+        return Parsed::Handoff;
+    }
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let mut length = None;
+    let mut chunked = false;
+    let mut hosts = 0;
+    let mut close = false;
+    let mut trailers = false;
+    for (header, span) in parsed.headers.iter().zip(spans.iter_mut()) {
+        let (name, value) = (header.name.as_bytes(), header.value);
+        *span = Span {
+            name: at(name),
+            value: at(value),
+        };
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("content-length") {
+            match (length, content_length(value)) {
+                (None, Some(n)) => length = Some(n),
+                _ => return Parsed::Handoff,
+            }
+        } else if is("transfer-encoding") {
+            if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Parsed::Handoff;
+            }
+            chunked = true;
+        } else if is("host") {
+            hosts += 1;
+        } else if is("connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Handoff;
+                }
+            }
+        } else if is("upgrade") || is("expect") {
+            return Parsed::Handoff;
+        } else if is("te") {
+            trailers = value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+    }
+    if hosts > 1 || (chunked && length.is_some()) {
+        return Parsed::Handoff;
+    }
+    let count = parsed.headers.len();
+    let method = at(method.as_bytes());
+    let target = at(target.as_bytes());
+    let head = buf.split_to(len).freeze();
+    let slice = |(start, end): (usize, usize)| head.slice(start..end);
+
+    let built = (|| {
+        let method = Method::from_bytes(&head[method.0..method.1]).ok()?;
+        let uri = Uri::from_maybe_shared(slice(target)).ok()?;
+        let mut headers = HeaderMap::with_capacity(count);
+        for span in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
+            // The bytes passed httparse's check, which is the one HeaderValue makes.
+            let value = HeaderValue::from_maybe_shared(slice(span.value)).ok()?;
+            headers.append(name, value);
+        }
+        let mut request = Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Some(request)
+    })();
+    let Some(request) = built else {
+        // A head httparse took and the http types do not: hyper's server answers it.
+        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+        return Parsed::Handoff;
+    };
+    let framing = match (chunked, length) {
+        (true, _) => Some(Framing::Chunked(Chunked::default())),
+        (false, Some(n)) if n > 0 => Some(Framing::Length(n)),
+        _ => None,
+    };
+    Parsed::Request(Head {
+        head_request: request.method() == Method::HEAD,
+        request,
+        framing,
+        close,
+        trailers,
+    })
+}
+
+/// A `Content-Length` value: digits only, no sign, no list.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The read side of a client connection and what has been read from it but not used.
+#[derive(Debug)]
+struct Reader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl Reader {
+    /// Reads more into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf)
+    }
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    Done,
+}
+
+#[derive(Debug)]
+struct BodyState {
+    /// `None` once the connection has taken it back.
+    reader: Option<Reader>,
+    framing: Framing,
+}
+
+impl BodyState {
+    /// The next frame from what is buffered: `None` when more bytes are needed or the body has
+    /// ended (then the framing is [`Framing::Done`]).
+    fn decode(&mut self) -> Result<Option<Frame<Bytes>>, BodyReadError> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        let frame = match &mut self.framing {
+            Framing::Done => None,
+            Framing::Length(left) => {
+                let n = reader
+                    .buf
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                let data = (n > 0).then(|| Frame::data(reader.buf.split_to(n).freeze()));
+                if *left == 0 {
+                    self.framing = Framing::Done;
+                }
+                data
+            }
+            Framing::Chunked(chunked) => {
+                let frame = chunked.decode(&mut reader.buf).map_err(|e| match e {
+                    h1::Error::Malformed(what) => BodyReadError::Malformed(what),
+                    other => BodyReadError::Malformed(other.to_string()),
+                })?;
+                if chunked.is_done() {
+                    self.framing = Framing::Done;
+                }
+                frame
+            }
+        };
+        Ok(frame)
+    }
+
+    /// The reader, once the body has been read to its end, including what is already
+    /// buffered (a small body that came with its head and was never asked for).
+    fn take_reader_if_done(&mut self) -> Option<Reader> {
+        while !matches!(self.framing, Framing::Done) {
+            match self.decode() {
+                Ok(Some(_)) => {}
+                Ok(None) if matches!(self.framing, Framing::Done) => {}
+                _ => return None,
+            }
+        }
+        self.reader.take()
+    }
+}
+
+/// Why a client's request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    #[error("the client closed the connection before its body was complete")]
+    Closed,
+    #[error("reading the client's body failed")]
+    Io(#[source] io::Error),
+    #[error("the client sent a malformed chunked body: {0}")]
+    Malformed(String),
+}
+
+/// A request body read from the client connection as the upstream side asks for it.
+#[derive(Debug)]
+pub struct Body {
+    shared: Arc<Mutex<BodyState>>,
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyReadError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
+        let mut state = self.shared.lock().expect("body lock");
+        loop {
+            match state.decode() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) if matches!(state.framing, Framing::Done) => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    state.reader = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let Some(reader) = state.reader.as_mut() else {
+                return Poll::Ready(Some(Err(BodyReadError::Closed)));
+            };
+            match ready!(reader.poll_fill(cx)) {
+                Ok(0) => {
+                    state.reader = None;
+                    return Poll::Ready(Some(Err(BodyReadError::Closed)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    state.reader = None;
+                    return Poll::Ready(Some(Err(BodyReadError::Io(e))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(
+            self.shared.lock().expect("body lock").framing,
+            Framing::Done | Framing::Length(0)
+        )
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.shared.lock().expect("body lock").framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Chunked(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// How a response body is delimited on the client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delimit {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the response; true when it went out whole and well framed, so the connection can
+/// carry another request.
+async fn write_response(
+    writer: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    response: Response<ResponseBody>,
+    head_request: bool,
+    close: bool,
+    trailers_wanted: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let declared = parts.headers.get(header::CONTENT_LENGTH);
+    let delimit = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Delimit::None
+    } else if let Some(n) = declared.and_then(|v| content_length(v.as_bytes())) {
+        Delimit::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        Delimit::Length(n)
+    } else {
+        Delimit::Chunked
+    };
+    encode_head(out, status, &parts.headers, delimit, close);
+    if delimit == Delimit::None {
+        writer.write_all(out).await?;
+        return Ok(true);
+    }
+    let mut sent = 0u64;
+    let mut trailers = None;
+    let mut complete = true;
+    loop {
+        // A frame that is ready goes out with the head; one that is not waits for the head
+        // to be written first (a streamed answer shows its head at once).
+        let frame = match poll_now(&mut body) {
+            Some(frame) => frame,
+            None => {
+                writer.write_all(out).await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "the response body failed; closing the connection");
+                complete = false;
+                break;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if let Delimit::Length(n) = delimit
+            && sent > n
+        {
+            tracing::debug!(
+                declared = n,
+                "the response body is longer than its Content-Length"
+            );
+            complete = false;
+            break;
+        }
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() >= WRITE_GATHER {
+            let mut both = Buf::chain(&out[..], data);
+            writer.write_all_buf(&mut both).await?;
+            out.clear();
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_GATHER {
+            writer.write_all(out).await?;
+            out.clear();
+        }
+    }
+    if complete {
+        match delimit {
+            Delimit::Length(n) if sent != n => {
+                tracing::debug!(
+                    declared = n,
+                    sent,
+                    "the response body ended before its Content-Length"
+                );
+                complete = false;
+            }
+            Delimit::Chunked => {
+                out.extend_from_slice(b"0\r\n");
+                if let (true, Some(trailers)) = (trailers_wanted, trailers) {
+                    encode_fields(out, &trailers);
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => {}
+        }
+    }
+    writer.write_all(out).await?;
+    Ok(complete)
+}
+
+/// An answer of the server's own, before any request is handled, and the connection closes.
+async fn refuse(
+    writer: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    msg: String,
+) -> io::Result<()> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    encode_head(
+        out,
+        status,
+        &headers,
+        Delimit::Length(msg.len() as u64),
+        true,
+    );
+    out.extend_from_slice(msg.as_bytes());
+    writer.write_all(out).await
+}
+
+/// A frame the body has ready now, without waiting.
+fn poll_now(
+    body: &mut ResponseBody,
+) -> Option<Option<Result<Frame<Bytes>, crate::body::BodyError>>> {
+    match Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => None,
+    }
+}
+
+/// The status line and headers as HTTP/1.1, with `Date`, the body's delimiter and
+/// `Connection: close` added as needed. Names go out lower-case, as hyper's server writes them.
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    delimit: Delimit,
+    close: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    encode_fields(out, headers);
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        http_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    match delimit {
+        Delimit::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
+}
+
+/// The current time as an HTTP date, formatted once a second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Closes a connection whose client may still be sending a body nobody read: the write side
+/// first, then reading and discarding until the client closes too or [`LINGER`] passes.
+async fn linger(mut writer: OwnedWriteHalf, mut left: Reader) {
+    let _ = writer.shutdown().await;
+    let discard = async {
+        let mut scrap = [0u8; 8192];
+        while matches!(left.half.read(&mut scrap).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
+}
+
+/// A client connection handed to hyper's server: the bytes already read come first.
+#[derive(Debug)]
+pub struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    fn new(reader: Reader, writer: OwnedWriteHalf) -> Self {
+        Rewind {
+            read: reader.buf.freeze(),
+            stream: reader
+                .half
+                .reunite(writer)
+                .expect("both halves come from one stream"),
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 64 * 1024;
+
+    fn parse(text: &str) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(text.as_bytes());
+        let parsed = parse_head(&mut buf, MAX);
+        (parsed, buf)
+    }
+
+    fn served(text: &str) -> (Head, BytesMut) {
+        match parse(text) {
+            (Parsed::Request(head), rest) => (head, rest),
+            (other, _) => panic!("not served here ({other:?}): {text:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_heads_are_served_and_leave_what_follows() {
+        let (head, rest) = served(
+            "GET /a/b?q=1 HTTP/1.1\r\nHost: acme.example\r\nX-Tenant-Id: acme\r\nX-Many: 1\r\nx-many: 2\r\n\r\nGET /next",
+        );
+        let r = &head.request;
+        assert_eq!(r.method(), Method::GET);
+        assert_eq!(r.uri(), "/a/b?q=1");
+        assert_eq!(r.headers()["host"], "acme.example");
+        assert_eq!(r.headers()["x-tenant-id"], "acme");
+        let many: Vec<_> = r.headers().get_all("x-many").iter().collect();
+        assert_eq!(many, ["1", "2"], "repeated headers keep their order");
+        assert!(head.framing.is_none() && !head.close && !head.head_request);
+        assert_eq!(
+            &rest[..],
+            b"GET /next",
+            "a pipelined request stays in the buffer"
+        );
+
+        let (head, _) = served(
+            "POST / HTTP/1.1\r\nContent-Length: 12\r\nConnection: Keep-Alive, Close\r\n\r\n",
+        );
+        assert!(matches!(head.framing, Some(Framing::Length(12))));
+        assert!(head.close);
+        let (head, _) =
+            served("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nTE: trailers\r\n\r\n");
+        assert!(matches!(head.framing, Some(Framing::Chunked(_))));
+        assert!(head.trailers);
+        let (head, _) = served("HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(head.head_request && head.framing.is_none());
+    }
+
+    #[test]
+    fn heads_outside_the_common_case_go_to_hyper_untouched() {
+        for text in [
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://elsewhere/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+            "GARBAGE\r\n\r\n",
+        ] {
+            let (parsed, rest) = parse(text);
+            assert!(matches!(parsed, Parsed::Handoff), "{text:?} was {parsed:?}");
+            assert_eq!(&rest[..], text.as_bytes(), "the bytes go to hyper as read");
+        }
+    }
+
+    #[test]
+    fn a_head_is_partial_until_complete_and_refused_when_too_large() {
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\n").0,
+            Parsed::Partial
+        ));
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nX-Big: "[..]);
+        buf.extend_from_slice(&[b'a'; 200]);
+        assert!(matches!(
+            parse_head(&mut buf.clone(), 100),
+            Parsed::TooLarge
+        ));
+        assert!(matches!(parse_head(&mut buf, 1000), Parsed::Partial));
+        buf.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            parse_head(&mut buf.clone(), 100),
+            Parsed::TooLarge
+        ));
+        assert!(matches!(parse_head(&mut buf, 1000), Parsed::Request(_)));
+    }
+
+    fn body_state(framing: Framing, bytes: &[u8]) -> BodyState {
+        // A reader needs a socket half; the decoding itself only looks at the buffer.
+        let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(std.local_addr().unwrap()).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let (half, _) = TcpStream::from_std(stream).unwrap().into_split();
+        BodyState {
+            reader: Some(Reader {
+                half,
+                buf: BytesMut::from(bytes),
+            }),
+            framing,
+        }
+    }
+
+    #[test]
+    fn a_buffered_body_is_read_to_its_end_and_the_next_request_kept() {
+        let mut state = body_state(Framing::Length(5), b"helloGET /next");
+        let frame = state.decode().unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(matches!(state.framing, Framing::Done));
+        let reader = state.take_reader_if_done().unwrap();
+        assert_eq!(&reader.buf[..], b"GET /next");
+
+        // Never asked for, a body already in the buffer is skipped and the connection kept.
+        let mut state = body_state(
+            Framing::Chunked(Chunked::default()),
+            b"3\r\nabc\r\n0\r\n\r\nGET /next",
+        );
+        let reader = state.take_reader_if_done().unwrap();
+        assert_eq!(&reader.buf[..], b"GET /next");
+
+        // A body still on the wire keeps the reader with the body: the connection will close.
+        let mut state = body_state(Framing::Length(10), b"hello");
+        assert!(state.take_reader_if_done().is_none());
+        let mut state = body_state(Framing::Chunked(Chunked::default()), b"zz\r\n");
+        assert!(matches!(state.decode(), Err(BodyReadError::Malformed(_))));
+    }
+
+    #[test]
+    fn response_heads_carry_date_length_and_close_as_needed() {
+        let mut out = Vec::new();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-upstream", HeaderValue::from_static("legacy"));
+        encode_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            Delimit::Length(12),
+            false,
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nx-upstream: legacy\r\ndate: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(" GMT\r\ncontent-length: 12\r\n\r\n"),
+            "{text}"
+        );
+
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        encode_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            Delimit::Length(12),
+            true,
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
+
+        encode_head(
+            &mut out,
+            StatusCode::from_u16(299).unwrap(),
+            &HeaderMap::new(),
+            Delimit::Chunked,
+            false,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 299 \r\n"), "{text}");
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{text}"
+        );
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(
+            itoa(u64::MAX, &mut [0; 20]),
+            u64::MAX.to_string().as_bytes()
+        );
+    }
+}
