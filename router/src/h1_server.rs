@@ -177,17 +177,13 @@ pub async fn serve(
         let span = tracing::debug_span!("request", peer = %client.addr, method = %request.method(), path = %request.uri().path());
         let response = proxy.handle(request, client).instrument(span).await;
 
-        // 3. The response; a request whose body was not read to its end closes the connection.
+        // 3. The response. A body dropped before its end closes the connection after the
+        // answer. A body still held (an upstream reading it while it answers, full duplex) is
+        // left alone until the answer is out, then settled the same way.
+        let mut lent = body;
         let mut body_left = None;
-        if let Some(shared) = body {
-            let mut state = shared.lock().expect("body lock");
-            match state.take_reader_if_done() {
-                Some(back) => reader = Some(back),
-                None => {
-                    close = true;
-                    body_left = state.reader.take();
-                }
-            }
+        if let Some(shared) = lent.take_if(|s| Arc::strong_count(s) == 1) {
+            settle(&shared, &mut reader, &mut body_left, &mut close);
         }
         close |= draining.load(Ordering::Acquire);
         let complete = write_response(
@@ -203,11 +199,38 @@ pub async fn serve(
             tracing::debug!(peer = %client.addr, error = %e, "writing to the client failed");
             false
         });
+        if let Some(shared) = lent {
+            if Arc::strong_count(&shared) == 1 {
+                settle(&shared, &mut reader, &mut body_left, &mut close);
+            } else {
+                // Still being read elsewhere: the connection cannot be taken back.
+                close = true;
+            }
+        }
         if !complete || close {
             if let Some(left) = body_left {
                 linger(writer, left).await;
             }
             return Ended::Closed;
+        }
+    }
+}
+
+/// Takes the reader back from a body nobody else holds: to the connection when the body was
+/// read to its end (or what is left of it is already buffered), else to `left` for lingering,
+/// and the connection closes.
+fn settle(
+    shared: &Mutex<BodyState>,
+    reader: &mut Option<Reader>,
+    left: &mut Option<Reader>,
+    close: &mut bool,
+) {
+    let mut state = shared.lock().expect("body lock");
+    match state.take_reader_if_done() {
+        Some(back) => *reader = Some(back),
+        None => {
+            *close = true;
+            *left = state.reader.take();
         }
     }
 }

@@ -248,3 +248,62 @@ async fn a_body_nobody_reads_gets_its_answer_and_then_the_connection_closes() {
     assert_eq!(setup.legacy.seen.total(), 1);
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_streams_to_the_upstream_while_its_answer_streams_back() {
+    let mut setup = Setup::new().await;
+    setup.new = TestUpstream::start_h2c("new").await;
+    setup.set("acme", pin("new"));
+    let text = setup
+        .config_text()
+        .replace("[targets.new]\n", "[targets.new]\nprotocol = \"h2c\"\n");
+    let router = switchyard::Router::start(
+        switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut s = connect(router.addr()).await;
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nping1\r\n",
+    )
+    .await
+    .unwrap();
+    // Each piece comes back before the next is sent: the request body is still being read
+    // while the answer is written.
+    let mut seen = Vec::new();
+    let mut wait_for = async |s: &mut TcpStream, text: &[u8]| {
+        tokio::time::timeout(EVENT_TIMEOUT, async {
+            while find(&seen, text).is_none() {
+                let mut more = [0u8; 4096];
+                let n = s.read(&mut more).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&more[..n]);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no {:?} in {:?}",
+                String::from_utf8_lossy(text),
+                String::from_utf8_lossy(&seen)
+            )
+        });
+    };
+    wait_for(&mut s, b"ping1").await;
+    s.write_all(b"5\r\nping2\r\n").await.unwrap();
+    wait_for(&mut s, b"ping2").await;
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    wait_for(&mut s, b"\r\n0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("x-upstream: new\r\n"), "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
+    // The connection carries on.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s, &mut Vec::new()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"new");
+    router.shutdown().await;
+}

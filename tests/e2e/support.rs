@@ -204,6 +204,9 @@ async fn handle(
         let mut resp = Response::new(full("refused"));
         *resp.status_mut() = StatusCode::UNAUTHORIZED;
         resp
+    } else if path == "/echo" {
+        // Streams the body back as it arrives: the answer starts before the request ends.
+        Response::new(req.into_body().map_err(std::io::Error::other).boxed())
     } else if path == "/sink" {
         let mut body = req.into_body();
         let (mut bytes, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
