@@ -251,17 +251,9 @@ async fn a_body_nobody_reads_gets_its_answer_and_then_the_connection_closes() {
 
 #[tokio::test]
 async fn a_body_streams_to_the_upstream_while_its_answer_streams_back() {
-    let mut setup = Setup::new().await;
-    setup.new = TestUpstream::start_h2c("new").await;
+    let setup = Setup::with_h2c_new().await;
     setup.set("acme", pin("new"));
-    let text = setup
-        .config_text()
-        .replace("[targets.new]\n", "[targets.new]\nprotocol = \"h2c\"\n");
-    let router = switchyard::Router::start(
-        switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap(),
-    )
-    .await
-    .unwrap();
+    let router = setup.start().await;
     let mut s = connect(router.addr()).await;
     s.write_all(
         b"POST /echo HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nping1\r\n",

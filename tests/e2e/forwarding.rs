@@ -319,17 +319,9 @@ async fn websockets_pass_through_to_the_tenants_side() {
 
 #[tokio::test]
 async fn http2_on_both_sides() {
-    let mut setup = Setup::new().await;
-    setup.new = TestUpstream::start_h2c("new").await;
+    let setup = Setup::with_h2c_new().await;
     setup.set("acme", pin("new"));
-    let text = setup
-        .config_text()
-        .replace("[targets.new]\n", "[targets.new]\nprotocol = \"h2c\"\n");
-    let router = switchyard::Router::start(
-        switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap(),
-    )
-    .await
-    .unwrap();
+    let router = setup.start().await;
     let h2 = h2_client();
     // An HTTP/2 client, to an HTTP/1.1 target and to an h2c target.
     let (status, h, _) = get(&h2, router.addr(), "/x", &[("x-tenant-id", "globex")]).await;

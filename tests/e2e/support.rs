@@ -317,6 +317,13 @@ impl Setup {
         setup
     }
 
+    /// The same, with `new` an HTTP/2 cleartext (h2c) upstream.
+    pub async fn with_h2c_new() -> Setup {
+        let mut setup = Setup::new().await;
+        setup.new = TestUpstream::start_h2c("new").await;
+        setup
+    }
+
     pub fn flags_path(&self) -> PathBuf {
         self.dir.path().join("flags.json")
     }
@@ -345,12 +352,17 @@ sticky_key = ["header:x-user-id", "client_ip"]
 [targets.legacy]
 endpoints = ["{legacy}"]
 [targets.new]
-endpoints = ["{new}"]
+endpoints = ["{new}"]{new_protocol}
 {routes}
 "#,
             server_extra = self.extra,
             legacy = self.legacy.url(),
             new = self.new.url(),
+            new_protocol = if self.new.h2_only {
+                "\nprotocol = \"h2c\""
+            } else {
+                ""
+            },
             routes = self.routes,
         )
     }
