@@ -343,16 +343,30 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    encode_fields(out, &parts.headers);
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Header lines (or trailer lines), `name: value` each, names lower-case as `http` keeps them.
+pub(crate) fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+}
+
+/// One `Content-Length` value: digits only (surrounding spaces allowed), no sign, no list.
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    out.extend_from_slice(b"\r\n");
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Writes the head and the body while watching for the response: an upstream may answer
@@ -558,12 +572,7 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| Error::malformed("bad Content-Length"))?;
+            let n = parse_length(part).ok_or_else(|| Error::malformed("bad Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::malformed("conflicting Content-Length values"));
             }

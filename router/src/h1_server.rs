@@ -15,7 +15,7 @@
 //! timeout of the connection going idle, and be no larger than `max_header_bytes`. Bodies
 //! keep the route's size limit and idle timeout ([`crate::body::RequestBody`]).
 
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -302,7 +302,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Parsed {
         };
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") {
-            match (length, content_length(value)) {
+            match (length, h1::parse_length(value)) {
                 (None, Some(n)) => length = Some(n),
                 _ => return Parsed::Handoff,
             }
@@ -374,15 +374,6 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Parsed {
         close,
         trailers,
     })
-}
-
-/// A `Content-Length` value: digits only, no sign, no list.
-fn content_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The read side of a client connection and what has been read from it but not used.
@@ -561,7 +552,7 @@ async fn write_response(
         || status == StatusCode::NOT_MODIFIED
     {
         Delimit::None
-    } else if let Some(n) = declared.and_then(|v| content_length(v.as_bytes())) {
+    } else if let Some(n) = declared.and_then(|v| h1::parse_length(v.as_bytes())) {
         Delimit::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         Delimit::Length(n)
@@ -617,7 +608,7 @@ async fn write_response(
             break;
         }
         if delimit == Delimit::Chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            write!(out, "{:x}\r\n", data.len()).expect("writing to a Vec");
         }
         if data.len() >= WRITE_GATHER {
             let mut both = Buf::chain(&out[..], data);
@@ -647,7 +638,7 @@ async fn write_response(
             Delimit::Chunked => {
                 out.extend_from_slice(b"0\r\n");
                 if let (true, Some(trailers)) = (trailers_wanted, trailers) {
-                    encode_fields(out, &trailers);
+                    h1::encode_fields(out, &trailers);
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -706,7 +697,7 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    encode_fields(out, headers);
+    h1::encode_fields(out, headers);
     if !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         http_date(out);
@@ -725,15 +716,6 @@ fn encode_head(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
