@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,20 +152,25 @@ impl Pool {
                 .map_err(|(e, _)| e);
         }
         match self.exchange(conn, None, no_body).await {
-            Err((_, true)) if reused && parts.method.is_idempotent() => {
-                let mut conn = self.connect().await?;
-                encode_head(&mut conn.out, parts, chunked);
-                self.exchange(conn, None, no_body).await.map_err(|(e, _)| e)
-            }
-            result => result.map_err(|(e, _)| e),
+            Err((_, true)) if reused && parts.method.is_idempotent() => {}
+            result => return result.map_err(|(e, _)| e),
         }
+        // Boxed: the rare second try would otherwise add its size to every request's future.
+        Box::pin(async {
+            let mut conn = self.connect().await?;
+            encode_head(&mut conn.out, parts, chunked);
+            self.exchange(conn, None, no_body).await.map_err(|(e, _)| e)
+        })
+        .await
     }
 
     /// A pooled connection that is still open (`true`), or a new one.
     async fn conn(&self) -> Result<(Conn, bool), Error> {
         match self.checkout() {
             Some(conn) => Ok((conn, true)),
-            None => Ok((self.connect().await?, false)),
+            // Boxed, as is the body's exchange below: a future is as large as its largest
+            // await, and this one is moved through every layer of each request's future.
+            None => Ok((Box::pin(self.connect()).await?, false)),
         }
     }
 
@@ -271,7 +277,8 @@ impl Pool {
                     Err(e) => return Err(silent(e, &conn)),
                 }
             }
-            Some((body, chunked)) => match send_with_body(&mut conn, body, chunked).await {
+            Some((body, chunked)) => match Box::pin(send_with_body(&mut conn, body, chunked)).await
+            {
                 Ok(done) => done,
                 Err(e) => return Err(silent(e, &conn)),
             },
@@ -467,9 +474,13 @@ async fn read_head_from<R: AsyncRead + Unpin>(
 /// Parses one response head from the front of `buf` and removes it; `None` when the head is
 /// not complete yet. Header values share the head's bytes rather than being copied.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -498,7 +509,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
         })
         .collect::<Result<_, Error>>()?;
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(spans.len());
+    // Room for the one header the proxy adds (`x-request-id`) without growing the map.
+    let mut map = HeaderMap::with_capacity(spans.len() + 1);
     for (name, start, end) in spans {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| Error::malformed(format!("bad value for header {name}")))?;

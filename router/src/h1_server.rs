@@ -85,6 +85,7 @@ pub async fn serve(
         buf: BytesMut::with_capacity(READ_SIZE),
     });
     let mut out = Vec::with_capacity(1024);
+    let mut spans = Vec::new();
     let timeout = settings.header_read_timeout;
     // One timer for the connection's life, moved on only when it fires: re-arming a timer per
     // request costs more than the request's parse.
@@ -101,7 +102,7 @@ pub async fn serve(
         let deadline = tokio::time::Instant::now() + timeout;
         let head = loop {
             if !here.buf.is_empty() {
-                match parse_head(&mut here.buf, settings.max_header_bytes) {
+                match parse_head(&mut here.buf, &mut spans, settings.max_header_bytes) {
                     Parsed::Request(head) => break head,
                     Parsed::Partial => {}
                     Parsed::Handoff => return Ended::Handoff(Rewind::new(here, writer)),
@@ -260,17 +261,18 @@ enum Parsed {
 }
 
 /// Where a header's name and value lie in the head.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Span {
     name: (usize, usize),
     value: (usize, usize),
 }
 
 /// Parses one request head from the front of `buf` and removes it; anything this path does
-/// not serve is left in `buf` for hyper's server.
-fn parse_head(buf: &mut BytesMut, max_head: usize) -> Parsed {
+/// not serve is left in `buf` for hyper's server. `spans` is scratch space kept by the
+/// connection, so that no request pays for zeroing room for a hundred headers.
+fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-    let mut spans = [Span::default(); MAX_HEADERS];
+    spans.clear();
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
@@ -294,12 +296,12 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let mut hosts = 0;
     let mut close = false;
     let mut trailers = false;
-    for (header, span) in parsed.headers.iter().zip(spans.iter_mut()) {
+    for header in parsed.headers.iter() {
         let (name, value) = (header.name.as_bytes(), header.value);
-        *span = Span {
+        spans.push(Span {
             name: at(name),
             value: at(value),
-        };
+        });
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") {
             match (length, h1::parse_length(value)) {
@@ -341,8 +343,9 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let built = (|| {
         let method = Method::from_bytes(&head[method.0..method.1]).ok()?;
         let uri = Uri::from_maybe_shared(slice(target)).ok()?;
-        let mut headers = HeaderMap::with_capacity(count);
-        for span in &spans[..count] {
+        // Room for the headers the proxy adds, so that they do not grow the map twice.
+        let mut headers = HeaderMap::with_capacity(count + crate::proxy::ADDED_REQUEST_HEADERS);
+        for span in spans.iter() {
             let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
             // The bytes passed httparse's check, which is the one HeaderValue makes.
             let value = HeaderValue::from_maybe_shared(slice(span.value)).ok()?;
@@ -752,9 +755,15 @@ fn http_date(out: &mut Vec<u8>) {
 /// first, then reading and discarding until the client closes too or [`LINGER`] passes.
 async fn linger(mut writer: OwnedWriteHalf, mut left: Reader) {
     let _ = writer.shutdown().await;
+    // The read buffer, not a stack array: this future is part of every connection's task.
     let discard = async {
-        let mut scrap = [0u8; 8192];
-        while matches!(left.half.read(&mut scrap).await, Ok(n) if n > 0) {}
+        loop {
+            left.buf.clear();
+            left.buf.reserve(READ_SIZE);
+            if !matches!(left.half.read_buf(&mut left.buf).await, Ok(n) if n > 0) {
+                break;
+            }
+        }
     };
     let _ = tokio::time::timeout(LINGER, discard).await;
 }
@@ -832,7 +841,7 @@ mod tests {
 
     fn parse(text: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text.as_bytes());
-        let parsed = parse_head(&mut buf, MAX);
+        let parsed = parse_head(&mut buf, &mut Vec::new(), MAX);
         (parsed, buf)
     }
 
@@ -913,16 +922,22 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nX-Big: "[..]);
         buf.extend_from_slice(&[b'a'; 200]);
         assert!(matches!(
-            parse_head(&mut buf.clone(), 100),
+            parse_head(&mut buf.clone(), &mut Vec::new(), 100),
             Parsed::TooLarge
         ));
-        assert!(matches!(parse_head(&mut buf, 1000), Parsed::Partial));
+        assert!(matches!(
+            parse_head(&mut buf, &mut Vec::new(), 1000),
+            Parsed::Partial
+        ));
         buf.extend_from_slice(b"\r\n\r\n");
         assert!(matches!(
-            parse_head(&mut buf.clone(), 100),
+            parse_head(&mut buf.clone(), &mut Vec::new(), 100),
             Parsed::TooLarge
         ));
-        assert!(matches!(parse_head(&mut buf, 1000), Parsed::Request(_)));
+        assert!(matches!(
+            parse_head(&mut buf, &mut Vec::new(), 1000),
+            Parsed::Request(_)
+        ));
     }
 
     fn body_state(framing: Framing, bytes: &[u8]) -> BodyState {

@@ -28,6 +28,10 @@ use crate::pick::{Decision, Pick, RouteTable, pick};
 use crate::tenant::{self, request_host, sticky_hash};
 use crate::upstream::{Upstream, upstream_uri};
 
+/// How many headers the proxy may add to a request: `x-request-id`, the three
+/// `x-forwarded-*` and `host`. The parser sizes the header map for them.
+pub(crate) const ADDED_REQUEST_HEADERS: usize = 5;
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -262,7 +266,7 @@ impl Proxy {
 
         // 4. Forward (and 5, metrics, when the response body completes).
         self.forward(
-            parts, body, route, pick, labels, start, request_id, client, now_ms,
+            &mut parts, body, route, pick, labels, start, request_id, client, now_ms,
         )
         .await
     }
@@ -274,7 +278,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        mut parts: Parts,
+        parts: &mut Parts,
         body: ClientBody,
         route: &Route,
         pick: Pick,
@@ -297,12 +301,12 @@ impl Proxy {
                 request_id,
             );
         }
-        let client_upgrade = if is_upgrade(&parts) {
+        let client_upgrade = if is_upgrade(parts) {
             parts.extensions.remove::<OnUpgrade>()
         } else {
             None
         };
-        let host = request_host(&parts).and_then(|h| HeaderValue::from_str(h).ok());
+        let host = request_host(parts).and_then(|h| HeaderValue::from_str(h).ok());
         strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
         self.set_forwarded(&mut parts.headers, client, host.as_ref());
         parts
@@ -383,7 +387,7 @@ impl Proxy {
                 .failover(labels.route, target.index(), retry_target.index());
             labels.target = retry_target.index();
         }
-        let mut parts = Request::new(()).into_parts().0;
+        *parts = Request::new(()).into_parts().0;
         parts.method = method;
         parts.uri = uri;
         parts.headers = headers;
@@ -416,7 +420,7 @@ impl Proxy {
     /// by the client's own body says nothing about the endpoint and is not reported.
     async fn attempt(
         &self,
-        mut parts: Parts,
+        parts: &mut Parts,
         body: RequestBody,
         route: &Route,
         target: TargetId,
@@ -447,20 +451,22 @@ impl Proxy {
             }
         }
         let in_flight = self.health.start(target, endpoint);
-        let sending = async {
-            if own_client {
-                let resp = upstream.pool(endpoint).send(&parts, body).await;
-                resp.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1)
-            } else {
-                let resp = upstream
-                    .client()
-                    .request(Request::from_parts(parts, body))
-                    .await;
-                resp.map(|r| r.map(UpstreamBody::Hyper))
+        // Each branch awaits its own client directly: an async block around both would hold a
+        // second copy of the request in this future.
+        let sent = if own_client {
+            let sending = upstream.pool(endpoint).send(parts, body);
+            tokio::time::timeout(route.timeout, sending)
+                .await
+                .map(|r| r.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1))
+        } else {
+            // The request is passed by reference down to here; hyper's client takes it whole.
+            let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+            let sending = upstream.client().request(Request::from_parts(parts, body));
+            tokio::time::timeout(route.timeout, sending).await.map(|r| {
+                r.map(|r| r.map(UpstreamBody::Hyper))
                     .map_err(SendError::Hyper)
-            }
+            })
         };
-        let sent = tokio::time::timeout(route.timeout, sending).await;
         let (outcome, result) = match sent {
             Ok(Ok(resp)) if resp.status().is_server_error() => {
                 (Outcome::Failure, Ok((resp, in_flight)))
