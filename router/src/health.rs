@@ -162,7 +162,12 @@ impl Health {
     }
 
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `now_ms` for an instant already read, so that a request reads the clock once.
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     pub fn target(&self, t: TargetId) -> &TargetHealth {

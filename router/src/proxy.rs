@@ -8,16 +8,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use flag_store::{FlagState, TargetId};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, watch};
+// Tokio's clock, as the health view reads it: one reading serves both (and tests can pause it).
+use tokio::time::Instant;
 
 use crate::body::{BodyError, ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
 use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
@@ -148,7 +149,7 @@ impl Proxy {
     pub async fn handle(&self, req: Request<ClientBody>, client: &Peer) -> Response<ResponseBody> {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let request_id = self.request_id(&mut parts.headers);
+        let request_id = self.request_id(&parts.headers);
         let mut labels = Labels {
             route: self.metrics.no_route(),
             target: self.metrics.no_target(),
@@ -190,7 +191,7 @@ impl Proxy {
 
         // 2 and 3. Tenant id, flag lookup, pick; the snapshot guard lives in this block only.
         // One instant for the pick's health view and the endpoint choice that follows it.
-        let now_ms = self.health.now_ms();
+        let now_ms = self.health.ms_at(start);
         let decision = {
             let tenant = match tenant::extract(&self.rules.from, &parts) {
                 Ok(t) => t,
@@ -337,7 +338,7 @@ impl Proxy {
         );
         let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout);
         let failure = match self
-            .attempt(parts, body, route, target, endpoint, host.as_ref())
+            .attempt(parts, body, route, (target, endpoint), host.as_ref(), start)
             .await
         {
             Ok((resp, in_flight)) => {
@@ -396,9 +397,9 @@ impl Proxy {
                 parts,
                 RequestBody::empty(),
                 route,
-                retry_target,
-                retry_endpoint,
+                (retry_target, retry_endpoint),
                 host.as_ref(),
+                Instant::now(),
             )
             .await
         {
@@ -423,11 +424,13 @@ impl Proxy {
         parts: &mut Parts,
         body: RequestBody,
         route: &Route,
-        target: TargetId,
-        endpoint: usize,
+        (target, endpoint): (TargetId, usize),
         host: Option<&HeaderValue>,
+        sent_at: Instant,
     ) -> Result<(Response<UpstreamBody>, InFlight), Failure> {
         let upstream = &self.upstreams[target.index()];
+        // The route's timeout counts from `sent_at`: the request's start for a first try.
+        let deadline = sent_at + route.timeout;
         // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
         // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
         // The own client's pool dials its endpoint and sends only the path
@@ -455,14 +458,14 @@ impl Proxy {
         // second copy of the request in this future.
         let sent = if own_client {
             let sending = upstream.pool(endpoint).send(parts, body);
-            tokio::time::timeout(route.timeout, sending)
+            tokio::time::timeout_at(deadline, sending)
                 .await
                 .map(|r| r.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1))
         } else {
             // The request is passed by reference down to here; hyper's client takes it whole.
             let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let sending = upstream.client().request(Request::from_parts(parts, body));
-            tokio::time::timeout(route.timeout, sending).await.map(|r| {
+            tokio::time::timeout_at(deadline, sending).await.map(|r| {
                 r.map(|r| r.map(UpstreamBody::Hyper))
                     .map_err(SendError::Hyper)
             })
@@ -605,35 +608,38 @@ impl Proxy {
     }
 
     /// Keeps a sane incoming `x-request-id`, or makes one.
-    fn request_id(&self, headers: &mut HeaderMap) -> HeaderValue {
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
         if let Some(id) = headers.get(&X_REQUEST_ID)
             && (1..=200).contains(&id.len())
             && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
         {
             return id.clone();
         }
-        let id = self.request_ids.next();
-        headers.insert(X_REQUEST_ID.clone(), id.clone());
-        id
+        // `forward` sets it on the request, after the hop-by-hop headers are gone.
+        self.request_ids.next()
     }
 
     fn set_forwarded(&self, headers: &mut HeaderMap, client: &Peer, host: Option<&HeaderValue>) {
-        let prior = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .fold(None::<String>, |acc, v| {
-                Some(match acc {
-                    None => v.to_owned(),
-                    Some(a) => a + ", " + v,
-                })
-            });
-        let xff = match prior {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip())).ok(),
-            None => Some(client.ip_header()),
-        };
-        if let Some(v) = xff {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+        // One lookup for the read and the write: `entry`, not `get_all` then `insert`.
+        match headers.entry(&X_FORWARDED_FOR) {
+            Entry::Vacant(slot) => {
+                slot.insert(client.ip_header());
+            }
+            Entry::Occupied(mut present) => {
+                let prior = present
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let joined = if prior.is_empty() {
+                    Ok(client.ip_header())
+                } else {
+                    HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip()))
+                };
+                if let Ok(v) = joined {
+                    present.insert(v);
+                }
+            }
         }
         if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
