@@ -134,7 +134,13 @@ fn main() {
         };
         let addr = proxy.as_ref().map_or(upstream, |p| p.addr);
         eprintln!("measuring {name} at {addr}");
-        let m = measure(&rt, &o, addr, proxy.as_ref());
+        let mut m = measure(&rt, &o, addr, proxy.as_ref());
+        if let (Some(p), true, false) = (proxy.as_ref(), o.rss, o.quick) {
+            match idle_connection_memory(p) {
+                Ok(bytes) => m.idle_connection_bytes = Some(bytes),
+                Err(e) => failures.push(format!("{name} (idle connections): {e}")),
+            }
+        }
         for (load, run) in [("64 connections", &m.closed), ("fixed rate", &m.rate)] {
             if run.errors > 0 || run.requests == 0 {
                 failures.push(format!(
@@ -609,6 +615,8 @@ struct Measured {
     peak_rss: Option<u64>,
     /// Upstream connections the router opened during the 64-connection run (Switchyard only).
     upstream_connects: Option<u64>,
+    /// Resident memory per idle client connection (full runs with the memory test).
+    idle_connection_bytes: Option<f64>,
 }
 
 impl Measured {
@@ -618,6 +626,7 @@ impl Measured {
             "fixed_rate": self.rate.to_json(),
             "peak_rss_bytes": self.peak_rss,
             "upstream_connections_opened": self.upstream_connects,
+            "bytes_per_idle_connection": self.idle_connection_bytes,
         })
     }
 }
@@ -647,6 +656,7 @@ fn measure(
         rate,
         peak_rss: proxy.map(Proxy::peak_rss),
         upstream_connects,
+        idle_connection_bytes: None,
     }
 }
 
@@ -852,6 +862,16 @@ fn print_table(results: &[(String, Measured)]) {
             "switchyard opened {n} upstream connections during the closed-loop run (after its warm-up)"
         );
     }
+    let idle: Vec<String> = results
+        .iter()
+        .filter_map(|(n, m)| Some(format!("{n} {:.0} bytes", m.idle_connection_bytes?)))
+        .collect();
+    if !idle.is_empty() {
+        println!(
+            "memory per idle client connection ({IDLE_CONNECTIONS} open, RSS growth): {}",
+            idle.join(", ")
+        );
+    }
     let _ = std::io::stdout().flush();
 }
 
@@ -965,6 +985,76 @@ fn rss_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, 
         "peak_rss_bytes_1m": peak,
         "bytes_per_tenant": per_tenant,
     }))
+}
+
+/// Idle keep-alive client connections held open at once by the memory-per-connection test.
+const IDLE_CONNECTIONS: usize = 500;
+
+/// Resident memory per idle client connection: [`IDLE_CONNECTIONS`] keep-alive connections,
+/// each having sent one request and read its answer, held open; the growth of the proxy's
+/// RSS over their number. Each is used once more after the reading, so a proxy that closed
+/// one early fails the test rather than under-reporting.
+fn idle_connection_memory(proxy: &Proxy) -> Result<f64, String> {
+    let before = settled_rss(proxy);
+    let mut open = Vec::with_capacity(IDLE_CONNECTIONS);
+    for i in 0..IDLE_CONNECTIONS {
+        let mut s = TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(2))
+            .map_err(|e| format!("connection {i}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        one_request(&mut s).map_err(|e| format!("connection {i}: {e}"))?;
+        open.push(s);
+    }
+    // Growth only: the allocator has nothing freed left to hand back (`before` settled), so
+    // a few steady readings suffice, well within the proxies' idle timeouts (30 s).
+    let mut readings = vec![proxy.rss()];
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = proxy.rss();
+        readings.push(now);
+        if readings.len() > 3
+            && readings[readings.len() - 3..]
+                .iter()
+                .all(|r| r.abs_diff(now) * 100 <= now)
+        {
+            break;
+        }
+    }
+    let with = readings[readings.len() - 1];
+    for (i, s) in open.iter_mut().enumerate() {
+        one_request(s).map_err(|e| format!("connection {i} after the reading: {e}"))?;
+    }
+    Ok(with.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64)
+}
+
+/// One keep-alive `GET` and its whole answer (a 200 with a `content-length` body).
+fn one_request(s: &mut TcpStream) -> Result<(), String> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nx-tenant-id: acme\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the answer ended".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            return Err(format!("answered {:?}", head.lines().next().unwrap_or("")));
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or("an answer without content-length")?;
+        if buf.len() >= end + 4 + length {
+            return Ok(());
+        }
+    }
 }
 
 /// RSS once the allocator has handed back what the load freed. The router's jemalloc decays
