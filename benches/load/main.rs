@@ -14,6 +14,10 @@
 //!   measured from when the request should have been sent, so a stall counts for every
 //!   request it delayed (open loop, as wrk2 does).
 //!
+//! Full runs also measure each proxy's memory per idle keep-alive client connection, and for
+//! Switchyard p99 during snapshot swaps and memory per tenant (`--no-swap`, `--no-rss` skip
+//! them; `--no-rss` skips both memory tests).
+//!
 //! `--quick` runs each target for a moment and checks only that every response was right:
 //! that is the CI mode. The full run is for people; its figures go in BENCHMARKS.md.
 
