@@ -1011,20 +1011,7 @@ fn idle_connection_memory(proxy: &Proxy) -> Result<f64, String> {
     }
     // Growth only: the allocator has nothing freed left to hand back (`before` settled), so
     // a few steady readings suffice, well within the proxies' idle timeouts (30 s).
-    let mut readings = vec![proxy.rss()];
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = proxy.rss();
-        readings.push(now);
-        if readings.len() > 3
-            && readings[readings.len() - 3..]
-                .iter()
-                .all(|r| r.abs_diff(now) * 100 <= now)
-        {
-            break;
-        }
-    }
-    let with = readings[readings.len() - 1];
+    let with = steady_rss(proxy, 3, 3, 10);
     for (i, s) in open.iter_mut().enumerate() {
         one_request(s).map_err(|e| format!("connection {i} after the reading: {e}"))?;
     }
@@ -1066,13 +1053,19 @@ fn one_request(s: &mut TcpStream) -> Result<(), String> {
 /// taken once 12 s have passed and the last five readings, a second apart, are within 1% of
 /// each other (at most 60 s).
 fn settled_rss(proxy: &Proxy) -> u64 {
+    steady_rss(proxy, 12, 5, 60)
+}
+
+/// RSS read once a second until, after at least `wait` seconds, the last `steady` readings
+/// are within 1% of each other, or `at_most` seconds have passed.
+fn steady_rss(proxy: &Proxy, wait: usize, steady: usize, at_most: usize) -> u64 {
     let mut readings = vec![proxy.rss()];
-    for _ in 0..60 {
+    for _ in 0..at_most {
         std::thread::sleep(Duration::from_secs(1));
         let now = proxy.rss();
         readings.push(now);
-        if readings.len() > 12
-            && readings[readings.len() - 5..]
+        if readings.len() > wait
+            && readings[readings.len() - steady..]
                 .iter()
                 .all(|r| r.abs_diff(now) * 100 <= now)
         {
