@@ -5,6 +5,15 @@
 //! Run it through `benches/load.sh`, which installs nginx and HAProxy, builds in release and
 //! pins this process (load generator and upstream) to one core and each proxy to the other.
 //!
+//! The peers are configured to do Switchyard's job, so the figures compare like with like:
+//! the client's `Host` kept, `X-Forwarded-For`, `-Proto` and `-Host` set, an `X-Request-ID`
+//! kept or made and returned to the client. `nginx-no-ids` and `haproxy-no-ids` are the same
+//! without request ids, which cost the peers far more than they cost Switchyard.
+//!
+//! The load generator and the upstream are a few lines over raw sockets each (request out,
+//! answer parsed and checked), so their shared core is not the limit: the report gives their
+//! CPU for every target, and a proxy near one core of its own is what the figures measure.
+//!
 //! Two loads per target:
 //! - `64 connections`: closed loop for a fixed duration (throughput). Latencies are corrected
 //!   for coordinated omission the way wrk2's "uncorrected" mode cannot be: every connection
@@ -22,23 +31,33 @@
 //! that is the CI mode. The full run is for people; its figures go in BENCHMARKS.md.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use thread_priority::ThreadPriority;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The upstream's answer: 100 bytes, as in the peers' published measurements.
 const BODY: &[u8] = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
+
+/// Every target, in the order measured. The peers do Switchyard's job: the same headers to
+/// the upstream (`Host` kept, `X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-ID`) and the
+/// request id back to the client. `-no-ids` is the peer without request ids, which cost
+/// nginx and HAProxy more than they cost Switchyard: it shows how much.
+const TARGETS: [&str; 6] = [
+    "direct",
+    "switchyard",
+    "nginx",
+    "haproxy",
+    "nginx-no-ids",
+    "haproxy-no-ids",
+];
 
 struct Options {
     quick: bool,
@@ -58,7 +77,9 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
                  [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
-                 [--only direct,switchyard,nginx,haproxy] [--no-swap] [--no-rss]"
+                 [--only TARGET,..] [--no-swap] [--no-rss]
+targets: {}",
+        TARGETS.join(", ")
     );
     std::process::exit(64)
 }
@@ -90,7 +111,14 @@ fn options() -> Options {
             "--switchyard" => o.switchyard = value().into(),
             "--proxy-cpu" => o.proxy_cpu = Some(value()),
             "--json" => o.json = value().into(),
-            "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
+            "--only" => {
+                let only: Vec<String> = value().split(',').map(str::to_owned).collect();
+                if let Some(unknown) = only.iter().find(|n| !TARGETS.contains(&n.as_str())) {
+                    eprintln!("--only: no target {unknown:?}");
+                    usage();
+                }
+                o.only = Some(only);
+            }
             "--no-swap" => o.swap = false,
             "--no-rss" => o.rss = false,
             _ => usage(),
@@ -117,7 +145,7 @@ fn main() {
 
     let mut results: Vec<(String, Measured)> = Vec::new();
     let mut failures = Vec::new();
-    for name in ["direct", "switchyard", "nginx", "haproxy"] {
+    for name in TARGETS {
         if !wanted(name) {
             continue;
         }
@@ -126,8 +154,10 @@ fn main() {
         let proxy = match name {
             "direct" => None,
             "switchyard" => Some(Proxy::switchyard(&o, &dir, upstream, &[("acme", 1)])),
-            "nginx" => Some(Proxy::nginx(&o, &dir, upstream)),
-            _ => Some(Proxy::haproxy(&o, &dir, upstream)),
+            "nginx" => Some(Proxy::nginx(&o, &dir, upstream, true)),
+            "haproxy" => Some(Proxy::haproxy(&o, &dir, upstream, true)),
+            "nginx-no-ids" => Some(Proxy::nginx(&o, &dir, upstream, false)),
+            _ => Some(Proxy::haproxy(&o, &dir, upstream, false)),
         };
         let proxy = match proxy.transpose() {
             Ok(p) => p,
@@ -139,7 +169,9 @@ fn main() {
         let addr = proxy.as_ref().map_or(upstream, |p| p.addr);
         eprintln!("measuring {name} at {addr}");
         let mut m = measure(&rt, &o, addr, proxy.as_ref());
-        if let (Some(p), true, false) = (proxy.as_ref(), o.rss, o.quick) {
+        // The peers' memory does not depend on request ids: measured once each.
+        let memory = o.rss && !o.quick && !name.ends_with("-no-ids");
+        if let (Some(p), true) = (proxy.as_ref(), memory) {
             match idle_connection_memory(p) {
                 Ok(bytes) => m.idle_connection_bytes = Some(bytes),
                 Err(e) => failures.push(format!("{name} (idle connections): {e}")),
@@ -210,7 +242,10 @@ fn main() {
 
 // ---- the upstream ----
 
-/// A small hyper server on its own thread: 200 with a 100-byte body, keep-alive.
+/// The upstream: a minimal keep-alive HTTP/1.1 server on its own thread that answers every
+/// request with a 200 and `BODY`. It is lean on purpose, as the load generator is: their core
+/// must not be what limits a proxy's throughput (`load_side_cpu_cores` in the report shows
+/// how close it comes).
 fn start_upstream() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().unwrap();
@@ -227,20 +262,106 @@ fn start_upstream() -> SocketAddr {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    let service = service_fn(|_req| async {
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            BODY,
-                        ))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(upstream_connection(stream));
             }
         });
     });
     addr
+}
+
+/// Answers each whole request head as it comes (pipelined ones in one write), until the
+/// client closes or asks to. Requests with a body are refused: nothing here sends one.
+async fn upstream_connection(mut stream: tokio::net::TcpStream) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(1024);
+    let mut date = HttpDate::default();
+    loop {
+        let mut close = false;
+        while !close {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            let n = match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => break,
+                Err(e) => {
+                    out.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    eprintln!("upstream: a malformed request: {e}");
+                    close = true;
+                    continue;
+                }
+            };
+            let has_body = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("transfer-encoding")
+                    || (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            });
+            if has_body {
+                out.extend_from_slice(b"HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                close = true;
+                continue;
+            }
+            close = !keeps_alive(req.version, req.headers);
+            buf.advance(n);
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ndate: ");
+            out.extend_from_slice(date.now());
+            if close {
+                out.extend_from_slice(b"\r\nconnection: close");
+            }
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(BODY);
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            return;
+        }
+        buf.reserve(4096);
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether an HTTP/1.x message lets its connection stay open.
+fn keeps_alive(version: Option<u8>, headers: &[httparse::Header]) -> bool {
+    let has = |token: &str| {
+        headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && h.value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    if version == Some(0) {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// The `date` header's value, formatted once a second.
+#[derive(Default)]
+struct HttpDate {
+    second: u64,
+    text: String,
+}
+
+impl HttpDate {
+    fn now(&mut self) -> &[u8] {
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        self.text.as_bytes()
+    }
 }
 
 // ---- the proxies ----
@@ -337,10 +458,23 @@ path_prefix = "/"
         })
     }
 
-    fn nginx(o: &Options, dir: &Path, upstream: SocketAddr) -> Result<Proxy, String> {
+    /// nginx doing Switchyard's job: `Host` kept, the `X-Forwarded-*` headers set and, with
+    /// `request_ids`, an `X-Request-ID` kept or made and returned to the client.
+    fn nginx(
+        o: &Options,
+        dir: &Path,
+        upstream: SocketAddr,
+        request_ids: bool,
+    ) -> Result<Proxy, String> {
         let program = find("nginx")?;
         let addr = free_addr();
         let d = dir.display();
+        let ids = if request_ids {
+            "proxy_set_header X-Request-ID $request_id_out;\n      \
+             add_header X-Request-ID $request_id_out always;"
+        } else {
+            ""
+        };
         std::fs::write(
             dir.join("nginx.conf"),
             format!(
@@ -355,12 +489,18 @@ http {{
   proxy_temp_path {d}/proxy;
   keepalive_requests 1000000;
   upstream up {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}
+  map $http_x_request_id $request_id_out {{ "" $request_id; default $http_x_request_id; }}
   server {{
     listen {addr};
     location / {{
       proxy_pass http://up;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      {ids}
     }}
   }}
 }}
@@ -375,9 +515,24 @@ http {{
         })
     }
 
-    fn haproxy(o: &Options, dir: &Path, upstream: SocketAddr) -> Result<Proxy, String> {
+    /// HAProxy doing the same job as `nginx` above.
+    fn haproxy(
+        o: &Options,
+        dir: &Path,
+        upstream: SocketAddr,
+        request_ids: bool,
+    ) -> Result<Proxy, String> {
         let program = find("haproxy")?;
         let addr = free_addr();
+        // A cheap unique-id format (hex): process, start second, request counter.
+        let ids = if request_ids {
+            "unique-id-format %{+X}o%pid-%Ts-%rt\n  \
+             http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }\n  \
+             http-request set-var(txn.request_id) req.hdr(x-request-id)\n  \
+             http-response set-header X-Request-ID %[var(txn.request_id)]"
+        } else {
+            ""
+        };
         std::fs::write(
             dir.join("haproxy.cfg"),
             format!(
@@ -392,6 +547,10 @@ defaults
   http-reuse always
 frontend fe
   bind {addr}
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  {ids}
   default_backend be
 backend be
   server s1 {upstream}
@@ -455,18 +614,10 @@ backend be
 
     /// CPU seconds used so far by all the proxy's processes.
     fn cpu_seconds(&self) -> f64 {
-        let ticks: u64 = self
-            .pids()
+        self.pids()
             .iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-            .filter_map(|stat| {
-                // Fields after the command name (which may contain spaces) in parentheses.
-                let rest = stat.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
-            .sum();
-        ticks as f64 / clock_ticks() as f64
+            .map(|p| cpu_seconds(&p.to_string()))
+            .sum()
     }
 
     /// Peak resident memory (VmHWM) summed over the proxy's processes.
@@ -483,6 +634,20 @@ backend be
             .map(|p| status_kb(*p, "VmRSS:") * 1024)
             .sum()
     }
+}
+
+/// User plus system CPU seconds of the process `pid` (a number, or `self`).
+fn cpu_seconds(pid: &str) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may contain spaces) in parentheses.
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    ticks as f64 / clock_ticks() as f64
 }
 
 fn status_kb(pid: u32, key: &str) -> u64 {
@@ -568,6 +733,8 @@ struct Run {
     seconds: f64,
     latency_us: Option<Histogram<u64>>,
     proxy_cpu_seconds: Option<f64>,
+    /// CPU seconds of this process (the load generator and the upstream) during the run.
+    load_cpu_seconds: f64,
 }
 
 impl Run {
@@ -586,6 +753,7 @@ impl Run {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        self.load_cpu_seconds += other.load_cpu_seconds;
     }
 
     fn rps(&self) -> f64 {
@@ -609,6 +777,8 @@ impl Run {
             "max_us": self.latency_us.as_ref().map_or(0, |h| h.max()),
             "proxy_cpu_cores": self.proxy_cpu_seconds.map(|c| c / self.seconds.max(1e-9)),
             "requests_per_proxy_cpu_s": self.proxy_cpu_seconds.map(|c| self.requests as f64 / c.max(1e-9)),
+            "load_side_cpu_cores": self.load_cpu_seconds / self.seconds.max(1e-9),
+            "load_side_cpu_us_per_request": self.load_cpu_seconds * 1e6 / (self.requests.max(1) as f64),
         })
     }
 }
@@ -647,8 +817,10 @@ fn measure(
         || admin.and_then(|a| metric_sum(a, "switchyard_upstream_connections_opened_total"));
     let connects_before = connects();
     let cpu = proxy.map(Proxy::cpu_seconds);
+    let load_cpu = cpu_seconds("self");
     let mut closed = rt.block_on(load(addr, o.connections, None, o.duration));
     closed.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
+    closed.load_cpu_seconds = cpu_seconds("self") - load_cpu;
     let upstream_connects = connects()
         .zip(connects_before)
         .map(|(after, before)| (after - before) as u64);
@@ -713,7 +885,7 @@ async fn connection(
             run.first_error = Some(e);
         }
     };
-    let mut sender = None;
+    let mut conn: Option<LoadConnection> = None;
     let mut latencies: Vec<u64> = Vec::new();
     let mut next = first;
     loop {
@@ -735,49 +907,28 @@ async fn connection(
                 now
             }
         };
-        if sender.is_none() {
-            match connect(addr).await {
-                Ok(s) => sender = Some(s),
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match LoadConnection::open(addr).await {
+                Ok(c) => conn.insert(c),
                 Err(e) => {
                     fail(&mut run, e);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
-            }
-        }
-        let s = sender.as_mut().unwrap();
-        let req = hyper::Request::get("/")
-            .header("host", "bench")
-            .header("x-tenant-id", "acme")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let result = async {
-            s.ready().await.map_err(|e| e.to_string())?;
-            let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if status != 200 || body.as_ref() != BODY {
-                return Err(format!(
-                    "status {status}, body {:?}",
-                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                ));
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
+            },
+        };
+        match c.exchange().await {
+            Ok(open) => {
                 run.requests += 1;
                 latencies.push(scheduled.elapsed().as_micros().max(1) as u64);
+                if !open {
+                    conn = None;
+                }
             }
             Err(e) => {
                 fail(&mut run, e);
-                sender = None;
+                conn = None;
             }
         }
     }
@@ -799,18 +950,93 @@ async fn connection(
     run
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+/// What every load connection asks, each time.
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: bench\r\nx-tenant-id: acme\r\n\r\n";
 
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    Ok(sender)
+/// One keep-alive client connection of the load generator: `REQUEST` out, the answer read
+/// and checked, with no more work than that (see `start_upstream`).
+struct LoadConnection {
+    stream: tokio::net::TcpStream,
+    buf: BytesMut,
+}
+
+impl LoadConnection {
+    async fn open(addr: SocketAddr) -> Result<LoadConnection, String> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(LoadConnection {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+        })
+    }
+
+    /// Sends `REQUEST` and reads its whole answer; whether the connection stays open.
+    async fn exchange(&mut self) -> Result<bool, String> {
+        self.stream
+            .write_all(REQUEST)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        loop {
+            if let Some(answer) = parse_answer(&self.buf)? {
+                self.buf.advance(answer.len);
+                return Ok(answer.keep_alive);
+            }
+            self.buf.reserve(4096);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err("the connection closed before the answer ended".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+/// A whole answer at the start of a buffer.
+struct Answer {
+    len: usize,
+    keep_alive: bool,
+}
+
+/// The answer at the start of `buf`, or `None` while it is incomplete. Anything but a 200
+/// with `BODY` as its `content-length` body is an error that says what came instead.
+fn parse_answer(buf: &[u8]) -> Result<Option<Answer>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("a malformed answer: {e}")),
+    };
+    let mut length = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("a chunked answer: the upstream sends content-length".into());
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+        }
+    }
+    let Some(length) = length else {
+        return Err(format!("status {:?} without content-length", resp.code));
+    };
+    let Some(body) = buf.get(head..head + length) else {
+        return Ok(None);
+    };
+    if resp.code != Some(200) || body != BODY {
+        return Err(format!(
+            "status {:?}, body {:?}",
+            resp.code,
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ));
+    }
+    Ok(Some(Answer {
+        len: head + length,
+        keep_alive: keeps_alive(resp.version, resp.headers),
+    }))
 }
 
 // ---- the report ----
@@ -823,7 +1049,7 @@ fn print_table(results: &[(String, Measured)]) {
         .map(|(_, m)| m);
     let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
     println!(
-        "\n{:<11} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+        "\n{:<14} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
         "target",
         "req/s",
         "p50 us",
@@ -846,7 +1072,7 @@ fn print_table(results: &[(String, Measured)]) {
             .peak_rss
             .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
         println!(
-            "{:<11} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+            "{:<14} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
             name,
             c.rps(),
             c.quantile_us(0.5),
@@ -861,6 +1087,19 @@ fn print_table(results: &[(String, Measured)]) {
             m.rate.quantile_us(0.999),
         );
     }
+    // If this side is near a whole core, the figures above measure it, not the proxies.
+    println!(
+        "load side (generator and upstream, one core) during the 64-connection runs: {}",
+        results
+            .iter()
+            .map(|(n, m)| format!(
+                "{n} {:.2} core, {:.1} us/request",
+                m.closed.load_cpu_seconds / m.closed.seconds.max(1e-9),
+                m.closed.load_cpu_seconds * 1e6 / m.closed.requests.max(1) as f64
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     if let Some(n) = switchyard.and_then(|s| s.upstream_connects) {
         println!(
             "switchyard opened {n} upstream connections during the closed-loop run (after its warm-up)"
@@ -1018,10 +1257,9 @@ fn idle_connection_memory(proxy: &Proxy) -> Result<f64, String> {
     Ok(with.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64)
 }
 
-/// One keep-alive `GET` and its whole answer (a 200 with a `content-length` body).
+/// One `REQUEST` and its whole answer, which must keep the connection open.
 fn one_request(s: &mut TcpStream) -> Result<(), String> {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nx-tenant-id: acme\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    s.write_all(REQUEST).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -1030,20 +1268,10 @@ fn one_request(s: &mut TcpStream) -> Result<(), String> {
             return Err("closed before the answer ended".into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        if !head.starts_with("http/1.1 200") {
-            return Err(format!("answered {:?}", head.lines().next().unwrap_or("")));
-        }
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .ok_or("an answer without content-length")?;
-        if buf.len() >= end + 4 + length {
-            return Ok(());
+        match parse_answer(&buf)? {
+            Some(a) if a.keep_alive => return Ok(()),
+            Some(_) => return Err("the answer closes the connection".into()),
+            None => {}
         }
     }
 }
@@ -1092,4 +1320,92 @@ fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(extra: &str) -> Vec<u8> {
+        let mut a = format!("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n{extra}\r\n").into_bytes();
+        a.extend_from_slice(BODY);
+        a
+    }
+
+    #[test]
+    fn an_answer_is_read_whole_or_not_at_all() {
+        let a = answer("");
+        for cut in [0, 10, a.len() - BODY.len(), a.len() - 1] {
+            assert!(parse_answer(&a[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+        let mut two = a.clone();
+        two.extend_from_slice(&a);
+        let first = parse_answer(&two).unwrap().unwrap();
+        assert_eq!(first.len, a.len());
+        assert!(first.keep_alive);
+        assert!(
+            !parse_answer(&answer("connection: close\r\n"))
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn a_wrong_answer_says_what_came() {
+        let wrong = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 3\r\n\r\nbad";
+        let e = parse_answer(wrong).err().unwrap();
+        assert!(e.contains("502") && e.contains("bad"), "{e}");
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert!(parse_answer(chunked).err().unwrap().contains("chunked"));
+        let no_length = b"HTTP/1.1 200 OK\r\n\r\n";
+        assert!(
+            parse_answer(no_length)
+                .err()
+                .unwrap()
+                .contains("content-length")
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_tokens() {
+        let h = |v: &'static [u8]| {
+            [httparse::Header {
+                name: "Connection",
+                value: v,
+            }]
+        };
+        assert!(keeps_alive(Some(1), &[]));
+        assert!(!keeps_alive(Some(1), &h(b"Keep-Alive, close")));
+        assert!(!keeps_alive(Some(0), &[]));
+        assert!(keeps_alive(Some(0), &h(b"keep-alive")));
+    }
+
+    /// The upstream answers pipelined requests in order and refuses a request with a body.
+    #[test]
+    fn the_upstream_answers_each_request_and_refuses_bodies() {
+        let mut s = TcpStream::connect(start_upstream()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut two = REQUEST.to_vec();
+        two.extend_from_slice(REQUEST);
+        s.write_all(&two).unwrap();
+        let mut buf = Vec::new();
+        let mut answered = 0;
+        while answered < 2 {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "the upstream closed after {answered} answers");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(a) = parse_answer(&buf).unwrap() {
+                assert!(a.keep_alive);
+                buf.drain(..a.len);
+                answered += 1;
+            }
+        }
+        s.write_all(b"POST / HTTP/1.1\r\nhost: bench\r\ncontent-length: 2\r\n\r\nhi")
+            .unwrap();
+        let mut rest = String::new();
+        s.read_to_string(&mut rest).unwrap();
+        assert!(rest.starts_with("HTTP/1.1 501"), "{rest}");
+    }
 }
