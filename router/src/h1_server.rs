@@ -42,6 +42,15 @@ use crate::proxy::{Peer, Proxy};
 const MAX_HEADERS: usize = 100;
 /// How much room a read asks for.
 const READ_SIZE: usize = 8 * 1024;
+/// Read buffers a worker thread keeps for connections waking from idle (2 MiB).
+const SPARE_BUFFERS: usize = 256;
+
+thread_local! {
+    /// Read buffers given back by connections waiting for their next request, for the next
+    /// connection that has bytes to read. The allocator would serve each of those wake-ups
+    /// from its slower paths, as they come from many connections in turn.
+    static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 /// Response bytes gathered before a write, and the size from which a data frame is written
 /// from its own buffer rather than copied behind the head.
 const WRITE_GATHER: usize = 16 * 1024;
@@ -126,7 +135,7 @@ pub async fn serve(
             let idle = here.buf.is_empty();
             tokio::select! {
                 biased;
-                read = std::future::poll_fn(|cx| here.poll_fill(cx)) => match read {
+                read = std::future::poll_fn(|cx| here.poll_next_head(cx)) => match read {
                     Ok(0) => {
                         if !idle {
                             tracing::debug!(peer = %client.addr, "client closed the connection in a request head");
@@ -389,10 +398,32 @@ struct Reader {
 impl Reader {
     /// Reads more into the buffer; `Ok(0)` is the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0
+            && let Some(spare) = SPARES.with_borrow_mut(Vec::pop)
+        {
+            self.buf = spare;
+        }
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
             self.buf.reserve(READ_SIZE);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf)
+    }
+
+    /// `poll_fill` between requests. While nothing has come, the connection holds no read
+    /// buffer: idle keep-alive connections can be many, and the buffer is most of what one
+    /// costs. It goes to the thread's spares (or back to the allocator when they are full),
+    /// and the wake-up that data has come takes one again.
+    fn poll_next_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let read = self.poll_fill(cx);
+        if read.is_pending() && self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            SPARES.with_borrow_mut(|spares| {
+                if spares.len() < SPARE_BUFFERS {
+                    spares.push(buf);
+                }
+            });
+        }
+        read
     }
 }
 
