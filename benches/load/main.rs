@@ -733,8 +733,9 @@ struct Run {
     seconds: f64,
     latency_us: Option<Histogram<u64>>,
     proxy_cpu_seconds: Option<f64>,
-    /// CPU seconds of this process (the load generator and the upstream) during the run.
-    load_cpu_seconds: f64,
+    /// CPU seconds of this process (the load generator and the upstream) during the run
+    /// (measured for the 64-connection runs).
+    load_cpu_seconds: Option<f64>,
 }
 
 impl Run {
@@ -753,7 +754,10 @@ impl Run {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
-        self.load_cpu_seconds += other.load_cpu_seconds;
+        self.load_cpu_seconds = match (self.load_cpu_seconds, other.load_cpu_seconds) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
 
     fn rps(&self) -> f64 {
@@ -777,8 +781,8 @@ impl Run {
             "max_us": self.latency_us.as_ref().map_or(0, |h| h.max()),
             "proxy_cpu_cores": self.proxy_cpu_seconds.map(|c| c / self.seconds.max(1e-9)),
             "requests_per_proxy_cpu_s": self.proxy_cpu_seconds.map(|c| self.requests as f64 / c.max(1e-9)),
-            "load_side_cpu_cores": self.load_cpu_seconds / self.seconds.max(1e-9),
-            "load_side_cpu_us_per_request": self.load_cpu_seconds * 1e6 / (self.requests.max(1) as f64),
+            "load_side_cpu_cores": self.load_cpu_seconds.map(|c| c / self.seconds.max(1e-9)),
+            "load_side_cpu_us_per_request": self.load_cpu_seconds.map(|c| c * 1e6 / self.requests.max(1) as f64),
         })
     }
 }
@@ -820,7 +824,7 @@ fn measure(
     let load_cpu = cpu_seconds("self");
     let mut closed = rt.block_on(load(addr, o.connections, None, o.duration));
     closed.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
-    closed.load_cpu_seconds = cpu_seconds("self") - load_cpu;
+    closed.load_cpu_seconds = Some(cpu_seconds("self") - load_cpu);
     let upstream_connects = connects()
         .zip(connects_before)
         .map(|(after, before)| (after - before) as u64);
@@ -1092,11 +1096,14 @@ fn print_table(results: &[(String, Measured)]) {
         "load side (generator and upstream, one core) during the 64-connection runs: {}",
         results
             .iter()
-            .map(|(n, m)| format!(
-                "{n} {:.2} core, {:.1} us/request",
-                m.closed.load_cpu_seconds / m.closed.seconds.max(1e-9),
-                m.closed.load_cpu_seconds * 1e6 / m.closed.requests.max(1) as f64
-            ))
+            .filter_map(|(n, m)| {
+                let cpu = m.closed.load_cpu_seconds?;
+                Some(format!(
+                    "{n} {:.2} core, {:.1} us/request",
+                    cpu / m.closed.seconds.max(1e-9),
+                    cpu * 1e6 / m.closed.requests.max(1) as f64
+                ))
+            })
             .collect::<Vec<_>>()
             .join("; ")
     );
