@@ -42,7 +42,8 @@ use crate::proxy::{Peer, Proxy};
 const MAX_HEADERS: usize = 100;
 /// How much room a read asks for.
 const READ_SIZE: usize = 8 * 1024;
-/// Read buffers a worker thread keeps for connections waking from idle (2 MiB).
+/// Read buffers a worker thread keeps for connections waking from idle, each of at most
+/// twice `READ_SIZE` (a buffer a large head grew goes back to the allocator).
 const SPARE_BUFFERS: usize = 256;
 
 thread_local! {
@@ -51,6 +52,7 @@ thread_local! {
     /// from its slower paths, as they come from many connections in turn.
     static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
 /// Response bytes gathered before a write, and the size from which a data frame is written
 /// from its own buffer rather than copied behind the head.
 const WRITE_GATHER: usize = 16 * 1024;
@@ -418,7 +420,7 @@ impl Reader {
         if read.is_pending() && self.buf.is_empty() {
             let buf = std::mem::take(&mut self.buf);
             SPARES.with_borrow_mut(|spares| {
-                if spares.len() < SPARE_BUFFERS {
+                if spares.len() < SPARE_BUFFERS && buf.capacity() <= 2 * READ_SIZE {
                     spares.push(buf);
                 }
             });
