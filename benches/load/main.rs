@@ -21,7 +21,9 @@
 //!   records the requests it held up (HdrHistogram's `record_correct`).
 //! - `1 connection at a fixed rate`: requests are scheduled on a clock and a latency is
 //!   measured from when the request should have been sent, so a stall counts for every
-//!   request it delayed (open loop, as wrk2 does).
+//!   request it delayed (open loop, as wrk2 does). A paced connection is a thread with a
+//!   blocking socket that sleeps to the microsecond: the runtime's timer ticks in whole
+//!   milliseconds, and its lateness was most of what the fixed-rate figures measured.
 //!
 //! Full runs also measure each proxy's memory per idle keep-alive client connection, and for
 //! Switchyard p99 during snapshot swaps and memory per tenant (`--no-swap`, `--no-rss` skip
@@ -40,7 +42,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use thread_priority::ThreadPriority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The upstream's answer: 100 bytes, as in the peers' published measurements.
@@ -201,7 +202,7 @@ fn main() {
     print_table(&results);
 
     if o.swap && wanted("switchyard") {
-        match swap_test(&rt, &o, scratch.path(), upstream) {
+        match swap_test(&o, scratch.path(), upstream) {
             Ok(v) => report["snapshot_swaps"] = v,
             Err(e) => failures.push(format!("swap test: {e}")),
         }
@@ -743,6 +744,14 @@ struct Run {
 }
 
 impl Run {
+    /// Counts a failed request, keeping the first error's words.
+    fn fail(&mut self, e: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+
     /// Pools another run's requests and latencies into this one.
     fn add(&mut self, other: Run) {
         self.requests += other.requests;
@@ -819,21 +828,21 @@ fn measure(
     addr: SocketAddr,
     proxy: Option<&Proxy>,
 ) -> Measured {
-    rt.block_on(load(addr, o.connections, None, o.warmup));
+    rt.block_on(load(addr, o.connections, o.warmup));
     let admin = proxy.and_then(|p| p.admin);
     let connects =
         || admin.and_then(|a| metric_sum(a, "switchyard_upstream_connections_opened_total"));
     let connects_before = connects();
     let cpu = proxy.map(Proxy::cpu_seconds);
     let load_cpu = cpu_seconds("self");
-    let mut closed = rt.block_on(load(addr, o.connections, None, o.duration));
+    let mut closed = rt.block_on(load(addr, o.connections, o.duration));
     closed.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
     closed.load_cpu_seconds = Some(cpu_seconds("self") - load_cpu);
     let upstream_connects = connects()
         .zip(connects_before)
         .map(|(after, before)| (after - before) as u64);
     let cpu = proxy.map(Proxy::cpu_seconds);
-    let mut rate = rt.block_on(load(addr, 1, Some(o.rate as f64), o.duration));
+    let mut rate = paced(addr, 1, o.rate as f64, o.duration);
     rate.proxy_cpu_seconds = proxy.map(|p| p.cpu_seconds() - cpu.unwrap_or(0.0));
     Measured {
         closed,
@@ -844,83 +853,57 @@ fn measure(
     }
 }
 
-/// `connections` keep-alive connections for `duration`: back to back (closed loop), or each
-/// paced at `rate / connections` per second (open loop, latency from the scheduled time).
-async fn load(addr: SocketAddr, connections: usize, rate: Option<f64>, duration: Duration) -> Run {
+/// `connections` keep-alive connections back to back for `duration` (closed loop).
+async fn load(addr: SocketAddr, connections: usize, duration: Duration) -> Run {
     let start = Instant::now();
     let end = start + duration;
     let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
-            // Spread the paced connections' schedules over one interval.
-            let offset = interval.map_or(Duration::ZERO, |i| i * c as u32 / connections as u32);
-            tokio::spawn(connection(addr, start + offset, end, interval))
-        })
+        .map(|_| tokio::spawn(connection(addr, end)))
         .collect();
     let mut run = Run::default();
-    let mut hist = new_histogram();
     for t in tasks {
-        let part = t.await.expect("a load connection does not panic");
-        run.requests += part.requests;
-        run.errors += part.errors;
-        if run.first_error.is_none() {
-            run.first_error = part.first_error;
-        }
-        if let Some(h) = part.latency_us {
-            hist.add(h).expect("histograms with the same bounds add");
-        }
+        run.add(t.await.expect("a load connection does not panic"));
     }
     run.seconds = start.elapsed().as_secs_f64();
-    run.latency_us = Some(hist);
     run
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+/// `connections` keep-alive connections for `duration`, each paced at `rate / connections`
+/// requests a second (open loop), with latency measured from each request's scheduled time.
+/// Each connection is a thread of its own with a blocking socket and a timer slack of 1 ns:
+/// the runtime's timer ticks in whole milliseconds, which bunched the paced requests onto its
+/// ticks and added up to a millisecond of its own lateness to every latency.
+fn paced(addr: SocketAddr, connections: usize, rate: f64, duration: Duration) -> Run {
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let start = Instant::now();
+    let end = start + duration;
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            // Spread the connections' schedules over one interval.
+            let first = start + interval * c as u32 / connections as u32;
+            std::thread::spawn(move || paced_connection(addr, first, end, interval))
+        })
+        .collect();
+    let mut run = Run::default();
+    for t in threads {
+        run.add(t.join().expect("a paced connection does not panic"));
+    }
+    run.seconds = start.elapsed().as_secs_f64();
+    run
 }
 
-async fn connection(
-    addr: SocketAddr,
-    first: Instant,
-    end: Instant,
-    interval: Option<Duration>,
-) -> Run {
+async fn connection(addr: SocketAddr, end: Instant) -> Run {
     let mut run = Run::default();
-    let mut hist = new_histogram();
-    let fail = |run: &mut Run, e: String| {
-        run.errors += 1;
-        if run.first_error.is_none() {
-            run.first_error = Some(e);
-        }
-    };
     let mut conn: Option<LoadConnection> = None;
     let mut latencies: Vec<u64> = Vec::new();
-    let mut next = first;
-    loop {
-        let scheduled = match interval {
-            Some(i) => {
-                if next >= end {
-                    break;
-                }
-                tokio::time::sleep_until(next.into()).await;
-                let s = next;
-                next += i;
-                s
-            }
-            None => {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                now
-            }
-        };
+    while Instant::now() < end {
+        let sent = Instant::now();
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match LoadConnection::open(addr).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    fail(&mut run, e);
+                    run.fail(e);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -929,24 +912,70 @@ async fn connection(
         match c.exchange().await {
             Ok(open) => {
                 run.requests += 1;
+                latencies.push(sent.elapsed().as_micros().max(1) as u64);
+                if !open {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                run.fail(e);
+                conn = None;
+            }
+        }
+    }
+    // A request slower than this connection's mean interval also stands for the requests it
+    // kept from being sent (coordinated omission).
+    let expected = latencies.iter().sum::<u64>() / (latencies.len().max(1) as u64);
+    run.latency_us = Some(histogram(&latencies, expected));
+    run
+}
+
+fn paced_connection(addr: SocketAddr, first: Instant, end: Instant, interval: Duration) -> Run {
+    // Without this, the kernel may wake the thread up to 50 us late to group timers.
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let mut run = Run::default();
+    let mut conn: Option<BlockingConnection> = None;
+    let mut latencies: Vec<u64> = Vec::new();
+    let mut next = first;
+    while next < end {
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let scheduled = next;
+        next += interval;
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match BlockingConnection::open(addr) {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    run.fail(e);
+                    continue;
+                }
+            },
+        };
+        match c.exchange() {
+            Ok(open) => {
+                run.requests += 1;
                 latencies.push(scheduled.elapsed().as_micros().max(1) as u64);
                 if !open {
                     conn = None;
                 }
             }
             Err(e) => {
-                fail(&mut run, e);
+                run.fail(e);
                 conn = None;
             }
         }
     }
-    // Closed loop: a request slower than this connection's mean interval also stands for the
-    // requests it kept from being sent (coordinated omission).
-    let expected = match interval {
-        Some(_) => 0,
-        None => latencies.iter().sum::<u64>() / (latencies.len().max(1) as u64),
-    };
-    for l in latencies {
+    run.latency_us = Some(histogram(&latencies, 0));
+    run
+}
+
+/// One connection's latencies; with an `expected` interval (closed loop), each one slower
+/// than that also records the requests it held up (HdrHistogram's `record_correct`).
+fn histogram(latencies: &[u64], expected: u64) -> Histogram<u64> {
+    let mut hist = new_histogram();
+    for &l in latencies {
         let l = l.min(hist.high());
         if expected > 0 {
             hist.record_correct(l, expected).expect("in bounds");
@@ -954,8 +983,11 @@ async fn connection(
             hist.record(l).expect("in bounds");
         }
     }
-    run.latency_us = Some(hist);
-    run
+    hist
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// What every load connection asks, each time.
@@ -987,9 +1019,8 @@ impl LoadConnection {
             .await
             .map_err(|e| format!("send: {e}"))?;
         loop {
-            if let Some(answer) = parse_answer(&self.buf)? {
-                self.buf.advance(answer.len);
-                return Ok(answer.keep_alive);
+            if let Some(open) = take_answer(&mut self.buf)? {
+                return Ok(open);
             }
             self.buf.reserve(4096);
             match self.stream.read_buf(&mut self.buf).await {
@@ -999,6 +1030,54 @@ impl LoadConnection {
             }
         }
     }
+}
+
+/// The same over a blocking socket, for the paced connections.
+struct BlockingConnection {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl BlockingConnection {
+    fn open(addr: SocketAddr) -> Result<BlockingConnection, String> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| format!("connect: {e}"))?;
+        Ok(BlockingConnection {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+        })
+    }
+
+    /// Sends `REQUEST` and reads its whole answer; whether the connection stays open.
+    fn exchange(&mut self) -> Result<bool, String> {
+        self.stream
+            .write_all(REQUEST)
+            .map_err(|e| format!("send: {e}"))?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(open) = take_answer(&mut self.buf)? {
+                return Ok(open);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("the connection closed before the answer ended".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+/// Takes a whole answer off the front of `buf`: whether the connection stays open, or `None`
+/// while the answer is incomplete.
+fn take_answer(buf: &mut BytesMut) -> Result<Option<bool>, String> {
+    Ok(parse_answer(buf)?.map(|answer| {
+        buf.advance(answer.len);
+        answer.keep_alive
+    }))
 }
 
 /// A whole answer at the start of a buffer.
@@ -1133,12 +1212,7 @@ fn print_table(results: &[(String, Measured)]) {
 
 /// p99 at a steady fixed rate, with the flag table untouched and then while a 100,000-tenant
 /// table is rewritten every second (each rewrite is a full rebuild and swap in the router).
-fn swap_test(
-    rt: &tokio::runtime::Runtime,
-    o: &Options,
-    scratch: &Path,
-    upstream: SocketAddr,
-) -> Result<Value, String> {
+fn swap_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, String> {
     const TENANTS: usize = 100_000;
     let dir = scratch.join("swaps");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1146,35 +1220,45 @@ fn swap_test(
     let admin = proxy.admin.expect("switchyard has an admin listener");
     // A moderate load: 8 connections at a fixed total rate (the swap must not hide in saturation).
     let (conns, rate) = (8, (o.rate * 10) as f64);
-    rt.block_on(load(proxy.addr, conns, Some(rate), o.warmup));
+    paced(proxy.addr, conns, rate, o.warmup);
 
     let generation = || metric(admin, "switchyard_flags_generation").unwrap_or(0.0);
     let before = generation();
     // Steady and swapping windows of 2 s alternate, so the host's drift (this is a shared VM)
-    // falls on both sides alike. Each swapping window rewrites the file at its start and a
-    // second later. The files are rendered beforehand and written by a thread at the lowest
-    // CPU priority: the writer shares a core with the load generator, and rendering 100,000
-    // items there would delay the generator, not the router.
+    // falls on both sides alike. Each swapping window puts a new file in place at its start
+    // and a second later. Every file is rendered, written and flushed to disk before the
+    // first window, and a window only renames one into place: writing 5 MB on the load
+    // generator's core during a window stalled the generator for milliseconds (the kernel
+    // does not preempt a write in progress), and the disk's writeback would have run then too.
     let window = Duration::from_secs(2);
-    let pairs = o.duration.as_secs().max(1);
-    let mut versions = (2..).map(|v| render_flags(&[("acme", 1), ("t", TENANTS)], v));
+    let pairs = o.duration.as_secs().max(1) as usize;
+    let mut staged = Vec::with_capacity(2 * pairs);
+    for v in 2..2 + 2 * pairs as u64 {
+        let file = dir.join(format!("flags-{v}.json"));
+        let mut f = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        f.write_all(render_flags(&[("acme", 1), ("t", TENANTS)], v).as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        staged.push(file);
+    }
+    let path = dir.join("flags.json");
+    let mut staged = staged.into_iter();
     let mut steady = Run::default();
     let mut swapping = Run::default();
     for _ in 0..pairs {
-        steady.add(rt.block_on(load(proxy.addr, conns, Some(rate), window)));
-        let docs: Vec<String> = versions.by_ref().take(2).collect();
-        let path = dir.join("flags.json");
-        let writer = std::thread::spawn(move || {
-            let _ = thread_priority::set_current_thread_priority(ThreadPriority::Min);
-            for (i, doc) in docs.iter().enumerate() {
+        steady.add(paced(proxy.addr, conns, rate, window));
+        let files: Vec<PathBuf> = staged.by_ref().take(2).collect();
+        let path = path.clone();
+        let swapper = std::thread::spawn(move || {
+            for (i, file) in files.iter().enumerate() {
                 if i > 0 {
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                replace_file(&path, doc);
+                std::fs::rename(file, &path).expect("a staged flag file moves into place");
             }
         });
-        swapping.add(rt.block_on(load(proxy.addr, conns, Some(rate), window)));
-        writer.join().unwrap();
+        swapping.add(paced(proxy.addr, conns, rate, window));
+        swapper.join().unwrap();
     }
     let swaps = generation() - before;
     if steady.errors + swapping.errors > 0 {
