@@ -1,28 +1,59 @@
 //! Flag loads (reading and parsing the store, building a snapshot) run on one thread of their
 //! own at a lower CPU priority. Rebuilding a large table is tens of milliseconds of CPU, and on
 //! a router whose cores are busy proxying it must not hold requests up: at nice 10 the kernel
-//! runs the load whenever a proxy thread has nothing to do, and preempts it as soon as one has.
-//! A fully busy core still gives the load about a tenth of its time (the CFS weights of nice 10
-//! and nice 0 are 110 and 1024), so a saturated router keeps following flag changes.
+//! runs the load whenever a proxy thread has nothing to do. A fully busy core still gives the
+//! load about a tenth of its time (the CFS weights of nice 10 and nice 0 are 110 and 1024), so
+//! a saturated router keeps following flag changes: an operator moving tenants away from an
+//! overloaded router needs that most. (`SCHED_IDLE` would leave a busy router's loads almost
+//! no time, and an unprivileged thread cannot leave it again.)
+//!
+//! A lower priority alone does not keep a load from delaying requests: the kernel lets a
+//! running thread finish its time slice (milliseconds) before a proxy thread that woke meanwhile
+//! runs. So every long step of a load calls [`give_way`], which yields the CPU once the load
+//! has run [`SLICE`] since it last did, and the kernel's own long steps are cut up too (a file
+//! is read in slices: the kernel does not preempt a read in progress).
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use thread_priority::{ThreadPriority, ThreadPriorityValue};
 
 type Job = Box<dyn FnOnce() + Send>;
 
 thread_local! {
-    static ON_LOADER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ON_LOADER: Cell<bool> = const { Cell::new(false) };
+    /// When the flag-load thread last gave way.
+    static GAVE_WAY_AT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// Called once per item by loops over a whole store: on the flag-load thread, every 1,024th
-/// item gives the CPU to any proxy thread waiting for it. The kernel would preempt the load
-/// anyway, but only once its time slice is spent (milliseconds, not microseconds).
-#[inline]
-pub(crate) fn give_way(item: usize) {
-    if item % 1024 == 1023 && ON_LOADER.get() {
+/// How long the flag-load thread runs before it gives the CPU to a proxy thread waiting for it:
+/// the most a load delays a request, give or take one step.
+pub(crate) const SLICE: Duration = Duration::from_micros(50);
+
+/// Called between steps of a load (each a few microseconds at most): on the flag-load thread,
+/// gives the CPU to any thread waiting for it once [`SLICE`] has passed since the last time.
+pub(crate) fn give_way() {
+    if !ON_LOADER.get() {
+        return;
+    }
+    let now = Instant::now();
+    if GAVE_WAY_AT
+        .get()
+        .is_none_or(|at| now.duration_since(at) >= SLICE)
+    {
         std::thread::yield_now();
+        GAVE_WAY_AT.set(Some(Instant::now()));
+    }
+}
+
+/// [`give_way`] for a loop over items, which are well under a microsecond each: it reads the
+/// clock at every 16th.
+#[inline]
+pub(crate) fn give_way_at(item: usize) {
+    if item % 16 == 15 {
+        give_way();
     }
 }
 

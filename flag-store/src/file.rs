@@ -18,7 +18,7 @@
 //! for their timestamp to be trusted, so two edits in one clock tick are both seen.
 
 use std::fs;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -72,7 +72,7 @@ impl FileStore {
         if let Ok(doc) = serde_json::from_slice::<RawDocument>(bytes) {
             let items = (doc.items.iter().enumerate())
                 .map(|(i, raw)| {
-                    crate::background::give_way(i);
+                    crate::background::give_way_at(i);
                     LoadedItem {
                         location: format!("items[{i}]"),
                         item: parse_raw_item(raw),
@@ -263,9 +263,11 @@ impl FileStore {
         let _lock = self.lock()?;
         let doc = Document {
             version,
-            items: items
-                .iter()
-                .map(|i| serde_json::to_value(i).expect("a flag item always serialises"))
+            items: (items.iter().enumerate())
+                .map(|(i, item)| {
+                    crate::background::give_way_at(i);
+                    serde_json::to_value(item).expect("a flag item always serialises")
+                })
                 .collect(),
         };
         self.replace(&doc)
@@ -301,6 +303,7 @@ impl FileStore {
             // One item a line: readable by people and diffs alike.
             write!(out, "{{\n  \"version\": {},\n  \"items\": [", doc.version)?;
             for (i, item) in doc.items.iter().enumerate() {
+                crate::background::give_way_at(i);
                 let sep = if i == 0 { "" } else { "," };
                 write!(out, "{sep}\n    ")?;
                 serde_json::to_writer(&mut out, item)?;
@@ -333,8 +336,59 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 struct RawDocument<'a> {
     #[serde(default)]
     version: u64,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw_items")]
     items: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// The document's items as raw JSON, giving way between them: finding 100,000 items in a file
+/// is milliseconds of work.
+fn raw_items<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<&'de serde_json::value::RawValue>, D::Error> {
+    struct Items;
+    impl<'de> serde::de::Visitor<'de> for Items {
+        type Value = Vec<&'de serde_json::value::RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of flag items")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element()? {
+                crate::background::give_way_at(items.len());
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    d.deserialize_seq(Items)
+}
+
+/// The file's bytes and a hash of them, read and hashed in slices with [`give_way`] between:
+/// one read of a large file is a millisecond in the kernel, which does not preempt it, and
+/// hashing it whole is as long again.
+///
+/// [`give_way`]: crate::background::give_way
+fn read_and_hash(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::io::Read;
+    const SLICE: usize = 64 * 1024;
+    let mut file = fs::File::open(path)?;
+    let size = file.metadata().map_or(0, |m| m.len() as usize);
+    let mut bytes = Vec::with_capacity(size);
+    while (&mut file).take(SLICE as u64).read_to_end(&mut bytes)? > 0 {
+        crate::background::give_way();
+    }
+    // Slices of fixed bounds, so the same bytes always hash alike.
+    let mut h = foldhash::quality::FixedState::with_seed(0).build_hasher();
+    for slice in bytes.chunks(SLICE) {
+        h.write(slice);
+        crate::background::give_way();
+    }
+    Ok((bytes, h.finish()))
 }
 
 fn parse_raw_item(
@@ -422,10 +476,7 @@ impl Source for FileSource {
             if Some(fp) == last && !racy {
                 return Ok((fp, last_content, None));
             }
-            let bytes = fs::read(&store.path).map_err(read_err)?;
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            bytes.hash(&mut h);
-            let content = h.finish();
+            let (bytes, content) = read_and_hash(&store.path).map_err(read_err)?;
             if Some(content) == last_content {
                 return Ok((fp, last_content, None));
             }
@@ -596,5 +647,41 @@ mod tests {
         assert_eq!(full_version(source.poll().await.unwrap().unwrap()), 3);
         fs::remove_file(store.path()).unwrap();
         assert!(matches!(source.poll().await, Err(StoreError::Read { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_file_of_many_slices_is_read_whole_and_a_change_in_its_last_slice_is_seen() {
+        let (_d, store) = store();
+        let doc = |last_target: &str| {
+            let items: Vec<String> = (0..8000)
+                .map(|i| {
+                    let target = if i == 7999 { last_target } else { "legacy" };
+                    format!(r#"{{"tenant":"t-{i:05}","target":"{target}","version":1}}"#)
+                })
+                .collect();
+            format!(r#"{{"version":1,"items":[{}]}}"#, items.join(",\n"))
+        };
+        fs::write(store.path(), doc("legacy")).unwrap();
+        assert!(fs::metadata(store.path()).unwrap().len() > 4 * 64 * 1024);
+        let mut source = FileSource::new(store.clone());
+        let Update::Full(load) = source.poll().await.unwrap().unwrap() else {
+            panic!("the file source reads the whole file");
+        };
+        assert_eq!(load.items.len(), 8000);
+        let last = load.items.last().unwrap().item.as_ref().unwrap();
+        assert_eq!(
+            (last.tenant.as_str(), last.target.as_deref()),
+            ("t-07999", Some("legacy"))
+        );
+
+        // The same bytes again: no change. One byte near the end: a change.
+        fs::write(store.path(), doc("legacy")).unwrap();
+        assert!(source.poll().await.unwrap().is_none());
+        fs::write(store.path(), doc("new")).unwrap();
+        let Update::Full(load) = source.poll().await.unwrap().unwrap() else {
+            panic!("the file source reads the whole file");
+        };
+        let last = load.items.last().unwrap().item.as_ref().unwrap();
+        assert_eq!(last.target.as_deref(), Some("new"));
     }
 }

@@ -347,7 +347,7 @@ impl Snapshot {
         let mut duplicates: Vec<String> = Vec::new();
 
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
-            crate::background::give_way(i);
+            crate::background::give_way_at(i);
             match compile_into(&mut table, item, targets, &mut interner, &mut interning) {
                 Ok((tenant, true)) => duplicates.push(tenant),
                 Ok((_, false)) => {}
@@ -417,7 +417,8 @@ impl Snapshot {
             .filter(|r| r.tenant.as_ref().is_none_or(|t| !changed.contains(t)))
             .cloned()
             .collect();
-        for LoadedItem { location, item } in load.items {
+        for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
+            crate::background::give_way_at(i);
             let compiled = compile_into(
                 &mut table,
                 item,
@@ -453,10 +454,10 @@ impl Snapshot {
             .map(|f| f.to_item(DEFAULT_TENANT, &self.targets));
         default
             .into_iter()
-            .chain(
-                self.iter()
-                    .map(|(t, f)| f.to_flag().to_item(t, &self.targets)),
-            )
+            .chain(self.iter().enumerate().map(|(i, (t, f))| {
+                crate::background::give_way_at(i);
+                f.to_flag().to_item(t, &self.targets)
+            }))
             .collect()
     }
 
