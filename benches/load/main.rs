@@ -752,6 +752,26 @@ impl Run {
         }
     }
 
+    /// Counts one exchange, its latency taken from `since`; whether its connection stays open.
+    fn count(
+        &mut self,
+        exchange: Result<bool, String>,
+        since: Instant,
+        latencies: &mut Vec<u64>,
+    ) -> bool {
+        match exchange {
+            Ok(open) => {
+                self.requests += 1;
+                latencies.push(since.elapsed().as_micros().max(1) as u64);
+                open
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
     /// Pools another run's requests and latencies into this one.
     fn add(&mut self, other: Run) {
         self.requests += other.requests;
@@ -909,18 +929,8 @@ async fn connection(addr: SocketAddr, end: Instant) -> Run {
                 }
             },
         };
-        match c.exchange().await {
-            Ok(open) => {
-                run.requests += 1;
-                latencies.push(sent.elapsed().as_micros().max(1) as u64);
-                if !open {
-                    conn = None;
-                }
-            }
-            Err(e) => {
-                run.fail(e);
-                conn = None;
-            }
+        if !run.count(c.exchange().await, sent, &mut latencies) {
+            conn = None;
         }
     }
     // A request slower than this connection's mean interval also stands for the requests it
@@ -953,18 +963,8 @@ fn paced_connection(addr: SocketAddr, first: Instant, end: Instant, interval: Du
                 }
             },
         };
-        match c.exchange() {
-            Ok(open) => {
-                run.requests += 1;
-                latencies.push(scheduled.elapsed().as_micros().max(1) as u64);
-                if !open {
-                    conn = None;
-                }
-            }
-            Err(e) => {
-                run.fail(e);
-                conn = None;
-            }
+        if !run.count(c.exchange(), scheduled, &mut latencies) {
+            conn = None;
         }
     }
     run.latency_us = Some(histogram(&latencies, 0));
