@@ -916,8 +916,11 @@ async fn connection(addr: SocketAddr, end: Instant) -> Run {
     let mut run = Run::default();
     let mut conn: Option<LoadConnection> = None;
     let mut latencies: Vec<u64> = Vec::new();
-    while Instant::now() < end {
+    loop {
         let sent = Instant::now();
+        if sent >= end {
+            break;
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match LoadConnection::open(addr).await {
