@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use flag_store::{FlagState, TargetId};
+use flag_store::{FlagState, Load, TargetId, Update};
 use switchyard::config::{Route, RouteKind};
 use switchyard::pick::{AllHealthy, pick};
 use switchyard::tenant::{Extractor, extract};
@@ -110,6 +110,24 @@ fn snapshot_swap(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // What a DynamoDB router does on every flag write: apply the changed items to the million
+    // tenants and swap. One tenant flipped, then a batch of a thousand.
+    state.apply_now(load(1_000_000, false));
+    for changed in [1, 1000] {
+        let mut version = 1;
+        g.bench_function(format!("delta_and_swap/{changed}/1000000"), |b| {
+            b.iter_batched(
+                || {
+                    version += 1;
+                    let mut delta = load(changed, version % 2 == 0);
+                    delta.version = version;
+                    delta
+                },
+                |delta: Load| black_box(state.apply_update(Update::Delta(delta))),
+                BatchSize::PerIteration,
+            )
+        });
+    }
     // What a file-store router does every time the file changes: read and parse the file,
     // then build the snapshot.
     let dir = tempfile::tempdir().expect("a temporary directory");
