@@ -51,6 +51,9 @@ thread_local! {
     /// connection that has bytes to read. The allocator would serve each of those wake-ups
     /// from its slower paths, as they come from many connections in turn.
     static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Scratch space for parsing a request head: a head is parsed without a wait, so one per
+    /// worker thread serves all its connections.
+    static SPANS: std::cell::RefCell<Vec<Span>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Response bytes gathered before a write, and the size from which a data frame is written
@@ -90,13 +93,14 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
     let (read_half, mut writer) = stream.into_split();
-    // Lent to a request's body while the body is read, then taken back.
+    // An answer's head and small data frames, gathered for one write.
+    let mut out = Vec::with_capacity(1024);
+    // Lent to a request's body while the body is read, then taken back. Its buffer comes with
+    // the first bytes, from the thread's spares when it has one.
     let mut reader = Some(Reader {
         half: read_half,
-        buf: BytesMut::with_capacity(READ_SIZE),
+        buf: BytesMut::new(),
     });
-    let mut out = Vec::with_capacity(1024);
-    let mut spans = Vec::new();
     let timeout = settings.header_read_timeout;
     // One timer for the connection's life, moved on only when it fires: re-arming a timer per
     // request costs more than the request's parse.
@@ -113,7 +117,8 @@ pub async fn serve(
         let deadline = tokio::time::Instant::now() + timeout;
         let head = loop {
             if !here.buf.is_empty() {
-                match parse_head(&mut here.buf, &mut spans, settings.max_header_bytes) {
+                let max_head = settings.max_header_bytes;
+                match SPANS.with_borrow_mut(|spans| parse_head(&mut here.buf, spans, max_head)) {
                     Parsed::Request(head) => break head,
                     Parsed::Partial => {}
                     Parsed::Handoff => return Ended::Handoff(Rewind::new(here, writer)),
@@ -122,14 +127,9 @@ pub async fn serve(
                             "switchyard: the request head exceeds {} bytes\n",
                             settings.max_header_bytes
                         );
-                        let _ = refuse(
-                            &mut writer,
-                            &mut out,
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            msg,
-                        )
-                        .await;
-                        linger(writer, here).await;
+                        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                        let _ = Box::pin(refuse(&mut writer, status, msg)).await;
+                        Box::pin(linger(writer, here)).await;
                         return Ended::Closed;
                     }
                 }
@@ -162,7 +162,12 @@ pub async fn serve(
             }
         };
 
-        // 2. The request, with its body reading this connection.
+        // 2. The request, with its body reading this connection. Its handling is most of the
+        // state of the connection's task, which an idle connection holds too. Boxing steps 2
+        // and 3 per request was measured: 4.1 KB less per idle connection, and 5.7% more
+        // instructions a request by callgrind (the future's copy into the box, the
+        // allocator), 5% fewer requests a core serves. Even a function of their own costs
+        // 1.5%: the nested future is copied into this one's state.
         let Head {
             request,
             framing,
@@ -221,7 +226,7 @@ pub async fn serve(
         }
         if !complete || close {
             if let Some(left) = body_left {
-                linger(writer, left).await;
+                Box::pin(linger(writer, left)).await;
             }
             return Ended::Closed;
         }
@@ -280,7 +285,7 @@ struct Span {
 
 /// Parses one request head from the front of `buf` and removes it; anything this path does
 /// not serve is left in `buf` for hyper's server. `spans` is scratch space kept by the
-/// connection, so that no request pays for zeroing room for a hundred headers.
+/// thread, so that no request pays for zeroing room for a hundred headers.
 fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     spans.clear();
@@ -686,26 +691,22 @@ async fn write_response(
 }
 
 /// An answer of the server's own, before any request is handled, and the connection closes.
-async fn refuse(
-    writer: &mut OwnedWriteHalf,
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    msg: String,
-) -> io::Result<()> {
+async fn refuse(writer: &mut OwnedWriteHalf, status: StatusCode, msg: String) -> io::Result<()> {
+    let mut out = Vec::new();
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     encode_head(
-        out,
+        &mut out,
         status,
         &headers,
         Delimit::Length(msg.len() as u64),
         true,
     );
     out.extend_from_slice(msg.as_bytes());
-    writer.write_all(out).await
+    writer.write_all(&out).await
 }
 
 /// A frame the body has ready now, without waiting.

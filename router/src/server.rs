@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -253,7 +253,9 @@ async fn reap_idle_connections(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool
     }
 }
 
-fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+type HttpBuilder = auto::Builder<TokioExecutor>;
+
+fn http_builder(server: &Server) -> HttpBuilder {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -299,7 +301,8 @@ async fn serve_traffic(
     mut stop: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let builder = http_builder(&server);
+    // Shared: each connection's task holds a pointer to it, not a 240-byte copy.
+    let builder = Arc::new(http_builder(&server));
     let settings = h1_server::Settings {
         header_read_timeout: server.header_read_timeout,
         max_header_bytes: server.max_header_bytes,
@@ -326,22 +329,36 @@ async fn serve_traffic(
             let _permit = permit;
             let ended = h1_server::serve(stream, &proxy, &client, &settings, &draining, stop).await;
             if let h1_server::Ended::Handoff(stream) = ended {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
-                    let client = client.clone();
-                    let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
-                    let req = req.map(ClientBody::Hyper);
-                    async move { Ok::<_, Infallible>(proxy.handle(req, &client).instrument(span).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(error = %e, %peer, "client connection ended with an error");
-                }
+                // Boxed: hyper's connection is large, and most connections never need it.
+                Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
             }
             metrics.connection_closed();
         });
     }
     graceful
+}
+
+/// Serves a connection handed over by [`h1_server::serve`] with hyper's server, from the
+/// request it handed over on.
+async fn serve_with_hyper(
+    stream: h1_server::Rewind,
+    proxy: Arc<Proxy>,
+    client: Peer,
+    builder: Arc<HttpBuilder>,
+    watcher: Watcher,
+) {
+    let peer = client.addr;
+    let service = service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        let client = client.clone();
+        let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
+        let req = req.map(ClientBody::Hyper);
+        async move { Ok::<_, Infallible>(proxy.handle(req, &client).instrument(span).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, %peer, "client connection ended with an error");
+    }
 }
 
 async fn serve_admin(
