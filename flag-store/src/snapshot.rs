@@ -300,21 +300,21 @@ impl Table {
         }
         let hash = self.hasher.hash_one(tenant);
         let shard = &self.shards[shard_of(hash)];
-        let entry = shard.find(hash, tenant)?;
-        Some(FlagRef {
+        Some(self.flag_ref(&shard.audits, shard.find(hash, tenant)?))
+    }
+
+    #[inline]
+    fn flag_ref<'a>(&'a self, audits: &'a [Audit], entry: &'a Entry) -> FlagRef<'a> {
+        FlagRef {
             placements: &self.placements,
-            audits: &shard.audits,
+            audits,
             entry,
-        })
+        }
     }
 
     #[inline]
     fn default_ref(&self) -> Option<FlagRef<'_>> {
-        self.default.as_deref().map(|d| FlagRef {
-            placements: &self.placements,
-            audits: std::slice::from_ref(&d.audit),
-            entry: &d.entry,
-        })
+        (self.default.as_deref()).map(|d| self.flag_ref(std::slice::from_ref(&d.audit), &d.entry))
     }
 
     /// Sets a tenant's flag; true when the tenant already had one.
@@ -402,13 +402,11 @@ impl Table {
 
     fn iter(&self) -> impl Iterator<Item = (&str, FlagRef<'_>)> {
         self.shards.iter().flat_map(move |shard| {
-            shard.entries.iter().map(move |entry| {
-                let flag = FlagRef {
-                    placements: &self.placements,
-                    audits: &shard.audits,
-                    entry,
-                };
-                (id_of(&shard.ids, entry), flag)
+            (shard.entries.iter()).map(move |entry| {
+                (
+                    id_of(&shard.ids, entry),
+                    self.flag_ref(&shard.audits, entry),
+                )
             })
         })
     }
