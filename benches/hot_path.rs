@@ -11,8 +11,9 @@ use base64::Engine;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flag_store::{FlagState, Load, TargetId, Update};
 use switchyard::config::{Route, RouteKind};
+use switchyard::path::normalize;
 use switchyard::pick::{AllHealthy, pick};
-use switchyard::tenant::{Extractor, extract};
+use switchyard::tenant::{Extractor, RequestFacts, extract, request_host};
 use switchyard_benches::*;
 
 fn extraction(c: &mut Criterion) {
@@ -51,9 +52,23 @@ fn extraction(c: &mut Criterion) {
     ];
     for (name, spec, parts) in &cases {
         let rules = [Extractor::parse(spec).unwrap()];
-        assert_eq!(extract(&rules, parts).unwrap().unwrap().id, "acme");
+        // What the proxy does before extracting: the host checked, the path in normal form.
+        let facts = |parts| RequestFacts {
+            parts,
+            host: request_host(parts).ok().flatten(),
+            path: parts.uri.path(),
+        };
+        assert_eq!(extract(&rules, &facts(parts)).unwrap().unwrap().id, "acme");
         g.bench_function(*name, |b| {
-            b.iter(|| black_box(extract(black_box(&rules), black_box(parts)).unwrap()))
+            b.iter(|| {
+                let parts = black_box(parts);
+                let path = normalize(parts.uri.path()).unwrap();
+                let facts = RequestFacts {
+                    path: &path,
+                    ..facts(parts)
+                };
+                black_box(extract(black_box(&rules), &facts).unwrap().map(|t| t.from))
+            })
         });
     }
     g.finish();
@@ -68,6 +83,7 @@ fn route() -> Route {
         timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(60),
         max_body_bytes: None,
+        upgrades: vec!["websocket".into()],
     }
 }
 

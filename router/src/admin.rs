@@ -350,8 +350,18 @@ impl Admin {
         {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }));
         }
+        // Routed as the proxy routes it: on the path's normal form.
+        let normal = match crate::path::normalize(&path) {
+            Ok(normal) => normal,
+            Err(e) => {
+                return json_response(
+                    StatusCode::OK,
+                    json!({ "tenant": tenant, "path": path, "route": null, "why": format!("{e}: the router answers 400") }),
+                );
+            }
+        };
         let routes = self.proxy.routes();
-        let Some(route_id) = routes.find(&path) else {
+        let Some(route_id) = routes.find(&normal) else {
             return json_response(
                 StatusCode::OK,
                 json!({ "tenant": tenant, "path": path, "route": null, "why": "no route matches this path: the router answers 404" }),

@@ -145,6 +145,7 @@ struct RawRoute {
     timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
+    upgrades: Option<Vec<String>>,
 }
 
 // ---- the validated config ----
@@ -325,6 +326,16 @@ pub struct Route {
     /// Longest pause allowed between body chunks, in either direction.
     pub idle_timeout: Duration,
     pub max_body_bytes: Option<u64>,
+    /// Protocols a client may upgrade to on this route (`Upgrade`), lower-case; never `h2c`.
+    pub upgrades: Vec<String>,
+}
+
+impl Route {
+    /// True when `protocol` (an `Upgrade` token, `name` or `name/version`) may be tunnelled.
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        let name = protocol.split('/').next().unwrap_or("");
+        self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -714,7 +725,31 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             &format!("{key}.idle_timeout_ms"),
             r.idle_timeout_ms,
         );
+        let upgrades = match &r.upgrades {
+            None => vec!["websocket".to_owned()],
+            Some(list) => list.iter().map(|u| u.to_ascii_lowercase()).collect(),
+        };
+        for u in &upgrades {
+            if u == "h2c" {
+                problem(
+                    problems,
+                    format!("{key}.upgrades"),
+                    "\"h2c\" cannot be allowed: after its 101 the upstream would take HTTP/2 requests the router never sees",
+                );
+            } else if u.is_empty()
+                || !u
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                problem(
+                    problems,
+                    format!("{key}.upgrades"),
+                    format!("{u:?} is not a protocol name (a token such as \"websocket\")"),
+                );
+            }
+        }
         routes.push(Route {
+            upgrades,
             name: r.name.clone(),
             path_prefix: r.path_prefix.clone(),
             kind,

@@ -23,6 +23,7 @@ pub mod h1;
 pub mod h1_server;
 pub mod health;
 pub mod metrics;
+pub mod path;
 pub mod pick;
 pub mod proxy;
 pub mod server;

@@ -208,6 +208,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_body_bytes: None,
+            upgrades: vec!["websocket".into()],
         }
     }
 

@@ -26,7 +26,7 @@ use crate::h1;
 use crate::health::{Health, InFlight, Outcome};
 use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
 use crate::pick::{Decision, Pick, RouteTable, pick};
-use crate::tenant::{self, request_host, sticky_hash};
+use crate::tenant::{self, sticky_hash};
 use crate::upstream::{Upstream, upstream_uri};
 
 /// How many headers the proxy may add to a request: `x-request-id`, the three
@@ -166,34 +166,54 @@ impl Proxy {
             );
         }
 
-        if has_dot_segment(parts.uri.path()) {
-            return self.local(
-                StatusCode::BAD_REQUEST,
-                "the path has . or .. segments",
-                labels,
-                start,
-                request_id,
-            );
-        }
-
-        // 1. Route.
-        let Some(route_id) = self.routes.find(parts.uri.path()) else {
-            return self.local(
-                StatusCode::NOT_FOUND,
-                "no route matches this path",
-                labels,
-                start,
-                request_id,
-            );
-        };
-        let route = self.routes.get(route_id);
-        labels.route = route_id.index();
-
-        // 2 and 3. Tenant id, flag lookup, pick; the snapshot guard lives in this block only.
-        // One instant for the pick's health view and the endpoint choice that follows it.
+        // 1. Route, on the path as upstreams read it (crate::path), and the host, which
+        // must read one way only: both decide where the request goes.
         let now_ms = self.health.ms_at(start);
-        let decision = {
-            let tenant = match tenant::extract(&self.rules.from, &parts) {
+        let (route_id, decision) = {
+            let path = match crate::path::normalize(parts.uri.path()) {
+                Ok(path) => path,
+                Err(e) => {
+                    return self.local(
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        labels,
+                        start,
+                        request_id,
+                    );
+                }
+            };
+            let host = match tenant::request_host(&parts) {
+                Ok(host) => host,
+                Err(e) => {
+                    return self.local(
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        labels,
+                        start,
+                        request_id,
+                    );
+                }
+            };
+            let Some(route_id) = self.routes.find(&path) else {
+                return self.local(
+                    StatusCode::NOT_FOUND,
+                    "no route matches this path",
+                    labels,
+                    start,
+                    request_id,
+                );
+            };
+            let route = self.routes.get(route_id);
+            labels.route = route_id.index();
+
+            // 2 and 3. Tenant id, flag lookup, pick; the snapshot guard lives in this block
+            // only. One instant for the pick's health view and the endpoint choice after it.
+            let facts = tenant::RequestFacts {
+                parts: &parts,
+                host,
+                path: &path,
+            };
+            let tenant = match tenant::extract(&self.rules.from, &facts) {
                 Ok(t) => t,
                 Err(e) => {
                     return self.local(
@@ -242,8 +262,9 @@ impl Proxy {
                 &view,
             );
             tracing::debug!(tenant = tenant_id.unwrap_or("-"), route = %route.name, ?decision, "pick");
-            decision
+            (route_id, decision)
         };
+        let route = self.routes.get(route_id);
         let pick = match decision {
             Decision::Forward(pick) => pick,
             Decision::PinnedUnavailable { target, .. } => {
@@ -302,12 +323,18 @@ impl Proxy {
                 request_id,
             );
         }
-        let client_upgrade = if is_upgrade(parts) {
-            parts.extensions.remove::<OnUpgrade>()
-        } else {
-            None
+        let client_upgrade = match allowed_upgrade(parts, route) {
+            Some(asked) => parts
+                .extensions
+                .remove::<OnUpgrade>()
+                .map(|on| ClientUpgrade { on, asked }),
+            None => None,
         };
-        let host = request_host(parts).and_then(|h| HeaderValue::from_str(h).ok());
+        // The host was checked in `handle`: the Host header, else the target's authority.
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
         self.set_forwarded(&mut parts.headers, client, host.as_ref());
         parts
@@ -504,7 +531,7 @@ impl Proxy {
     fn respond(
         &self,
         mut resp: Response<UpstreamBody>,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<ClientUpgrade>,
         route: &Route,
         target: TargetId,
         in_flight: InFlight,
@@ -512,10 +539,21 @@ impl Proxy {
         start: Instant,
         request_id: HeaderValue,
     ) -> Response<ResponseBody> {
-        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
-        if let (true, Some(client_side)) = (upgraded, client_upgrade) {
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if upgraded {
+            // A tunnel opens only to a protocol the request asked for: after a 101 the bytes
+            // are no longer HTTP the router reads.
+            let Some(client_side) = client_upgrade.filter(|c| c.accepts(resp.headers())) else {
+                let msg = format!(
+                    "target {:?} switched to a protocol the request did not ask for",
+                    self.upstreams[target.index()].name
+                );
+                self.metrics
+                    .upstream_error(target.index(), UpstreamErrorKind::Reset);
+                return self.local(StatusCode::BAD_GATEWAY, &msg, labels, start, request_id);
+            };
             let upstream_side = hyper::upgrade::on(&mut resp);
-            self.tunnels.spawn(client_side, upstream_side);
+            self.tunnels.spawn(client_side.on, upstream_side);
         }
         strip_hop_by_hop(resp.headers_mut(), upgraded);
         resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
@@ -675,33 +713,6 @@ impl Peer {
     }
 }
 
-/// True when a path has `.` or `..` segments, plain or percent-encoded. Such a path could match
-/// one route here and mean another after the upstream normalises it (`/api/../analytics`), so
-/// it is refused rather than guessed at.
-pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let s = segment.as_bytes();
-        let dot_at = |i: usize| -> Option<usize> {
-            if s.get(i) == Some(&b'.') {
-                Some(i + 1)
-            } else if s.len() >= i + 3
-                && s[i] == b'%'
-                && s[i + 1] == b'2'
-                && s[i + 2].eq_ignore_ascii_case(&b'e')
-            {
-                Some(i + 3)
-            } else {
-                None
-            }
-        };
-        match dot_at(0) {
-            Some(end) if end == s.len() => true,
-            Some(end) => dot_at(end) == Some(s.len()),
-            None => false,
-        }
-    })
-}
-
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -720,16 +731,62 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// An HTTP/1.1 upgrade (WebSocket and the like). `h2c` is never passed through: it would
-/// change the protocol under the proxy's own connection handling.
-fn is_upgrade(parts: &Parts) -> bool {
-    parts.version == Version::HTTP_11
-        && connection_has(&parts.headers, "upgrade")
-        && parts
-            .headers
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("h2c"))
+/// A client's upgrade request on its way: its connection's upgrade, and the protocols sent
+/// upstream in `Upgrade`.
+struct ClientUpgrade {
+    on: OnUpgrade,
+    asked: HeaderValue,
+}
+
+impl ClientUpgrade {
+    /// True when a 101 names one protocol, and one the request asked for.
+    fn accepts(&self, response: &HeaderMap) -> bool {
+        let mut chosen = response.get_all(header::UPGRADE).iter().flat_map(tokens);
+        let (Some(protocol), None) = (chosen.next(), chosen.next()) else {
+            return false;
+        };
+        tokens(&self.asked).any(|asked| asked.eq_ignore_ascii_case(protocol))
+    }
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// For an HTTP/1.1 upgrade request, the protocols it may upgrade to on `route`, read as one
+/// list over all its `Upgrade` fields (RFC 9110 section 7.8); `Upgrade` is rewritten to those
+/// alone. `None` when there are none: the request goes on as an ordinary one, and `Upgrade`
+/// is dropped with the other hop-by-hop headers. `h2c` is never allowed (the route config
+/// refuses it): after its 101 the upstream would take HTTP/2 requests the router never sees.
+fn allowed_upgrade(parts: &mut Parts, route: &Route) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
+        return None;
+    }
+    let mut allowed = String::new();
+    for protocol in parts
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(tokens)
+    {
+        if route.allows_upgrade(protocol) {
+            if !allowed.is_empty() {
+                allowed.push_str(", ");
+            }
+            allowed.push_str(protocol);
+        }
+    }
+    let value = HeaderValue::from_str(&allowed)
+        .ok()
+        .filter(|_| !allowed.is_empty())?;
+    parts.headers.insert(header::UPGRADE, value.clone());
+    Some(value)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
@@ -925,32 +982,6 @@ mod tests {
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
-    }
-
-    #[test]
-    fn dot_segments_are_found_plain_and_encoded() {
-        for path in [
-            "/a/../b",
-            "/a/./b",
-            "/..",
-            "/a/.",
-            "/a/%2e%2E/b",
-            "/a/.%2e",
-            "/%2e/x",
-        ] {
-            assert!(has_dot_segment(path), "{path}");
-        }
-        for path in [
-            "/",
-            "/a/b",
-            "/a/.well-known/x",
-            "/a/..b",
-            "/a/b.",
-            "/%2e%2e%2e",
-            "/a/%2f",
-        ] {
-            assert!(!has_dot_segment(path), "{path}");
-        }
     }
 
     #[test]

@@ -44,8 +44,9 @@ impl ExtractorKind {
     }
 }
 
-/// Longest bearer token decoded for a claim.
-const MAX_JWT_BYTES: usize = 8 * 1024;
+/// Longest bearer token decoded for a claim: identity providers' tokens with group claims
+/// pass 8 KiB; the request head's own limit (`max_header_bytes`) bounds it first by default.
+pub const MAX_JWT_BYTES: usize = 64 * 1024;
 
 impl Extractor {
     pub fn parse(spec: &str) -> Result<Extractor, String> {
@@ -94,46 +95,172 @@ impl Extractor {
         }
     }
 
-    fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
+    /// The tenant this extractor finds in the request; a field it reads that the request
+    /// carries twice is refused, as the next hop may read the other one.
+    fn find<'a>(&self, req: &RequestFacts<'a>) -> Result<Option<Cow<'a, str>>, BadTenant> {
         match self {
             Extractor::Header(name) => {
-                let v = parts.headers.get(name)?;
-                Some(Cow::Borrowed(v.to_str().unwrap_or("\u{fffd}")))
+                let Some(v) = single(req.parts, name, "header")? else {
+                    return Ok(None);
+                };
+                Ok(Some(Cow::Borrowed(v.to_str().unwrap_or("\u{fffd}"))))
             }
-            Extractor::Host(suffix) => {
-                let host = request_host(parts)?;
-                let host = strip_port(host);
-                if host.len() <= suffix.len()
-                    || !host.is_char_boundary(host.len() - suffix.len())
-                    || !host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                {
-                    return None;
-                }
-                let label = &host[..host.len() - suffix.len()];
-                if label.contains('.') {
-                    return None;
-                }
-                if label.bytes().any(|b| b.is_ascii_uppercase()) {
-                    Some(Cow::Owned(label.to_ascii_lowercase()))
-                } else {
-                    Some(Cow::Borrowed(label))
-                }
-            }
+            Extractor::Host(suffix) => Ok(req.host.and_then(|host| host_label(host, suffix))),
             Extractor::Path(prefix) => {
-                let rest = parts.uri.path().strip_prefix(prefix.as_str())?;
+                let Some(rest) = req.path.strip_prefix(prefix.as_str()) else {
+                    return Ok(None);
+                };
                 let segment = rest.split('/').next().unwrap_or("");
-                (!segment.is_empty()).then_some(Cow::Borrowed(segment))
+                Ok((!segment.is_empty()).then_some(Cow::Borrowed(segment)))
             }
-            Extractor::Jwt(claim) => jwt_claim(parts, claim).map(Cow::Owned),
+            Extractor::Jwt(claim) => {
+                let Some(auth) = single(req.parts, &http::header::AUTHORIZATION, "jwt")? else {
+                    return Ok(None);
+                };
+                jwt_claim(auth, claim).map(|c| c.map(Cow::Owned))
+            }
+        }
+    }
+
+    /// Refuses the request when a field this extractor reads comes twice, whether or not an
+    /// earlier extractor already found the tenant: a backend that reads the second copy would
+    /// act for another tenant on this one's side.
+    fn check_single(&self, parts: &Parts) -> Result<(), BadTenant> {
+        match self {
+            Extractor::Header(name) => single(parts, name, "header").map(drop),
+            Extractor::Jwt(_) => single(parts, &http::header::AUTHORIZATION, "jwt").map(drop),
+            // The host is checked once for every request (`request_host`); the path is one.
+            Extractor::Host(_) | Extractor::Path(_) => Ok(()),
         }
     }
 }
 
-/// The request's host: the Host header, or the URI's authority (HTTP/2, absolute form).
-pub fn request_host(parts: &Parts) -> Option<&str> {
-    match parts.headers.get(http::header::HOST) {
-        Some(h) => h.to_str().ok(),
-        None => parts.uri.authority().map(|a| a.as_str()),
+/// A header's one value, or a refusal when it comes more than once.
+fn single<'a>(
+    parts: &'a Parts,
+    name: &HeaderName,
+    from: &'static str,
+) -> Result<Option<&'a http::HeaderValue>, BadTenant> {
+    let mut all = parts.headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(BadTenant {
+            from,
+            reason: format!("the request carries {name} more than once"),
+        });
+    }
+    Ok(first)
+}
+
+/// The first label of `host` when the rest is `suffix`: `acme` in `Acme.app.example.com:8443`
+/// or `acme.app.example.com.` (a fully qualified name's trailing dot names the same host).
+fn host_label<'a>(host: &'a str, suffix: &str) -> Option<Cow<'a, str>> {
+    let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.len() <= suffix.len()
+        || !host.is_char_boundary(host.len() - suffix.len())
+        || !host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    {
+        return None;
+    }
+    let label = &host[..host.len() - suffix.len()];
+    if label.contains('.') {
+        return None;
+    }
+    if label.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(label.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(label))
+    }
+}
+
+/// What the extractors read: the request, its checked host ([`request_host`]) and the path
+/// routes match ([`crate::path::normalize`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub parts: &'a Parts,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+}
+
+/// Why a request's host is refused (RFC 9112 section 3.2): the host decides the tenant for
+/// host extraction and reaches the upstream, so it must read one way only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("an HTTP/1.1 request needs a Host header")]
+    Missing,
+    #[error("the request has more than one Host header")]
+    Repeated,
+    #[error("the Host header is empty")]
+    Empty,
+    #[error("the Host header is not a host name or address with an optional port")]
+    Invalid,
+    #[error("the Host header differs from the authority in the request target")]
+    Conflict,
+}
+
+/// The request's host: its one Host header, or the URI's authority (HTTP/2, absolute form),
+/// which must agree when both come. A host with userinfo, a path, spaces or a list is refused.
+pub fn request_host(parts: &Parts) -> Result<Option<&str>, HostError> {
+    let mut headers = parts.headers.get_all(http::header::HOST).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    let header = header
+        .map(|h| h.to_str().map_err(|_| HostError::Invalid))
+        .transpose()?;
+    let host = match (header, parts.uri.authority()) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a.as_str()) => {
+            return Err(HostError::Conflict);
+        }
+        (Some(h), _) => h,
+        (None, Some(a)) => a.as_str(),
+        (None, None) if parts.version == http::Version::HTTP_11 => {
+            return Err(HostError::Missing);
+        }
+        (None, None) => return Ok(None),
+    };
+    check_host(host)?;
+    Ok(Some(host))
+}
+
+/// `name[:port]` or `[v6]:port`, where a name is letters, digits and `-._~`.
+fn check_host(host: &str) -> Result<(), HostError> {
+    if host.is_empty() {
+        return Err(HostError::Empty);
+    }
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']').ok_or(HostError::Invalid)?;
+            let ok = !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or(HostError::Invalid)?),
+            };
+            (ok, port)
+        }
+        None => {
+            let (name, port) = match host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host, None),
+            };
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            (ok, port)
+        }
+    };
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    if name_ok && port_ok {
+        Ok(())
+    } else {
+        Err(HostError::Invalid)
     }
 }
 
@@ -144,33 +271,56 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-fn jwt_claim(parts: &Parts, claim: &[String]) -> Option<String> {
-    let auth = parts
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = auth.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.len() > MAX_JWT_BYTES {
-        return None;
+/// The claim from a bearer JWT. A token that is not three dot-separated parts is not a JWT
+/// (an opaque token) and names no tenant; a JWT whose payload cannot be read, or that is
+/// larger than [`MAX_JWT_BYTES`], is refused rather than routed as if it had no claim.
+fn jwt_claim(auth: &http::HeaderValue, claim: &[String]) -> Result<Option<String>, BadTenant> {
+    let bad = |reason: String| BadTenant {
+        from: "jwt",
+        reason,
+    };
+    let Ok(auth) = auth.to_str() else {
+        return Ok(None);
+    };
+    let Some((scheme, token)) = auth.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
     }
     let mut pieces = token.trim().split('.');
-    let (_header, payload) = (pieces.next()?, pieces.next()?);
-    pieces.next()?; // a JWS has three parts
+    let (Some(_header), Some(payload), Some(_signature), None) =
+        (pieces.next(), pieces.next(), pieces.next(), pieces.next())
+    else {
+        return Ok(None);
+    };
+    if token.len() > MAX_JWT_BYTES {
+        return Err(bad(format!(
+            "the bearer token is larger than {} KiB",
+            MAX_JWT_BYTES / 1024
+        )));
+    }
     let payload = payload.trim_end_matches('=');
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        .map_err(|_| bad("the bearer token's payload is not base64url".into()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "the bearer token's payload is not JSON the router can read ({e})"
+        ))
+    })?;
     let mut at = &value;
     for part in claim {
-        at = at.get(part)?;
+        let Some(next) = at.get(part) else {
+            return Ok(None);
+        };
+        at = next;
     }
-    match at {
+    Ok(match at {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
         _ => None,
-    }
+    })
 }
 
 /// A tenant id found in a request.
@@ -188,13 +338,19 @@ pub struct BadTenant {
     pub reason: String,
 }
 
-/// Runs the extractors in order; the first that finds a tenant decides.
+/// Runs the extractors in order; the first that finds a tenant decides. Every field a
+/// configured extractor reads must come at most once, found first or not.
 pub fn extract<'a>(
     extractors: &[Extractor],
-    parts: &'a Parts,
+    req: &RequestFacts<'a>,
 ) -> Result<Option<FoundTenant<'a>>, BadTenant> {
+    let mut found = None;
     for x in extractors {
-        let Some(id) = x.find(parts) else { continue };
+        if found.is_some() {
+            x.check_single(req.parts)?;
+            continue;
+        }
+        let Some(id) = x.find(req)? else { continue };
         let from = x.kind();
         if id == DEFAULT_TENANT {
             return Err(BadTenant {
@@ -211,9 +367,9 @@ pub fn extract<'a>(
                 },
             });
         }
-        return Ok(Some(FoundTenant { id, from }));
+        found = Some(FoundTenant { id, from });
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// What keeps a split tenant's user on one side: the first key present in the request.
@@ -305,7 +461,13 @@ mod tests {
 
     fn tenant(req: http::request::Builder) -> Result<Option<(String, ExtractorKind)>, BadTenant> {
         let p = parts(req);
-        extract(&rules(), &p).map(|t| t.map(|t| (t.id.into_owned(), t.from)))
+        let normal = crate::path::normalize(p.uri.path()).unwrap();
+        let facts = RequestFacts {
+            parts: &p,
+            host: request_host(&p).ok().flatten(),
+            path: &normal,
+        };
+        extract(&rules(), &facts).map(|t| t.map(|t| (t.id.into_owned(), t.from)))
     }
 
     fn jwt(payload: &str) -> String {
@@ -393,6 +555,119 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("200 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_tenant_field_that_comes_twice_is_refused_even_after_a_hit() {
+        let twice = http::Request::builder()
+            .uri("/x")
+            .header("x-tenant-id", "acme")
+            .header("x-tenant-id", "beta");
+        let err = tenant(twice).unwrap_err();
+        assert!(
+            err.to_string().contains("x-tenant-id more than once"),
+            "{err}"
+        );
+        // The header found the tenant; a second bearer token is refused all the same.
+        let two_tokens = http::Request::builder()
+            .uri("/x")
+            .header("x-tenant-id", "acme")
+            .header("authorization", jwt(r#"{"org":{"tenant":"acme"}}"#))
+            .header("authorization", jwt(r#"{"org":{"tenant":"beta"}}"#));
+        assert_eq!(tenant(two_tokens).unwrap_err().from, "jwt");
+        // Other headers may repeat.
+        let other = http::Request::builder()
+            .uri("/x")
+            .header("x-tenant-id", "acme")
+            .header("x-other", "1")
+            .header("x-other", "2");
+        assert_eq!(tenant(other).unwrap().unwrap().0, "acme");
+    }
+
+    #[test]
+    fn hosts_read_one_way_or_are_refused() {
+        let host =
+            |req: http::request::Builder| request_host(&parts(req)).map(|h| h.map(str::to_owned));
+        let r = || http::Request::builder().uri("/x");
+        for ok in [
+            "a",
+            "acme.app.example.com",
+            "a-b_c.example:8080",
+            "127.0.0.1:80",
+            "[::1]:8443",
+            "[::1]",
+        ] {
+            assert_eq!(
+                host(r().header("host", ok)),
+                Ok(Some(ok.to_owned())),
+                "{ok}"
+            );
+        }
+        for (bad, why) in [
+            ("", HostError::Empty),
+            ("acme@beta.app.example.com", HostError::Invalid),
+            ("a.example/x", HostError::Invalid),
+            ("a b", HostError::Invalid),
+            ("a,b", HostError::Invalid),
+            ("a:", HostError::Invalid),
+            ("a:http", HostError::Invalid),
+            ("a:123456", HostError::Invalid),
+            ("[::1", HostError::Invalid),
+            ("[::1]x", HostError::Invalid),
+            (":80", HostError::Invalid),
+        ] {
+            assert_eq!(host(r().header("host", bad)), Err(why), "{bad:?}");
+        }
+        assert_eq!(host(r()), Err(HostError::Missing));
+        assert_eq!(host(r().version(http::Version::HTTP_10)), Ok(None));
+        assert_eq!(
+            host(r().header("host", "a").header("host", "b")),
+            Err(HostError::Repeated)
+        );
+        let absolute = || http::Request::builder().uri("http://a.example/x");
+        assert_eq!(host(absolute()), Ok(Some("a.example".into())));
+        assert_eq!(
+            host(absolute().header("host", "A.example")),
+            Ok(Some("A.example".into()))
+        );
+        assert_eq!(
+            host(absolute().header("host", "b.example")),
+            Err(HostError::Conflict)
+        );
+        assert_eq!(
+            host(http::Request::builder().uri("http://u@a.example/x")),
+            Err(HostError::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_trailing_dot_names_the_same_host() {
+        let req = http::Request::builder()
+            .uri("/x")
+            .header("host", "acme.app.example.com.");
+        assert_eq!(tenant(req).unwrap().unwrap().0, "acme");
+    }
+
+    #[test]
+    fn large_tokens_are_read_and_unreadable_ones_refused() {
+        let r = || http::Request::builder().uri("/x");
+        let padding = "x".repeat(12 * 1024);
+        let big = jwt(&format!(
+            r#"{{"org":{{"tenant":"acme"}},"groups":"{padding}"}}"#
+        ));
+        assert_eq!(
+            tenant(r().header("authorization", big)).unwrap().unwrap().0,
+            "acme"
+        );
+        let huge = jwt(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_JWT_BYTES)));
+        let err = tenant(r().header("authorization", huge)).unwrap_err();
+        assert!(err.to_string().contains("larger than 64 KiB"), "{err}");
+        let nested = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        let deep = jwt(&format!(r#"{{"org":{{"tenant":"acme"}},"x":{nested}}}"#));
+        let err = tenant(r().header("authorization", deep)).unwrap_err();
+        assert!(err.to_string().contains("not JSON"), "{err}");
+        let err = tenant(r().header("authorization", "Bearer a.!!!.c")).unwrap_err();
+        assert!(err.to_string().contains("base64url"), "{err}");
     }
 
     #[test]

@@ -4,23 +4,10 @@
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use crate::support::*;
-
-/// Sends raw request bytes (which must ask for `Connection: close`) and returns the raw answer.
-async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(EVENT_TIMEOUT, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {

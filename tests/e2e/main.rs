@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod connections;
 mod dynamo;
+mod edge;
 mod failover;
 mod flips;
 mod forwarding;

@@ -488,6 +488,19 @@ async fn send(
     )
 }
 
+/// Sends raw request bytes (which must ask for `Connection: close`) and returns the raw answer.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The admin listener's answer to a GET.
 pub async fn admin_get(router: &Router, path: &str) -> (StatusCode, String) {
     let (status, _, body) = get(&client(), router.admin_addr(), path, &[]).await;

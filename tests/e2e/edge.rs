@@ -1,0 +1,347 @@
+//! The HTTP edge as an attacker tries it: requests that would read one way here and another
+//! way at the next hop. Each must be refused (or made unambiguous) before any upstream sees it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+/// An upstream over raw sockets that records each request head and answers every request
+/// that asks for an upgrade with `101` to `switch_to` (then sends `TUNNEL` through the
+/// tunnel), and anything else with `200 plain`.
+struct RawUpstream {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    async fn start(switch_to: &'static str) -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let upstream = RawUpstream {
+            addr: listener.local_addr().unwrap(),
+            heads: heads.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut more = [0u8; 4096];
+                        let Ok(n) = s.read(&mut more).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&more[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let upgrade = head.to_ascii_lowercase().contains("\r\nupgrade:");
+                        heads.lock().unwrap().push(head);
+                        if upgrade {
+                            let answer = format!(
+                                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {switch_to}\r\n\r\nTUNNEL"
+                            );
+                            let _ = s.write_all(answer.as_bytes()).await;
+                            let _ = s.read(&mut [0u8; 1024]).await;
+                            return;
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain")
+                            .await;
+                    }
+                });
+            }
+        });
+        upstream
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Sends a request on a connection that stays open and reads until `end` has come.
+async fn raw_until(addr: SocketAddr, request: &str, end: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while !String::from_utf8_lossy(&out).contains(end) {
+            let mut more = [0u8; 4096];
+            match s.read(&mut more).await.unwrap() {
+                0 => break,
+                n => out.extend_from_slice(&more[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no {end:?} within the event timeout: {}",
+            String::from_utf8_lossy(&out)
+        )
+    });
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A setup whose `/raw/` route goes to a raw upstream.
+async fn with_raw(switch_to: &'static str) -> (Setup, RawUpstream) {
+    let raw = RawUpstream::start(switch_to).await;
+    let mut setup = Setup::new().await;
+    setup.routes = format!(
+        "[targets.raw]\nendpoints = [\"http://{}\"]\n{}[[routes]]\nname = \"raw\"\npath_prefix = \"/raw/\"\ntarget = \"raw\"\n",
+        raw.addr, setup.routes
+    );
+    (setup, raw)
+}
+
+#[tokio::test]
+async fn an_upgrade_to_h2c_never_reaches_the_upstream_however_it_is_spelled() {
+    let (setup, upstream) = with_raw("h2c").await;
+    let router = setup.start().await;
+    for upgrade in [
+        "Upgrade: websocket\r\nUpgrade: h2c",
+        "Upgrade: websocket, h2c",
+        "Upgrade: h2c, websocket",
+        "Upgrade: H2C",
+        "Upgrade: foo, h2c",
+    ] {
+        let answer = raw(
+            router.addr(),
+            &format!(
+                "GET /raw/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n{upgrade}\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(
+            !answer.contains("TUNNEL"),
+            "a tunnel opened for {upgrade:?}: {answer}"
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 502") || answer.starts_with("HTTP/1.1 200"),
+            "{upgrade:?}: {answer}"
+        );
+        let head = upstream.heads().pop().unwrap().to_ascii_lowercase();
+        assert!(
+            !head.contains("h2c"),
+            "{upgrade:?} reached the upstream as {head}"
+        );
+        assert!(!head.contains("http2-settings"), "{head}");
+    }
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_101_to_a_protocol_the_client_did_not_ask_for_opens_no_tunnel() {
+    let (setup, upstream) = with_raw("h2c").await;
+    let router = setup.start().await;
+    let answer = raw_until(
+        router.addr(),
+        "GET /raw/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "ask for",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("did not ask for"), "{answer}");
+    assert!(!answer.contains("TUNNEL"), "{answer}");
+    assert_eq!(upstream.heads().len(), 1);
+    router.shutdown().await;
+
+    // The protocol the client asked for opens its tunnel.
+    let (setup, _upstream) = with_raw("websocket").await;
+    let router = setup.start().await;
+    let answer = raw_until(
+        router.addr(),
+        "GET /raw/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "TUNNEL",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.ends_with("TUNNEL"), "{answer}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_protocol_the_route_does_not_allow_is_not_upgraded() {
+    let (mut setup, upstream) = with_raw("foo").await;
+    setup
+        .routes
+        .push_str("upgrades = [\"websocket\", \"foo\"]\n");
+    let router = setup.start().await;
+    // `foo` is allowed on /raw/; `bar` is not, and is dropped from the list.
+    let answer = raw_until(
+        router.addr(),
+        "GET /raw/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: bar, foo\r\n\r\n",
+        "TUNNEL",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let head = upstream.heads().pop().unwrap().to_ascii_lowercase();
+    assert!(head.contains("upgrade: foo\r\n"), "{head}");
+    router.shutdown().await;
+
+    let bad = Setup::new().await;
+    let mut text = bad.config_text();
+    text.push_str("upgrades = [\"h2c\"]\n");
+    let err = switchyard::Config::parse(&text, bad.dir.path(), "router.toml").unwrap_err();
+    assert!(err.to_string().contains("routes[0].upgrades"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tenant_field_or_host_that_comes_twice_is_refused() {
+    let setup = Setup::new().await;
+    setup.set("acme", pin("new"));
+    let router = setup.start().await;
+    let token = |tenant: &str| {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "Bearer {}.{}.sig",
+            b.encode("{\"alg\":\"none\"}"),
+            b.encode(format!("{{\"tenant_id\":\"{tenant}\"}}"))
+        )
+    };
+    for (head, why) in [
+        (
+            "Host: a\r\nX-Tenant-Id: acme\r\nX-Tenant-Id: beta",
+            "x-tenant-id more than once",
+        ),
+        (
+            "Host: acme.app.example.com\r\nHost: beta.app.example.com",
+            "more than one Host",
+        ),
+        (
+            &format!(
+                "Host: a\r\nAuthorization: {}\r\nAuthorization: {}",
+                token("acme"),
+                token("beta")
+            ),
+            "authorization more than once",
+        ),
+        ("X-Tenant-Id: acme", "needs a Host header"),
+        ("Host: \r\nX-Tenant-Id: acme", "Host header is empty"),
+        ("Host: acme@beta.app.example.com", "not a host name"),
+        ("Host: acme.app.example.com/x", "not a host name"),
+        (
+            "Host: acme.app.example.com, beta.app.example.com",
+            "not a host name",
+        ),
+        ("Host: acme .app.example.com", "not a host name"),
+    ] {
+        let answer = raw(
+            router.addr(),
+            &format!("GET / HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+        assert!(answer.contains(why), "{head:?}: {answer}");
+    }
+    let absolute = raw(
+        router.addr(),
+        "GET http://beta.app.example.com/ HTTP/1.1\r\nHost: acme.app.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(absolute.starts_with("HTTP/1.1 400"), "{absolute}");
+    assert!(
+        absolute.contains("differs from the authority"),
+        "{absolute}"
+    );
+    assert_eq!(setup.legacy.seen.total() + setup.new.seen.total(), 0);
+
+    // A fully qualified host (trailing dot) is the same tenant.
+    let answer = raw(
+        router.addr(),
+        "GET / HTTP/1.1\r\nHost: acme.app.example.com.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains("x-upstream: new"), "{answer}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn paths_that_mean_a_fixed_route_upstream_route_there_or_are_refused() {
+    let mut setup = Setup::new().await;
+    setup.routes.push_str(
+        "[[routes]]\nname = \"analytics\"\npath_prefix = \"/analytics/\"\ntarget = \"new\"\n",
+    );
+    let router = setup.start().await;
+    for path in [
+        "/%61nalytics/x",
+        "//analytics/x",
+        "/analytics;v=1/x",
+        "/%61nalytics//x",
+    ] {
+        let answer = raw(
+            router.addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.contains("x-upstream: new"), "{path}: {answer}");
+    }
+    for path in [
+        "/x/..;/analytics/y",
+        "/x/%2e%2e%2fanalytics/y",
+        "/x/%2e%2e/analytics/y",
+        "/x/..%2fanalytics/y",
+        "/x%5c..%5canalytics%5cy",
+    ] {
+        let answer = raw(
+            router.addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    assert_eq!(
+        setup.legacy.seen.total(),
+        0,
+        "a path meaning /analytics reached the flag-routed side"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_jwt_routes_by_its_claim_and_an_unreadable_one_is_refused() {
+    let setup = Setup::new().await;
+    setup.set("acme", pin("new"));
+    let router = setup.start().await;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let token = |payload: String| {
+        format!(
+            "Bearer {}.{}.sig",
+            b.encode("{\"alg\":\"RS256\"}"),
+            b.encode(payload)
+        )
+    };
+    let groups = vec!["\"group-with-a-long-name-0000\""; 400].join(",");
+    let big = token(format!(r#"{{"tenant_id":"acme","groups":[{groups}]}}"#));
+    assert!(big.len() > 12 * 1024);
+    let (status, headers, _) = get(&client(), router.addr(), "/", &[("authorization", &big)]).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(
+        headers["x-upstream"], "new",
+        "a large token routed by its claim"
+    );
+
+    let nested = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    let deep = token(format!(r#"{{"tenant_id":"acme","x":{nested}}}"#));
+    let (status, _, body) = get(&client(), router.addr(), "/", &[("authorization", &deep)]).await;
+    assert_eq!(status, http::StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("bearer token"), "{body}");
+    assert_eq!(
+        setup.legacy.seen.total(),
+        0,
+        "a token nobody could read went to the default side"
+    );
+    router.shutdown().await;
+}
