@@ -298,6 +298,10 @@ impl Pool {
         if framing.drop_length {
             resp.headers_mut().remove(header::CONTENT_LENGTH);
         }
+        if let Some(n) = framing.one_length {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         Ok(resp)
     }
 }
@@ -329,11 +333,14 @@ impl Conn {
 
 /// The request target sent upstream: the path and query only, never a scheme or host from
 /// the client (an absolute-form `http://elsewhere/x` is sent as `/x`; `*` as `/`).
-pub fn request_target(uri: &http::Uri) -> &str {
-    uri.path_and_query()
-        .map(|pq| pq.as_str())
-        .filter(|pq| pq.starts_with('/'))
-        .unwrap_or("/")
+pub fn request_target(uri: &http::Uri) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    match uri.path_and_query().map(|pq| pq.as_str()) {
+        Some(pq) if pq.starts_with('/') => Cow::Borrowed(pq),
+        // `http://h.example?x=1`: the path is empty, the query is kept.
+        Some(pq) if pq.starts_with('?') => Cow::Owned(format!("/{pq}")),
+        _ => Cow::Borrowed("/"),
+    }
 }
 
 /// The request line and headers, as HTTP/1.1, into `out`. The headers arrive with hop-by-hop
@@ -367,13 +374,15 @@ pub(crate) fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
-/// One `Content-Length` value: digits only (surrounding spaces allowed), no sign, no list.
+/// One `Content-Length` value: digits only (surrounding spaces allowed), no sign, no list,
+/// at most 2^63-1 (as nginx: a larger length is a bug or an attack, never a body).
 pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    let n: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    (n <= i64::MAX as u64).then_some(n)
 }
 
 /// Writes the head and the body while watching for the response: an upstream may answer
@@ -481,7 +490,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
         buf,
         &mut slots,
     ) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(Error::malformed(format!(
+                "the response head is larger than {MAX_HEAD_BYTES} bytes"
+            )));
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Error::malformed(format!(
@@ -530,6 +544,8 @@ struct Framing {
     reusable: bool,
     /// `Transfer-Encoding` and `Content-Length` both came: the length is not passed on.
     drop_length: bool,
+    /// `Content-Length` came more than once with this one value: it is passed on once.
+    one_length: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -559,6 +575,7 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
             state: State::Length(0),
             reusable: keep_alive,
             drop_length: false,
+            one_length: None,
         });
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -579,9 +596,11 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
             },
             reusable: keep_alive && chunked && !with_length,
             drop_length: with_length,
+            one_length: None,
         });
     }
     let mut length = None;
+    let mut lengths = 0;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
             let n = parse_length(part).ok_or_else(|| Error::malformed("bad Content-Length"))?;
@@ -589,6 +608,7 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
                 return Err(Error::malformed("conflicting Content-Length values"));
             }
             length = Some(n);
+            lengths += 1;
         }
     }
     Ok(match length {
@@ -596,11 +616,13 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
             state: State::Length(n),
             reusable: keep_alive,
             drop_length: false,
+            one_length: (lengths > 1).then_some(n),
         },
         None => Framing {
             state: State::UntilClose,
             reusable: false,
             drop_length: false,
+            one_length: None,
         },
     })
 }
@@ -811,21 +833,87 @@ fn take_line(buf: &mut BytesMut, limit: usize, what: &str) -> Result<Option<Byte
     }
 }
 
-/// `1a3f` or `1a3f;name=value`: the size in hex, at most 16 digits.
+/// A chunk-size line (RFC 9112 section 7.1.1): the size in hex, at most 2^63-1, then
+/// extensions that are each `;` name, with `=` and a token or a quoted string, optional
+/// spaces or tabs around. Nothing else: a bare CR, a stray byte or an unclosed quote could
+/// end the line at another hop, and the rest of the body would read as a new request.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let bad = || {
+        Error::malformed(format!(
+            "bad chunk size line {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(64)])
+        ))
+    };
     let digits = line
         .iter()
         .position(|&b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
-        return Err(Error::malformed(format!(
-            "bad chunk size {:?}",
-            String::from_utf8_lossy(line)
-        )));
+    if digits == 0 || digits > 16 {
+        return Err(bad());
     }
     let hex = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
-    Ok(u64::from_str_radix(hex, 16).expect("at most 16 hex digits fit in a u64"))
+    let size = u64::from_str_radix(hex, 16).expect("at most 16 hex digits fit in a u64");
+    if size > i64::MAX as u64 {
+        return Err(bad());
+    }
+    let mut rest = &line[digits..];
+    let skip_ws = |r: &mut &[u8]| {
+        while let [b' ' | b'\t', tail @ ..] = *r {
+            *r = tail;
+        }
+    };
+    loop {
+        skip_ws(&mut rest);
+        let [b';', tail @ ..] = rest else {
+            return if rest.is_empty() {
+                Ok(size)
+            } else {
+                Err(bad())
+            };
+        };
+        rest = tail;
+        skip_ws(&mut rest);
+        let name = rest.iter().take_while(|&&b| is_tchar(b)).count();
+        if name == 0 {
+            return Err(bad());
+        }
+        rest = &rest[name..];
+        skip_ws(&mut rest);
+        if let [b'=', tail @ ..] = rest {
+            rest = tail;
+            skip_ws(&mut rest);
+            rest = match rest {
+                [b'"', tail @ ..] => skip_quoted(tail).ok_or_else(bad)?,
+                _ => {
+                    let value = rest.iter().take_while(|&&b| is_tchar(b)).count();
+                    if value == 0 {
+                        return Err(bad());
+                    }
+                    &rest[value..]
+                }
+            };
+        }
+    }
+}
+
+/// What follows a quoted string whose opening quote is already read; `None` when it does not
+/// close or holds a byte a quoted string may not.
+fn skip_quoted(mut rest: &[u8]) -> Option<&[u8]> {
+    loop {
+        match rest {
+            [b'"', tail @ ..] => return Some(tail),
+            [b'\\', c, tail @ ..] if *c == b'\t' || *c >= 0x20 && *c != 0x7f => rest = tail,
+            [c, tail @ ..] if *c == b'\t' || (*c >= 0x20 && *c != 0x7f && *c != b'\\') => {
+                rest = tail
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A token character (RFC 9110 section 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn parse_trailer(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
@@ -873,6 +961,17 @@ mod tests {
             assert_eq!(data, b"hello, world", "split at {split}");
             assert_eq!(trailers.unwrap()["x-sum"], "42", "split at {split}");
         }
+        // Extensions in every form RFC 9112 allows are read past.
+        let (data, _) = decode_all(
+            b"5 ; a ; b = c ;d=\"q \\\" ;\"\r\nhello\r\n0\t;x\r\n\r\n",
+            3,
+        )
+        .unwrap();
+        assert_eq!(data, b"hello");
+        assert_eq!(
+            parse_chunk_size(b"7fffffffffffffff;x").unwrap(),
+            i64::MAX as u64
+        );
         let (data, trailers) = decode_all(b"A\r\n0123456789\r\n0\r\n\r\n", 4).unwrap();
         assert_eq!(data, b"0123456789");
         assert!(trailers.is_none());
@@ -886,6 +985,15 @@ mod tests {
             (b"5\nhello\r\n0\r\n\r\n", "does not end in CRLF"),
             (b"12345678901234567\r\n", "bad chunk size"),
             (b"0\r\nno colon here\r\n\r\n", "bad trailer line"),
+            (b"5\r\r;ABCD\r\n34\r\nE\r\n0\r\n\r\n", "bad chunk size"),
+            (b"5;a=\"open\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+            (b"5;\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+            (b"5;a=\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+            (b"5 x\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+            (b"5;a=b c\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+            (b"ffffffffffffffff\r\n", "bad chunk size"),
+            (b"8000000000000000\r\n", "bad chunk size"),
+            (b"0x5\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
         ] {
             let err = decode_all(body, 0).unwrap_err().to_string();
             assert!(err.contains(says), "{body:?}: {err}");
@@ -907,6 +1015,16 @@ mod tests {
         let f = |text: &str, head_request: bool| framing(&head(text), head_request);
         let ok = f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false).unwrap();
         assert_eq!((ok.state, ok.reusable), (State::Length(5), true));
+        let twice = f("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false).unwrap();
+        assert_eq!((twice.state, twice.one_length), (State::Length(5), Some(5)));
+        // A head over the limit is refused even when it came whole in one read.
+        let mut big = String::from("HTTP/1.1 200 OK\r\n");
+        while big.len() <= MAX_HEAD_BYTES {
+            big.push_str(&format!("x-filler: {}\r\n", "a".repeat(1000)));
+        }
+        big.push_str("\r\n");
+        let err = parse_head(&mut BytesMut::from(big.as_str())).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
         let head_req = f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true).unwrap();
         assert_eq!(head_req.state, State::Length(0));
         for status in ["204 No Content", "304 Not Modified"] {
@@ -958,6 +1076,7 @@ mod tests {
             ("/x?y=1", "/x?y=1"),
             ("http://evil.example.com/x?y=1", "/x?y=1"),
             ("http://127.0.0.1:22", "/"),
+            ("http://h.example?x=1", "/?x=1"),
             ("*", "/"),
         ] {
             let uri: http::Uri = incoming.parse().unwrap();

@@ -122,6 +122,13 @@ pub async fn serve(
                     Parsed::Request(head) => break head,
                     Parsed::Partial => {}
                     Parsed::Handoff => return Ended::Handoff(Rewind::new(here, writer)),
+                    Parsed::Refuse(status, why) => {
+                        tracing::debug!(peer = %client.addr, %status, why, "refused a request head");
+                        let msg = format!("switchyard: {why}\n");
+                        let _ = Box::pin(refuse(&mut writer, status, msg)).await;
+                        Box::pin(linger(writer, here)).await;
+                        return Ended::Closed;
+                    }
                     Parsed::TooLarge => {
                         let msg = format!(
                             "switchyard: the request head exceeds {} bytes\n",
@@ -274,6 +281,9 @@ enum Parsed {
     Handoff,
     /// Over `max_header_bytes`: answered with 431 here, so the limit is the configured one.
     TooLarge,
+    /// Framed in a way that could read two ways: answered with this status and reason, and
+    /// the connection closes.
+    Refuse(StatusCode, &'static str),
 }
 
 /// Where a header's name and value lie in the head.
@@ -283,35 +293,60 @@ struct Span {
     value: (usize, usize),
 }
 
-/// Parses one request head from the front of `buf` and removes it; anything this path does
-/// not serve is left in `buf` for hyper's server. `spans` is scratch space kept by the
-/// thread, so that no request pays for zeroing room for a hundred headers.
+/// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Parses one request head from the front of `buf` and removes it; a head for hyper's server
+/// is left in `buf`. `spans` is scratch space kept by the thread, so that no request pays for
+/// zeroing room for a hundred headers.
+///
+/// The framing rules are enforced here, for every head, before any is handed over (hyper's
+/// parser is more lenient, so nothing it reads may reach it unchecked), each refused with
+/// the connection closed after the answer:
+/// - lines end in CRLF only: a lone LF ends a line for some servers and not for others, so
+///   a header hidden after one reads as two requests at one hop and one at the next (400);
+/// - no whitespace before a colon, no obs-fold, no bad token (httparse refuses these; 400);
+/// - `Transfer-Encoding` is exactly one `chunked`: another coding would be forwarded with a
+///   changed meaning (501), `chunked` twice or with `Content-Length` is ambiguous (400);
+/// - `Content-Length` is digits up to 2^63-1, and repeated only with the same value (400).
 fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Parsed {
+    if buf.starts_with(&H2_PREFACE[..buf.len().min(H2_PREFACE.len())]) {
+        return if buf.len() >= H2_PREFACE.len() {
+            Parsed::Handoff
+        } else {
+            Parsed::Partial
+        };
+    }
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     spans.clear();
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
-        Ok(_) => return Parsed::TooLarge,
-        Err(_) => return Parsed::Handoff,
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Parsed::TooLarge,
+        Err(e) => return Parsed::Refuse(StatusCode::BAD_REQUEST, bad_head(e)),
     };
-    let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
-        return Parsed::Handoff;
-    };
-    if !target.starts_with('/') || method == "CONNECT" {
-        return Parsed::Handoff;
+    if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
+        return Parsed::Refuse(
+            StatusCode::BAD_REQUEST,
+            "a line of the request head ends in LF without CR",
+        );
     }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Parsed::Refuse(StatusCode::BAD_REQUEST, "the request line is incomplete");
+    };
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
         (start, start + s.len())
     };
     let mut length = None;
-    let mut chunked = false;
-    let mut hosts = 0;
+    let mut lengths = 0;
+    let mut codings = 0;
     let mut close = false;
     let mut trailers = false;
+    let mut handoff = version != 1 || !target.starts_with('/') || method == "CONNECT";
     for header in parsed.headers.iter() {
         let (name, value) = (header.name.as_bytes(), header.value);
         spans.push(Span {
@@ -320,36 +355,76 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         });
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") {
-            match (length, h1::parse_length(value)) {
-                (None, Some(n)) => length = Some(n),
-                _ => return Parsed::Handoff,
+            for part in value.split(|&b| b == b',') {
+                match (length, h1::parse_length(part)) {
+                    (_, None) => {
+                        return Parsed::Refuse(
+                            StatusCode::BAD_REQUEST,
+                            "Content-Length is not a number up to 2^63-1",
+                        );
+                    }
+                    (Some(l), Some(n)) if l != n => {
+                        return Parsed::Refuse(
+                            StatusCode::BAD_REQUEST,
+                            "Content-Length has different values",
+                        );
+                    }
+                    (_, n) => length = n,
+                }
+                lengths += 1;
             }
         } else if is("transfer-encoding") {
-            if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Parsed::Handoff;
+            for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    return Parsed::Refuse(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "the only transfer coding accepted is chunked",
+                    );
+                }
+                codings += 1;
             }
-            chunked = true;
-        } else if is("host") {
-            hosts += 1;
         } else if is("connection") {
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Handoff;
+                    handoff = true;
                 }
             }
         } else if is("upgrade") || is("expect") {
-            return Parsed::Handoff;
+            handoff = true;
         } else if is("te") {
             trailers = value
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         }
     }
-    if hosts > 1 || (chunked && length.is_some()) {
+    match (codings, length) {
+        (0, _) => {}
+        (1, None) if version == 1 => {}
+        (1, None) => {
+            return Parsed::Refuse(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.0 request cannot be chunked",
+            );
+        }
+        (1, Some(_)) => {
+            return Parsed::Refuse(
+                StatusCode::BAD_REQUEST,
+                "the request has both Content-Length and Transfer-Encoding",
+            );
+        }
+        _ => {
+            return Parsed::Refuse(
+                StatusCode::BAD_REQUEST,
+                "the request is chunked more than once",
+            );
+        }
+    }
+    if handoff {
         return Parsed::Handoff;
     }
+    let chunked = codings == 1;
     let count = parsed.headers.len();
     let method = at(method.as_bytes());
     let target = at(target.as_bytes());
@@ -373,19 +448,23 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         *request.headers_mut() = headers;
         Some(request)
     })();
-    let Some(request) = built else {
-        // A head httparse took and the http types do not: hyper's server answers it.
-        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-        whole.extend_from_slice(&head);
-        whole.extend_from_slice(buf);
-        *buf = whole;
-        return Parsed::Handoff;
+    let Some(mut request) = built else {
+        return Parsed::Refuse(
+            StatusCode::BAD_REQUEST,
+            "the request target or a header is not valid",
+        );
     };
     let framing = match (chunked, length) {
         (true, _) => Some(Framing::Chunked(Chunked::default())),
         (false, Some(n)) if n > 0 => Some(Framing::Length(n)),
         _ => None,
     };
+    // A repeated `Content-Length` of one value goes on as one field.
+    if let (Some(n), 2..) = (length, lengths) {
+        request
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     Parsed::Request(Head {
         head_request: request.method() == Method::HEAD,
         request,
@@ -393,6 +472,20 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         close,
         trailers,
     })
+}
+
+/// What is wrong with a head httparse refused, for the 400's body.
+fn bad_head(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => {
+            "a header name is not a token (whitespace before the colon, or a folded line)"
+        }
+        httparse::Error::HeaderValue => "a header value has a character not allowed",
+        httparse::Error::NewLine => "a line of the request head does not end in CRLF",
+        httparse::Error::Status | httparse::Error::Token => "the request line is not valid",
+        httparse::Error::Version => "the HTTP version is not 1.0 or 1.1",
+        httparse::Error::TooManyHeaders => "the request has too many headers",
+    }
 }
 
 /// The read side of a client connection and what has been read from it but not used.
@@ -926,24 +1019,98 @@ mod tests {
             "GET http://elsewhere/x HTTP/1.1\r\nHost: a\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
             "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
-            "GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",
-            "GET /\x01 HTTP/1.1\r\n\r\n",
-            "GARBAGE\r\n\r\n",
         ] {
             let (parsed, rest) = parse(text);
             assert!(matches!(parsed, Parsed::Handoff), "{text:?} was {parsed:?}");
             assert_eq!(&rest[..], text.as_bytes(), "the bytes go to hyper as read");
+        }
+        assert!(matches!(parse("PRI * HTTP/2.0\r\n").0, Parsed::Partial));
+    }
+
+    #[test]
+    fn heads_that_could_read_two_ways_are_refused_here_whoever_would_serve_them() {
+        for (text, status) in [
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nDummy: x\nContent-Length: 23\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\nHost: a\n\n", 400),
+            ("GET / HTTP/1.0\r\nHost: a\nX: y\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\rX\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                400,
+            ),
+            ("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 18446744073709551613\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: deflate, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (
+                "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n", 400),
+            ("GET /\x01 HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            ("GARBAGE\r\n\r\n", 400),
+        ] {
+            match parse(text).0 {
+                Parsed::Refuse(got, _) => assert_eq!(got.as_u16(), status, "{text:?}"),
+                other => panic!("{text:?} was {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_length_of_one_value_is_served_as_one() {
+        for text in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+        ] {
+            let (head, _) = served(text);
+            assert!(matches!(head.framing, Some(Framing::Length(5))));
+            let lengths: Vec<_> = head
+                .request
+                .headers()
+                .get_all("content-length")
+                .iter()
+                .collect();
+            assert_eq!(lengths, ["5"], "{text:?}");
         }
     }
 

@@ -98,12 +98,12 @@ pub fn upstream_uri(
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(endpoint.scheme.clone());
     parts.authority = Some(endpoint.authority.clone());
-    parts.path_and_query = Some(
-        path_and_query
-            .filter(|pq| pq.as_str().starts_with('/'))
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
+    parts.path_and_query = Some(match path_and_query.map(PathAndQuery::as_str) {
+        Some(pq) if pq.starts_with('/') => path_and_query.cloned().expect("matched Some"),
+        // `http://h.example?x=1`: the path is empty, the query is kept.
+        Some(pq) if pq.starts_with('?') => PathAndQuery::try_from(format!("/{pq}"))?,
+        _ => PathAndQuery::from_static("/"),
+    });
     Ok(Uri::from_parts(parts)?)
 }
 

@@ -345,3 +345,90 @@ async fn a_large_jwt_routes_by_its_claim_and_an_unreadable_one_is_refused() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn framing_that_reads_two_ways_is_refused_at_once_and_reaches_no_upstream() {
+    let (setup, upstream) = with_raw("websocket").await;
+    let router = setup.start().await;
+    for (request, status) in [
+        // A lone LF hides a Content-Length that would swallow a second request.
+        (
+            "GET /raw/a HTTP/1.1\r\nHost: localhost\r\nDummy: x\nContent-Length: 23\r\n\r\nGET /raw/admin HTTP/1.1\r\nDummy: GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "400",
+        ),
+        ("GET /raw/a HTTP/1.1\nHost: localhost\n\n", "400"),
+        // A CR that is not followed by LF where the blank line should be.
+        (
+            "GET /raw/a HTTP/1.1\r\nHost: localhost\r\n\rGET /raw/b HTTP/1.1\r\n\r\n",
+            "400",
+        ),
+        (
+            "POST /raw/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: deflate, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501",
+        ),
+        (
+            "POST /raw/a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        (
+            "POST /raw/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 18446744073709551613\r\n\r\n",
+            "400",
+        ),
+        (
+            "POST /raw/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        // The same rules hold for a request hyper's server would take (an upgrade).
+        (
+            "GET /raw/a HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\nX: y\r\n\r\n",
+            "400",
+        ),
+    ] {
+        let answer = raw(router.addr(), request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {answer}"
+        );
+        assert!(answer.contains("connection: close"), "{answer}");
+    }
+    assert_eq!(
+        upstream.heads(),
+        Vec::<String>::new(),
+        "a refused head reached the upstream"
+    );
+
+    // A chunk-size line with a bare CR: the client gets 400 and the upstream never gets a
+    // body that holds what the client framed as another chunk.
+    let answer = raw(
+        router.addr(),
+        "POST /sink HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\r;ABCD\r\n34\r\nE\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_keeps_its_query() {
+    let upstream = RawUpstream::start("websocket").await;
+    let mut setup = Setup::new().await;
+    setup.routes = format!(
+        "[targets.raw]\nendpoints = [\"http://{}\"]\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\ntarget = \"raw\"\n",
+        upstream.addr
+    );
+    let router = setup.start().await;
+    for (target, sent) in [
+        ("http://h.example?x=1", "GET /?x=1 HTTP/1.1\r\n"),
+        ("http://h.example/p?x=1", "GET /p?x=1 HTTP/1.1\r\n"),
+    ] {
+        let answer = raw(
+            router.addr(),
+            &format!("GET {target} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let head = upstream.heads().pop().unwrap();
+        assert!(head.starts_with(sent), "{target}: {head}");
+    }
+    router.shutdown().await;
+}
