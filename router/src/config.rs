@@ -70,6 +70,7 @@ struct RawServer {
     header_read_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
+    listen_backlog: Option<u32>,
     http2_max_concurrent_streams: Option<u32>,
     trust_forwarded_headers: Option<bool>,
     admin_token_file: Option<String>,
@@ -175,6 +176,9 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Connections the kernel queues for the traffic listener before they are accepted (a
+    /// burst of connects waits here; the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
     pub http2_max_concurrent_streams: u32,
     /// Keep incoming `x-forwarded-proto` and `x-forwarded-host` (set only behind a trusted
     /// load balancer); otherwise they are overwritten.
@@ -457,6 +461,9 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
     if s.workers == Some(0) {
         problem(problems, "server.workers", "must be at least 1");
     }
+    if s.listen_backlog.is_some_and(|b| !(1..=65535).contains(&b)) {
+        problem(problems, "server.listen_backlog", "must be 1 to 65535");
+    }
     if s.max_connections == Some(0) {
         problem(problems, "server.max_connections", "must be at least 1");
     }
@@ -479,6 +486,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         header_read_timeout: ms(s.header_read_timeout_ms, 30_000),
         max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
         max_connections: s.max_connections.unwrap_or(10_000),
+        listen_backlog: s.listen_backlog.unwrap_or(4096),
         http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(256),
         trust_forwarded_headers: s.trust_forwarded_headers.unwrap_or(false),
         admin_token: s

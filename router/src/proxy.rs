@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use flag_store::{FlagState, TargetId};
@@ -336,6 +336,9 @@ impl Proxy {
             None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
         strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
         self.set_forwarded(&mut parts.headers, client, host.as_ref());
         parts
             .headers
@@ -789,6 +792,24 @@ fn allowed_upgrade(parts: &mut Parts, route: &Route) -> Option<HeaderValue> {
     Some(value)
 }
 
+/// HTTP/2 may split `cookie` into one field per pair; HTTP/1.1 allows one field, so the
+/// pieces go on joined with `; ` (RFC 9113 section 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut pieces = headers.get_all(header::COOKIE).iter();
+    if pieces.next().is_none() || pieces.next().is_none() {
+        return;
+    }
+    let joined: Vec<u8> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
 /// names, plus the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -845,40 +866,23 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || [header::CONNECTION, header::TE, header::UPGRADE].contains(name)
 }
 
-/// Request ids: a random per-process prefix and a mixed counter, 32 hex digits, unique
-/// without coordination between routers.
-#[derive(Debug)]
-struct RequestIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
+/// Request ids: 128 random bits as 32 hex digits, from a thread's CSPRNG (ChaCha, seeded and
+/// reseeded from the OS). Unique without coordination between routers, and they tell nobody
+/// how many requests a router has served or what the next id will be.
+#[derive(Debug, Default)]
+struct RequestIds;
 
 impl RequestIds {
     fn new() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        RequestIds {
-            prefix: h.finish(),
-            counter: AtomicU64::new(0),
-        }
+        RequestIds
     }
 
     fn next(&self) -> HeaderValue {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        use rand::Rng;
+        let value: u128 = rand::rng().random();
         let mut id = [0u8; 32];
-        for (half, value) in id
-            .chunks_exact_mut(16)
-            .zip([self.prefix, flag_store::sticky::mix(n)])
-        {
-            for (i, digit) in half.iter_mut().enumerate() {
-                *digit = b"0123456789abcdef"[(value >> (60 - 4 * i)) as usize & 0xf];
-            }
+        for (i, digit) in id.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[(value >> (124 - 4 * i)) as usize & 0xf];
         }
         HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
     }
@@ -985,6 +989,17 @@ mod tests {
     }
 
     #[test]
+    fn http2_cookie_pieces_go_on_as_one_field() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1".parse().unwrap());
+        h.append(header::COOKIE, "b=2".parse().unwrap());
+        h.append(header::COOKIE, "c=3".parse().unwrap());
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+    }
+
+    #[test]
     fn request_ids_are_unique_and_well_formed() {
         let ids = RequestIds::new();
         let a = ids.next();
@@ -992,5 +1007,15 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        // Random, not a counter: consecutive ids share no prefix or suffix to speak of.
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        let same_prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let same_suffix = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(same_prefix < 8 && same_suffix < 8, "{a:?} {b:?}");
     }
 }

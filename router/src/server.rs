@@ -47,6 +47,13 @@ const IDLE_REAP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for the reloader's last local-copy write.
 const RELOADER_STOP_WAIT: Duration = Duration::from_secs(5);
+/// Admin connections open at once; when all are taken, a new one closes the oldest, so idle
+/// connections can never lock out a readiness probe, a scrape or an operator's write.
+const ADMIN_CONNECTIONS: usize = 256;
+/// How long an admin connection may wait to send a request head (its first, or its next):
+/// probes, scrapes and operators send theirs at once.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const ADMIN_BACKLOG: u32 = 1024;
 
 /// A running router. Dropping it does not stop it; call [`Router::shutdown`].
 #[derive(Debug)]
@@ -118,13 +125,15 @@ impl Router {
         let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics, health.clone()));
         tokio::spawn(reap_idle_connections(proxy.clone(), background.clone()));
 
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
+        let bind = |what, addr, backlog| {
+            listen(addr, backlog).map_err(|source| StartError::Bind { what, addr, source })
         };
-        let listener = bind("traffic", config.server.listen).await?;
-        let admin_listener = bind("admin", config.server.admin_listen).await?;
+        let listener = bind(
+            "traffic",
+            config.server.listen,
+            config.server.listen_backlog,
+        )?;
+        let admin_listener = bind("admin", config.server.admin_listen, ADMIN_BACKLOG)?;
         let addr = listener
             .local_addr()
             .expect("a bound socket has an address");
@@ -361,6 +370,22 @@ async fn serve_with_hyper(
     }
 }
 
+/// A listening socket with `backlog` queued connections (the kernel's default of 128 makes a
+/// burst of connects wait for retransmits; nginx uses 511, HAProxy its maxconn).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// The admin connections open, oldest first: each one's id and the switch that closes it.
+type AdminConnections = std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>;
+
 async fn serve_admin(
     listener: TcpListener,
     admin: Arc<Admin>,
@@ -370,17 +395,28 @@ async fn serve_admin(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Some(server.header_read_timeout))
+        .header_read_timeout(Some(server.header_read_timeout.min(ADMIN_HEADER_TIMEOUT)))
         .max_buf_size(16 * 1024);
-    let slots = Arc::new(Semaphore::new(64));
+    // Open connections, oldest first, each with the switch that closes it.
+    let open: Arc<std::sync::Mutex<AdminConnections>> = Arc::default();
+    let mut next_id = 0u64;
     loop {
         let (stream, _) = tokio::select! {
             accepted = accept(&listener, "admin") => accepted,
             _ = crate::until_set(&mut stop) => return,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue; // too many admin connections: drop this one
-        };
+        let id = next_id;
+        next_id += 1;
+        let close = Arc::new(tokio::sync::Notify::new());
+        {
+            let mut open = open.lock().expect("admin connections lock");
+            if open.len() >= ADMIN_CONNECTIONS
+                && let Some((_, oldest)) = open.pop_front()
+            {
+                oldest.notify_one();
+            }
+            open.push_back((id, close.clone()));
+        }
         let admin = admin.clone();
         let conn = builder.serve_connection(
             TokioIo::new(stream),
@@ -389,12 +425,16 @@ async fn serve_admin(
                 async move { Ok::<_, Infallible>(admin.handle(req).await) }
             }),
         );
-        let mut stop = stop.clone();
+        let (mut stop, open) = (stop.clone(), open.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             tokio::select! {
                 _ = conn => {}
+                () = close.notified() => {}
                 _ = crate::until_set(&mut stop) => {}
+            }
+            let mut open = open.lock().expect("admin connections lock");
+            if let Some(at) = open.iter().position(|(i, _)| *i == id) {
+                open.remove(at);
             }
         });
     }

@@ -432,3 +432,73 @@ async fn an_absolute_form_target_keeps_its_query() {
     }
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_cookie_pieces_reach_an_http1_upstream_as_one_field_and_host_must_match() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let (status, _, _) = get(
+        &h2_client(),
+        router.addr(),
+        "/x",
+        &[("cookie", "a=1"), ("cookie", "b=2")],
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::OK);
+    let seen = setup.legacy.seen.last_headers();
+    let cookies: Vec<_> = seen.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+
+    // A `host` field that names another host than `:authority` is refused.
+    let (status, _, body) = get(
+        &h2_client(),
+        router.addr(),
+        "/x",
+        &[("host", "acme.app.example.com")],
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("differs from the authority"), "{body}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_lock_operators_out_of_the_admin_listener() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(router.admin_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    let (status, body) = tokio::time::timeout(EVENT_TIMEOUT, admin_get(&router, "/readyz"))
+        .await
+        .expect("/readyz answered with 300 idle connections open");
+    assert_eq!(status, http::StatusCode::OK, "{body}");
+    let scraped = tokio::time::timeout(EVENT_TIMEOUT, metric(&router, "switchyard_flags_version"))
+        .await
+        .expect("/metrics answered");
+    assert!(scraped.is_some());
+    drop(idle);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_traffic_listener_queues_the_configured_backlog() {
+    let mut setup = Setup::new().await;
+    setup.extra = "listen_backlog = 2000\n".into();
+    let router = setup.start().await;
+    let port = router.addr().port();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // For a listening socket, ss shows the backlog as Send-Q (the third column).
+    let backlog: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(backlog.get(2), Some(&"2000"), "{text}");
+    router.shutdown().await;
+}
