@@ -374,6 +374,12 @@ pub(crate) fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
+/// The chunked coding's size line for `len` bytes of data (`1a3f\r\n`): the one encoder
+/// of chunk heads, for request bodies sent upstream and response bodies sent to clients.
+pub(crate) fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
+    write!(out, "{len:x}\r\n").expect("writing to a Vec");
+}
+
 /// One `Content-Length` value: digits only (surrounding spaces allowed), no sign, no list,
 /// at most 2^63-1 (as nginx: a larger length is a bug or an attack, never a body).
 pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
@@ -410,7 +416,7 @@ async fn send_with_body(
             }
             if chunked {
                 chunk_head.clear();
-                write!(chunk_head, "{:x}\r\n", data.len()).expect("writing to a Vec");
+                chunk_size_line(&mut chunk_head, data.len());
                 // Size line, data and CRLF in one vectored write, not three.
                 let mut chunk = Buf::chain(Buf::chain(&chunk_head[..], data), &b"\r\n"[..]);
                 wr.write_all_buf(&mut chunk).await.map_err(Error::Io)?;
@@ -930,7 +936,7 @@ fn parse_trailer(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
@@ -951,6 +957,111 @@ mod tests {
         assert_eq!(chunked.step, Step::End, "the body did not end");
         assert!(buf.is_empty(), "bytes left after the body: {buf:?}");
         Ok((data, trailers))
+    }
+
+    /// Cases for the codec's property tests: 2,000 in CI, more with `PROPTEST_CASES=N` (see
+    /// BENCHMARKS.md for the longer run).
+    pub(crate) fn proptest_cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2000)
+    }
+
+    /// Feeds `input` to a decoder in pieces cut at `cuts`; the data, the trailers, whether
+    /// it ended, and what was left in the buffer.
+    fn decode_pieces(input: &[u8], cuts: &[usize]) -> (Result<(Vec<u8>, bool), Error>, usize) {
+        let mut chunked = Chunked::default();
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut at = 0;
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        ends.sort_unstable();
+        ends.push(input.len());
+        for end in ends {
+            if end < at {
+                continue;
+            }
+            buf.extend_from_slice(&input[at..end]);
+            at = end;
+            loop {
+                match chunked.decode(&mut buf) {
+                    Ok(Some(frame)) => {
+                        if let Ok(d) = frame.into_data() {
+                            data.extend_from_slice(&d);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (Err(e), buf.len()),
+                }
+            }
+        }
+        (Ok((data, chunked.is_done())), buf.len())
+    }
+
+    fn encode_chunks(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            chunk_size_line(&mut out, chunk.len());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::h1::tests::proptest_cases()))]
+
+        /// Whatever the bytes, the decoder never panics, never yields more data than came
+        /// in, and never holds more than a line's or a trailer section's limit unread.
+        #[test]
+        fn the_chunked_decoder_takes_any_bytes(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(0usize..1000, 0..4),
+        ) {
+            let (result, left) = decode_pieces(&input, &cuts);
+            if let Ok((data, _)) = result {
+                proptest::prop_assert!(data.len() <= input.len());
+            }
+            proptest::prop_assert!(left <= MAX_CHUNK_LINE.max(MAX_TRAILER_BYTES) + 2);
+        }
+
+        /// The same, for input that looks like a chunked body, so the decoder gets deep.
+        #[test]
+        fn the_chunked_decoder_takes_near_valid_bodies(
+            input in "([0-9a-fA-F]{1,3}(;[a-z]{1,3}(=(\"[a-z ]{0,3}\"?|[a-z]{1,3}))?)?[ \t]?\r?\n?[a-z]{0,12}\r?\n?){0,6}0?\r?\n?([a-z-]{1,5}: ?[a-z]{0,4}\r?\n?)?\r?\n?",
+            cuts in proptest::collection::vec(0usize..200, 0..4),
+        ) {
+            let (result, left) = decode_pieces(input.as_bytes(), &cuts);
+            if let Ok((data, done)) = result {
+                proptest::prop_assert!(data.len() <= input.len());
+                // A body is done only at the blank line that ends its last chunk's trailers.
+                let read = &input[..input.len() - left];
+                proptest::prop_assert!(!done || read.ends_with("\r\n\r\n"), "{:?}", read);
+            }
+        }
+
+        /// A body encoded, decoded however the bytes arrive, encoded again and decoded again
+        /// is the same body, and the decoder stops at its end.
+        #[test]
+        fn a_chunked_body_round_trips(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..6),
+            cuts in proptest::collection::vec(0usize..2000, 0..4),
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+        ) {
+            let mut wire = encode_chunks(&chunks);
+            let body_len = wire.len();
+            wire.extend_from_slice(&after);
+            let (result, left) = decode_pieces(&wire, &cuts);
+            let (data, done) = result.unwrap();
+            proptest::prop_assert!(done);
+            proptest::prop_assert_eq!(&data, &chunks.concat());
+            proptest::prop_assert_eq!(left, wire.len() - body_len, "the decoder read past the body");
+            let again = encode_chunks(std::slice::from_ref(&data));
+            let (result, _) = decode_pieces(&again, &[]);
+            proptest::prop_assert_eq!(result.unwrap(), (data, true));
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! timeout of the connection going idle, and be no larger than `max_header_bytes`. Bodies
 //! keep the route's size limit and idle timeout ([`crate::body::RequestBody`]).
 
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -308,7 +308,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// - no whitespace before a colon, no obs-fold, no bad token (httparse refuses these; 400);
 /// - `Transfer-Encoding` is exactly one `chunked`: another coding would be forwarded with a
 ///   changed meaning (501), `chunked` twice or with `Content-Length` is ambiguous (400);
-/// - `Content-Length` is digits up to 2^63-1, and repeated only with the same value (400).
+/// - `Content-Length` is digits up to 2^63-1, one value a field, and repeated only with the
+///   same value (400).
 fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Parsed {
     if buf.starts_with(&H2_PREFACE[..buf.len().min(H2_PREFACE.len())]) {
         return if buf.len() >= H2_PREFACE.len() {
@@ -355,24 +356,24 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         });
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") {
-            for part in value.split(|&b| b == b',') {
-                match (length, h1::parse_length(part)) {
-                    (_, None) => {
-                        return Parsed::Refuse(
-                            StatusCode::BAD_REQUEST,
-                            "Content-Length is not a number up to 2^63-1",
-                        );
-                    }
-                    (Some(l), Some(n)) if l != n => {
-                        return Parsed::Refuse(
-                            StatusCode::BAD_REQUEST,
-                            "Content-Length has different values",
-                        );
-                    }
-                    (_, n) => length = n,
+            // A list in one field (`5, 5`) is refused, as hyper's server does; the same value
+            // in two fields is read as one.
+            match (length, h1::parse_length(value)) {
+                (_, None) => {
+                    return Parsed::Refuse(
+                        StatusCode::BAD_REQUEST,
+                        "Content-Length is not one number up to 2^63-1",
+                    );
                 }
-                lengths += 1;
+                (Some(l), Some(n)) if l != n => {
+                    return Parsed::Refuse(
+                        StatusCode::BAD_REQUEST,
+                        "Content-Length has different values",
+                    );
+                }
+                (_, n) => length = n,
             }
+            lengths += 1;
         } else if is("transfer-encoding") {
             for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if !coding.eq_ignore_ascii_case(b"chunked") {
@@ -742,7 +743,7 @@ async fn write_response(
             break;
         }
         if delimit == Delimit::Chunked {
-            write!(out, "{:x}\r\n", data.len()).expect("writing to a Vec");
+            h1::chunk_size_line(out, data.len());
         }
         if data.len() >= WRITE_GATHER {
             let mut both = Buf::chain(&out[..], data);
@@ -1098,19 +1099,57 @@ mod tests {
 
     #[test]
     fn a_repeated_length_of_one_value_is_served_as_one() {
-        for text in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
-        ] {
-            let (head, _) = served(text);
-            assert!(matches!(head.framing, Some(Framing::Length(5))));
-            let lengths: Vec<_> = head
-                .request
-                .headers()
-                .get_all("content-length")
-                .iter()
-                .collect();
-            assert_eq!(lengths, ["5"], "{text:?}");
+        let (head, _) = served("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        assert!(matches!(head.framing, Some(Framing::Length(5))));
+        let lengths: Vec<_> = head
+            .request
+            .headers()
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["5"]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::h1::tests::proptest_cases()))]
+
+        /// Whatever the bytes, the head parser never panics; a head it serves was taken from
+        /// the front of the input and nothing else; it waits for more only while the input
+        /// is under the limit; and what it hands over is left as read.
+        #[test]
+        fn the_head_parser_takes_any_bytes(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            max in 16usize..512,
+        ) {
+            let mut buf = BytesMut::from(&input[..]);
+            match parse_head(&mut buf, &mut Vec::new(), max) {
+                Parsed::Request(_) => {
+                    proptest::prop_assert!(input.len() - buf.len() <= max);
+                    proptest::prop_assert!(input.ends_with(&buf));
+                }
+                Parsed::Partial => proptest::prop_assert!(input.len() < max),
+                Parsed::Handoff | Parsed::TooLarge | Parsed::Refuse(..) => {
+                    proptest::prop_assert_eq!(&buf[..], &input[..]);
+                }
+            }
+        }
+
+        /// Heads made of the pieces real requests are made of, well and badly formed: a
+        /// head served here never has a line ending in a lone LF and is framed one way.
+        #[test]
+        fn a_served_head_is_framed_one_way(
+            head in "(GET|POST|PUT) /[a-z]{0,4} HTTP/1\\.[01]\r?\n((Host|Content-Length|Transfer-Encoding|Connection|X-A) ?: ?(a|5|chunked|close|gzip, chunked| 5, 5)\r?\n){0,5}\r?\n",
+        ) {
+            let mut buf = BytesMut::from(head.as_bytes());
+            if let Parsed::Request(served) = parse_head(&mut buf, &mut Vec::new(), 4096) {
+                let text = &head[..head.len() - buf.len()];
+                proptest::prop_assert!(!text.replace("\r\n", "").contains('\n'), "{:?}", text);
+                let h = served.request.headers();
+                let te = h.get_all("transfer-encoding").iter().count();
+                let cl = h.get_all("content-length").iter().count();
+                proptest::prop_assert!(te + cl <= 1, "{:?}", text);
+                proptest::prop_assert_eq!(te == 1, matches!(served.framing, Some(Framing::Chunked(_))));
+            }
         }
     }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod connections;
+mod differential;
 mod dynamo;
 mod edge;
 mod failover;
