@@ -1,9 +1,11 @@
 //! The hot path, top to bottom: route, tenant id, flag lookup and pick, forward, metrics.
 //!
-//! [`Proxy::handle`] reads in that order. Steps 2 and 3 run in one block that holds the
-//! snapshot guard and nothing else; it is dropped before the first `.await`. Every answer the
-//! router gives itself (400, 404, 413, 502, 503, 504) comes from [`Proxy::local`] with a
-//! short plain body that says what happened.
+//! [`Proxy::handle`] reads in that order: `decide` (steps 1 to 3, no wait; the snapshot
+//! guard lives in it and nowhere else), then `forward`. A request's labels, start and id
+//! travel together in one `RequestCtx`. Every answer the router gives itself (400, 404, 405,
+//! 413, 502, 503, 504) is a [`Refusal`] turned into a status and a short plain body in one
+//! place, `Proxy::refuse`; whether and where a failed try is retried is the pure
+//! `retry_plan`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,6 +114,72 @@ enum SendError {
     Hyper(hyper_util::client::legacy::Error),
 }
 
+/// One request's state on its way down the hot path (pingora's per-request context): what
+/// its metrics are labelled with, when it started, its id. Every answer, the upstream's or
+/// the router's own, is finished from it.
+#[derive(Debug)]
+struct RequestCtx {
+    labels: Labels,
+    start: Instant,
+    request_id: HeaderValue,
+}
+
+/// Why the router answers a request itself; [`Proxy::refuse`] turns each into its status and
+/// body, in one place.
+#[derive(Debug)]
+enum Refusal {
+    Connect,
+    Path(crate::path::PathError),
+    Host(tenant::HostError),
+    Tenant(tenant::BadTenant),
+    TenantRequired,
+    NoRoute,
+    FlagsNotLoaded,
+    /// The tenant's only target is down (a pinned tenant, or a fixed route).
+    TargetUnavailable(TargetId),
+    NoHealthyTarget,
+    BodyTooLarge {
+        len: u64,
+        limit: u64,
+    },
+    /// The upstream answered 101 to a protocol the request did not ask for.
+    UnaskedUpgrade(TargetId),
+    /// The exchange with this target failed; the route's timeout, for the 504's words.
+    Upstream(Failure, TargetId, std::time::Duration),
+}
+
+/// Whether a failed first try is sent again, why, and where: a pure function of the failure,
+/// the request and where there is to go (`choose(target, except)` is the health view's
+/// endpoint choice). A retry needs a copy of the request (no body, no upgrade) and a failure
+/// that cannot have reached an application: a failed connect (any method), or a reset
+/// before any response byte (idempotent methods only). A split tenant's retry goes to its
+/// other healthy target, an independent failure domain that holds its data too; a pinned
+/// tenant's (no alternative) to another endpoint of its own target, never elsewhere.
+fn retry_plan(
+    failure: Failure,
+    method: &Method,
+    replayable: bool,
+    (target, endpoint): (TargetId, usize),
+    alternative: Option<TargetId>,
+    mut choose: impl FnMut(TargetId, Option<usize>) -> Option<usize>,
+) -> Option<(RetryReason, TargetId, usize)> {
+    let idempotent = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    );
+    let reason = match failure {
+        Failure::Connect => RetryReason::Connect,
+        Failure::Reset if idempotent => RetryReason::Reset,
+        _ => return None,
+    };
+    if !replayable {
+        return None;
+    }
+    let other_target = alternative.and_then(|t| choose(t, None).map(|e| (t, e)));
+    let (t, e) = other_target.or_else(|| choose(target, Some(endpoint)).map(|e| (target, e)))?;
+    Some((reason, t, e))
+}
+
 impl Proxy {
     pub fn new(
         config: &Config,
@@ -147,156 +215,97 @@ impl Proxy {
     }
 
     pub async fn handle(&self, req: Request<ClientBody>, client: &Peer) -> Response<ResponseBody> {
-        let start = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let request_id = self.request_id(&parts.headers);
-        let mut labels = Labels {
-            route: self.metrics.no_route(),
-            target: self.metrics.no_target(),
+        let mut ctx = RequestCtx {
+            start: Instant::now(),
+            request_id: self.request_id(&parts.headers),
+            labels: Labels {
+                route: self.metrics.no_route(),
+                target: self.metrics.no_target(),
+            },
         };
+        // Steps 1 to 3 decide, without a wait; step 4 forwards.
+        let now_ms = self.health.ms_at(ctx.start);
+        let (route, pick) = match self.decide(&parts, client, now_ms, &mut ctx) {
+            Ok(decided) => decided,
+            Err(refusal) => return self.refuse(refusal, ctx),
+        };
+        // 4. Forward (and 5, metrics, when the response body completes).
+        self.forward(&mut parts, body, route, pick, ctx, client, now_ms)
+            .await
+    }
 
+    /// Steps 1 to 3: the route, the tenant, the pick. The snapshot guard lives in here only.
+    fn decide(
+        &self,
+        parts: &Parts,
+        client: &Peer,
+        now_ms: u64,
+        ctx: &mut RequestCtx,
+    ) -> Result<(&Route, Pick), Refusal> {
         // A reverse proxy never opens tunnels to a host the client names.
-        if parts.method == http::Method::CONNECT {
-            return self.local(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported",
-                labels,
-                start,
-                request_id,
-            );
+        if parts.method == Method::CONNECT {
+            return Err(Refusal::Connect);
         }
-
         // 1. Route, on the path as upstreams read it (crate::path), and the host, which
         // must read one way only: both decide where the request goes.
-        let now_ms = self.health.ms_at(start);
-        let (route_id, decision) = {
-            let path = match crate::path::normalize(parts.uri.path()) {
-                Ok(path) => path,
-                Err(e) => {
-                    return self.local(
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        labels,
-                        start,
-                        request_id,
-                    );
-                }
-            };
-            let host = match tenant::request_host(&parts) {
-                Ok(host) => host,
-                Err(e) => {
-                    return self.local(
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        labels,
-                        start,
-                        request_id,
-                    );
-                }
-            };
-            let Some(route_id) = self.routes.find(&path) else {
-                return self.local(
-                    StatusCode::NOT_FOUND,
-                    "no route matches this path",
-                    labels,
-                    start,
-                    request_id,
-                );
-            };
-            let route = self.routes.get(route_id);
-            labels.route = route_id.index();
-
-            // 2 and 3. Tenant id, flag lookup, pick; the snapshot guard lives in this block
-            // only. One instant for the pick's health view and the endpoint choice after it.
-            let facts = tenant::RequestFacts {
-                parts: &parts,
-                host,
-                path: &path,
-            };
-            let tenant = match tenant::extract(&self.rules.from, &facts) {
-                Ok(t) => t,
-                Err(e) => {
-                    return self.local(
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        labels,
-                        start,
-                        request_id,
-                    );
-                }
-            };
-            if tenant.is_none() && route.require_tenant {
-                return self.local(
-                    StatusCode::BAD_REQUEST,
-                    "this route needs a tenant id and the request carries none",
-                    labels,
-                    start,
-                    request_id,
-                );
-            }
-            if route.kind == RouteKind::Flagged && !self.flags.is_loaded() {
-                return self.local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "tenant flags are not loaded yet",
-                    labels,
-                    start,
-                    request_id,
-                );
-            }
-            let tenant_id = tenant.as_ref().map(|t| &*t.id);
-            let snapshot = self.flags.load();
-            let view = self.health.view(now_ms);
-            let decision = pick(
-                &snapshot,
-                route,
-                tenant_id,
-                || {
-                    sticky_hash(
-                        &self.rules.sticky_key,
-                        tenant_id.unwrap_or(""),
-                        &parts,
-                        client.addr.ip(),
-                    )
-                },
-                self.default_target,
-                &view,
-            );
-            tracing::debug!(tenant = tenant_id.unwrap_or("-"), route = %route.name, ?decision, "pick");
-            (route_id, decision)
-        };
+        let path = crate::path::normalize(parts.uri.path()).map_err(Refusal::Path)?;
+        let host = tenant::request_host(parts).map_err(Refusal::Host)?;
+        let route_id = self.routes.find(&path).ok_or(Refusal::NoRoute)?;
         let route = self.routes.get(route_id);
+        ctx.labels.route = route_id.index();
+
+        // 2. Tenant id.
+        let facts = tenant::RequestFacts {
+            parts,
+            host,
+            path: &path,
+        };
+        let tenant = tenant::extract(&self.rules.from, &facts).map_err(Refusal::Tenant)?;
+        if tenant.is_none() && route.require_tenant {
+            return Err(Refusal::TenantRequired);
+        }
+        if route.kind == RouteKind::Flagged && !self.flags.is_loaded() {
+            return Err(Refusal::FlagsNotLoaded);
+        }
+
+        // 3. Flag lookup and pick, on one snapshot and one health view.
+        let tenant_id = tenant.as_ref().map(|t| &*t.id);
+        let snapshot = self.flags.load();
+        let view = self.health.view(now_ms);
+        let decision = pick(
+            &snapshot,
+            route,
+            tenant_id,
+            || {
+                sticky_hash(
+                    &self.rules.sticky_key,
+                    tenant_id.unwrap_or(""),
+                    parts,
+                    client.addr.ip(),
+                )
+            },
+            self.default_target,
+            &view,
+        );
+        tracing::debug!(tenant = tenant_id.unwrap_or("-"), route = %route.name, ?decision, "pick");
         let pick = match decision {
             Decision::Forward(pick) => pick,
             Decision::PinnedUnavailable { target, .. } => {
-                return self.target_unavailable(target, labels, start, request_id);
+                return Err(Refusal::TargetUnavailable(target));
             }
-            Decision::NoHealthyTarget { .. } => {
-                return self.local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no healthy target for this tenant",
-                    labels,
-                    start,
-                    request_id,
-                );
-            }
+            Decision::NoHealthyTarget { .. } => return Err(Refusal::NoHealthyTarget),
         };
         if pick.failover {
             self.metrics
-                .failover(labels.route, pick.owner.index(), pick.target.index());
+                .failover(ctx.labels.route, pick.owner.index(), pick.target.index());
         }
-        labels.target = pick.target.index();
-
-        // 4. Forward (and 5, metrics, when the response body completes).
-        self.forward(
-            &mut parts, body, route, pick, labels, start, request_id, client, now_ms,
-        )
-        .await
+        ctx.labels.target = pick.target.index();
+        Ok((route, pick))
     }
 
-    /// Forwards to the picked target, and retries once when that is safe: the first attempt
-    /// failed to connect (any method) or was reset before a response (idempotent methods), the
-    /// request has no body to replay, and the target's retry budget allows it. A split tenant's
-    /// retry goes to its other healthy target; a pinned tenant's to another endpoint of its own.
+    /// Forwards to the picked target, and retries once when [`retry_plan`] says so and the
+    /// target's retry budget allows it.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -304,24 +313,14 @@ impl Proxy {
         body: ClientBody,
         route: &Route,
         pick: Pick,
-        mut labels: Labels,
-        start: Instant,
-        request_id: HeaderValue,
+        mut ctx: RequestCtx,
         client: &Peer,
         now: u64,
     ) -> Response<ResponseBody> {
         if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
             && len > limit
         {
-            let msg =
-                format!("request body of {len} bytes exceeds the route's limit of {limit} bytes");
-            return self.local(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &msg,
-                labels,
-                start,
-                request_id,
-            );
+            return self.refuse(Refusal::BodyTooLarge { len, limit }, ctx);
         }
         let client_upgrade = match allowed_upgrade(parts, route) {
             Some(asked) => parts
@@ -330,7 +329,7 @@ impl Proxy {
                 .map(|on| ClientUpgrade { on, asked }),
             None => None,
         };
-        // The host was checked in `handle`: the Host header, else the target's authority.
+        // The host was checked in `decide`: the Host header, else the target's authority.
         let host = match parts.headers.get(header::HOST) {
             Some(h) => Some(h.clone()),
             None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
@@ -342,12 +341,12 @@ impl Proxy {
         self.set_forwarded(&mut parts.headers, client, host.as_ref());
         parts
             .headers
-            .insert(X_REQUEST_ID.clone(), request_id.clone());
+            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 
         let target = pick.target;
         let Some(endpoint) = self.health.choose(target, now, None) else {
             // Its last endpoint went down between the pick and now.
-            return self.target_unavailable(target, labels, start, request_id);
+            return self.refuse(Refusal::TargetUnavailable(target), ctx);
         };
         self.health.target(target).budget.record_request(now);
         // The copy a retry would send is made only when there is somewhere to retry to: the
@@ -362,88 +361,62 @@ impl Proxy {
                 parts.headers.clone(),
             )
         });
-        let idempotent = matches!(
-            parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-        );
         let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout);
+        let sent = (target, endpoint);
         let failure = match self
-            .attempt(parts, body, route, (target, endpoint), host.as_ref(), start)
+            .attempt(parts, body, route, sent, host.as_ref(), ctx.start)
             .await
         {
             Ok((resp, in_flight)) => {
-                return self.respond(
-                    resp,
-                    client_upgrade,
-                    route,
-                    target,
-                    in_flight,
-                    labels,
-                    start,
-                    request_id,
-                );
+                return self.respond(resp, client_upgrade, route, target, in_flight, ctx);
             }
             Err(failure) => failure,
         };
 
-        let reason = match failure {
-            Failure::Connect => Some(RetryReason::Connect),
-            Failure::Reset if idempotent => Some(RetryReason::Reset),
-            _ => None,
-        };
-        let (Some(reason), Some((method, uri, headers))) = (reason, saved) else {
-            return self.failed(failure, target, route, labels, start, request_id);
-        };
         let now = self.health.now_ms();
-        // A split tenant's other target is an independent failure domain that holds its data
-        // too: the best bet. A pinned tenant stays on its target, on another endpoint.
-        let other_target = pick
-            .alternative
-            .and_then(|t| self.health.choose(t, now, None).map(|e| (t, e)));
-        let next = other_target.or_else(|| {
-            self.health
-                .choose(target, now, Some(endpoint))
-                .map(|e| (target, e))
-        });
-        let Some((retry_target, retry_endpoint)) = next else {
-            return self.failed(failure, target, route, labels, start, request_id);
+        let plan = retry_plan(
+            failure,
+            &parts.method,
+            saved.is_some(),
+            sent,
+            pick.alternative,
+            |t, except| self.health.choose(t, now, except),
+        );
+        let (Some((reason, retry_target, retry_endpoint)), Some((method, uri, headers))) =
+            (plan, saved)
+        else {
+            return self.refuse(Refusal::Upstream(failure, target, route.timeout), ctx);
         };
         if !self.health.target(target).budget.try_retry(now) {
             self.metrics.retry_budget_exhausted(target.index());
-            return self.failed(failure, target, route, labels, start, request_id);
+            return self.refuse(Refusal::Upstream(failure, target, route.timeout), ctx);
         }
         self.metrics.retry(target.index(), reason);
         if retry_target != target {
             self.metrics
-                .failover(labels.route, target.index(), retry_target.index());
-            labels.target = retry_target.index();
+                .failover(ctx.labels.route, target.index(), retry_target.index());
+            ctx.labels.target = retry_target.index();
         }
         *parts = Request::new(()).into_parts().0;
         parts.method = method;
         parts.uri = uri;
         parts.headers = headers;
+        let retry = (retry_target, retry_endpoint);
         match self
             .attempt(
                 parts,
                 RequestBody::empty(),
                 route,
-                (retry_target, retry_endpoint),
+                retry,
                 host.as_ref(),
                 Instant::now(),
             )
             .await
         {
-            Ok((resp, in_flight)) => self.respond(
-                resp,
-                None,
-                route,
-                retry_target,
-                in_flight,
-                labels,
-                start,
-                request_id,
-            ),
-            Err(failure) => self.failed(failure, retry_target, route, labels, start, request_id),
+            Ok((resp, in_flight)) => self.respond(resp, None, route, retry_target, in_flight, ctx),
+            Err(failure) => {
+                self.refuse(Refusal::Upstream(failure, retry_target, route.timeout), ctx)
+            }
         }
     }
 
@@ -530,7 +503,6 @@ impl Proxy {
     }
 
     /// The upstream's response, on its way to the client.
-    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         mut resp: Response<UpstreamBody>,
@@ -538,104 +510,110 @@ impl Proxy {
         route: &Route,
         target: TargetId,
         in_flight: InFlight,
-        labels: Labels,
-        start: Instant,
-        request_id: HeaderValue,
+        ctx: RequestCtx,
     ) -> Response<ResponseBody> {
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if upgraded {
             // A tunnel opens only to a protocol the request asked for: after a 101 the bytes
             // are no longer HTTP the router reads.
             let Some(client_side) = client_upgrade.filter(|c| c.accepts(resp.headers())) else {
-                let msg = format!(
-                    "target {:?} switched to a protocol the request did not ask for",
-                    self.upstreams[target.index()].name
-                );
                 self.metrics
                     .upstream_error(target.index(), UpstreamErrorKind::Reset);
-                return self.local(StatusCode::BAD_GATEWAY, &msg, labels, start, request_id);
+                return self.refuse(Refusal::UnaskedUpgrade(target), ctx);
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
             self.tunnels.spawn(client_side.on, upstream_side);
         }
         strip_hop_by_hop(resp.headers_mut(), upgraded);
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), ctx.request_id);
         let (rparts, rbody) = resp.into_parts();
-        let completion = Completion::new(self.metrics.clone(), labels, rparts.status, start)
-            .with_in_flight(in_flight);
+        let completion =
+            Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
+                .with_in_flight(in_flight);
         Response::from_parts(
             rparts,
             ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion),
         )
     }
 
-    /// The answer to a failed exchange: the client's own body at fault (413, 408, 400), or the
-    /// upstream (502, 504).
-    fn failed(
-        &self,
-        failure: Failure,
-        target: TargetId,
-        route: &Route,
-        labels: Labels,
-        start: Instant,
-        request_id: HeaderValue,
-    ) -> Response<ResponseBody> {
-        let name = &self.upstreams[target.index()].name;
-        let (status, msg) = match failure {
-            Failure::Connect => (
-                StatusCode::BAD_GATEWAY,
-                format!("could not connect to target {name:?}"),
+    /// The one place an answer of the router's own is made: the status and the one-line
+    /// plain body for each reason it refuses or fails a request.
+    fn refuse(&self, refusal: Refusal, mut ctx: RequestCtx) -> Response<ResponseBody> {
+        let name = |t: TargetId| &self.upstreams[t.index()].name;
+        let (status, msg): (StatusCode, std::borrow::Cow<'_, str>) = match refusal {
+            Refusal::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported".into(),
             ),
-            Failure::Reset => (
-                StatusCode::BAD_GATEWAY,
-                format!("target {name:?} closed the connection before responding"),
-            ),
-            Failure::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("target {name:?} did not respond within {:?}", route.timeout),
-            ),
-            Failure::Client(status, msg) => (status, msg.to_owned()),
-            Failure::BadTarget => (
+            Refusal::Path(e) => (StatusCode::BAD_REQUEST, e.to_string().into()),
+            Refusal::Host(e) => (StatusCode::BAD_REQUEST, e.to_string().into()),
+            Refusal::Tenant(e) => (StatusCode::BAD_REQUEST, e.to_string().into()),
+            Refusal::TenantRequired => (
                 StatusCode::BAD_REQUEST,
-                "the request target cannot be forwarded".to_owned(),
+                "this route needs a tenant id and the request carries none".into(),
             ),
+            Refusal::NoRoute => (StatusCode::NOT_FOUND, "no route matches this path".into()),
+            Refusal::FlagsNotLoaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant flags are not loaded yet".into(),
+            ),
+            Refusal::TargetUnavailable(target) => {
+                // A pinned tenant never fails over: its target down is its 503.
+                ctx.labels.target = target.index();
+                self.metrics.pinned_unavailable(ctx.labels);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the tenant's target {:?} is unavailable", name(target)).into(),
+                )
+            }
+            Refusal::NoHealthyTarget => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy target for this tenant".into(),
+            ),
+            Refusal::BodyTooLarge { len, limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body of {len} bytes exceeds the route's limit of {limit} bytes")
+                    .into(),
+            ),
+            Refusal::UnaskedUpgrade(target) => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "target {:?} switched to a protocol the request did not ask for",
+                    name(target)
+                )
+                .into(),
+            ),
+            Refusal::Upstream(failure, target, timeout) => match failure {
+                Failure::Connect => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("could not connect to target {:?}", name(target)).into(),
+                ),
+                Failure::Reset => (
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "target {:?} closed the connection before responding",
+                        name(target)
+                    )
+                    .into(),
+                ),
+                Failure::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "target {:?} did not respond within {timeout:?}",
+                        name(target)
+                    )
+                    .into(),
+                ),
+                // The client's own body at fault (413, 408, 400).
+                Failure::Client(status, msg) => (status, msg.into()),
+                Failure::BadTarget => (
+                    StatusCode::BAD_REQUEST,
+                    "the request target cannot be forwarded".into(),
+                ),
+            },
         };
-        self.local(status, &msg, labels, start, request_id)
-    }
-
-    /// The 503 for a request whose only target is down (a pinned tenant never fails over).
-    fn target_unavailable(
-        &self,
-        target: TargetId,
-        mut labels: Labels,
-        start: Instant,
-        request_id: HeaderValue,
-    ) -> Response<ResponseBody> {
-        labels.target = target.index();
-        self.metrics.pinned_unavailable(labels);
-        let msg = format!(
-            "the tenant's target {:?} is unavailable",
-            self.upstreams[target.index()].name
-        );
-        self.local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &msg,
-            labels,
-            start,
-            request_id,
-        )
-    }
-
-    /// An answer from the router itself: a status and a one-line plain body.
-    fn local(
-        &self,
-        status: StatusCode,
-        msg: &str,
-        labels: Labels,
-        start: Instant,
-        request_id: HeaderValue,
-    ) -> Response<ResponseBody> {
-        let completion = Completion::new(self.metrics.clone(), labels, status, start);
+        let completion = Completion::new(self.metrics.clone(), ctx.labels, status, ctx.start);
         let body = Bytes::from(format!("switchyard: {msg}\n"));
         let mut resp = Response::new(ResponseBody::local(body, Some(completion)));
         *resp.status_mut() = status;
@@ -644,7 +622,7 @@ impl Proxy {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        headers.insert(X_REQUEST_ID.clone(), request_id);
+        headers.insert(X_REQUEST_ID.clone(), ctx.request_id);
         resp
     }
 
@@ -997,6 +975,111 @@ mod tests {
         join_cookies(&mut h);
         let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
         assert_eq!(all, ["a=1; b=2; c=3"]);
+    }
+
+    #[test]
+    fn retries_go_where_the_tenants_data_is_and_only_when_safe() {
+        let (legacy, new) = (TargetId(0), TargetId(1));
+        // Endpoints up: legacy has 0 and 1, new has 0.
+        let choose = |t: TargetId, except: Option<usize>| match (t.0, except) {
+            (0, Some(0)) => Some(1),
+            (0, _) => Some(0),
+            (1, None) => Some(0),
+            _ => None,
+        };
+        let nothing_up = |_: TargetId, _: Option<usize>| None;
+        let (get, post) = (Method::GET, Method::POST);
+        let timeout = Failure::Timeout;
+        let client = Failure::Client(StatusCode::PAYLOAD_TOO_LARGE, "x");
+        use RetryReason::{Connect, Reset};
+        #[allow(clippy::type_complexity)]
+        let table: &[(
+            Failure,
+            &Method,
+            bool,
+            Option<TargetId>,
+            Option<(RetryReason, TargetId, usize)>,
+        )] = &[
+            // A split tenant's retry goes to its other target.
+            (
+                Failure::Connect,
+                &get,
+                true,
+                Some(new),
+                Some((Connect, new, 0)),
+            ),
+            (Failure::Reset, &get, true, Some(new), Some((Reset, new, 0))),
+            // Any method may be retried after a failed connect: nothing was sent.
+            (
+                Failure::Connect,
+                &post,
+                true,
+                Some(new),
+                Some((Connect, new, 0)),
+            ),
+            // A reset may have reached the application: idempotent methods only.
+            (Failure::Reset, &post, true, Some(new), None),
+            // A pinned tenant's retry stays on its target, on another endpoint.
+            (
+                Failure::Connect,
+                &get,
+                true,
+                None,
+                Some((Connect, legacy, 1)),
+            ),
+            (
+                Failure::Reset,
+                &Method::PUT,
+                true,
+                None,
+                Some((Reset, legacy, 1)),
+            ),
+            // Never after a timeout, a client fault, or without a copy of the request.
+            (timeout, &get, true, Some(new), None),
+            (client, &get, true, Some(new), None),
+            (Failure::BadTarget, &get, true, Some(new), None),
+            (Failure::Connect, &get, false, Some(new), None),
+        ];
+        for &(failure, method, replayable, alternative, want) in table {
+            let got = retry_plan(
+                failure,
+                method,
+                replayable,
+                (legacy, 0),
+                alternative,
+                choose,
+            );
+            assert_eq!(
+                got, want,
+                "{failure:?} {method} replayable={replayable} alternative={alternative:?}"
+            );
+        }
+        // The split tenant's other target is down: another endpoint of this one.
+        let new_down =
+            |t: TargetId, except: Option<usize>| if t.0 == 1 { None } else { choose(t, except) };
+        assert_eq!(
+            retry_plan(
+                Failure::Connect,
+                &get,
+                true,
+                (legacy, 0),
+                Some(new),
+                new_down
+            ),
+            Some((Connect, legacy, 1))
+        );
+        // Nowhere to go.
+        assert_eq!(
+            retry_plan(
+                Failure::Connect,
+                &get,
+                true,
+                (legacy, 0),
+                Some(new),
+                nothing_up
+            ),
+            None
+        );
     }
 
     #[test]
