@@ -3,7 +3,7 @@
 //! [`Proxy::handle`] reads in that order: `decide` (steps 1 to 3, no wait; the snapshot
 //! guard lives in it and nowhere else), then `forward`. A request's labels, start and id
 //! travel together in one `RequestCtx`. Every answer the router gives itself (400, 404, 405,
-//! 413, 502, 503, 504) is a [`Refusal`] turned into a status and a short plain body in one
+//! 413, 502, 503, 504) is a `Refusal` turned into a status and a short plain body in one
 //! place, `Proxy::refuse`; whether and where a failed try is retried is the pure
 //! `retry_plan`.
 
