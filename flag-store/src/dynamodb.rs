@@ -34,8 +34,8 @@ use serde_json::Value;
 
 use crate::error::{ItemError, StoreError};
 use crate::model::{FlagItem, Targets, now_secs};
-use crate::reload::{Source, Update as SourceUpdate};
 use crate::snapshot::{Load, LoadedItem};
+use crate::source::{Source, Update as SourceUpdate};
 use crate::write::{Current, FlagWrite};
 
 const META: &str = "#meta";

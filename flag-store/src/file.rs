@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use crate::error::{ItemError, StoreError};
 use crate::model::{FlagItem, Targets, now_secs};
-use crate::reload::{Source, Update};
 use crate::snapshot::{Load, LoadedItem};
+use crate::source::{Source, Update};
 use crate::write::{Current, FlagWrite};
 
 #[derive(Clone, Debug)]

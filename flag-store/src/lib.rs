@@ -12,6 +12,7 @@ pub mod file;
 pub mod model;
 pub mod reload;
 pub mod snapshot;
+pub mod source;
 pub mod sticky;
 pub mod write;
 
@@ -20,8 +21,9 @@ pub use file::{FileSource, FileStore};
 pub use model::{
     BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
 };
-pub use reload::{FlagState, ReloadResult, Source, Update};
+pub use reload::{FlagState, ReloadResult};
 pub use snapshot::{FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};
+pub use source::{Source, Update};
 pub use write::{FlagWrite, Placing};
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,6 @@
 //! whole. A failed poll keeps the last good snapshot, is logged once per outage (not per poll)
 //! and counted; the snapshot's age keeps growing until the store answers again.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,26 +13,7 @@ use tokio::sync::watch;
 use crate::error::{Chain, StoreError};
 use crate::model::Targets;
 use crate::snapshot::{Load, Snapshot};
-
-/// A flag store as the reloader sees it.
-pub trait Source: Send + 'static {
-    /// Names the store in logs (`file:/etc/switchyard/flags.json`).
-    fn describe(&self) -> String;
-
-    /// Checks the store. `Ok(Some(update))` when it changed since the last call (always a
-    /// full load on the first call), `Ok(None)` when it is unchanged, `Err` when it cannot be
-    /// read.
-    fn poll(&mut self) -> impl Future<Output = Result<Option<Update>, StoreError>> + Send;
-}
-
-/// What a source read.
-#[derive(Debug)]
-pub enum Update {
-    /// Every item the store holds.
-    Full(Load),
-    /// Only the items changed since the previous update, at the store's new version.
-    Delta(Load),
-}
+use crate::source::{Source, Update};
 
 /// The outcome of one reload, a closed set for the `result` metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

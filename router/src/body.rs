@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
 
 use crate::health::InFlight;
@@ -63,12 +64,11 @@ impl IdleTimer {
     }
 }
 
-/// A request body as it comes from the client: read by the proxy's own HTTP/1.1 server
-/// ([`crate::h1_server`]), or by hyper's (HTTP/2, and the HTTP/1 requests handed to it).
+/// A request body as it comes from the client: read by the `http1` crate's server, or by
+/// hyper's (HTTP/2, and the HTTP/1 requests handed to it).
 #[derive(Debug)]
 pub enum ClientBody {
-    Empty,
-    H1(crate::h1_server::Body),
+    H1(http1::server::Body<OwnedReadHalf>),
     Hyper(Incoming),
 }
 
@@ -81,7 +81,6 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ClientBody::Empty => Poll::Ready(None),
             ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
@@ -89,7 +88,6 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Empty => true,
             ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
         }
@@ -97,7 +95,6 @@ impl Body for ClientBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::H1(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
         }
@@ -225,7 +222,7 @@ impl Drop for Completion {
 /// or by hyper's (HTTP/2 targets and upgrades).
 #[derive(Debug)]
 pub enum UpstreamBody {
-    H1(crate::h1::Body),
+    H1(http1::client::Body),
     Hyper(Incoming),
 }
 

@@ -187,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             runtime(config.server.workers)?.block_on(async {
                 let router = Router::start(config).await?;
-                crate::shutdown_signal().await;
+                crate::shutdown::shutdown_signal().await;
                 tracing::info!("shutdown signal received; draining");
                 router.shutdown().await;
                 Ok(ExitCode::SUCCESS)

@@ -258,6 +258,27 @@ pub struct Endpoint {
     pub authority: Authority,
 }
 
+impl Endpoint {
+    /// The URI for this endpoint with a request's path and query: the only way a request's
+    /// destination is chosen (nothing the client sends names a host or port).
+    pub fn uri(
+        &self,
+        path_and_query: Option<&http::uri::PathAndQuery>,
+    ) -> Result<http::Uri, http::Error> {
+        use http::uri::PathAndQuery;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(match path_and_query.map(PathAndQuery::as_str) {
+            Some(pq) if pq.starts_with('/') => path_and_query.cloned().expect("matched Some"),
+            // `http://h.example?x=1`: the path is empty, the query is kept.
+            Some(pq) if pq.starts_with('?') => PathAndQuery::try_from(format!("/{pq}"))?,
+            _ => PathAndQuery::from_static("/"),
+        });
+        Ok(http::Uri::from_parts(parts)?)
+    }
+}
+
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}://{}", self.scheme, self.authority)
@@ -870,6 +891,30 @@ target = "legacy"
         Config::parse(text, Path::new("/etc/sy"), "router.toml")
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn the_destination_is_always_the_endpoint() {
+        let endpoint = Endpoint {
+            scheme: Scheme::HTTP,
+            authority: "10.0.0.1:9001".parse().unwrap(),
+        };
+        for incoming in [
+            "/x?y=1",
+            "http://evil.example.com/x?y=1",
+            "http://127.0.0.1:22/x?y=1",
+        ] {
+            let uri: http::Uri = incoming.parse().unwrap();
+            let out = endpoint.uri(uri.path_and_query()).unwrap();
+            assert_eq!(out.to_string(), "http://10.0.0.1:9001/x?y=1", "{incoming}");
+        }
+        for (incoming, out) in [
+            ("*", "http://10.0.0.1:9001/"),
+            ("http://h?q=1", "http://10.0.0.1:9001/?q=1"),
+        ] {
+            let uri: http::Uri = incoming.parse().unwrap();
+            assert_eq!(endpoint.uri(uri.path_and_query()).unwrap().to_string(), out);
+        }
     }
 
     #[test]

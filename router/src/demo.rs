@@ -176,7 +176,7 @@ Ctrl-C stops everything."#,
         config = config_path.display(),
         flags = flags_path.display(),
     );
-    crate::shutdown_signal().await;
+    crate::shutdown::shutdown_signal().await;
     println!("\nstopping: draining in-flight requests");
     router.shutdown().await;
     if temporary {

@@ -458,7 +458,8 @@ async fn check_loop(
     client: Client<HttpConnector, Empty<Bytes>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let uri = crate::upstream::upstream_uri(&url, Some(&check.path))
+    let uri = url
+        .uri(Some(&check.path))
         .expect("a valid endpoint and path make a URI");
     let mut state = CheckState::default();
     let mut ticker = tokio::time::interval(check.interval);
@@ -466,7 +467,7 @@ async fn check_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = crate::until_set(&mut stop) => return,
+            _ = crate::shutdown::until_set(&mut stop) => return,
         }
         let probe = async {
             let mut req = http::Request::get(uri.clone())

@@ -24,12 +24,11 @@ use tokio::time::Instant;
 
 use crate::body::{BodyError, ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
 use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
-use crate::h1;
 use crate::health::{Health, InFlight, Outcome};
 use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
 use crate::pick::{Decision, Pick, RouteTable, pick};
 use crate::tenant::{self, sticky_hash};
-use crate::upstream::{Upstream, upstream_uri};
+use crate::upstream::Upstream;
 
 /// How many headers the proxy may add to a request: `x-request-id`, the three
 /// `x-forwarded-*` and `host`. The parser sizes the header map for them.
@@ -72,7 +71,14 @@ enum Failure {
 impl Failure {
     fn of(error: &SendError) -> Failure {
         let connect = match error {
-            SendError::H1(h1::Error::Client(body_error)) => return Failure::client(body_error),
+            SendError::H1(http1::Error::Body(e)) => {
+                return match e.downcast_ref::<BodyError>() {
+                    Some(body_error) => Failure::client(body_error),
+                    None => {
+                        Failure::Client(StatusCode::BAD_REQUEST, "reading the request body failed")
+                    }
+                };
+            }
             SendError::H1(e) => e.is_connect(),
             SendError::Hyper(e) => e.is_connect(),
         };
@@ -109,7 +115,7 @@ impl Failure {
 #[derive(Debug, thiserror::Error)]
 enum SendError {
     #[error(transparent)]
-    H1(h1::Error),
+    H1(http1::Error),
     #[error(transparent)]
     Hyper(hyper_util::client::legacy::Error),
 }
@@ -437,11 +443,11 @@ impl Proxy {
         // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
         // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
         // The own client's pool dials its endpoint and sends only the path
-        // (h1::request_target); hyper's dials the URI, so that is rebuilt from the endpoint.
+        // (http1::client::request_target); hyper's dials the URI, so that is rebuilt from the endpoint.
         let own_client =
             upstream.protocol == Protocol::Http1 && !parts.headers.contains_key(header::UPGRADE);
         if !own_client {
-            parts.uri = upstream_uri(upstream.endpoint(endpoint), parts.uri.path_and_query())
+            parts.uri = (upstream.endpoint(endpoint).uri(parts.uri.path_and_query()))
                 .map_err(|_| Failure::BadTarget)?;
         }
         match upstream.protocol {
@@ -914,7 +920,7 @@ impl Tunnels {
                         tracing::debug!(error = %e, "tunnel closed with an error");
                     }
                 }
-                _ = crate::until_set(&mut stop) => {}
+                _ = crate::shutdown::until_set(&mut stop) => {}
             }
         });
     }

@@ -16,15 +16,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::admin::Admin;
-use crate::body::ClientBody;
+use crate::body::{ClientBody, ResponseBody};
 use crate::config::{Config, Server};
-use crate::h1_server;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
@@ -257,7 +257,7 @@ async fn reap_idle_connections(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool
     loop {
         tokio::select! {
             _ = ticker.tick() => proxy.reap_idle_connections(),
-            _ = crate::until_set(&mut stop) => return,
+            _ = crate::shutdown::until_set(&mut stop) => return,
         }
     }
 }
@@ -299,7 +299,7 @@ async fn accept(listener: &TcpListener, what: &'static str) -> (tokio::net::TcpS
     }
 }
 
-/// Serves client connections: HTTP/1.1 on the proxy's own server ([`h1_server`]), and what
+/// Serves client connections: HTTP/1.1 on the `http1` crate's server, and what
 /// that hands over (HTTP/2, upgrades, HTTP/1.0, heads it refuses) on hyper's. Every
 /// connection holds a watcher of `graceful`, so its shutdown waits for both kinds.
 async fn serve_traffic(
@@ -312,19 +312,20 @@ async fn serve_traffic(
     let graceful = GracefulShutdown::new();
     // Shared: each connection's task holds a pointer to it, not a 240-byte copy.
     let builder = Arc::new(http_builder(&server));
-    let settings = h1_server::Settings {
+    let settings = http1::server::Settings {
         header_read_timeout: server.header_read_timeout,
         max_header_bytes: server.max_header_bytes,
+        added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
     };
     let slots = Arc::new(Semaphore::new(server.max_connections));
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = crate::until_set(&mut stop) => break,
+            _ = crate::shutdown::until_set(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, "traffic") => accepted,
-            _ = crate::until_set(&mut stop) => break,
+            _ = crate::shutdown::until_set(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let metrics = proxy.metrics.clone();
@@ -336,8 +337,13 @@ async fn serve_traffic(
         let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let ended = h1_server::serve(stream, &proxy, &client, &settings, &draining, stop).await;
-            if let h1_server::Ended::Handoff(stream) = ended {
+            let connection = Connection {
+                proxy: &proxy,
+                client: &client,
+            };
+            let ended =
+                http1::server::serve(stream, peer, &connection, &settings, &draining, stop).await;
+            if let http1::server::Ended::Handoff(stream) = ended {
                 // Boxed: hyper's connection is large, and most connections never need it.
                 Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
             }
@@ -347,10 +353,31 @@ async fn serve_traffic(
     graceful
 }
 
-/// Serves a connection handed over by [`h1_server::serve`] with hyper's server, from the
+/// One client connection's requests, for the `http1` crate's server: each goes to the proxy
+/// in a span that names the client.
+struct Connection<'a> {
+    proxy: &'a Proxy,
+    client: &'a Peer,
+}
+
+impl http1::server::Handler<OwnedReadHalf> for Connection<'_> {
+    type Body = ResponseBody;
+
+    fn handle(
+        &self,
+        request: Request<http1::server::Body<OwnedReadHalf>>,
+    ) -> impl Future<Output = http::Response<ResponseBody>> + Send {
+        let span = tracing::debug_span!("request", peer = %self.client.addr, method = %request.method(), path = %request.uri().path());
+        self.proxy
+            .handle(request.map(ClientBody::H1), self.client)
+            .instrument(span)
+    }
+}
+
+/// Serves a connection handed over by [`http1::server::serve`] with hyper's server, from the
 /// request it handed over on.
 async fn serve_with_hyper(
-    stream: h1_server::Rewind,
+    stream: http1::server::Rewind<TcpStream>,
     proxy: Arc<Proxy>,
     client: Peer,
     builder: Arc<HttpBuilder>,
@@ -403,7 +430,7 @@ async fn serve_admin(
     loop {
         let (stream, _) = tokio::select! {
             accepted = accept(&listener, "admin") => accepted,
-            _ = crate::until_set(&mut stop) => return,
+            _ = crate::shutdown::until_set(&mut stop) => return,
         };
         let id = next_id;
         next_id += 1;
@@ -430,7 +457,7 @@ async fn serve_admin(
             tokio::select! {
                 _ = conn => {}
                 () = close.notified() => {}
-                _ = crate::until_set(&mut stop) => {}
+                _ = crate::shutdown::until_set(&mut stop) => {}
             }
             let mut open = open.lock().expect("admin connections lock");
             if let Some(at) = open.iter().position(|(i, _)| *i == id) {

@@ -7,15 +7,12 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use http::Uri;
-use http::uri::PathAndQuery;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
 use crate::config::{Endpoint, Protocol, TargetConfig};
-use crate::h1;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -23,7 +20,7 @@ pub struct Upstream {
     pub protocol: Protocol,
     endpoints: Vec<Endpoint>,
     /// Indexed like `endpoints`.
-    pools: Vec<Arc<h1::Pool>>,
+    pools: Vec<Arc<http1::client::Pool>>,
     client: Client<HttpConnector, RequestBody>,
 }
 
@@ -47,7 +44,7 @@ impl Upstream {
             .endpoints
             .iter()
             .map(|e| {
-                Arc::new(h1::Pool::new(
+                Arc::new(http1::client::Pool::new(
                     e.authority.clone(),
                     config.pool_max_idle_per_endpoint,
                     config.pool_idle_timeout,
@@ -73,7 +70,7 @@ impl Upstream {
         self.endpoints.len()
     }
 
-    pub fn pool(&self, endpoint: usize) -> &Arc<h1::Pool> {
+    pub fn pool(&self, endpoint: usize) -> &Arc<http1::client::Pool> {
         &self.pools[endpoint]
     }
 
@@ -86,56 +83,5 @@ impl Upstream {
 
     pub fn client(&self) -> &Client<HttpConnector, RequestBody> {
         &self.client
-    }
-}
-
-/// The URI for `endpoint` with the request's path and query: the only way a request's
-/// destination is chosen.
-pub fn upstream_uri(
-    endpoint: &Endpoint,
-    path_and_query: Option<&PathAndQuery>,
-) -> Result<Uri, http::Error> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(endpoint.scheme.clone());
-    parts.authority = Some(endpoint.authority.clone());
-    parts.path_and_query = Some(match path_and_query.map(PathAndQuery::as_str) {
-        Some(pq) if pq.starts_with('/') => path_and_query.cloned().expect("matched Some"),
-        // `http://h.example?x=1`: the path is empty, the query is kept.
-        Some(pq) if pq.starts_with('?') => PathAndQuery::try_from(format!("/{pq}"))?,
-        _ => PathAndQuery::from_static("/"),
-    });
-    Ok(Uri::from_parts(parts)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::uri::Scheme;
-
-    fn endpoint() -> Endpoint {
-        Endpoint {
-            scheme: Scheme::HTTP,
-            authority: "10.0.0.1:9001".parse().unwrap(),
-        }
-    }
-
-    #[test]
-    fn the_destination_is_always_the_endpoint() {
-        for incoming in [
-            "/x?y=1",
-            "http://evil.example.com/x?y=1",
-            "http://127.0.0.1:22/x?y=1",
-        ] {
-            let uri: Uri = incoming.parse().unwrap();
-            let out = upstream_uri(&endpoint(), uri.path_and_query()).unwrap();
-            assert_eq!(out.to_string(), "http://10.0.0.1:9001/x?y=1", "{incoming}");
-        }
-        let star: Uri = "*".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&endpoint(), star.path_and_query())
-                .unwrap()
-                .to_string(),
-            "http://10.0.0.1:9001/"
-        );
     }
 }

@@ -11,6 +11,7 @@ mod edge;
 mod failover;
 mod flips;
 mod forwarding;
+mod layout;
 mod reload;
 mod routing;
 mod streaming;

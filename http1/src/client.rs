@@ -13,10 +13,10 @@
 //! `Transfer-Encoding` ending in `chunked` wins over `Content-Length` (and the connection
 //! closes after it); conflicting `Content-Length` values are refused; with neither, the body
 //! runs to the connection's close. Interim 1xx responses (100 Continue) are skipped.
-//! Upgrades and HTTP/2 to the upstream use hyper's client instead (see [`crate::upstream`]).
+//! Upgrades and HTTP/2 are left to a general-purpose client.
 
 use std::collections::VecDeque;
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -35,50 +35,24 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::body::{BodyError, RequestBody};
+use crate::Error;
+use crate::codec::{Chunked, Decoder, chunk_size_line, encode_fields, parse_length};
 
 /// The largest response head read from an upstream, and its most header lines.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
-/// The longest chunk-size line (with extensions) and the largest trailer section.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// How much room a read asks for.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Why an exchange with the upstream failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("connecting to {authority} failed")]
-    Connect {
-        authority: Authority,
-        #[source]
-        source: io::Error,
-    },
-    #[error("connecting to {authority} took longer than {timeout:?}")]
-    ConnectTimeout {
-        authority: Authority,
-        timeout: Duration,
-    },
-    #[error("the connection to the upstream failed")]
-    Io(#[source] io::Error),
-    #[error("the upstream closed the connection before the response was complete")]
-    Closed,
-    #[error("the upstream sent a malformed response: {0}")]
-    Malformed(String),
-    /// The client's request body failed (too large, idle, broken): not the upstream's fault.
-    #[error(transparent)]
-    Client(BodyError),
+/// A request body the client can send: any body of bytes whose error says what failed.
+pub trait SendBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
 }
 
-impl Error {
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. })
-    }
-
-    fn malformed(what: impl Into<String>) -> Error {
-        Error::Malformed(what.into())
-    }
+impl<B> SendBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
 }
 
 /// The idle keep-alive connections to one endpoint.
@@ -135,10 +109,10 @@ impl Pool {
     /// with no body whose method is idempotent is sent once more, on a new connection, when a
     /// reused connection turns out to have been closed by the upstream before any response
     /// byte: the usual race of an idle keep-alive connection, not a failure of the endpoint.
-    pub async fn send(
+    pub async fn send<B: SendBody>(
         self: &Arc<Self>,
         parts: &Parts,
-        body: RequestBody,
+        body: B,
     ) -> Result<Response<Body>, Error> {
         let has_body = !http_body::Body::is_end_stream(&body);
         let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
@@ -151,7 +125,7 @@ impl Pool {
                 .await
                 .map_err(|(e, _)| e);
         }
-        match self.exchange(conn, None, no_body).await {
+        match self.exchange(conn, None::<(B, bool)>, no_body).await {
             Err((_, true)) if reused && parts.method.is_idempotent() => {}
             result => return result.map_err(|(e, _)| e),
         }
@@ -159,7 +133,9 @@ impl Pool {
         Box::pin(async {
             let mut conn = self.connect().await?;
             encode_head(&mut conn.out, parts, chunked);
-            self.exchange(conn, None, no_body).await.map_err(|(e, _)| e)
+            self.exchange(conn, None::<(B, bool)>, no_body)
+                .await
+                .map_err(|(e, _)| e)
         })
         .await
     }
@@ -257,10 +233,10 @@ impl Pool {
 
     /// Writes the request and reads the response head. On error, says whether nothing at all
     /// came back (the mark of a connection the upstream had already closed).
-    async fn exchange(
+    async fn exchange<B: SendBody>(
         self: &Arc<Self>,
         mut conn: Conn,
-        body: Option<(RequestBody, bool)>,
+        body: Option<(B, bool)>,
         no_body: bool,
     ) -> Result<Response<Body>, (Error, bool)> {
         let silent = |e: Error, conn: &Conn| {
@@ -364,39 +340,12 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Header lines (or trailer lines), `name: value` each, names lower-case as `http` keeps them.
-pub(crate) fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// The chunked coding's size line for `len` bytes of data (`1a3f\r\n`): the one encoder
-/// of chunk heads, for request bodies sent upstream and response bodies sent to clients.
-pub(crate) fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
-    write!(out, "{len:x}\r\n").expect("writing to a Vec");
-}
-
-/// One `Content-Length` value: digits only (surrounding spaces allowed), no sign, no list,
-/// at most 2^63-1 (as nginx: a larger length is a bug or an attack, never a body).
-pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
-    (n <= i64::MAX as u64).then_some(n)
-}
-
 /// Writes the head and the body while watching for the response: an upstream may answer
 /// (a 413, a 401) before it has read the whole body. Returns the response head and whether
 /// the request went out whole.
-async fn send_with_body(
+async fn send_with_body<B: SendBody>(
     conn: &mut Conn,
-    body: RequestBody,
+    body: B,
     chunked: bool,
 ) -> Result<(Response<()>, bool), Error> {
     let Conn { stream, buf, out } = conn;
@@ -407,7 +356,7 @@ async fn send_with_body(
         let mut body = std::pin::pin!(body);
         let mut chunk_head = Vec::with_capacity(24);
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(Error::Client)?;
+            let frame = frame.map_err(|e| Error::Body(e.into()))?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not sent on: the head announced none
             };
@@ -447,7 +396,7 @@ async fn send_with_body(
             }
             written = &mut writing, if !sent && write_error.is_none() => match written {
                 Ok(()) => sent = true,
-                Err(e @ Error::Client(_)) => return Err(e),
+                Err(e @ Error::Body(_)) => return Err(e),
                 Err(e) => write_error = Some(e),
             },
         }
@@ -546,20 +495,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
 /// How a response's body is delimited, and whether the connection can carry another request.
 #[derive(Debug, PartialEq, Eq)]
 struct Framing {
-    state: State,
+    state: Decoder,
     reusable: bool,
     /// `Transfer-Encoding` and `Content-Length` both came: the length is not passed on.
     drop_length: bool,
     /// `Content-Length` came more than once with this one value: it is passed on once.
     one_length: Option<u64>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-    Done,
 }
 
 fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
@@ -578,7 +519,7 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing {
-            state: State::Length(0),
+            state: Decoder::Length(0),
             reusable: keep_alive,
             drop_length: false,
             one_length: None,
@@ -596,9 +537,9 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
         let with_length = headers.contains_key(header::CONTENT_LENGTH);
         return Ok(Framing {
             state: if chunked {
-                State::Chunked(Chunked::default())
+                Decoder::Chunked(Chunked::default())
             } else {
-                State::UntilClose
+                Decoder::UntilClose
             },
             reusable: keep_alive && chunked && !with_length,
             drop_length: with_length,
@@ -619,13 +560,13 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
     }
     Ok(match length {
         Some(n) => Framing {
-            state: State::Length(n),
+            state: Decoder::Length(n),
             reusable: keep_alive,
             drop_length: false,
             one_length: (lengths > 1).then_some(n),
         },
         None => Framing {
-            state: State::UntilClose,
+            state: Decoder::UntilClose,
             reusable: false,
             drop_length: false,
             one_length: None,
@@ -639,16 +580,13 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
 pub struct Body {
     conn: Option<Conn>,
     pool: Arc<Pool>,
-    state: State,
+    state: Decoder,
     reusable: bool,
 }
 
 impl Body {
     fn finish_if_done(&mut self) {
-        if matches!(self.state, State::Length(0)) {
-            self.state = State::Done;
-        }
-        if self.state == State::Done
+        if self.state.is_done()
             && let Some(conn) = self.conn.take()
             && self.reusable
             && conn.buf.is_empty()
@@ -671,51 +609,25 @@ impl http_body::Body for Body {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            let frame = match &mut this.state {
-                State::Done => None,
-                State::Length(left) => {
-                    if conn.buf.is_empty() {
-                        None
-                    } else {
-                        let n = conn
-                            .buf
-                            .len()
-                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                        *left -= n as u64;
-                        Some(Ok(Frame::data(conn.buf.split_to(n).freeze())))
-                    }
+            match this.state.decode(&mut conn.buf) {
+                Ok(Some(frame)) => {
+                    this.finish_if_done();
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                State::UntilClose => {
-                    (!conn.buf.is_empty()).then(|| Ok(Frame::data(conn.buf.split().freeze())))
-                }
-                State::Chunked(chunked) => chunked.decode(&mut conn.buf).transpose(),
-            };
-            if let State::Chunked(Chunked {
-                step: Step::End, ..
-            }) = this.state
-            {
-                this.state = State::Done;
-            }
-            if let Some(frame) = frame {
-                this.finish_if_done();
-                if frame.is_err() {
-                    this.conn = None;
-                }
-                return Poll::Ready(Some(frame));
-            }
-            if this.state == State::Done {
-                this.finish_if_done();
-                return Poll::Ready(None);
-            }
-            let conn = this.conn.as_mut().expect("checked above");
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) if this.state == State::UntilClose => {
-                    this.conn = None;
+                Ok(None) if this.state.is_done() => {
+                    this.finish_if_done();
                     return Poll::Ready(None);
                 }
+                Ok(None) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
                 Ok(0) => {
                     this.conn = None;
-                    return Poll::Ready(Some(Err(Error::Closed)));
+                    return Poll::Ready(this.state.at_eof().err().map(Err));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -727,212 +639,16 @@ impl http_body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || matches!(self.state, State::Done | State::Length(0))
+        self.conn.is_none() || self.state.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.state, &self.conn) {
-            (_, None) | (State::Done, _) => SizeHint::with_exact(0),
-            (State::Length(n), _) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
+        match (self.state.remaining(), &self.conn) {
+            (_, None) => SizeHint::with_exact(0),
+            (Some(n), _) => SizeHint::with_exact(n),
+            (None, _) => SizeHint::default(),
         }
     }
-}
-
-/// The chunked transfer coding, decoded from the front of a buffer as bytes arrive.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Chunked {
-    step: Step,
-    /// Trailer bytes seen so far, bounded by [`MAX_TRAILER_BYTES`].
-    trailer_bytes: usize,
-    trailers: Option<Box<HeaderMap>>,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-enum Step {
-    #[default]
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-    End,
-}
-
-impl Chunked {
-    /// True once the last chunk and the trailers have been read.
-    pub(crate) fn is_done(&self) -> bool {
-        self.step == Step::End
-    }
-
-    /// The next frame: `Ok(None)` when more bytes are needed, or when the body ended (then
-    /// `step` is [`Step::End`]).
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
-        loop {
-            match self.step {
-                Step::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "a chunk-size line")? else {
-                        return Ok(None);
-                    };
-                    let size = parse_chunk_size(&line)?;
-                    self.step = if size == 0 {
-                        Step::Trailers
-                    } else {
-                        Step::Data(size)
-                    };
-                }
-                Step::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - n as u64;
-                    self.step = if left == 0 {
-                        Step::DataEnd
-                    } else {
-                        Step::Data(left)
-                    };
-                    return Ok(Some(Frame::data(buf.split_to(n).freeze())));
-                }
-                Step::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(Error::malformed("a chunk is longer than its size"));
-                    }
-                    buf.advance(2);
-                    self.step = Step::Size;
-                }
-                Step::Trailers => {
-                    let room = MAX_TRAILER_BYTES - self.trailer_bytes;
-                    let Some(line) = take_line(buf, room, "the trailer section")? else {
-                        return Ok(None);
-                    };
-                    self.trailer_bytes += line.len() + 2;
-                    if line.is_empty() {
-                        self.step = Step::End;
-                        return Ok(self.trailers.take().map(|t| Frame::trailers(*t)));
-                    }
-                    let (name, value) = parse_trailer(&line)?;
-                    self.trailers
-                        .get_or_insert_with(Box::default)
-                        .append(name, value);
-                }
-                Step::End => return Ok(None),
-            }
-        }
-    }
-}
-
-/// One CRLF-terminated line from the front of `buf`, without its CRLF; `None` when the line
-/// is not complete yet and shorter than `limit`.
-fn take_line(buf: &mut BytesMut, limit: usize, what: &str) -> Result<Option<BytesMut>, Error> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(i) if i > 0 && buf[i - 1] == b'\r' => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i - 1);
-            Ok(Some(line))
-        }
-        Some(_) => Err(Error::malformed(format!("{what} does not end in CRLF"))),
-        None if buf.len() > limit => Err(Error::malformed(format!("{what} is too long"))),
-        None => Ok(None),
-    }
-}
-
-/// A chunk-size line (RFC 9112 section 7.1.1): the size in hex, at most 2^63-1, then
-/// extensions that are each `;` name, with `=` and a token or a quoted string, optional
-/// spaces or tabs around. Nothing else: a bare CR, a stray byte or an unclosed quote could
-/// end the line at another hop, and the rest of the body would read as a new request.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
-    let bad = || {
-        Error::malformed(format!(
-            "bad chunk size line {:?}",
-            String::from_utf8_lossy(&line[..line.len().min(64)])
-        ))
-    };
-    let digits = line
-        .iter()
-        .position(|&b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    if digits == 0 || digits > 16 {
-        return Err(bad());
-    }
-    let hex = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
-    let size = u64::from_str_radix(hex, 16).expect("at most 16 hex digits fit in a u64");
-    if size > i64::MAX as u64 {
-        return Err(bad());
-    }
-    let mut rest = &line[digits..];
-    let skip_ws = |r: &mut &[u8]| {
-        while let [b' ' | b'\t', tail @ ..] = *r {
-            *r = tail;
-        }
-    };
-    loop {
-        skip_ws(&mut rest);
-        let [b';', tail @ ..] = rest else {
-            return if rest.is_empty() {
-                Ok(size)
-            } else {
-                Err(bad())
-            };
-        };
-        rest = tail;
-        skip_ws(&mut rest);
-        let name = rest.iter().take_while(|&&b| is_tchar(b)).count();
-        if name == 0 {
-            return Err(bad());
-        }
-        rest = &rest[name..];
-        skip_ws(&mut rest);
-        if let [b'=', tail @ ..] = rest {
-            rest = tail;
-            skip_ws(&mut rest);
-            rest = match rest {
-                [b'"', tail @ ..] => skip_quoted(tail).ok_or_else(bad)?,
-                _ => {
-                    let value = rest.iter().take_while(|&&b| is_tchar(b)).count();
-                    if value == 0 {
-                        return Err(bad());
-                    }
-                    &rest[value..]
-                }
-            };
-        }
-    }
-}
-
-/// What follows a quoted string whose opening quote is already read; `None` when it does not
-/// close or holds a byte a quoted string may not.
-fn skip_quoted(mut rest: &[u8]) -> Option<&[u8]> {
-    loop {
-        match rest {
-            [b'"', tail @ ..] => return Some(tail),
-            [b'\\', c, tail @ ..] if *c == b'\t' || *c >= 0x20 && *c != 0x7f => rest = tail,
-            [c, tail @ ..] if *c == b'\t' || (*c >= 0x20 && *c != 0x7f && *c != b'\\') => {
-                rest = tail
-            }
-            _ => return None,
-        }
-    }
-}
-
-/// A token character (RFC 9110 section 5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn parse_trailer(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
-    let bad = || {
-        Error::malformed(format!(
-            "bad trailer line {:?}",
-            String::from_utf8_lossy(line)
-        ))
-    };
-    let colon = line.iter().position(|&b| b == b':').ok_or_else(bad)?;
-    let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| bad())?;
-    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).map_err(|_| bad())?;
-    Ok((name, value))
 }
 
 #[cfg(test)]
@@ -940,182 +656,6 @@ pub(crate) mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
-
-    fn decode_all(input: &[u8], split: usize) -> Result<(Vec<u8>, Option<HeaderMap>), Error> {
-        let mut chunked = Chunked::default();
-        let mut buf = BytesMut::new();
-        let (mut data, mut trailers) = (Vec::new(), None);
-        for piece in [&input[..split], &input[split..]] {
-            buf.extend_from_slice(piece);
-            while let Some(frame) = chunked.decode(&mut buf)? {
-                match frame.into_data() {
-                    Ok(d) => data.extend_from_slice(&d),
-                    Err(f) => trailers = f.into_trailers().ok(),
-                }
-            }
-        }
-        assert_eq!(chunked.step, Step::End, "the body did not end");
-        assert!(buf.is_empty(), "bytes left after the body: {buf:?}");
-        Ok((data, trailers))
-    }
-
-    /// Cases for the codec's property tests: 2,000 in CI, more with `PROPTEST_CASES=N` (see
-    /// BENCHMARKS.md for the longer run).
-    pub(crate) fn proptest_cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(2000)
-    }
-
-    /// Feeds `input` to a decoder in pieces cut at `cuts`; the data, the trailers, whether
-    /// it ended, and what was left in the buffer.
-    fn decode_pieces(input: &[u8], cuts: &[usize]) -> (Result<(Vec<u8>, bool), Error>, usize) {
-        let mut chunked = Chunked::default();
-        let mut buf = BytesMut::new();
-        let mut data = Vec::new();
-        let mut at = 0;
-        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        ends.sort_unstable();
-        ends.push(input.len());
-        for end in ends {
-            if end < at {
-                continue;
-            }
-            buf.extend_from_slice(&input[at..end]);
-            at = end;
-            loop {
-                match chunked.decode(&mut buf) {
-                    Ok(Some(frame)) => {
-                        if let Ok(d) = frame.into_data() {
-                            data.extend_from_slice(&d);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return (Err(e), buf.len()),
-                }
-            }
-        }
-        (Ok((data, chunked.is_done())), buf.len())
-    }
-
-    fn encode_chunks(chunks: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-            chunk_size_line(&mut out, chunk.len());
-            out.extend_from_slice(chunk);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"0\r\n\r\n");
-        out
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::h1::tests::proptest_cases()))]
-
-        /// Whatever the bytes, the decoder never panics, never yields more data than came
-        /// in, and never holds more than a line's or a trailer section's limit unread.
-        #[test]
-        fn the_chunked_decoder_takes_any_bytes(
-            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
-            cuts in proptest::collection::vec(0usize..1000, 0..4),
-        ) {
-            let (result, left) = decode_pieces(&input, &cuts);
-            if let Ok((data, _)) = result {
-                proptest::prop_assert!(data.len() <= input.len());
-            }
-            proptest::prop_assert!(left <= MAX_CHUNK_LINE.max(MAX_TRAILER_BYTES) + 2);
-        }
-
-        /// The same, for input that looks like a chunked body, so the decoder gets deep.
-        #[test]
-        fn the_chunked_decoder_takes_near_valid_bodies(
-            input in "([0-9a-fA-F]{1,3}(;[a-z]{1,3}(=(\"[a-z ]{0,3}\"?|[a-z]{1,3}))?)?[ \t]?\r?\n?[a-z]{0,12}\r?\n?){0,6}0?\r?\n?([a-z-]{1,5}: ?[a-z]{0,4}\r?\n?)?\r?\n?",
-            cuts in proptest::collection::vec(0usize..200, 0..4),
-        ) {
-            let (result, left) = decode_pieces(input.as_bytes(), &cuts);
-            if let Ok((data, done)) = result {
-                proptest::prop_assert!(data.len() <= input.len());
-                // A body is done only at the blank line that ends its last chunk's trailers.
-                let read = &input[..input.len() - left];
-                proptest::prop_assert!(!done || read.ends_with("\r\n\r\n"), "{:?}", read);
-            }
-        }
-
-        /// A body encoded, decoded however the bytes arrive, encoded again and decoded again
-        /// is the same body, and the decoder stops at its end.
-        #[test]
-        fn a_chunked_body_round_trips(
-            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..6),
-            cuts in proptest::collection::vec(0usize..2000, 0..4),
-            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
-        ) {
-            let mut wire = encode_chunks(&chunks);
-            let body_len = wire.len();
-            wire.extend_from_slice(&after);
-            let (result, left) = decode_pieces(&wire, &cuts);
-            let (data, done) = result.unwrap();
-            proptest::prop_assert!(done);
-            proptest::prop_assert_eq!(&data, &chunks.concat());
-            proptest::prop_assert_eq!(left, wire.len() - body_len, "the decoder read past the body");
-            let again = encode_chunks(std::slice::from_ref(&data));
-            let (result, _) = decode_pieces(&again, &[]);
-            proptest::prop_assert_eq!(result.unwrap(), (data, true));
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_decode_however_the_bytes_arrive() {
-        let body = b"5\r\nhello\r\n7;ext=\"x\"\r\n, world\r\n0\r\nx-sum: 42\r\n\r\n";
-        for split in 0..=body.len() {
-            let (data, trailers) = decode_all(body, split).unwrap();
-            assert_eq!(data, b"hello, world", "split at {split}");
-            assert_eq!(trailers.unwrap()["x-sum"], "42", "split at {split}");
-        }
-        // Extensions in every form RFC 9112 allows are read past.
-        let (data, _) = decode_all(
-            b"5 ; a ; b = c ;d=\"q \\\" ;\"\r\nhello\r\n0\t;x\r\n\r\n",
-            3,
-        )
-        .unwrap();
-        assert_eq!(data, b"hello");
-        assert_eq!(
-            parse_chunk_size(b"7fffffffffffffff;x").unwrap(),
-            i64::MAX as u64
-        );
-        let (data, trailers) = decode_all(b"A\r\n0123456789\r\n0\r\n\r\n", 4).unwrap();
-        assert_eq!(data, b"0123456789");
-        assert!(trailers.is_none());
-    }
-
-    #[test]
-    fn malformed_chunked_bodies_are_refused_with_the_reason() {
-        for (body, says) in [
-            (&b"zz\r\nhello\r\n0\r\n\r\n"[..], "bad chunk size"),
-            (b"5\r\nhello!\r\n0\r\n\r\n", "longer than its size"),
-            (b"5\nhello\r\n0\r\n\r\n", "does not end in CRLF"),
-            (b"12345678901234567\r\n", "bad chunk size"),
-            (b"0\r\nno colon here\r\n\r\n", "bad trailer line"),
-            (b"5\r\r;ABCD\r\n34\r\nE\r\n0\r\n\r\n", "bad chunk size"),
-            (b"5;a=\"open\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
-            (b"5;\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
-            (b"5;a=\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
-            (b"5 x\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
-            (b"5;a=b c\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
-            (b"ffffffffffffffff\r\n", "bad chunk size"),
-            (b"8000000000000000\r\n", "bad chunk size"),
-            (b"0x5\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
-        ] {
-            let err = decode_all(body, 0).unwrap_err().to_string();
-            assert!(err.contains(says), "{body:?}: {err}");
-        }
-        let mut long = vec![b'1'; 1];
-        long.extend(std::iter::repeat_n(b' ', MAX_CHUNK_LINE + 1));
-        let err = Chunked::default()
-            .decode(&mut BytesMut::from(&long[..]))
-            .unwrap_err();
-        assert!(err.to_string().contains("too long"), "{err}");
-    }
 
     fn head(text: &str) -> Response<()> {
         parse_head(&mut BytesMut::from(text)).unwrap().unwrap()
@@ -1125,9 +665,12 @@ pub(crate) mod tests {
     fn responses_are_framed_as_rfc_9112_says() {
         let f = |text: &str, head_request: bool| framing(&head(text), head_request);
         let ok = f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false).unwrap();
-        assert_eq!((ok.state, ok.reusable), (State::Length(5), true));
+        assert_eq!((ok.state, ok.reusable), (Decoder::Length(5), true));
         let twice = f("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false).unwrap();
-        assert_eq!((twice.state, twice.one_length), (State::Length(5), Some(5)));
+        assert_eq!(
+            (twice.state, twice.one_length),
+            (Decoder::Length(5), Some(5))
+        );
         // A head over the limit is refused even when it came whole in one read.
         let mut big = String::from("HTTP/1.1 200 OK\r\n");
         while big.len() <= MAX_HEAD_BYTES {
@@ -1137,32 +680,36 @@ pub(crate) mod tests {
         let err = parse_head(&mut BytesMut::from(big.as_str())).unwrap_err();
         assert!(err.to_string().contains("larger than"), "{err}");
         let head_req = f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true).unwrap();
-        assert_eq!(head_req.state, State::Length(0));
+        assert_eq!(head_req.state, Decoder::Length(0));
         for status in ["204 No Content", "304 Not Modified"] {
             let text = format!("HTTP/1.1 {status}\r\ncontent-length: 5\r\n\r\n");
-            assert_eq!(f(&text, false).unwrap().state, State::Length(0), "{status}");
+            assert_eq!(
+                f(&text, false).unwrap().state,
+                Decoder::Length(0),
+                "{status}"
+            );
         }
         let chunked = f(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             false,
         )
         .unwrap();
-        assert!(matches!(chunked.state, State::Chunked(_)) && chunked.reusable);
+        assert!(matches!(chunked.state, Decoder::Chunked(_)) && chunked.reusable);
         // Both: the coding wins, the length is not passed on, the connection is not reused.
         let both = f(
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
             false,
         )
         .unwrap();
-        assert!(matches!(both.state, State::Chunked(_)));
+        assert!(matches!(both.state, Decoder::Chunked(_)));
         assert!(both.drop_length && !both.reusable);
         let gzip_only = f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false).unwrap();
         assert_eq!(
             (gzip_only.state, gzip_only.reusable),
-            (State::UntilClose, false)
+            (Decoder::UntilClose, false)
         );
         let same = f("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false).unwrap();
-        assert_eq!(same.state, State::Length(5));
+        assert_eq!(same.state, Decoder::Length(5));
         for bad in ["5, 6", "-1", "5x", ""] {
             let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
             assert!(f(&text, false).is_err(), "{bad:?}");
@@ -1170,7 +717,7 @@ pub(crate) mod tests {
         let unframed = f("HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
         assert_eq!(
             (unframed.state, unframed.reusable),
-            (State::UntilClose, false)
+            (Decoder::UntilClose, false)
         );
         let closing = f(
             "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
@@ -1275,7 +822,7 @@ pub(crate) mod tests {
     }
 
     async fn send_get(pool: &Arc<Pool>) -> Response<Body> {
-        pool.send(&get(Method::GET), RequestBody::empty())
+        pool.send(&get(Method::GET), http_body_util::Empty::<Bytes>::new())
             .await
             .unwrap()
     }

@@ -1,42 +1,77 @@
-//! HTTP/1.1 from clients, written for the proxy's common case: a request with no body, a
+//! HTTP/1.1 from clients, written for a proxy's common case: a request with no body, a
 //! `Content-Length` body or a chunked one, answered on a kept-alive connection. The head is
 //! parsed in place with `httparse`, the request runs in the connection's own task, and the
 //! response goes out as one write of head and body when the body is already at hand.
 //!
-//! Everything else goes to hyper's server, with the bytes already read, for the rest of the
-//! connection ([`Ended::Handoff`]): HTTP/2's preface, HTTP/1.0, upgrades, `Expect`,
-//! `CONNECT`, a target that is not a path, more than one `Host` or `Content-Length`, a
-//! `Transfer-Encoding` that is not exactly `chunked`, both framings at once, and every head
-//! that does not parse or is over the size limit (hyper answers those with its 400, 431 or
-//! 505). So a request served here is framed one way only: there is nothing for a smuggler to
-//! make this parser and another read differently.
+//! Every head is checked first (see `parse_head` for the rules), and one that could be framed
+//! two ways is answered at once and the connection closed. What is left for a general-purpose
+//! server goes to it with the bytes already read, for the rest of the connection
+//! ([`Ended::Handoff`]): HTTP/2's preface, HTTP/1.0, upgrades, `Expect`, `CONNECT`, a target
+//! that is not a path.
 //!
-//! The limits are those of hyper's server: the head must be complete within the header read
-//! timeout of the connection going idle, and be no larger than `max_header_bytes`. Bodies
-//! keep the route's size limit and idle timeout ([`crate::body::RequestBody`]).
+//! The head must be complete within the header read timeout of the connection going idle,
+//! and be no larger than `max_header_bytes` (431). Bodies are read as the handler asks for
+//! them; their limits are the handler's.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
-use tracing::Instrument;
 
-use crate::body::{ClientBody, ResponseBody};
-use crate::h1::{self, Chunked};
-use crate::proxy::{Peer, Proxy};
+use crate::Error;
+use crate::codec::{self, Chunked, Decoder};
+
+/// A client connection the server can read and write at once: its two halves, and the way
+/// back to one stream for a hand-over. TCP splits without a lock; a TLS stream splits the
+/// same way through `tokio::io::split`.
+pub trait Transport: Send + 'static {
+    type Read: AsyncRead + Send + Unpin + 'static;
+    type Write: AsyncWrite + Send + Unpin + 'static;
+
+    fn split(self) -> (Self::Read, Self::Write);
+    fn unsplit(read: Self::Read, write: Self::Write) -> Self;
+}
+
+impl Transport for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+
+    fn unsplit(read: OwnedReadHalf, write: OwnedWriteHalf) -> Self {
+        read.reunite(write)
+            .expect("both halves come from one stream")
+    }
+}
+
+/// What serves the requests of a connection: a proxy, in this workspace. The server reads
+/// the head, hands the request over with its body still on the wire (read as the handler
+/// polls it), and writes the response the handler returns.
+pub trait Handler<R> {
+    type Body: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin;
+
+    fn handle(
+        &self,
+        request: Request<Body<R>>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+}
 
 /// The most header lines in a request head (hyper's server allows as many).
 const MAX_HEADERS: usize = 100;
@@ -69,30 +104,33 @@ const LINGER: Duration = Duration::from_secs(2);
 pub struct Settings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Room in each request's header map for the headers the handler adds, so that the map
+    /// does not grow twice.
+    pub added_headers: usize,
 }
 
 /// How a connection served here ended.
 #[derive(Debug)]
-pub enum Ended {
+pub enum Ended<T> {
     /// Closed: by the client, after `Connection: close`, on an error, a timeout or shutdown.
     Closed,
-    /// A request this path does not serve: the connection and the bytes read from it, for
-    /// hyper's server to serve from that request on.
-    Handoff(Rewind),
+    /// A request this server does not serve: the connection and the bytes read from it, for
+    /// a general-purpose server to serve from that request on.
+    Handoff(Rewind<T>),
 }
 
-/// Serves one client connection until it closes or meets a request for hyper's server.
-/// `draining` set means: finish the request in hand, answer it with `Connection: close`, and
-/// close; `stop` wakes a connection that is idle between requests.
-pub async fn serve(
-    stream: TcpStream,
-    proxy: &Proxy,
-    client: &Peer,
+/// Serves one client connection until it closes or meets a request to hand over. `peer` is
+/// for the logs. `draining` set means: finish the request in hand, answer it with
+/// `Connection: close`, and close; `stop` wakes a connection that is idle between requests.
+pub async fn serve<T: Transport, H: Handler<T::Read>>(
+    stream: T,
+    peer: SocketAddr,
+    handler: &H,
     settings: &Settings,
     draining: &AtomicBool,
     mut stop: watch::Receiver<bool>,
-) -> Ended {
-    let (read_half, mut writer) = stream.into_split();
+) -> Ended<T> {
+    let (read_half, mut writer) = stream.split();
     // An answer's head and small data frames, gathered for one write.
     let mut out = Vec::with_capacity(1024);
     // Lent to a request's body while the body is read, then taken back. Its buffer comes with
@@ -118,12 +156,14 @@ pub async fn serve(
         let head = loop {
             if !here.buf.is_empty() {
                 let max_head = settings.max_header_bytes;
-                match SPANS.with_borrow_mut(|spans| parse_head(&mut here.buf, spans, max_head)) {
+                match SPANS.with_borrow_mut(|spans| {
+                    parse_head(&mut here.buf, spans, max_head, settings.added_headers)
+                }) {
                     Parsed::Request(head) => break head,
                     Parsed::Partial => {}
                     Parsed::Handoff => return Ended::Handoff(Rewind::new(here, writer)),
                     Parsed::Refuse(status, why) => {
-                        tracing::debug!(peer = %client.addr, %status, why, "refused a request head");
+                        tracing::debug!(%peer, %status, why, "refused a request head");
                         let msg = format!("switchyard: {why}\n");
                         let _ = Box::pin(refuse(&mut writer, status, msg)).await;
                         Box::pin(linger(writer, here)).await;
@@ -147,19 +187,19 @@ pub async fn serve(
                 read = std::future::poll_fn(|cx| here.poll_next_head(cx)) => match read {
                     Ok(0) => {
                         if !idle {
-                            tracing::debug!(peer = %client.addr, "client closed the connection in a request head");
+                            tracing::debug!(%peer, "client closed the connection in a request head");
                         }
                         return Ended::Closed;
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::debug!(peer = %client.addr, error = %e, "reading from the client failed");
+                        tracing::debug!(%peer, error = %e, "reading from the client failed");
                         return Ended::Closed;
                     }
                 },
                 () = &mut timer => {
                     if tokio::time::Instant::now() >= deadline {
-                        tracing::debug!(peer = %client.addr, ?timeout, "no complete request head within the header read timeout");
+                        tracing::debug!(%peer, ?timeout, "no complete request head within the header read timeout");
                         return Ended::Closed;
                     }
                     timer.as_mut().reset(deadline);
@@ -185,21 +225,20 @@ pub async fn serve(
         let (request, body) = match framing {
             None => {
                 reader = Some(here);
-                (request.map(|()| ClientBody::Empty), None)
+                (request.map(|()| Body { shared: None }), None)
             }
             Some(framing) => {
                 let shared = Arc::new(Mutex::new(BodyState {
                     reader: Some(here),
                     framing,
                 }));
-                let body = ClientBody::H1(Body {
-                    shared: shared.clone(),
-                });
+                let body = Body {
+                    shared: Some(shared.clone()),
+                };
                 (request.map(|()| body), Some(shared))
             }
         };
-        let span = tracing::debug_span!("request", peer = %client.addr, method = %request.method(), path = %request.uri().path());
-        let response = proxy.handle(request, client).instrument(span).await;
+        let response = handler.handle(request).await;
 
         // 3. The response. A body dropped before its end closes the connection after the
         // answer. A body still held (an upstream reading it while it answers, full duplex) is
@@ -220,7 +259,7 @@ pub async fn serve(
         )
         .await
         .unwrap_or_else(|e| {
-            tracing::debug!(peer = %client.addr, error = %e, "writing to the client failed");
+            tracing::debug!(%peer, error = %e, "writing to the client failed");
             false
         });
         if let Some(shared) = lent {
@@ -243,10 +282,10 @@ pub async fn serve(
 /// Takes the reader back from a body nobody else holds: to the connection when the body was
 /// read to its end (or what is left of it is already buffered), else to `left` for lingering,
 /// and the connection closes.
-fn settle(
-    shared: &Mutex<BodyState>,
-    reader: &mut Option<Reader>,
-    left: &mut Option<Reader>,
+fn settle<R>(
+    shared: &Mutex<BodyState<R>>,
+    reader: &mut Option<Reader<R>>,
+    left: &mut Option<Reader<R>>,
     close: &mut bool,
 ) {
     let mut state = shared.lock().expect("body lock");
@@ -264,7 +303,7 @@ fn settle(
 struct Head {
     request: Request<()>,
     /// `None`: no body.
-    framing: Option<Framing>,
+    framing: Option<Decoder>,
     /// The client sent `Connection: close`.
     close: bool,
     head_request: bool,
@@ -310,7 +349,12 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 ///   changed meaning (501), `chunked` twice or with `Content-Length` is ambiguous (400);
 /// - `Content-Length` is digits up to 2^63-1, one value a field, and repeated only with the
 ///   same value (400).
-fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Parsed {
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut Vec<Span>,
+    max_head: usize,
+    added_headers: usize,
+) -> Parsed {
     if buf.starts_with(&H2_PREFACE[..buf.len().min(H2_PREFACE.len())]) {
         return if buf.len() >= H2_PREFACE.len() {
             Parsed::Handoff
@@ -358,7 +402,7 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         if is("content-length") {
             // A list in one field (`5, 5`) is refused, as hyper's server does; the same value
             // in two fields is read as one.
-            match (length, h1::parse_length(value)) {
+            match (length, codec::parse_length(value)) {
                 (_, None) => {
                     return Parsed::Refuse(
                         StatusCode::BAD_REQUEST,
@@ -436,7 +480,7 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         let method = Method::from_bytes(&head[method.0..method.1]).ok()?;
         let uri = Uri::from_maybe_shared(slice(target)).ok()?;
         // Room for the headers the proxy adds, so that they do not grow the map twice.
-        let mut headers = HeaderMap::with_capacity(count + crate::proxy::ADDED_REQUEST_HEADERS);
+        let mut headers = HeaderMap::with_capacity(count + added_headers);
         for span in spans.iter() {
             let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
             // The bytes passed httparse's check, which is the one HeaderValue makes.
@@ -456,8 +500,8 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Par
         );
     };
     let framing = match (chunked, length) {
-        (true, _) => Some(Framing::Chunked(Chunked::default())),
-        (false, Some(n)) if n > 0 => Some(Framing::Length(n)),
+        (true, _) => Some(Decoder::Chunked(Chunked::default())),
+        (false, Some(n)) if n > 0 => Some(Decoder::Length(n)),
         _ => None,
     };
     // A repeated `Content-Length` of one value goes on as one field.
@@ -491,12 +535,12 @@ fn bad_head(e: httparse::Error) -> &'static str {
 
 /// The read side of a client connection and what has been read from it but not used.
 #[derive(Debug)]
-struct Reader {
-    half: OwnedReadHalf,
+struct Reader<R> {
+    half: R,
     buf: BytesMut,
 }
 
-impl Reader {
+impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads more into the buffer; `Ok(0)` is the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() == 0
@@ -529,61 +573,29 @@ impl Reader {
 }
 
 #[derive(Debug)]
-enum Framing {
-    Length(u64),
-    Chunked(Chunked),
-    Done,
-}
-
-#[derive(Debug)]
-struct BodyState {
+struct BodyState<R> {
     /// `None` once the connection has taken it back.
-    reader: Option<Reader>,
-    framing: Framing,
+    reader: Option<Reader<R>>,
+    framing: Decoder,
 }
 
-impl BodyState {
+impl<R> BodyState<R> {
     /// The next frame from what is buffered: `None` when more bytes are needed or the body has
-    /// ended (then the framing is [`Framing::Done`]).
-    fn decode(&mut self) -> Result<Option<Frame<Bytes>>, BodyReadError> {
+    /// ended (then the framing is done).
+    fn decode(&mut self) -> Result<Option<Frame<Bytes>>, Error> {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(None);
         };
-        let frame = match &mut self.framing {
-            Framing::Done => None,
-            Framing::Length(left) => {
-                let n = reader
-                    .buf
-                    .len()
-                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                *left -= n as u64;
-                let data = (n > 0).then(|| Frame::data(reader.buf.split_to(n).freeze()));
-                if *left == 0 {
-                    self.framing = Framing::Done;
-                }
-                data
-            }
-            Framing::Chunked(chunked) => {
-                let frame = chunked.decode(&mut reader.buf).map_err(|e| match e {
-                    h1::Error::Malformed(what) => BodyReadError::Malformed(what),
-                    other => BodyReadError::Malformed(other.to_string()),
-                })?;
-                if chunked.is_done() {
-                    self.framing = Framing::Done;
-                }
-                frame
-            }
-        };
-        Ok(frame)
+        self.framing.decode(&mut reader.buf)
     }
 
     /// The reader, once the body has been read to its end, including what is already
     /// buffered (a small body that came with its head and was never asked for).
-    fn take_reader_if_done(&mut self) -> Option<Reader> {
-        while !matches!(self.framing, Framing::Done) {
+    fn take_reader_if_done(&mut self) -> Option<Reader<R>> {
+        while !self.framing.is_done() {
             match self.decode() {
                 Ok(Some(_)) => {}
-                Ok(None) if matches!(self.framing, Framing::Done) => {}
+                Ok(None) if self.framing.is_done() => {}
                 _ => return None,
             }
         }
@@ -591,36 +603,29 @@ impl BodyState {
     }
 }
 
-/// Why a client's request body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyReadError {
-    #[error("the client closed the connection before its body was complete")]
-    Closed,
-    #[error("reading the client's body failed")]
-    Io(#[source] io::Error),
-    #[error("the client sent a malformed chunked body: {0}")]
-    Malformed(String),
-}
-
-/// A request body read from the client connection as the upstream side asks for it.
+/// A request body read from the client connection as the handler asks for it (empty when
+/// the request has none).
 #[derive(Debug)]
-pub struct Body {
-    shared: Arc<Mutex<BodyState>>,
+pub struct Body<R> {
+    shared: Option<Arc<Mutex<BodyState<R>>>>,
 }
 
-impl http_body::Body for Body {
+impl<R: AsyncRead + Unpin> http_body::Body for Body<R> {
     type Data = Bytes;
-    type Error = BodyReadError;
+    type Error = Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
-        let mut state = self.shared.lock().expect("body lock");
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(None);
+        };
+        let mut state = shared.lock().expect("body lock");
         loop {
             match state.decode() {
                 Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
-                Ok(None) if matches!(state.framing, Framing::Done) => return Poll::Ready(None),
+                Ok(None) if state.framing.is_done() => return Poll::Ready(None),
                 Ok(None) => {}
                 Err(e) => {
                     state.reader = None;
@@ -628,34 +633,35 @@ impl http_body::Body for Body {
                 }
             }
             let Some(reader) = state.reader.as_mut() else {
-                return Poll::Ready(Some(Err(BodyReadError::Closed)));
+                return Poll::Ready(Some(Err(Error::Closed)));
             };
             match ready!(reader.poll_fill(cx)) {
                 Ok(0) => {
                     state.reader = None;
-                    return Poll::Ready(Some(Err(BodyReadError::Closed)));
+                    return Poll::Ready(Some(Err(Error::Closed)));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     state.reader = None;
-                    return Poll::Ready(Some(Err(BodyReadError::Io(e))));
+                    return Poll::Ready(Some(Err(Error::Io(e))));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(
-            self.shared.lock().expect("body lock").framing,
-            Framing::Done | Framing::Length(0)
-        )
+        self.shared
+            .as_ref()
+            .is_none_or(|s| s.lock().expect("body lock").framing.is_done())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.shared.lock().expect("body lock").framing {
-            Framing::Done => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Chunked(_) => SizeHint::default(),
+        let Some(shared) = &self.shared else {
+            return SizeHint::with_exact(0);
+        };
+        match shared.lock().expect("body lock").framing.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }
@@ -670,14 +676,18 @@ enum Delimit {
 
 /// Writes the response; true when it went out whole and well framed, so the connection can
 /// carry another request.
-async fn write_response(
-    writer: &mut OwnedWriteHalf,
+async fn write_response<W, B>(
+    writer: &mut W,
     out: &mut Vec<u8>,
-    response: Response<ResponseBody>,
+    response: Response<B>,
     head_request: bool,
     close: bool,
     trailers_wanted: bool,
-) -> io::Result<bool> {
+) -> io::Result<bool>
+where
+    W: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
+{
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let declared = parts.headers.get(header::CONTENT_LENGTH);
@@ -687,7 +697,7 @@ async fn write_response(
         || status == StatusCode::NOT_MODIFIED
     {
         Delimit::None
-    } else if let Some(n) = declared.and_then(|v| h1::parse_length(v.as_bytes())) {
+    } else if let Some(n) = declared.and_then(|v| codec::parse_length(v.as_bytes())) {
         Delimit::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         Delimit::Length(n)
@@ -743,7 +753,7 @@ async fn write_response(
             break;
         }
         if delimit == Delimit::Chunked {
-            h1::chunk_size_line(out, data.len());
+            codec::chunk_size_line(out, data.len());
         }
         if data.len() >= WRITE_GATHER {
             let mut both = Buf::chain(&out[..], data);
@@ -773,7 +783,7 @@ async fn write_response(
             Delimit::Chunked => {
                 out.extend_from_slice(b"0\r\n");
                 if let (true, Some(trailers)) = (trailers_wanted, trailers) {
-                    h1::encode_fields(out, &trailers);
+                    codec::encode_fields(out, &trailers);
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -785,7 +795,11 @@ async fn write_response(
 }
 
 /// An answer of the server's own, before any request is handled, and the connection closes.
-async fn refuse(writer: &mut OwnedWriteHalf, status: StatusCode, msg: String) -> io::Result<()> {
+async fn refuse<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    status: StatusCode,
+    msg: String,
+) -> io::Result<()> {
     let mut out = Vec::new();
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -804,9 +818,10 @@ async fn refuse(writer: &mut OwnedWriteHalf, status: StatusCode, msg: String) ->
 }
 
 /// A frame the body has ready now, without waiting.
-fn poll_now(
-    body: &mut ResponseBody,
-) -> Option<Option<Result<Frame<Bytes>, crate::body::BodyError>>> {
+#[allow(clippy::type_complexity)]
+fn poll_now<B: http_body::Body + Unpin>(
+    body: &mut B,
+) -> Option<Option<Result<Frame<B::Data>, B::Error>>> {
     match Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(frame) => Some(frame),
         Poll::Pending => None,
@@ -828,16 +843,16 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    h1::encode_fields(out, headers);
+    codec::encode_fields(out, headers);
     if !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        http_date(out);
+        codec::http_date(out);
         out.extend_from_slice(b"\r\n");
     }
     match delimit {
         Delimit::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(codec::itoa(n, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
         }
         Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -849,39 +864,9 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &digits[i..];
-        }
-    }
-}
-
-/// The current time as an HTTP date, formatted once a second per thread.
-fn http_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static CACHED: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    CACHED.with_borrow_mut(|(at, text)| {
-        if *at != second {
-            *at = second;
-            *text = httpdate::fmt_http_date(now);
-        }
-        out.extend_from_slice(text.as_bytes());
-    });
-}
-
 /// Closes a connection whose client may still be sending a body nobody read: the write side
 /// first, then reading and discarding until the client closes too or [`LINGER`] passes.
-async fn linger(mut writer: OwnedWriteHalf, mut left: Reader) {
+async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(mut writer: W, mut left: Reader<R>) {
     let _ = writer.shutdown().await;
     // The read buffer, not a stack array: this future is part of every connection's task.
     let discard = async {
@@ -896,26 +881,23 @@ async fn linger(mut writer: OwnedWriteHalf, mut left: Reader) {
     let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
-/// A client connection handed to hyper's server: the bytes already read come first.
+/// A client connection handed over: the bytes already read come first.
 #[derive(Debug)]
-pub struct Rewind {
+pub struct Rewind<T> {
     read: Bytes,
-    stream: TcpStream,
+    stream: T,
 }
 
-impl Rewind {
-    fn new(reader: Reader, writer: OwnedWriteHalf) -> Self {
+impl<T: Transport> Rewind<T> {
+    fn new(reader: Reader<T::Read>, writer: T::Write) -> Self {
         Rewind {
             read: reader.buf.freeze(),
-            stream: reader
-                .half
-                .reunite(writer)
-                .expect("both halves come from one stream"),
+            stream: T::unsplit(reader.half, writer),
         }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -931,7 +913,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -969,7 +951,7 @@ mod tests {
 
     fn parse(text: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text.as_bytes());
-        let parsed = parse_head(&mut buf, &mut Vec::new(), MAX);
+        let parsed = parse_head(&mut buf, &mut Vec::new(), MAX, 0);
         (parsed, buf)
     }
 
@@ -1002,11 +984,11 @@ mod tests {
         let (head, _) = served(
             "POST / HTTP/1.1\r\nContent-Length: 12\r\nConnection: Keep-Alive, Close\r\n\r\n",
         );
-        assert!(matches!(head.framing, Some(Framing::Length(12))));
+        assert!(matches!(head.framing, Some(Decoder::Length(12))));
         assert!(head.close);
         let (head, _) =
             served("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nTE: trailers\r\n\r\n");
-        assert!(matches!(head.framing, Some(Framing::Chunked(_))));
+        assert!(matches!(head.framing, Some(Decoder::Chunked(_))));
         assert!(head.trailers);
         let (head, _) = served("HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         assert!(head.head_request && head.framing.is_none());
@@ -1100,7 +1082,7 @@ mod tests {
     #[test]
     fn a_repeated_length_of_one_value_is_served_as_one() {
         let (head, _) = served("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
-        assert!(matches!(head.framing, Some(Framing::Length(5))));
+        assert!(matches!(head.framing, Some(Decoder::Length(5))));
         let lengths: Vec<_> = head
             .request
             .headers()
@@ -1111,7 +1093,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::h1::tests::proptest_cases()))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::codec::tests::proptest_cases()))]
 
         /// Whatever the bytes, the head parser never panics; a head it serves was taken from
         /// the front of the input and nothing else; it waits for more only while the input
@@ -1122,7 +1104,7 @@ mod tests {
             max in 16usize..512,
         ) {
             let mut buf = BytesMut::from(&input[..]);
-            match parse_head(&mut buf, &mut Vec::new(), max) {
+            match parse_head(&mut buf, &mut Vec::new(), max, 0) {
                 Parsed::Request(_) => {
                     proptest::prop_assert!(input.len() - buf.len() <= max);
                     proptest::prop_assert!(input.ends_with(&buf));
@@ -1141,14 +1123,14 @@ mod tests {
             head in "(GET|POST|PUT) /[a-z]{0,4} HTTP/1\\.[01]\r?\n((Host|Content-Length|Transfer-Encoding|Connection|X-A) ?: ?(a|5|chunked|close|gzip, chunked| 5, 5)\r?\n){0,5}\r?\n",
         ) {
             let mut buf = BytesMut::from(head.as_bytes());
-            if let Parsed::Request(served) = parse_head(&mut buf, &mut Vec::new(), 4096) {
+            if let Parsed::Request(served) = parse_head(&mut buf, &mut Vec::new(), 4096, 0) {
                 let text = &head[..head.len() - buf.len()];
                 proptest::prop_assert!(!text.replace("\r\n", "").contains('\n'), "{:?}", text);
                 let h = served.request.headers();
                 let te = h.get_all("transfer-encoding").iter().count();
                 let cl = h.get_all("content-length").iter().count();
                 proptest::prop_assert!(te + cl <= 1, "{:?}", text);
-                proptest::prop_assert_eq!(te == 1, matches!(served.framing, Some(Framing::Chunked(_))));
+                proptest::prop_assert_eq!(te == 1, matches!(served.framing, Some(Decoder::Chunked(_))));
             }
         }
     }
@@ -1162,25 +1144,25 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nX-Big: "[..]);
         buf.extend_from_slice(&[b'a'; 200]);
         assert!(matches!(
-            parse_head(&mut buf.clone(), &mut Vec::new(), 100),
+            parse_head(&mut buf.clone(), &mut Vec::new(), 100, 0),
             Parsed::TooLarge
         ));
         assert!(matches!(
-            parse_head(&mut buf, &mut Vec::new(), 1000),
+            parse_head(&mut buf, &mut Vec::new(), 1000, 0),
             Parsed::Partial
         ));
         buf.extend_from_slice(b"\r\n\r\n");
         assert!(matches!(
-            parse_head(&mut buf.clone(), &mut Vec::new(), 100),
+            parse_head(&mut buf.clone(), &mut Vec::new(), 100, 0),
             Parsed::TooLarge
         ));
         assert!(matches!(
-            parse_head(&mut buf, &mut Vec::new(), 1000),
+            parse_head(&mut buf, &mut Vec::new(), 1000, 0),
             Parsed::Request(_)
         ));
     }
 
-    fn body_state(framing: Framing, bytes: &[u8]) -> BodyState {
+    fn body_state(framing: Decoder, bytes: &[u8]) -> BodyState<tokio::net::tcp::OwnedReadHalf> {
         // A reader needs a socket half; the decoding itself only looks at the buffer.
         let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(std.local_addr().unwrap()).unwrap();
@@ -1202,26 +1184,26 @@ mod tests {
 
     #[test]
     fn a_buffered_body_is_read_to_its_end_and_the_next_request_kept() {
-        let mut state = body_state(Framing::Length(5), b"helloGET /next");
+        let mut state = body_state(Decoder::Length(5), b"helloGET /next");
         let frame = state.decode().unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "hello");
-        assert!(matches!(state.framing, Framing::Done));
+        assert!(matches!(state.framing, Decoder::Done));
         let reader = state.take_reader_if_done().unwrap();
         assert_eq!(&reader.buf[..], b"GET /next");
 
         // Never asked for, a body already in the buffer is skipped and the connection kept.
         let mut state = body_state(
-            Framing::Chunked(Chunked::default()),
+            Decoder::Chunked(Chunked::default()),
             b"3\r\nabc\r\n0\r\n\r\nGET /next",
         );
         let reader = state.take_reader_if_done().unwrap();
         assert_eq!(&reader.buf[..], b"GET /next");
 
         // A body still on the wire keeps the reader with the body: the connection will close.
-        let mut state = body_state(Framing::Length(10), b"hello");
+        let mut state = body_state(Decoder::Length(10), b"hello");
         assert!(state.take_reader_if_done().is_none());
-        let mut state = body_state(Framing::Chunked(Chunked::default()), b"zz\r\n");
-        assert!(matches!(state.decode(), Err(BodyReadError::Malformed(_))));
+        let mut state = body_state(Decoder::Chunked(Chunked::default()), b"zz\r\n");
+        assert!(matches!(state.decode(), Err(Error::Malformed(_))));
     }
 
     #[test]
@@ -1270,11 +1252,6 @@ mod tests {
         assert!(
             text.ends_with("transfer-encoding: chunked\r\n\r\n"),
             "{text}"
-        );
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(
-            itoa(u64::MAX, &mut [0; 20]),
-            u64::MAX.to_string().as_bytes()
         );
     }
 }
