@@ -328,11 +328,12 @@ impl Proxy {
         {
             return self.refuse(Refusal::BodyTooLarge { len, limit }, ctx);
         }
+        // Boxed: it is held across the upstream exchange, and upgrades are rare.
         let client_upgrade = match allowed_upgrade(parts, route) {
             Some(asked) => parts
                 .extensions
                 .remove::<OnUpgrade>()
-                .map(|on| ClientUpgrade { on, asked }),
+                .map(|on| Box::new(ClientUpgrade { on, asked })),
             None => None,
         };
         // The host was checked in `decide`: the Host header, else the target's authority.
@@ -368,9 +369,15 @@ impl Proxy {
             )
         });
         let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout);
-        let sent = (target, endpoint);
         let failure = match self
-            .attempt(parts, body, route, sent, host.as_ref(), ctx.start)
+            .attempt(
+                parts,
+                body,
+                route,
+                (target, endpoint),
+                host.as_ref(),
+                ctx.start,
+            )
             .await
         {
             Ok((resp, in_flight)) => {
@@ -384,7 +391,7 @@ impl Proxy {
             failure,
             &parts.method,
             saved.is_some(),
-            sent,
+            (target, endpoint),
             pick.alternative,
             |t, except| self.health.choose(t, now, except),
         );
@@ -512,7 +519,7 @@ impl Proxy {
     fn respond(
         &self,
         mut resp: Response<UpstreamBody>,
-        client_upgrade: Option<ClientUpgrade>,
+        client_upgrade: Option<Box<ClientUpgrade>>,
         route: &Route,
         target: TargetId,
         in_flight: InFlight,

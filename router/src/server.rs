@@ -363,6 +363,8 @@ struct Connection<'a> {
 impl http1::server::Handler<OwnedReadHalf> for Connection<'_> {
     type Body = ResponseBody;
 
+    // Inlined, so that the future is built where the server holds it rather than moved there.
+    #[inline]
     fn handle(
         &self,
         request: Request<http1::server::Body<OwnedReadHalf>>,
