@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -108,15 +109,69 @@ pub struct RequestBody {
     sent: u64,
     limit: Option<u64>,
     idle: IdleTimer,
+    /// For a body still to come: how far it has got, for the proxy's response timeout.
+    progress: Option<Arc<BodyProgress>>,
+}
+
+/// How a request body's sending goes, shared by the body and the proxy that waits for the
+/// upstream's answer: the response timeout runs from the body's end, and a body that stops
+/// moving is the client's fault while it waits on the client (its idle timeout, 408) and the
+/// upstream's while it waits on the upstream (which stopped reading).
+#[derive(Debug)]
+pub struct BodyProgress {
+    since: Instant,
+    /// Milliseconds from `since` of the last frame the upstream side took.
+    last_ms: AtomicU64,
+    /// Milliseconds from `since` of the body's end; `u64::MAX` while it goes on.
+    done_ms: AtomicU64,
+    /// The upstream side asked for the next frame and the client has not sent it yet.
+    waiting_on_client: AtomicBool,
+}
+
+/// Where a body being sent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// Ended at this instant.
+    Done(Instant),
+    /// The client has not sent the next frame yet.
+    WaitingOnClient,
+    /// The upstream has not taken a frame since this instant.
+    WaitingOnUpstream(Instant),
+}
+
+impl BodyProgress {
+    fn new() -> Self {
+        BodyProgress {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            done_ms: AtomicU64::new(u64::MAX),
+            waiting_on_client: AtomicBool::new(false),
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        self.since.elapsed().as_millis() as u64
+    }
+
+    pub fn state(&self) -> Sending {
+        let at = |ms: u64| self.since + Duration::from_millis(ms);
+        match self.done_ms.load(Ordering::Acquire) {
+            u64::MAX if self.waiting_on_client.load(Ordering::Acquire) => Sending::WaitingOnClient,
+            u64::MAX => Sending::WaitingOnUpstream(at(self.last_ms.load(Ordering::Acquire))),
+            done => Sending::Done(at(done)),
+        }
+    }
 }
 
 impl RequestBody {
     pub fn new(inner: ClientBody, limit: Option<u64>, idle: Duration) -> Self {
+        let progress = (!inner.is_end_stream()).then(|| Arc::new(BodyProgress::new()));
         RequestBody {
             inner: Some(inner),
             sent: 0,
             limit,
             idle: IdleTimer::new(idle),
+            progress,
         }
     }
 
@@ -127,7 +182,13 @@ impl RequestBody {
             sent: 0,
             limit: None,
             idle: IdleTimer::new(Duration::MAX),
+            progress: None,
         }
+    }
+
+    /// How the sending goes, for a body that has data to come.
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.progress.clone()
     }
 }
 
@@ -143,7 +204,19 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let Some(progress) = &this.progress {
+            let ms = progress.ms();
+            let pending = polled.is_pending();
+            progress.waiting_on_client.store(pending, Ordering::Release);
+            if !pending {
+                progress.last_ms.store(ms, Ordering::Release);
+            }
+            if matches!(polled, Poll::Ready(None)) {
+                progress.done_ms.store(ms, Ordering::Release);
+            }
+        }
+        match polled {
             Poll::Pending => {
                 if this.idle.expired(cx) {
                     return Poll::Ready(Some(Err(BodyError::ClientIdle(this.idle.limit))));
@@ -154,6 +227,13 @@ impl Body for RequestBody {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.reset();
+                // A client that sends no end-of-body a reader must ask for (a known length
+                // read whole) has ended here.
+                if let (Some(progress), Some(inner)) = (&this.progress, &this.inner)
+                    && inner.is_end_stream()
+                {
+                    progress.done_ms.store(progress.ms(), Ordering::Release);
+                }
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
                     if let Some(limit) = this.limit

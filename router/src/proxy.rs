@@ -22,7 +22,10 @@ use tokio::sync::{Notify, watch};
 // Tokio's clock, as the health view reads it: one reading serves both (and tests can pause it).
 use tokio::time::Instant;
 
-use crate::body::{BodyError, ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
+use crate::body::{
+    BodyError, BodyProgress, ClientBody, Completion, RequestBody, ResponseBody, Sending,
+    UpstreamBody,
+};
 use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
 use crate::health::{Health, InFlight, Outcome};
 use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
@@ -152,6 +155,34 @@ enum Refusal {
     UnaskedUpgrade(TargetId),
     /// The exchange with this target failed; the route's timeout, for the 504's words.
     Upstream(Failure, TargetId, std::time::Duration),
+}
+
+/// Waits for the upstream's answer to a request whose body is still to come. The route's
+/// timeout is for the upstream's answer, so it runs from the body's end, however long a slow
+/// client takes to send it: the client's pauses are its body's idle timeout to judge (408,
+/// never the upstream's fault). An upstream that stops taking the body for the idle timeout
+/// has timed out. `None`: timed out.
+async fn answer_within<F: Future>(
+    sending: F,
+    mut deadline: Instant,
+    route: &Route,
+    progress: &BodyProgress,
+) -> Option<F::Output> {
+    let mut sending = std::pin::pin!(sending);
+    loop {
+        if let Ok(answer) = tokio::time::timeout_at(deadline, sending.as_mut()).await {
+            return Some(answer);
+        }
+        let now = Instant::now();
+        deadline = match progress.state() {
+            Sending::Done(at) => at + route.timeout,
+            Sending::WaitingOnClient => now + route.idle_timeout,
+            Sending::WaitingOnUpstream(since) => since + route.idle_timeout,
+        };
+        if deadline <= now {
+            return None;
+        }
+    }
 }
 
 /// Whether a failed first try is sent again, why, and where: a pure function of the failure,
@@ -445,8 +476,10 @@ impl Proxy {
         sent_at: Instant,
     ) -> Result<(Response<UpstreamBody>, InFlight), Failure> {
         let upstream = &self.upstreams[target.index()];
-        // The route's timeout counts from `sent_at`: the request's start for a first try.
+        // The route's timeout counts from `sent_at` (the request's start for a first try), or,
+        // for a body still to come, from the body's end (`answer_within`).
         let deadline = sent_at + route.timeout;
+        let progress = body.progress();
         // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
         // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
         // The own client's pool dials its endpoint and sends only the path
@@ -472,26 +505,33 @@ impl Proxy {
         let in_flight = self.health.start(target, endpoint);
         // Each branch awaits its own client directly: an async block around both would hold a
         // second copy of the request in this future.
+        // Bodies wait in a box: most requests have none, and their future stays small.
         let sent = if own_client {
             let sending = upstream.pool(endpoint).send(parts, body);
-            tokio::time::timeout_at(deadline, sending)
-                .await
-                .map(|r| r.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1))
+            match progress {
+                None => tokio::time::timeout_at(deadline, sending).await.ok(),
+                Some(p) => Box::pin(answer_within(sending, deadline, route, &p)).await,
+            }
+            .map(|r| r.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1))
         } else {
             // The request is passed by reference down to here; hyper's client takes it whole.
             let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let sending = upstream.client().request(Request::from_parts(parts, body));
-            tokio::time::timeout_at(deadline, sending).await.map(|r| {
+            match progress {
+                None => tokio::time::timeout_at(deadline, sending).await.ok(),
+                Some(p) => Box::pin(answer_within(sending, deadline, route, &p)).await,
+            }
+            .map(|r| {
                 r.map(|r| r.map(UpstreamBody::Hyper))
                     .map_err(SendError::Hyper)
             })
         };
         let (outcome, result) = match sent {
-            Ok(Ok(resp)) if resp.status().is_server_error() => {
+            Some(Ok(resp)) if resp.status().is_server_error() => {
                 (Outcome::Failure, Ok((resp, in_flight)))
             }
-            Ok(Ok(resp)) => (Outcome::Success, Ok((resp, in_flight))),
-            Ok(Err(e)) => match Failure::of(&e) {
+            Some(Ok(resp)) => (Outcome::Success, Ok((resp, in_flight))),
+            Some(Err(e)) => match Failure::of(&e) {
                 client @ Failure::Client(..) => return Err(client),
                 failure => {
                     let kind = if failure == Failure::Connect {
@@ -504,7 +544,7 @@ impl Proxy {
                     (Outcome::Failure, Err(failure))
                 }
             },
-            Err(_) => {
+            None => {
                 self.metrics
                     .upstream_error(target.index(), UpstreamErrorKind::Timeout);
                 (Outcome::Failure, Err(Failure::Timeout))

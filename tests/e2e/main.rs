@@ -14,4 +14,5 @@ mod forwarding;
 mod layout;
 mod reload;
 mod routing;
+mod slow_clients;
 mod streaming;

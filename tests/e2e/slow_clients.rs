@@ -1,0 +1,149 @@
+//! A slow client is the client's: the route's timeout is for the upstream's answer, so it
+//! runs from the end of the request body, and a client that stalls never counts against an
+//! endpoint's health.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Reads one answer to the end of the connection (the requests here ask to close).
+async fn answer(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("an answer within the event timeout")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn an_upload_slower_than_the_route_timeout_is_answered_by_the_upstream() {
+    let mut setup = Setup::new().await;
+    setup.routes = "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\ntimeout_ms = 400\nidle_timeout_ms = 5000\n".into();
+    let router = setup.start().await;
+    let mut s = TcpStream::connect(router.addr()).await.unwrap();
+    let piece = vec![b'u'; 2000];
+    s.write_all(
+        b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Ten pieces, 150 ms apart: 1.5 s in all, four times the route's timeout, and no pause
+    // near the idle timeout. This is the scenario's pace, not a wait for an event.
+    for _ in 0..10 {
+        s.write_all(&piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    let text = answer(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("\r\n\r\n20000 "),
+        "the upstream read the whole body: {text}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_that_trickle_then_stall_get_408_and_never_eject_an_endpoint() {
+    let mut setup = Setup::new().await;
+    setup.routes = "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\ntimeout_ms = 300\nidle_timeout_ms = 300\n".into();
+    let mut text = setup.config_text();
+    text = text.replace(
+        &format!("[targets.legacy]\nendpoints = [\"{}\"]", setup.legacy.url()),
+        &format!(
+            "[targets.legacy]\nendpoints = [\"{}\"]\n[targets.legacy.ejection]\nconsecutive_failures = 2",
+            setup.legacy.url()
+        ),
+    );
+    assert!(text.contains("consecutive_failures = 2"));
+    std::fs::write(setup.dir.path().join("router.toml"), &text).unwrap();
+    let config = switchyard::Config::load(&setup.dir.path().join("router.toml")).unwrap();
+    let router = switchyard::Router::start(config).await.unwrap();
+
+    // Five clients at once trickle a body, a byte every 100 ms for a second (past the
+    // route's timeout, each pause under the idle timeout), and then send nothing more. The
+    // pace is the scenario's, not a wait for an event.
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(router.addr()).await.unwrap();
+        s.write_all(
+            b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        stalled.push(s);
+    }
+    for _ in 0..10 {
+        for s in &mut stalled {
+            s.write_all(b"x").await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for s in &mut stalled {
+        let text = answer(s).await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    let ejections = metric(&router, "switchyard_ejections_total{target=\"legacy\"").await;
+    assert_eq!(
+        ejections,
+        Some(0.0),
+        "a stalled client ejected the endpoint"
+    );
+    let (status, headers, _) = get(&client(), router.addr(), "/x", &[]).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(headers["x-upstream"], "legacy");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_taking_the_body_times_out() {
+    // An upstream that accepts and then reads nothing: the body fills the socket buffers and
+    // stops moving while the client still has plenty to send.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            conns.push(s);
+        }
+    });
+    let mut setup = Setup::new().await;
+    setup.routes = format!(
+        "[targets.deaf]\nendpoints = [\"http://{addr}\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\ntarget = \"deaf\"\ntimeout_ms = 300\nidle_timeout_ms = 500\n"
+    );
+    let router = setup.start().await;
+    let s = TcpStream::connect(router.addr()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let size = 64 * 1024 * 1024;
+    let writer = tokio::spawn(async move {
+        let head = format!(
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let piece = vec![b'b'; 64 * 1024];
+        for _ in 0..size / piece.len() {
+            if wr.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("an answer within the event timeout");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    writer.abort();
+    held.abort();
+    router.shutdown().await;
+}
