@@ -22,6 +22,10 @@ pub enum ItemError {
     Duplicate(String),
     #[error("the flag table is full (its tenant ids take 4 GiB)")]
     TableFull,
+    #[error(
+        "the tenant is sealed on {target}; this item moves or unseals it without a force record (write it with --force and a reason, which marks the item \"forced\")"
+    )]
+    Sealed { target: String },
 }
 
 /// Why a store operation failed as a whole.

@@ -80,6 +80,11 @@ pub struct FlagItem {
     pub weights: Option<BTreeMap<String, u32>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
+    /// The force record: this item moved or unsealed a sealed tenant on purpose (`--force`,
+    /// the admin API's `force`), and `updated_by` and `reason` say who and why. Every router
+    /// refuses an item that moves or unseals a sealed tenant without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
     #[serde(default)]
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +273,8 @@ impl Flag {
             target,
             weights,
             sealed: self.sealed,
+            // The snapshot keeps the placement, not how it was written.
+            forced: false,
             version: self.version,
             updated_by: self.audit.updated_by.as_deref().map(str::to_owned),
             updated_at: self.audit.updated_at.map(format_timestamp),

@@ -451,7 +451,15 @@ impl Snapshot {
 
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
-            match compile_into(&mut table, item, targets, &mut interner, &mut interning) {
+            let prev = previous.map(|p| &p.table);
+            match compile_into(
+                &mut table,
+                item,
+                targets,
+                &mut interner,
+                &mut interning,
+                prev,
+            ) {
                 Ok((tenant, true)) => duplicates.push(tenant),
                 Ok((_, false)) => {}
                 Err((tenant, error)) => rejected.push(Rejected {
@@ -525,6 +533,7 @@ impl Snapshot {
                 &self.targets,
                 &mut interner,
                 &mut interning,
+                Some(&self.table),
             );
             if let Err((tenant, error)) = compiled {
                 let kept_previous = tenant.as_deref().is_some_and(|t| table.get(t).is_some());
@@ -615,14 +624,39 @@ fn compile_into(
     targets: &Targets,
     interner: &mut Interner,
     interning: &mut Interning,
+    previous: Option<&Table>,
 ) -> Result<(String, bool), (Option<String>, ItemError)> {
     let item = item?;
     let inserted = (item.compile(targets, interner))
+        .and_then(|flag| keeps_seal(previous, &item, &flag, targets).map(|()| flag))
         .and_then(|flag| table.insert(&item.tenant, flag, interning));
     match inserted {
         Ok(clash) => Ok((item.tenant, clash)),
         Err(e) => Err((Some(item.tenant), e)),
     }
+}
+
+/// The one-way door, enforced on what every router loads, whoever wrote it (the CLI, the
+/// admin API, a hand edit, a script): an item that moves a tenant sealed in the previous
+/// snapshot, or unseals it, is refused unless it carries the force record (`forced`, with
+/// its `updated_by` and `reason`).
+fn keeps_seal(
+    previous: Option<&Table>,
+    item: &FlagItem,
+    next: &Flag,
+    targets: &Targets,
+) -> Result<(), ItemError> {
+    let Some(prev) = previous.and_then(|t| t.get(&item.tenant)) else {
+        return Ok(());
+    };
+    if !prev.sealed() || item.forced || (prev.placement() == &next.placement && next.sealed) {
+        return Ok(());
+    }
+    let target = match prev.placement() {
+        Placement::Pinned(t) => format!("{:?}", targets.name(*t)),
+        Placement::Split(_) => "its split".to_owned(),
+    };
+    Err(ItemError::Sealed { target })
 }
 
 /// A shareable snapshot.
@@ -659,6 +693,47 @@ mod tests {
                 Placement::Split(_) => None,
             },
             Found::Nothing => None,
+        }
+    }
+
+    #[test]
+    fn every_load_keeps_a_sealed_tenant_unless_the_item_is_forced() {
+        let first = Snapshot::build(
+            load(1, &[r#"{"tenant":"acme","target":"new","sealed":true}"#]),
+            &targets(),
+            None,
+        );
+        for (json, kept) in [
+            (r#"{"tenant":"acme","target":"legacy","sealed":true}"#, true),
+            (r#"{"tenant":"acme","target":"new"}"#, true),
+            (
+                r#"{"tenant":"acme","weights":{"legacy":50,"new":50},"sealed":true}"#,
+                true,
+            ),
+            (
+                r#"{"tenant":"acme","target":"new","sealed":true,"version":9}"#,
+                false,
+            ),
+            (
+                r#"{"tenant":"acme","target":"legacy","sealed":true,"forced":true}"#,
+                false,
+            ),
+        ] {
+            for next in [
+                Snapshot::build(load(2, &[json]), &targets(), Some(&first)),
+                first.apply_delta(load(2, &[json])),
+            ] {
+                let acme = next.get("acme").unwrap();
+                if kept {
+                    assert_eq!(acme.placement, Placement::Pinned(TargetId(1)), "{json}");
+                    assert!(acme.sealed, "{json}");
+                    assert_eq!(next.rejected.len(), 1, "{json}");
+                    assert!(next.rejected[0].kept_previous, "{json}");
+                    assert!(next.rejected[0].to_string().contains("sealed on \"new\""));
+                } else {
+                    assert!(next.rejected.is_empty(), "{json}: {:?}", next.rejected);
+                }
+            }
         }
     }
 

@@ -147,18 +147,22 @@ impl FlagWrite {
                 return Err(StoreError::NotFound(self.tenant.clone()));
             }
         };
-        let next = FlagItem {
+        let mut next = FlagItem {
             tenant: self.tenant.clone(),
             mode: Some(mode),
             target,
             weights,
             sealed: self.seal.unwrap_or(current.sealed),
+            forced: false,
             version: current.version + 1,
             updated_by: Some(self.by.clone()),
             updated_at: Some(format_timestamp(now_secs)),
             reason: Some(self.reason.clone()),
         };
-        if current.sealed && !self.force && (current.moves_to(&next) || !next.sealed) {
+        let breaks_seal = current.sealed && (current.moves_to(&next) || !next.sealed);
+        // The force record every router checks for: who and why are the item's own.
+        next.forced = breaks_seal && self.force;
+        if breaks_seal && !self.force {
             let target = current
                 .item
                 .as_ref()
@@ -245,13 +249,24 @@ mod tests {
             .apply(&sealed, Some(&targets()), 0)
             .unwrap_err();
         assert!(matches!(err, StoreError::Sealed { .. }), "{err}");
-        // Rewriting the same target is fine.
-        write(Some(Placing::Pinned("new".into())))
+        // Rewriting the same target is fine, and needs no force record.
+        let same = write(Some(Placing::Pinned("new".into())))
             .apply(&sealed, Some(&targets()), 0)
             .unwrap();
+        assert!(!same.forced);
         let mut forced = write(Some(Placing::Pinned("legacy".into())));
         forced.force = true;
-        assert!(forced.apply(&sealed, Some(&targets()), 0).unwrap().sealed);
+        let moved = forced.apply(&sealed, Some(&targets()), 0).unwrap();
+        assert!(moved.sealed && moved.forced, "{moved:?}");
+        // `--force` where nothing needs it leaves no force record.
+        let mut idle_force = write(Some(Placing::Pinned("new".into())));
+        idle_force.force = true;
+        assert!(
+            !idle_force
+                .apply(&sealed, Some(&targets()), 0)
+                .unwrap()
+                .forced
+        );
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod forwarding;
 mod layout;
 mod reload;
 mod routing;
+mod seal;
 mod slow_clients;
 mod streaming;
