@@ -26,6 +26,10 @@ pub enum ItemError {
         "the tenant is sealed on {target}; this item moves or unseals it without a force record (write it with --force and a reason, which marks the item \"forced\")"
     )]
     Sealed { target: String },
+    #[error(
+        "the tenant is sealed on {target} and its item is gone from the store; it keeps its flag rather than fall to the default"
+    )]
+    SealedRemoved { target: String },
 }
 
 /// Why a store operation failed as a whole.

@@ -12,7 +12,7 @@
 //! delta does not change with the snapshot before it. A lookup reads the shard's header, its
 //! control bytes, the entry and the tenant id: nothing else, however many tenants.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -276,6 +276,12 @@ fn intern<T: Clone + Eq + std::hash::Hash>(
 
 impl Table {
     fn with_capacity(tenants: usize, id_bytes: usize) -> Self {
+        Table::with_hasher(tenants, id_bytes, Hasher::default())
+    }
+
+    /// A table that places each tenant in the same shard as the table `hasher` comes from, so
+    /// the two can be compared shard by shard, each shard small enough to stay in cache.
+    fn with_hasher(tenants: usize, id_bytes: usize, hasher: Hasher) -> Self {
         // Shards fill unevenly: an eighth more than the mean spares most of them a regrowth.
         let per_shard = |n: usize| n / SHARDS + n / SHARDS / 8;
         Table {
@@ -289,7 +295,7 @@ impl Table {
                 .collect(),
             default: None,
             placements: Vec::new(),
-            hasher: Hasher::default(),
+            hasher,
         }
     }
 
@@ -371,6 +377,46 @@ impl Table {
         Ok(false)
     }
 
+    /// The tenants sealed in `previous` whose flag here moves or unseals them without a force
+    /// record, or that have no flag here at all, each with why. Both tables must share a
+    /// hasher: each shard is compared with its counterpart, so the lookups stay in cache (a
+    /// million tenants in random order would cost a cache miss each).
+    fn breaking_seals(
+        &self,
+        previous: &Table,
+        forced: &HashSet<String>,
+        targets: &Targets,
+    ) -> Vec<(String, ItemError)> {
+        let sealed_on = |place: u32| match &previous.placements[place as usize] {
+            Placement::Pinned(t) => format!("{:?}", targets.name(*t)),
+            Placement::Split(_) => "its split".to_owned(),
+        };
+        let mut breaking = Vec::new();
+        for (shard, before) in self.shards.iter().zip(&previous.shards) {
+            for old in before.entries.iter().filter(|e| e.sealed) {
+                let tenant = id_of(&before.ids, old);
+                if shard.find(self.hasher.hash_one(tenant), tenant).is_none() {
+                    let target = sealed_on(old.place);
+                    breaking.push((tenant.to_owned(), ItemError::SealedRemoved { target }));
+                }
+            }
+            for entry in shard.entries.iter() {
+                let tenant = id_of(&shard.ids, entry);
+                let Some(old) = before.find(self.hasher.hash_one(tenant), tenant) else {
+                    continue;
+                };
+                let moved = previous.placements[old.place as usize]
+                    != self.placements[entry.place as usize];
+                if old.sealed && (moved || !entry.sealed) && !forced.contains(tenant) {
+                    let target = sealed_on(old.place);
+                    breaking.push((tenant.to_owned(), ItemError::Sealed { target }));
+                }
+            }
+            crate::background::give_way();
+        }
+        breaking
+    }
+
     fn remove(&mut self, tenant: &str) {
         if tenant == DEFAULT_TENANT {
             self.default = None;
@@ -444,21 +490,29 @@ impl Snapshot {
         let id_bytes = (load.items.iter())
             .filter_map(|l| l.item.as_ref().ok().map(|i| i.tenant.len()))
             .sum();
-        let mut table = Table::with_capacity(load.items.len(), id_bytes);
+        let hasher = previous.map_or_else(Hasher::default, |p| p.table.hasher.clone());
+        let mut table = Table::with_hasher(load.items.len(), id_bytes, hasher);
         let mut interning = Interning::of(&table);
         let mut rejected = Vec::new();
         let mut duplicates: Vec<String> = Vec::new();
+        // Tenants whose item carries the force record (rare).
+        let mut forced: HashSet<String> = HashSet::new();
 
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
-            let prev = previous.map(|p| &p.table);
+            if let Ok(item) = &item
+                && item.forced
+            {
+                forced.insert(item.tenant.clone());
+            }
+            // The seals are checked after the loop, shard by shard (`breaking_seals`).
             match compile_into(
                 &mut table,
                 item,
                 targets,
                 &mut interner,
                 &mut interning,
-                prev,
+                None,
             ) {
                 Ok((tenant, true)) => duplicates.push(tenant),
                 Ok((_, false)) => {}
@@ -478,6 +532,17 @@ impl Snapshot {
                 error: ItemError::Duplicate(tenant),
                 kept_previous: false,
             });
+        }
+        if let Some(prev) = previous {
+            for (tenant, error) in table.breaking_seals(&prev.table, &forced, targets) {
+                table.remove(&tenant);
+                rejected.push(Rejected {
+                    tenant: Some(tenant),
+                    location: "items".into(),
+                    error,
+                    kept_previous: false,
+                });
+            }
         }
         // A tenant whose item is bad keeps its previous flag, unless it now has a good one.
         for r in &mut rejected {
@@ -735,6 +800,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_sealed_tenant_whose_item_is_removed_keeps_its_flag() {
+        let first = Snapshot::build(
+            load(
+                1,
+                &[
+                    r#"{"tenant":"acme","target":"new","sealed":true}"#,
+                    r#"{"tenant":"globex","target":"new"}"#,
+                ],
+            ),
+            &targets(),
+            None,
+        );
+        let next = Snapshot::build(load(2, &[]), &targets(), Some(&first));
+        assert_eq!(target_of(&next, "acme"), Some(TargetId(1)));
+        assert_eq!(
+            target_of(&next, "globex"),
+            None,
+            "an unsealed tenant may go"
+        );
+        assert!(
+            next.rejected[0].to_string().contains("item is gone"),
+            "{:?}",
+            next.rejected
+        );
     }
 
     #[test]
