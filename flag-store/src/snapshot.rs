@@ -407,7 +407,11 @@ impl Table {
                 };
                 let moved = previous.placements[old.place as usize]
                     != self.placements[entry.place as usize];
-                if old.sealed && (moved || !entry.sealed) && !forced.contains(tenant) {
+                if old.sealed
+                    && (moved || !entry.sealed)
+                    && entry.version <= old.version + 1
+                    && !forced.contains(tenant)
+                {
                     let target = sealed_on(old.place);
                     breaking.push((tenant.to_owned(), ItemError::Sealed { target }));
                 }
@@ -704,7 +708,11 @@ fn compile_into(
 /// The one-way door, enforced on what every router loads, whoever wrote it (the CLI, the
 /// admin API, a hand edit, a script): an item that moves a tenant sealed in the previous
 /// snapshot, or unseals it, is refused unless it carries the force record (`forced`, with
-/// its `updated_by` and `reason`).
+/// its `updated_by` and `reason`). Only the next write of a tenant is judged (its version at
+/// most one past the router's): an item further on means the router missed writes (it was
+/// down, or they came between two polls), and one of those may have been the forced move, so
+/// refusing it would hold the tenant where its data no longer is. Every writer here bumps a
+/// tenant's version by one a write.
 fn keeps_seal(
     previous: Option<&Table>,
     item: &FlagItem,
@@ -714,7 +722,11 @@ fn keeps_seal(
     let Some(prev) = previous.and_then(|t| t.get(&item.tenant)) else {
         return Ok(());
     };
-    if !prev.sealed() || item.forced || (prev.placement() == &next.placement && next.sealed) {
+    if !prev.sealed()
+        || item.forced
+        || (prev.placement() == &next.placement && next.sealed)
+        || next.version > prev.version() + 1
+    {
         return Ok(());
     }
     let target = match prev.placement() {
