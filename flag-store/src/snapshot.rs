@@ -71,6 +71,9 @@ pub enum Found<'a> {
     Tenant(FlagRef<'a>),
     /// The default item (`*`).
     Default(FlagRef<'a>),
+    /// The tenant's item was rejected and it has no last good flag: where its data is is not
+    /// known, so it goes nowhere (never to a default).
+    Rejected(&'a Rejected),
     /// Neither: the router's configured default target applies.
     Nothing,
 }
@@ -472,6 +475,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub built_at: SystemTime,
     pub rejected: Vec<Rejected>,
+    /// Tenants with a rejected item and no flag, by their index in `rejected`.
+    unflagged: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -484,6 +489,7 @@ impl Snapshot {
             generation: 0,
             built_at: SystemTime::now(),
             rejected: Vec::new(),
+            unflagged: HashMap::new(),
         }
     }
 
@@ -562,6 +568,7 @@ impl Snapshot {
         }
         table.shrink_to_fit();
         Snapshot {
+            unflagged: unflagged(&table, &rejected),
             table,
             targets: targets.clone(),
             version: load.version,
@@ -618,6 +625,7 @@ impl Snapshot {
             Arc::make_mut(&mut table.shards[at]).compact_audits();
         }
         Snapshot {
+            unflagged: unflagged(&table, &rejected),
             table,
             targets: self.targets.clone(),
             version: load.version,
@@ -645,10 +653,15 @@ impl Snapshot {
     #[inline]
     pub fn lookup(&self, tenant: Option<&str>) -> Found<'_> {
         let table = &self.table;
-        if let Some(t) = tenant.filter(|t| *t != DEFAULT_TENANT)
-            && let Some(flag) = table.get(t)
-        {
-            return Found::Tenant(flag);
+        if let Some(t) = tenant.filter(|t| *t != DEFAULT_TENANT) {
+            if let Some(flag) = table.get(t) {
+                return Found::Tenant(flag);
+            }
+            if !self.unflagged.is_empty()
+                && let Some(&at) = self.unflagged.get(t)
+            {
+                return Found::Rejected(&self.rejected[at]);
+            }
         }
         match table.default_ref() {
             Some(flag) => Found::Default(flag),
@@ -736,6 +749,19 @@ fn keeps_seal(
     Err(ItemError::Sealed { target })
 }
 
+/// The tenants whose item was rejected and that have no flag in `table`, by index.
+fn unflagged(table: &Table, rejected: &[Rejected]) -> HashMap<String, usize> {
+    rejected
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let tenant = r.tenant.as_deref()?;
+            (tenant != DEFAULT_TENANT && table.get(tenant).is_none())
+                .then(|| (tenant.to_owned(), i))
+        })
+        .collect()
+}
+
 /// A shareable snapshot.
 pub type SharedSnapshot = Arc<Snapshot>;
 
@@ -769,7 +795,7 @@ mod tests {
                 Placement::Pinned(t) => Some(*t),
                 Placement::Split(_) => None,
             },
-            Found::Nothing => None,
+            Found::Rejected(_) | Found::Nothing => None,
         }
     }
 

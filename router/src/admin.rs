@@ -391,6 +391,7 @@ impl Admin {
         );
         let flag = match (route.kind, snap.lookup(tenant_ref)) {
             (RouteKind::Fixed(_), _) | (_, Found::Nothing) => Value::Null,
+            (_, Found::Rejected(r)) => json!({ "rejected": r.to_string() }),
             (_, Found::Tenant(f)) => {
                 json!(f.to_flag().to_item(tenant_ref.unwrap_or(""), &self.targets))
             }
@@ -437,6 +438,12 @@ impl Admin {
                 out["target"] = Value::Null;
                 out["basis"] = json!(basis.as_str());
                 "split, but no target with a non-zero weight is healthy: the router answers 503"
+                    .into()
+            }
+            Decision::RejectedFlag => {
+                out["target"] = Value::Null;
+                out["basis"] = json!(Basis::TenantFlag.as_str());
+                "the tenant's flag item is rejected and it has no last good flag: the router answers 503, never a default"
                     .into()
             }
         };

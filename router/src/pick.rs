@@ -127,6 +127,9 @@ pub enum Decision {
     NoHealthyTarget {
         basis: Basis,
     },
+    /// The tenant's item was rejected and it has no last good flag: its side is not known,
+    /// so it goes to none (never to a default); the caller answers 503 naming the item.
+    RejectedFlag,
 }
 
 /// The pick: route kind, then the tenant's flag (or the default flag, or the config default),
@@ -145,6 +148,7 @@ pub fn pick(
         RouteKind::Flagged => match snapshot.lookup(tenant) {
             Found::Tenant(flag) => (flag.placement(), Basis::TenantFlag),
             Found::Default(flag) => (flag.placement(), Basis::DefaultFlag),
+            Found::Rejected(_) => return Decision::RejectedFlag,
             Found::Nothing => return pinned(default_target, Basis::ConfigDefault, health),
         },
     };
@@ -264,6 +268,33 @@ mod tests {
         assert_eq!(name("/api/admin/users").as_deref(), Some("/api/admin/"));
         let no_root = RouteTable::new(vec![route("/api", RouteKind::Flagged)]);
         assert_eq!(no_root.find("/other"), None);
+    }
+
+    #[test]
+    fn a_tenant_whose_item_is_rejected_goes_nowhere_but_a_fixed_route_still_serves_it() {
+        let load = Load {
+            version: 1,
+            items: [
+                r#"{"tenant":"*","target":"legacy"}"#,
+                r#"{"tenant":"acme","taget":"new"}"#,
+            ]
+            .iter()
+            .map(|json| LoadedItem {
+                location: "items[1]".into(),
+                item: serde_json::from_str::<FlagItem>(json)
+                    .map_err(|e| (Some("acme".into()), ItemError::Parse(e.to_string()))),
+            })
+            .collect(),
+        };
+        let snap = Snapshot::build(load, &targets(), None);
+        let flagged = route("/", RouteKind::Flagged);
+        let fixed = route("/analytics/", RouteKind::Fixed(LEGACY));
+        let decide = |tenant, r: &Route| pick(&snap, r, Some(tenant), || 0, LEGACY, &AllHealthy);
+        assert_eq!(decide("acme", &flagged), Decision::RejectedFlag);
+        assert!(matches!(decide("acme", &fixed), Decision::Forward(p) if p.target == LEGACY));
+        assert!(
+            matches!(decide("globex", &flagged), Decision::Forward(p) if p.basis == Basis::DefaultFlag)
+        );
     }
 
     #[test]

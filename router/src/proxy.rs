@@ -147,6 +147,8 @@ enum Refusal {
     /// The tenant's only target is down (a pinned tenant, or a fixed route).
     TargetUnavailable(TargetId),
     NoHealthyTarget,
+    /// The tenant's item was rejected and it has no last good flag: why.
+    RejectedFlag(String),
     BodyTooLarge {
         len: u64,
         limit: u64,
@@ -332,6 +334,13 @@ impl Proxy {
                 return Err(Refusal::TargetUnavailable(target));
             }
             Decision::NoHealthyTarget { .. } => return Err(Refusal::NoHealthyTarget),
+            Decision::RejectedFlag => {
+                let why = match snapshot.lookup(tenant_id) {
+                    flag_store::Found::Rejected(r) => r.to_string(),
+                    _ => "its flag item was rejected".to_owned(),
+                };
+                return Err(Refusal::RejectedFlag(why));
+            }
         };
         if pick.failover {
             self.metrics
@@ -623,6 +632,11 @@ impl Proxy {
             Refusal::NoHealthyTarget => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy target for this tenant".into(),
+            ),
+            Refusal::RejectedFlag(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the tenant's flag item is invalid and it has no last good flag: {why}")
+                    .into(),
             ),
             Refusal::BodyTooLarge { len, limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,

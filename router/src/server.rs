@@ -233,12 +233,21 @@ async fn start_reloader<S: Source>(
     interval: Duration,
     stop: &watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    // The local copy first, when there is one: the store's first load is then built over it,
+    // so a tenant whose item the store now holds bad keeps its flag from the copy (as a
+    // running router keeps its last good flag), and never falls to a default on a restart.
+    let copy = cache.map(|c| match c.load() {
+        Ok(load) => {
+            let version = load.version;
+            flags.apply_local_copy(load, cache.and_then(FileStore::modified));
+            (c.path().to_owned(), Ok(version))
+        }
+        Err(e) => (c.path().to_owned(), Err(e)),
+    });
     if let Err(e) = reload::poll_once(&mut source, flags).await {
         let error = flag_store::error::Chain(&e).to_string();
-        match cache.map(|c| (c.path().to_owned(), c.load())) {
-            Some((path, Ok(load))) => {
-                let version = load.version;
-                flags.apply_local_copy(load, cache.and_then(FileStore::modified));
+        match copy {
+            Some((path, Ok(version))) => {
                 tracing::warn!(%error, store = %source.describe(), copy = %path.display(), version, "flag store unreachable at start; routing from the local copy until it answers");
             }
             Some((path, Err(copy_error))) => {

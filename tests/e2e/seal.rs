@@ -86,3 +86,62 @@ async fn a_hand_edit_cannot_move_a_sealed_tenant_back_but_a_forced_write_can() {
     assert_eq!(h["x-upstream"], "legacy", "a forced move applied");
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restarted_router_keeps_a_bad_items_tenant_where_its_copy_says_and_never_defaults() {
+    let mut setup = Setup::new().await;
+    setup.extra = "".into();
+    let copy = setup.dir.path().join("flags-copy.json");
+    let with_copy = |setup: &Setup| {
+        setup.config_text().replace(
+            "poll_interval_ms = 10\n",
+            &format!(
+                "poll_interval_ms = 10\ncache_path = \"{}\"\n",
+                copy.display()
+            ),
+        )
+    };
+    setup.write_flags(
+        r#"{"version":1,"items":[
+        {"tenant":"*","target":"legacy"},
+        {"tenant":"acme","target":"new","version":1}]}"#,
+    );
+    let path = setup.dir.path().join("router.toml");
+    std::fs::write(&path, with_copy(&setup)).unwrap();
+    let router = switchyard::Router::start(switchyard::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let c = client();
+    let (_, h, _) = get(&c, router.addr(), "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(h["x-upstream"], "new");
+    router.shutdown().await;
+    assert!(copy.exists(), "the router wrote its local copy");
+
+    // While it is down, acme's item goes bad (a typo); then it restarts.
+    setup.write_flags(
+        r#"{"version":2,"items":[
+        {"tenant":"*","target":"legacy"},
+        {"tenant":"acme","taget":"legacy","version":2}]}"#,
+    );
+    let router = switchyard::Router::start(switchyard::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let (_, h, _) = get(&c, router.addr(), "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(
+        h["x-upstream"], "new",
+        "a restart moved acme to the default"
+    );
+    router.shutdown().await;
+
+    // With no copy, the tenant is answered 503 naming its bad item, never the default.
+    std::fs::remove_file(&copy).unwrap();
+    let router = setup.start().await;
+    let (status, _, body) = get(&c, router.addr(), "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("items[1]") && body.contains("taget"),
+        "{body}"
+    );
+    assert_eq!(setup.legacy.seen.tenant("acme"), 0);
+    router.shutdown().await;
+}
