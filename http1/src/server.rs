@@ -148,7 +148,10 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
         let Some(mut here) = reader.take() else {
             return Ended::Closed;
         };
-        if draining.load(Ordering::Acquire) {
+        // Draining: a connection closes between requests, but a request whose bytes have
+        // already been read (pipelined behind the last one) is answered first. Closing on it
+        // would leave the client a request it cannot know was never served.
+        if draining.load(Ordering::Acquire) && here.buf.is_empty() {
             return Ended::Closed;
         }
         // 1. The head, within the header read timeout of the connection going idle.
@@ -248,7 +251,10 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
         if let Some(shared) = lent.take_if(|s| Arc::strong_count(s) == 1) {
             settle(&shared, &mut reader, &mut body_left, &mut close);
         }
-        close |= draining.load(Ordering::Acquire);
+        // The last answer before a drain says `Connection: close`; one with a request read
+        // behind it does not, so that request is still answered on this connection.
+        let next_read = reader.as_ref().is_some_and(|r| !r.buf.is_empty());
+        close |= draining.load(Ordering::Acquire) && !next_read;
         let complete = write_response(
             &mut writer,
             &mut out,

@@ -299,3 +299,41 @@ async fn a_body_streams_to_the_upstream_while_its_answer_streams_back() {
     assert_eq!(body, b"new");
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_read_before_a_drain_begins_is_answered_before_the_connection_closes() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let addr = router.addr();
+    let mut s = connect(addr).await;
+    // Two pipelined requests in one write: the first is held by the upstream, so the second
+    // is already read by the router when the drain begins.
+    s.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = setup.legacy.seen.clone();
+    wait_for("the first request held upstream", || {
+        seen.holding.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let shutdown = tokio::spawn(router.shutdown());
+    // The drain has begun once the listener refuses new connections.
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router still accepts"
+        );
+        tokio::task::yield_now().await;
+    }
+    setup.legacy.seen.release.notify_waiters();
+    let text = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    let answers: Vec<&str> = text.matches("HTTP/1.1 200 OK").collect();
+    assert_eq!(answers.len(), 2, "both requests answered: {text}");
+    let second = &text[text.rfind("HTTP/1.1 200 OK").unwrap()..];
+    assert!(
+        second.contains("connection: close"),
+        "the last answer closes: {text}"
+    );
+    assert!(shutdown.await.unwrap(), "the drain finished in time");
+}
