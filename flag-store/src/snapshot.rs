@@ -390,10 +390,7 @@ impl Table {
         forced: &HashSet<String>,
         targets: &Targets,
     ) -> Vec<(String, ItemError)> {
-        let sealed_on = |place: u32| match &previous.placements[place as usize] {
-            Placement::Pinned(t) => format!("{:?}", targets.name(*t)),
-            Placement::Split(_) => "its split".to_owned(),
-        };
+        let sealed_on = |place: u32| sealed_on(&previous.placements[place as usize], targets);
         let mut breaking = Vec::new();
         for (shard, before) in self.shards.iter().zip(&previous.shards) {
             for old in before.entries.iter().filter(|e| e.sealed) {
@@ -408,13 +405,17 @@ impl Table {
                 let Some(old) = before.find(self.hasher.hash_one(tenant), tenant) else {
                     continue;
                 };
+                if !old.sealed {
+                    continue; // nothing to break: spares the comparison below
+                }
                 let moved = previous.placements[old.place as usize]
                     != self.placements[entry.place as usize];
-                if old.sealed
-                    && (moved || !entry.sealed)
-                    && entry.version <= old.version + 1
-                    && !forced.contains(tenant)
-                {
+                if breaks_seal(
+                    (old.sealed, old.version),
+                    moved,
+                    (entry.sealed, entry.version),
+                    forced.contains(tenant),
+                ) {
                     let target = sealed_on(old.place);
                     breaking.push((tenant.to_owned(), ItemError::Sealed { target }));
                 }
@@ -725,7 +726,26 @@ fn compile_into(
 /// most one past the router's): an item further on means the router missed writes (it was
 /// down, or they came between two polls), and one of those may have been the forced move, so
 /// refusing it would hold the tenant where its data no longer is. Every writer here bumps a
-/// tenant's version by one a write.
+/// tenant's version by one a write. The full build (`Table::breaking_seals`) and a delta
+/// (`keeps_seal`) both ask this.
+fn breaks_seal(
+    (was_sealed, was_version): (bool, u64),
+    moved: bool,
+    (sealed, version): (bool, u64),
+    forced: bool,
+) -> bool {
+    was_sealed && (moved || !sealed) && version <= was_version + 1 && !forced
+}
+
+/// Where a sealed tenant was sealed, for the refusal's words.
+fn sealed_on(placement: &Placement, targets: &Targets) -> String {
+    match placement {
+        Placement::Pinned(t) => format!("{:?}", targets.name(*t)),
+        Placement::Split(_) => "its split".to_owned(),
+    }
+}
+
+/// [`breaks_seal`] for one item of a delta, against the snapshot before it.
 fn keeps_seal(
     previous: Option<&Table>,
     item: &FlagItem,
@@ -735,18 +755,17 @@ fn keeps_seal(
     let Some(prev) = previous.and_then(|t| t.get(&item.tenant)) else {
         return Ok(());
     };
-    if !prev.sealed()
-        || item.forced
-        || (prev.placement() == &next.placement && next.sealed)
-        || next.version > prev.version() + 1
-    {
-        return Ok(());
+    let moved = prev.placement() != &next.placement;
+    if breaks_seal(
+        (prev.sealed(), prev.version()),
+        moved,
+        (next.sealed, next.version),
+        item.forced,
+    ) {
+        let target = sealed_on(prev.placement(), targets);
+        return Err(ItemError::Sealed { target });
     }
-    let target = match prev.placement() {
-        Placement::Pinned(t) => format!("{:?}", targets.name(*t)),
-        Placement::Split(_) => "its split".to_owned(),
-    };
-    Err(ItemError::Sealed { target })
+    Ok(())
 }
 
 /// The tenants whose item was rejected and that have no flag in `table`, by index.
