@@ -293,7 +293,7 @@ fn skip_quoted(mut rest: &[u8]) -> Option<&[u8]> {
 }
 
 /// A token character (RFC 9110 section 5.6.2).
-fn is_tchar(b: u8) -> bool {
+pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

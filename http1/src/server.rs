@@ -159,29 +159,23 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
         let head = loop {
             if !here.buf.is_empty() {
                 let max_head = settings.max_header_bytes;
-                match SPANS.with_borrow_mut(|spans| {
+                let refusal = match SPANS.with_borrow_mut(|spans| {
                     parse_head(&mut here.buf, spans, max_head, settings.added_headers)
                 }) {
                     Parsed::Request(head) => break head,
-                    Parsed::Partial => {}
+                    Parsed::Partial => None,
                     Parsed::Handoff => return Ended::Handoff(Rewind::new(here, writer)),
-                    Parsed::Refuse(status, why) => {
-                        tracing::debug!(%peer, %status, why, "refused a request head");
-                        let msg = format!("switchyard: {why}\n");
-                        let _ = Box::pin(refuse(&mut writer, status, msg)).await;
-                        Box::pin(linger(writer, here)).await;
-                        return Ended::Closed;
-                    }
-                    Parsed::TooLarge => {
-                        let msg = format!(
-                            "switchyard: the request head exceeds {} bytes\n",
-                            settings.max_header_bytes
-                        );
-                        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                        let _ = Box::pin(refuse(&mut writer, status, msg)).await;
-                        Box::pin(linger(writer, here)).await;
-                        return Ended::Closed;
-                    }
+                    Parsed::Refuse(status, why) => Some((status, format!("switchyard: {why}\n"))),
+                    Parsed::TooLarge => Some((
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        format!("switchyard: the request head exceeds {max_head} bytes\n"),
+                    )),
+                };
+                if let Some((status, msg)) = refusal {
+                    tracing::debug!(%peer, %status, why = msg.trim_end(), "refused a request head");
+                    let _ = Box::pin(refuse(&mut writer, status, msg)).await;
+                    Box::pin(linger(writer, here)).await;
+                    return Ended::Closed;
                 }
             }
             let idle = here.buf.is_empty();

@@ -765,11 +765,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
                     format!("{key}.upgrades"),
                     "\"h2c\" cannot be allowed: after its 101 the upstream would take HTTP/2 requests the router never sees",
                 );
-            } else if u.is_empty()
-                || !u
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            {
+            } else if u.is_empty() || !u.bytes().all(http1::codec::is_tchar) {
                 problem(
                     problems,
                     format!("{key}.upgrades"),

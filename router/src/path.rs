@@ -104,7 +104,7 @@ fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathError> {
             return Err(PathError::BadPercent);
         };
         let c = hi << 4 | lo;
-        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+        if is_unreserved(c) {
             out.push(char::from(c));
         } else if c == b'/' || c == b'\\' || c.is_ascii_control() {
             return Err(PathError::EncodedDelimiter);
@@ -117,6 +117,11 @@ fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathError> {
         i += 3;
     }
     Ok(Cow::Owned(out))
+}
+
+/// An unreserved URI character (RFC 3986 section 2.3): letters, digits and `-._~`.
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 fn hex(b: u8) -> Option<u8> {

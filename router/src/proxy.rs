@@ -771,12 +771,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    (headers.get_all(header::CONNECTION).iter())
+        .flat_map(tokens)
+        .any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// A client's upgrade request on its way: its connection's upgrade, and the protocols sent
@@ -863,12 +860,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
+            .flat_map(tokens)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             if !(keep_upgrade && name == header::UPGRADE) {

@@ -248,10 +248,7 @@ fn check_host(host: &str) -> Result<(), HostError> {
                 Some((name, port)) => (name, Some(port)),
                 None => (host, None),
             };
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            let ok = !name.is_empty() && name.bytes().all(crate::path::is_unreserved);
             (ok, port)
         }
     };
