@@ -12,6 +12,9 @@
 //! runs. So every long step of a load calls [`give_way`], which yields the CPU once the load
 //! has run [`SLICE`] since it last did, and the kernel's own long steps are cut up too (a file
 //! is read in slices: the kernel does not preempt a read in progress).
+//!
+//! Writing the local copy of the flags is the same kind of work on a second thread of its own
+//! ([`Lane::Copy`]), so a slow disk or a large copy never delays applying the next change.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +24,15 @@ use std::time::{Duration, Instant};
 use thread_priority::{ThreadPriority, ThreadPriorityValue};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// The low-priority threads background work runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Reading the store and building snapshots (`switchyard-flags`).
+    Load,
+    /// Writing the local copy (`switchyard-copy`).
+    Copy,
+}
 
 thread_local! {
     static ON_LOADER: Cell<bool> = const { Cell::new(false) };
@@ -63,11 +75,16 @@ const PRIORITY: u8 = 22;
 /// Runs `f` on the flag-load thread and returns its result. When that thread cannot be
 /// started, `f` runs on Tokio's blocking pool instead, at normal priority.
 pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    run_on(Lane::Load, f).await
+}
+
+/// Runs `f` on `lane`'s thread and returns its result, as [`run`] does.
+pub async fn run_on<T: Send + 'static>(lane: Lane, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
     });
-    let unsent = match loader() {
+    let unsent = match thread(lane) {
         Some(loader) => loader.send(job).err().map(|e| e.0),
         None => Some(job),
     };
@@ -81,13 +98,17 @@ pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
     }
 }
 
-fn loader() -> Option<&'static mpsc::Sender<Job>> {
-    static LOADER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
-    LOADER
-        .get_or_init(|| {
+fn thread(lane: Lane) -> Option<&'static mpsc::Sender<Job>> {
+    static LOAD: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    static COPY: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    let (cell, name) = match lane {
+        Lane::Load => (&LOAD, "switchyard-flags"),
+        Lane::Copy => (&COPY, "switchyard-copy"),
+    };
+    cell.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();
             let started = std::thread::Builder::new()
-                .name("switchyard-flags".into())
+                .name(name.into())
                 .spawn(move || {
                     ON_LOADER.set(true);
                     lower_priority();
@@ -98,7 +119,7 @@ fn loader() -> Option<&'static mpsc::Sender<Job>> {
             match started {
                 Ok(_) => Some(tx),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the flag-load thread; loads run at normal priority");
+                    tracing::warn!(error = %e, thread = name, "cannot start a background thread; its work runs at normal priority");
                     None
                 }
             }

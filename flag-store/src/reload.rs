@@ -5,11 +5,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::background::Lane;
 use crate::error::{Chain, StoreError};
 use crate::model::Targets;
 use crate::snapshot::{Load, Snapshot};
@@ -51,28 +52,24 @@ pub struct FlagState {
     fresh_at_ms: AtomicU64,
     generation: watch::Sender<u64>,
     /// A local copy of the last good snapshot, so a router that starts while the store is
-    /// unreachable still routes. Written on the first load, then at most once per
-    /// [`LOCAL_COPY_INTERVAL`] while changes arrive: at a million tenants a write costs seconds
-    /// of the flag thread, which must stay free to apply the next change.
+    /// unreachable still routes. Every applied change reaches it within about
+    /// [`LOCAL_COPY_INTERVAL`] (plus the write itself), written whole and replaced atomically
+    /// on a thread of its own, so a crash loses at most that much.
     cache: Option<crate::file::FileStore>,
     copy: Mutex<CopyState>,
 }
 
-/// The shortest time between two writes of the local copy.
-pub const LOCAL_COPY_INTERVAL: Duration = Duration::from_secs(30);
+/// The shortest time between two writes of the local copy while changes keep arriving: the
+/// most a crash loses, give or take one write. A write at a million tenants takes about a
+/// second of a low-priority thread, so writing more often would only queue writes.
+pub const LOCAL_COPY_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct CopyState {
-    written_at: Option<Instant>,
     /// The current snapshot is newer than the copy.
     pending: bool,
-}
-
-impl CopyState {
-    fn due(&self, now: bool) -> bool {
-        self.pending
-            && (now || (self.written_at).is_none_or(|at| at.elapsed() >= LOCAL_COPY_INTERVAL))
-    }
+    /// The version the copy holds, once written or read at start.
+    version: Option<u64>,
 }
 
 impl FlagState {
@@ -146,15 +143,11 @@ impl FlagState {
         self.apply_update(Update::Full(load))
     }
 
-    /// Builds the next snapshot and swaps it in, on the calling thread; then refreshes the
-    /// local copy, if there is one and it is due.
+    /// Builds the next snapshot and swaps it in, on the calling thread, and marks the local
+    /// copy (if there is one) behind; [`run`] brings it up to date.
     pub fn apply_update(&self, update: Update) -> Arc<Snapshot> {
         let next = self.swap(update);
         self.mark_fresh();
-        if self.cache.is_some() {
-            self.copy.lock().expect("copy lock").pending = true;
-            self.write_local_copy(false);
-        }
         next
     }
 
@@ -163,34 +156,39 @@ impl FlagState {
         self.copy.lock().expect("copy lock").pending
     }
 
-    /// True when the local copy is behind and, unless `now`, [`LOCAL_COPY_INTERVAL`] has
-    /// passed since its last write.
-    pub fn local_copy_due(&self, now: bool) -> bool {
-        self.copy.lock().expect("copy lock").due(now)
+    /// The version the local copy holds, if there is one.
+    pub fn local_copy_version(&self) -> Option<u64> {
+        self.copy.lock().expect("copy lock").version
     }
 
-    /// Writes the current snapshot to the local copy when [`FlagState::local_copy_due`]. On
-    /// the calling thread.
-    pub fn write_local_copy(&self, now: bool) {
+    /// Writes the current snapshot to the local copy when it is behind, on the calling thread.
+    pub fn write_local_copy(&self) {
         let Some(cache) = &self.cache else { return };
         let mut copy = self.copy.lock().expect("copy lock");
-        if !copy.due(now) {
+        if !copy.pending {
             return;
         }
         let snapshot = self.load_full();
         copy.pending = false;
-        copy.written_at = Some(Instant::now());
         drop(copy);
-        if let Err(e) = cache.replace_all(snapshot.version, &snapshot.to_items()) {
-            tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
-            self.copy.lock().expect("copy lock").pending = true;
+        match cache.replace_all(snapshot.version, &snapshot.to_items()) {
+            Ok(()) => self.copy.lock().expect("copy lock").version = Some(snapshot.version),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
+                self.copy.lock().expect("copy lock").pending = true;
+            }
         }
     }
 
     /// Routes from the local copy when the store cannot be read at start. The snapshot's age
     /// is the copy's age, not zero: the store has not confirmed it.
     pub fn apply_local_copy(&self, load: Load, written_at: Option<SystemTime>) -> Arc<Snapshot> {
+        let version = load.version;
         let next = self.swap(Update::Full(load));
+        *self.copy.lock().expect("copy lock") = CopyState {
+            pending: false,
+            version: Some(version),
+        };
         if let Some(ms) = written_at.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
             self.fresh_at_ms
                 .store(ms.as_millis() as u64, Ordering::Relaxed);
@@ -217,6 +215,10 @@ impl FlagState {
         };
         let next = Arc::new(next);
         self.current.store(next.clone());
+        if self.cache.is_some() {
+            // Before the generation moves: the copy's writer wakes on it.
+            self.copy.lock().expect("copy lock").pending = true;
+        }
         self.loaded.store(true, Ordering::Release);
         self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
         self.generation.send_replace(next.generation);
@@ -275,6 +277,7 @@ pub async fn run<S: Source>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = source.describe();
+    let copier = tokio::spawn(keep_local_copy(state.clone(), shutdown.clone()));
     let mut failing = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -284,7 +287,7 @@ pub async fn run<S: Source>(
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
         if stopping {
-            write_local_copy(&state, true).await;
+            let _ = copier.await;
             return;
         }
         match poll_once(&mut source, &state).await {
@@ -301,16 +304,37 @@ pub async fn run<S: Source>(
                 tracing::debug!(store = %name, error = %Chain(&e), "flag store still unreadable")
             }
         }
-        write_local_copy(&state, false).await;
     }
 }
 
-/// Brings the local copy up to date on the flag-load thread, when it is behind (and due).
-async fn write_local_copy(state: &Arc<FlagState>, now: bool) {
-    if state.local_copy_due(now) {
-        let state = state.clone();
-        crate::background::run(move || state.write_local_copy(now)).await;
+/// Brings the local copy up to date after every applied change, at most once per
+/// [`LOCAL_COPY_INTERVAL`], on the copy thread; once more when `shutdown` turns true.
+async fn keep_local_copy(state: Arc<FlagState>, mut shutdown: watch::Receiver<bool>) {
+    if state.cache.is_none() {
+        return;
     }
+    let mut changes = state.subscribe();
+    let mut written_at: Option<tokio::time::Instant> = None;
+    loop {
+        if !state.local_copy_pending() {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            continue;
+        }
+        if let Some(at) = written_at {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at + LOCAL_COPY_INTERVAL) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        written_at = Some(tokio::time::Instant::now());
+        let state = state.clone();
+        crate::background::run_on(Lane::Copy, move || state.write_local_copy()).await;
+    }
+    let state = state.clone();
+    crate::background::run_on(Lane::Copy, move || state.write_local_copy()).await;
 }
 
 #[cfg(test)]
@@ -353,7 +377,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_local_copy_is_written_at_first_then_at_most_once_an_interval_and_at_stop() {
+    async fn every_change_reaches_the_local_copy_within_about_a_second_and_at_stop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flags.json");
         let doc =
@@ -361,35 +385,46 @@ mod tests {
         std::fs::write(&path, doc(1)).unwrap();
         let copy = FileStore::new(dir.path().join("copy.json"));
         let state = FlagState::with_cache(Targets::new(["legacy", "new"]), Some(copy.clone()));
-        let mut source = FileSource::new(FileStore::new(&path));
-        poll_once(&mut source, &state).await.unwrap();
-        assert_eq!(
-            copy.load().unwrap().version,
-            1,
-            "the first load is written at once"
-        );
-
-        std::fs::write(&path, doc(2)).unwrap();
-        poll_once(&mut source, &state).await.unwrap();
-        assert_eq!(state.load().version, 2);
-        assert_eq!(
-            copy.load().unwrap().version,
-            1,
-            "not again within the interval"
-        );
-        assert!(state.local_copy_pending());
-
-        // Stopping the reloader brings the copy up to date.
         let (stop, stopped) = watch::channel(false);
         let reloader = tokio::spawn(run(
-            source,
+            FileSource::new(FileStore::new(&path)),
             state.clone(),
-            Duration::from_secs(3600),
+            Duration::from_millis(5),
             stopped,
         ));
+        let copied = |version: u64| {
+            let copy = copy.clone();
+            async move {
+                let mut written = read_copy(&copy);
+                while written.as_ref().map(|l| l.version) != Some(version) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    written = read_copy(&copy);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), copied(1))
+            .await
+            .expect("the first load reaches the copy");
+        // Changes arriving faster than the interval all reach the copy, the last one included.
+        for v in 2..=6 {
+            std::fs::write(&path, doc(v)).unwrap();
+            state.wait_until(|s| s.version == v).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), copied(6))
+            .await
+            .expect("the last change reaches the copy");
+        assert_eq!(state.local_copy_version(), Some(6));
+
+        // Stopping the reloader writes what is still pending.
+        std::fs::write(&path, doc(7)).unwrap();
+        state.wait_until(|s| s.version == 7).await;
         stop.send_replace(true);
         reloader.await.unwrap();
-        assert_eq!(copy.load().unwrap().version, 2);
+        assert_eq!(copy.load().unwrap().version, 7);
         assert!(!state.local_copy_pending());
+    }
+
+    fn read_copy(copy: &FileStore) -> Option<Load> {
+        copy.load().ok()
     }
 }

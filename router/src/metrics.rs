@@ -433,6 +433,15 @@ impl Metrics {
             "switchyard_flags_age_seconds {:.3}",
             self.flags.age().as_secs_f64()
         );
+        if let Some(version) = self.flags.local_copy_version() {
+            header(
+                w,
+                "switchyard_flags_local_copy_version",
+                "gauge",
+                "Flag store version the local copy on disk holds (behind switchyard_flags_version for about a second after a change).",
+            );
+            let _ = writeln!(w, "switchyard_flags_local_copy_version {version}");
+        }
         if let Some(reads) = &self.store_reads {
             header(
                 w,

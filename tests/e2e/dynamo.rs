@@ -18,7 +18,7 @@ use switchyard::Router;
 use crate::support::*;
 
 /// A DynamoDB Local process on a loopback port.
-struct Emulator {
+pub struct Emulator {
     child: Child,
     port: u16,
 }
@@ -36,12 +36,12 @@ fn emulator_lib() -> PathBuf {
 
 impl Emulator {
     /// A fresh in-memory emulator.
-    async fn start() -> Emulator {
+    pub async fn start() -> Emulator {
         Self::spawn(free_port(), None).await
     }
 
     /// An emulator keeping its data in `dir`, so it can be stopped and started again.
-    async fn start_in(dir: &Path, port: u16) -> Emulator {
+    pub async fn start_in(dir: &Path, port: u16) -> Emulator {
         Self::spawn(port, Some(dir.to_owned())).await
     }
 
@@ -88,19 +88,19 @@ impl Emulator {
         emulator
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!(
             "dynamodb://flags?region=us-east-1&endpoint=http://127.0.0.1:{}",
             self.port
         )
     }
 
-    async fn store(&self) -> DynamoStore {
+    pub async fn store(&self) -> DynamoStore {
         DynamoStore::connect(&DynamoUrl::parse(&self.url()).unwrap()).await
     }
 
     /// Kills it, as a crash or a network cut would look to a router.
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -112,7 +112,7 @@ impl Drop for Emulator {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -120,7 +120,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u64>) -> FlagWrite {
+pub fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u64>) -> FlagWrite {
     FlagWrite {
         tenant: tenant.into(),
         placing,
@@ -132,16 +132,16 @@ fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u64>) 
     }
 }
 
-fn pin(target: &str) -> Option<Placing> {
+pub fn pin(target: &str) -> Option<Placing> {
     Some(Placing::Pinned(target.into()))
 }
 
 /// A router config for `setup`'s upstreams, reading flags from `url`.
-fn router_config(setup: &Setup, url: &str) -> switchyard::Config {
+pub fn router_config(setup: &Setup, url: &str) -> switchyard::Config {
     switchyard::Config::parse(&router_config_text(setup, url), setup.dir.path(), "test").unwrap()
 }
 
-fn router_config_text(setup: &Setup, url: &str) -> String {
+pub fn router_config_text(setup: &Setup, url: &str) -> String {
     setup
         .config_text()
         .replace(
@@ -152,7 +152,7 @@ fn router_config_text(setup: &Setup, url: &str) -> String {
 }
 
 /// The same config as a file, for the CLI's `--config`.
-fn router_config_file(setup: &Setup, url: &str) -> String {
+pub fn router_config_file(setup: &Setup, url: &str) -> String {
     let path = setup.dir.path().join("router-dynamo.toml");
     std::fs::write(&path, router_config_text(setup, url)).unwrap();
     path.to_str().unwrap().to_owned()

@@ -16,4 +16,5 @@ mod reload;
 mod routing;
 mod seal;
 mod slow_clients;
+mod store_edges;
 mod streaming;
