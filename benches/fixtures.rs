@@ -35,7 +35,11 @@ pub fn load(n: usize, split: bool) -> Load {
             }
         })
         .collect();
-    Load { version: 1, items }
+    Load {
+        version: 1,
+        items,
+        identity: None,
+    }
 }
 
 pub fn snapshot(n: usize, split: bool) -> Snapshot {

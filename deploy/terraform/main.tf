@@ -93,14 +93,36 @@ resource "aws_dynamodb_table" "audit" {
   tags = var.tags
 }
 
-# The version item every write bumps and every router polls. Created once at version 0;
-# Terraform never writes it again (the store owns its value).
+# The store's identity, made once. Routers refuse a store whose identity changed (a
+# recreated table) until an operator runs `switchyard flags adopt`.
+resource "random_uuid" "store_id" {}
+
+# The version item every write bumps and every router polls, with the store's identity.
+# Created once at version 0; Terraform never writes it again (the store owns its value).
 resource "aws_dynamodb_table_item" "meta" {
   table_name = aws_dynamodb_table.flags.name
   hash_key   = aws_dynamodb_table.flags.hash_key
   item = jsonencode({
-    tenant  = { S = "#meta" }
-    version = { N = "0" }
+    tenant   = { S = "#meta" }
+    version  = { N = "0" }
+    store_id = { S = replace(random_uuid.store_id.result, "-", "") }
+  })
+
+  lifecycle {
+    ignore_changes = [item]
+  }
+}
+
+# The identity again in the audit table, so `switchyard flags create-table` can rebuild a lost
+# meta item with it (and the version from the audit stream) instead of starting over.
+resource "aws_dynamodb_table_item" "identity" {
+  table_name = aws_dynamodb_table.audit.name
+  hash_key   = aws_dynamodb_table.audit.hash_key
+  range_key  = aws_dynamodb_table.audit.range_key
+  item = jsonencode({
+    stream   = { S = "#identity" }
+    seq      = { N = "0" }
+    store_id = { S = replace(random_uuid.store_id.result, "-", "") }
   })
 
   lifecycle {

@@ -33,6 +33,7 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 
 use crate::error::{ItemError, StoreError};
+use crate::identity::StoreIdentity;
 use crate::model::{FlagItem, Targets, now_secs};
 use crate::snapshot::{Load, LoadedItem};
 use crate::source::{Source, Update as SourceUpdate};
@@ -41,6 +42,36 @@ use crate::write::{Current, FlagWrite};
 const META: &str = "#meta";
 const STREAM: &str = "changes";
 const BY_TENANT: &str = "by_tenant";
+/// The audit table's record of the store's identity (`stream = "#identity"`, `seq = 0`).
+const IDENTITY: &str = "#identity";
+
+/// The meta item: the store's version and identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub version: u64,
+    /// `None` for a store made before identities (`flags create-table` gives it one).
+    pub identity: Option<StoreIdentity>,
+}
+
+/// What `create_tables` did to the meta item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new, empty store.
+    New { id: String },
+    /// The store existed and is kept as it was (given an identity if it had none).
+    Kept { id: String, version: u64 },
+    /// The meta item was lost and is rebuilt at the audit stream's last version, with the
+    /// identity the audit table records (`same_identity`) or a new one.
+    Rebuilt {
+        id: String,
+        version: u64,
+        same_identity: bool,
+    },
+}
+
+fn new_store_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
 
 /// `dynamodb://TABLE?region=us-east-1&endpoint=http://127.0.0.1:8000&segments=4`
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,8 +242,8 @@ impl DynamoStore {
     }
 
     /// Creates the flags and audit tables (on-demand billing) and the meta item; tables that
-    /// already exist are kept.
-    pub async fn create_tables(&self) -> Result<(), StoreError> {
+    /// already exist are kept, and a lost meta item is rebuilt from the audit stream.
+    pub async fn create_tables(&self) -> Result<Created, StoreError> {
         let attr = |name: &str, t: ScalarAttributeType| {
             AttributeDefinition::builder()
                 .attribute_name(name)
@@ -265,25 +296,186 @@ impl DynamoStore {
         for table in [self.url.table.clone(), self.url.audit_table()] {
             self.wait_active(&table).await?;
         }
-        let meta = self
-            .client
+        self.create_meta().await
+    }
+
+    /// Makes the meta item of a new store, gives an existing one the identity it lacks, or
+    /// rebuilds a lost one from the audit stream; never resets a store that has history.
+    async fn create_meta(&self) -> Result<Created, StoreError> {
+        let recorded = self.recorded_identity().await?;
+        if let Some(meta) = self.raw(META).await? {
+            let version = number(meta.get("version")).unwrap_or(0);
+            let id = match meta.get("store_id").and_then(|v| v.as_s().ok()) {
+                Some(id) => id.clone(),
+                None => {
+                    // A store made before identities: it gets the one its audit table
+                    // records, or a new one.
+                    let id = recorded.clone().unwrap_or_else(new_store_id);
+                    self.client
+                        .update_item()
+                        .table_name(&self.url.table)
+                        .key("tenant", AttributeValue::S(META.into()))
+                        .update_expression("SET store_id = :id")
+                        .condition_expression(
+                            "attribute_exists(tenant) AND attribute_not_exists(store_id)",
+                        )
+                        .expression_attribute_values(":id", AttributeValue::S(id.clone()))
+                        .send()
+                        .await
+                        .map_err(sdk_err("give the store an identity"))?;
+                    id
+                }
+            };
+            self.record_identity(&id, recorded.as_deref()).await?;
+            return Ok(Created::Kept { id, version });
+        }
+        let latest = self.latest_seq().await?;
+        if latest > 0 && !self.holds_flags().await? {
+            return Err(StoreError::Remote {
+                op: "create the meta item",
+                source: format!(
+                    "{table} holds no flags but {audit} records {latest} changes: the flags table looks recreated. Restore {table} from a backup (point-in-time recovery) and run create-table again to rebuild its {META} item, or delete {audit} too to start an empty store",
+                    table = self.url.table,
+                    audit = self.url.audit_table(),
+                )
+                .into(),
+            });
+        }
+        let id = recorded.clone().unwrap_or_else(new_store_id);
+        self.client
             .put_item()
             .table_name(&self.url.table)
             .item("tenant", AttributeValue::S(META.into()))
-            .item("version", AttributeValue::N("0".into()))
+            .item("version", AttributeValue::N(latest.to_string()))
+            .item("store_id", AttributeValue::S(id.clone()))
             .condition_expression("attribute_not_exists(tenant)")
             .send()
-            .await;
-        match meta {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
+            .await
+            .map_err(sdk_err("create the meta item"))?;
+        self.record_identity(&id, recorded.as_deref()).await?;
+        Ok(if latest == 0 {
+            Created::New { id }
+        } else {
+            Created::Rebuilt {
+                id,
+                version: latest,
+                same_identity: recorded.is_some(),
             }
-            Err(e) => Err(sdk_err("create meta item")(e)),
+        })
+    }
+
+    /// The identity the audit table records (the item `stream = "#identity"`), which outlives
+    /// a lost meta item.
+    async fn recorded_identity(&self) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.url.audit_table())
+            .key("stream", AttributeValue::S(IDENTITY.into()))
+            .key("seq", AttributeValue::N("0".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err("read the store's identity"))?;
+        Ok(out
+            .item()
+            .and_then(|i| i.get("store_id"))
+            .and_then(|v| v.as_s().ok())
+            .cloned())
+    }
+
+    async fn record_identity(&self, id: &str, recorded: Option<&str>) -> Result<(), StoreError> {
+        if recorded == Some(id) {
+            return Ok(());
         }
+        self.client
+            .put_item()
+            .table_name(self.url.audit_table())
+            .item("stream", AttributeValue::S(IDENTITY.into()))
+            .item("seq", AttributeValue::N("0".into()))
+            .item("store_id", AttributeValue::S(id.into()))
+            .send()
+            .await
+            .map_err(sdk_err("record the store's identity"))?;
+        Ok(())
+    }
+
+    /// The last sequence number of the audit stream (0 when it is empty).
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.url.audit_table())
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":s", AttributeValue::S(STREAM.into()))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err("read the last audit record"))?;
+        Ok(out
+            .items()
+            .first()
+            .and_then(|i| number(i.get("seq")))
+            .unwrap_or(0))
+    }
+
+    /// True when the flags table holds an item other than the meta item.
+    async fn holds_flags(&self) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.url.table)
+            .limit(2)
+            .send()
+            .await
+            .map_err(sdk_err("scan flags"))?;
+        Ok(out.items().iter().any(|i| {
+            i.get("tenant")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                != Some(META)
+        }))
+    }
+
+    /// Stamps the store as adopted by an operator: routers that refused it (another identity,
+    /// or an older version than their snapshot) load it whole at their next poll.
+    pub async fn adopt(&self, by: &str, reason: &str) -> Result<Meta, StoreError> {
+        let adopted_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.client
+            .update_item()
+            .table_name(&self.url.table)
+            .key("tenant", AttributeValue::S(META.into()))
+            .update_expression(
+                "SET adopted_ms = :ms, adopted_by = :by, adopted_reason = :why",
+            )
+            .condition_expression("attribute_exists(store_id)")
+            .expression_attribute_values(":ms", AttributeValue::N(adopted_ms.to_string()))
+            .expression_attribute_values(":by", AttributeValue::S(by.into()))
+            .expression_attribute_values(":why", AttributeValue::S(reason.into()))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception())
+                {
+                    StoreError::Remote {
+                        op: "adopt the store",
+                        source: format!(
+                            "table {} has no identity yet: run `switchyard flags create-table` first",
+                            self.url.table
+                        )
+                        .into(),
+                    }
+                } else {
+                    sdk_err("adopt the store")(e)
+                }
+            })?;
+        self.meta().await
     }
 
     async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
@@ -312,6 +504,11 @@ impl DynamoStore {
 
     /// The store's version: one small consistent read.
     pub async fn version(&self) -> Result<u64, StoreError> {
+        Ok(self.meta().await?.version)
+    }
+
+    /// The store's version and identity: one small consistent read.
+    pub async fn meta(&self) -> Result<Meta, StoreError> {
         let out = self
             .client
             .get_item()
@@ -326,17 +523,25 @@ impl DynamoStore {
             return Err(StoreError::Remote {
                 op: "read meta version",
                 source: format!(
-                    "table {} has no {META} item: run `switchyard flags create-table`",
+                    "table {} has no {META} item: run `switchyard flags create-table`, which rebuilds it from the audit stream",
                     self.url.table
                 )
                 .into(),
             });
         };
         self.reads.items.fetch_add(1, Ordering::Relaxed);
-        number(item.get("version")).ok_or_else(|| StoreError::Remote {
+        let version = number(item.get("version")).ok_or_else(|| StoreError::Remote {
             op: "read meta version",
             source: "the meta item's version is not a number".into(),
-        })
+        })?;
+        let identity = item
+            .get("store_id")
+            .and_then(|v| v.as_s().ok())
+            .map(|id| StoreIdentity {
+                id: id.clone(),
+                adopted_ms: number(item.get("adopted_ms")).unwrap_or(0),
+            });
+        Ok(Meta { version, identity })
     }
 
     /// Every flag item, by a parallel scan.
@@ -581,6 +786,29 @@ impl DynamoStore {
                     {
                         continue; // another tenant's write took this version: take the next
                     }
+                    if failed(2) {
+                        return Err(StoreError::Remote {
+                            op: "write flag",
+                            source: format!(
+                                "{audit} already holds change {seq}, so the version in {table}'s {META} item ({version}) is behind its audit stream ({META} was reset or edited by hand). Nothing was written. Run `switchyard flags create-table` to check the store, and `switchyard flags adopt` once it is right",
+                                audit = self.url.audit_table(),
+                                table = self.url.table,
+                            )
+                            .into(),
+                        });
+                    }
+                    if !reasons.is_empty() {
+                        return Err(StoreError::Remote {
+                            op: "write flag",
+                            source: format!(
+                                "DynamoDB cancelled the write (the {META} version bump: {}; the flag: {}; the audit record: {}). Nothing was written",
+                                reason_words(reasons.first()),
+                                reason_words(reasons.get(1)),
+                                reason_words(reasons.get(2)),
+                            )
+                            .into(),
+                        });
+                    }
                     return Err(sdk_err("write flag")(e));
                 }
             }
@@ -606,6 +834,19 @@ where
             Ok(())
         }
         Err(e) => Err(sdk_err(op)(e)),
+    }
+}
+
+/// A transaction cancellation reason in words.
+fn reason_words(code: Option<&Option<String>>) -> &'static str {
+    match code.and_then(|c| c.as_deref()) {
+        None | Some("None") => "fine",
+        Some("ConditionalCheckFailed") => "its condition failed",
+        Some("ItemCollectionSizeLimitExceeded") => "too large",
+        Some("TransactionConflict") => "another write was in progress",
+        Some("ProvisionedThroughputExceeded") | Some("ThrottlingError") => "throttled",
+        Some("ValidationError") => "refused as invalid",
+        Some(_) => "refused",
     }
 }
 
@@ -697,11 +938,13 @@ fn audit_record(item: &HashMap<String, AttributeValue>) -> AuditRecord {
 }
 
 /// The DynamoDB store as a reload source: a full scan first, then deltas from the audit stream.
+/// A store whose identity changed or whose version went back is scanned whole again, for the
+/// reloader to judge (see [`crate::identity`]).
 #[derive(Debug)]
 pub struct DynamoSource {
     store: DynamoStore,
-    /// The store version the router has applied; `None` until the first full load.
-    known: Option<u64>,
+    /// The meta the router last read; `None` until the first full load.
+    known: Option<Meta>,
 }
 
 impl DynamoSource {
@@ -716,19 +959,14 @@ impl Source for DynamoSource {
     }
 
     async fn poll(&mut self) -> Result<Option<SourceUpdate>, StoreError> {
-        let version = self.store.version().await?;
-        match self.known {
-            None => {
-                // Read the version before the scan: a write during the scan shows up again in
-                // the next delta, and replaying it is harmless.
-                let items = self.store.scan_all().await?;
-                self.known = Some(version);
-                Ok(Some(SourceUpdate::Full(Load { version, items })))
+        let meta = self.store.meta().await?;
+        match &self.known {
+            Some(known) if known.identity == meta.identity && meta.version == known.version => {
+                Ok(None)
             }
-            Some(known) if version == known => Ok(None),
-            Some(known) => {
-                let records = self.store.changes_since(known).await?;
-                let latest = records.iter().map(|r| r.seq).max().unwrap_or(version);
+            Some(known) if known.identity == meta.identity && meta.version > known.version => {
+                let records = self.store.changes_since(known.version).await?;
+                let latest = records.iter().map(|r| r.seq).max().unwrap_or(meta.version);
                 let items = records
                     .into_iter()
                     .map(|r| LoadedItem {
@@ -744,11 +982,28 @@ impl Source for DynamoSource {
                         },
                     })
                     .collect();
-                let applied = latest.max(version);
-                self.known = Some(applied);
+                let version = latest.max(meta.version);
+                let identity = meta.identity.clone();
+                self.known = Some(Meta {
+                    version,
+                    identity: identity.clone(),
+                });
                 Ok(Some(SourceUpdate::Delta(Load {
-                    version: applied,
+                    version,
                     items,
+                    identity,
+                })))
+            }
+            _ => {
+                // The first load, or another store: read the version before the scan, so a
+                // write during the scan shows up again in the next delta (replaying it is
+                // harmless).
+                let items = self.store.scan_all().await?;
+                self.known = Some(meta.clone());
+                Ok(Some(SourceUpdate::Full(Load {
+                    version: meta.version,
+                    items,
+                    identity: meta.identity,
                 })))
             }
         }

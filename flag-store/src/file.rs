@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::error::{ItemError, StoreError};
+use crate::identity::StoreIdentity;
 use crate::model::{FlagItem, Targets, now_secs};
 use crate::snapshot::{Load, LoadedItem};
 use crate::source::{Source, Update};
@@ -41,6 +42,8 @@ pub struct FileStore {
 struct Document {
     version: u64,
     items: Vec<Value>,
+    /// The identity of the store a local copy was taken from (a flag file has none).
+    store: Option<StoreIdentity>,
 }
 
 impl FileStore {
@@ -82,6 +85,7 @@ impl FileStore {
             return Ok(Load {
                 version: doc.version,
                 items,
+                identity: doc.store,
             });
         }
         let doc = self.parse_document(bytes)?;
@@ -97,6 +101,7 @@ impl FileStore {
         Ok(Load {
             version: doc.version,
             items,
+            identity: doc.store,
         })
     }
 
@@ -124,12 +129,24 @@ impl FileStore {
                 return Err(format(format!("\"items\" must be an array, not {other}")));
             }
         };
+        let store = match top.remove("store") {
+            None => None,
+            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
+                format(format!(
+                    "\"store\" must be {{\"id\": ..., \"adopted_ms\": ...}}: {e}"
+                ))
+            })?),
+        };
         if let Some(key) = top.keys().next() {
             return Err(format(format!(
                 "unknown top-level key {key:?} (expected \"version\" and \"items\")"
             )));
         }
-        Ok(Document { version, items })
+        Ok(Document {
+            version,
+            items,
+            store,
+        })
     }
 
     /// The tenant's stored item, if it has one that parses.
@@ -250,6 +267,7 @@ impl FileStore {
         }
         let doc = Document {
             version: 1,
+            store: None,
             items: items
                 .iter()
                 .map(|i| serde_json::to_value(i).expect("a flag item always serialises"))
@@ -259,10 +277,16 @@ impl FileStore {
     }
 
     /// Replaces the whole document (the local copy of a remote store), under the lock.
-    pub fn replace_all(&self, version: u64, items: &[FlagItem]) -> Result<(), StoreError> {
+    pub fn replace_all(
+        &self,
+        version: u64,
+        store: Option<&StoreIdentity>,
+        items: &[FlagItem],
+    ) -> Result<(), StoreError> {
         let _lock = self.lock()?;
         let doc = Document {
             version,
+            store: store.cloned(),
             items: (items.iter().enumerate())
                 .map(|(i, item)| {
                     crate::background::give_way_at(i);
@@ -301,7 +325,13 @@ impl FileStore {
         let result = (|| {
             let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
             // One item a line: readable by people and diffs alike.
-            write!(out, "{{\n  \"version\": {},\n  \"items\": [", doc.version)?;
+            write!(out, "{{\n  \"version\": {},", doc.version)?;
+            if let Some(store) = &doc.store {
+                write!(out, "\n  \"store\": ")?;
+                serde_json::to_writer(&mut out, store)?;
+                write!(out, ",")?;
+            }
+            write!(out, "\n  \"items\": [")?;
             for (i, item) in doc.items.iter().enumerate() {
                 crate::background::give_way_at(i);
                 let sep = if i == 0 { "" } else { "," };
@@ -336,6 +366,8 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 struct RawDocument<'a> {
     #[serde(default)]
     version: u64,
+    #[serde(default)]
+    store: Option<StoreIdentity>,
     #[serde(borrow, default, deserialize_with = "raw_items")]
     items: Vec<&'a serde_json::value::RawValue>,
 }

@@ -9,6 +9,7 @@ pub mod background;
 pub mod dynamodb;
 pub mod error;
 pub mod file;
+pub mod identity;
 pub mod model;
 pub mod reload;
 pub mod snapshot;
@@ -18,6 +19,7 @@ pub mod write;
 
 pub use error::{ItemError, StoreError};
 pub use file::{FileSource, FileStore};
+pub use identity::StoreIdentity;
 pub use model::{
     BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
 };

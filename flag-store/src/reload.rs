@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::background::Lane;
 use crate::error::{Chain, StoreError};
+use crate::identity::{self, Lineage};
 use crate::model::Targets;
 use crate::snapshot::{Load, Snapshot};
 use crate::source::{Source, Update};
@@ -25,17 +26,25 @@ pub enum ReloadResult {
     Partial,
     /// The store could not be read or parsed; the last good snapshot stays.
     Error,
+    /// The store answered, but it is another store or an older one than the snapshot came
+    /// from (see [`crate::identity`]); the last good snapshot stays until it is adopted.
+    Refused,
 }
 
 impl ReloadResult {
-    pub const ALL: [ReloadResult; 3] =
-        [ReloadResult::Ok, ReloadResult::Partial, ReloadResult::Error];
+    pub const ALL: [ReloadResult; 4] = [
+        ReloadResult::Ok,
+        ReloadResult::Partial,
+        ReloadResult::Error,
+        ReloadResult::Refused,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ReloadResult::Ok => "ok",
             ReloadResult::Partial => "partial",
             ReloadResult::Error => "error",
+            ReloadResult::Refused => "refused",
         }
     }
 }
@@ -47,7 +56,9 @@ pub struct FlagState {
     current: ArcSwap<Snapshot>,
     targets: Targets,
     loaded: AtomicBool,
-    reloads: [AtomicU64; 3],
+    reloads: [AtomicU64; 4],
+    /// Why the store is refused, while it is (see [`crate::identity`]).
+    refusal: Mutex<Option<String>>,
     /// When the store last confirmed the snapshot (applied or unchanged), ms since the epoch.
     fresh_at_ms: AtomicU64,
     generation: watch::Sender<u64>,
@@ -84,6 +95,7 @@ impl FlagState {
             targets,
             loaded: AtomicBool::new(false),
             reloads: Default::default(),
+            refusal: Mutex::default(),
             fresh_at_ms: AtomicU64::new(now_ms()),
             generation: watch::channel(0).0,
             copy: Mutex::default(),
@@ -144,11 +156,23 @@ impl FlagState {
     }
 
     /// Builds the next snapshot and swaps it in, on the calling thread, and marks the local
-    /// copy (if there is one) behind; [`run`] brings it up to date.
+    /// copy (if there is one) behind; [`run`] brings it up to date. A load from another store,
+    /// or from this one gone back in time, is refused whole: the current snapshot stays, and
+    /// is returned.
     pub fn apply_update(&self, update: Update) -> Arc<Snapshot> {
-        let next = self.swap(update);
-        self.mark_fresh();
-        next
+        match self.swap(update) {
+            Ok(next) => {
+                self.mark_fresh();
+                next
+            }
+            Err(current) => current,
+        }
+    }
+
+    /// Why the flag store is refused, while it is: the router routes on its last good snapshot
+    /// until an operator adopts the store (`switchyard flags adopt`).
+    pub fn store_refused(&self) -> Option<String> {
+        self.refusal.lock().expect("refusal lock").clone()
     }
 
     /// True when the local copy is behind the current snapshot.
@@ -171,7 +195,11 @@ impl FlagState {
         let snapshot = self.load_full();
         copy.pending = false;
         drop(copy);
-        match cache.replace_all(snapshot.version, &snapshot.to_items()) {
+        match cache.replace_all(
+            snapshot.version,
+            snapshot.identity.as_ref(),
+            &snapshot.to_items(),
+        ) {
             Ok(()) => self.copy.lock().expect("copy lock").version = Some(snapshot.version),
             Err(e) => {
                 tracing::warn!(error = %Chain(&e), "cannot write the local copy of the flags");
@@ -184,7 +212,9 @@ impl FlagState {
     /// is the copy's age, not zero: the store has not confirmed it.
     pub fn apply_local_copy(&self, load: Load, written_at: Option<SystemTime>) -> Arc<Snapshot> {
         let version = load.version;
-        let next = self.swap(Update::Full(load));
+        let next = self
+            .swap(Update::Full(load))
+            .unwrap_or_else(|current| current);
         *self.copy.lock().expect("copy lock") = CopyState {
             pending: false,
             version: Some(version),
@@ -196,8 +226,13 @@ impl FlagState {
         next
     }
 
-    fn swap(&self, update: Update) -> Arc<Snapshot> {
+    /// Swaps in the snapshot `update` makes, or refuses it and returns the current one.
+    fn swap(&self, update: Update) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
         let previous = self.current.load_full();
+        if self.is_loaded() && !self.follows(&previous, &update) {
+            self.reloads[ReloadResult::Refused as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(previous);
+        }
         let mut next = match update {
             Update::Full(load) => {
                 Snapshot::build(load, &self.targets, self.is_loaded().then_some(&*previous))
@@ -229,7 +264,56 @@ impl FlagState {
             rejected = next.rejected.len(),
             "flag snapshot applied"
         );
-        next
+        Ok(next)
+    }
+
+    /// Whether `update` may follow `current`: the same store at the same or a later version,
+    /// or a store an operator adopted since (loaded whole). Once a load is refused, every
+    /// later one is until an adoption, so a restored table whose version climbs back past the
+    /// snapshot's is never merged into it.
+    fn follows(&self, current: &Snapshot, update: &Update) -> bool {
+        let (load, whole) = match update {
+            Update::Full(load) => (load, true),
+            Update::Delta(load) => (load, false),
+        };
+        if current.identity.is_none() && load.identity.is_none() {
+            return true; // a flag file, or a table made before stores had identities
+        }
+        let mut refusal = self.refusal.lock().expect("refusal lock");
+        let why = match identity::judge(
+            current.identity.as_ref(),
+            current.version,
+            load.identity.as_ref(),
+            load.version,
+        ) {
+            Lineage::Adopted if whole => {
+                tracing::warn!(
+                    from = ?current.identity,
+                    to = ?load.identity,
+                    version = load.version,
+                    "adopting the flag store an operator adopted; its flags replace the snapshot"
+                );
+                *refusal = None;
+                return true;
+            }
+            Lineage::Adopted => "an adopted store must be loaded whole".to_owned(),
+            Lineage::Follows => match &*refusal {
+                None => return true,
+                Some(why) => why.clone(),
+            },
+            Lineage::Refused(why) => why,
+        };
+        if refusal.is_none() {
+            tracing::error!(
+                reason = %why,
+                version = current.version,
+                "flag store refused: routing on the last good snapshot and keeping the local copy until an operator runs `switchyard flags adopt`"
+            );
+        } else {
+            tracing::debug!(reason = %why, "flag store still refused");
+        }
+        *refusal = Some(why);
+        false
     }
 
     fn mark_fresh(&self) {
@@ -259,7 +343,10 @@ pub async fn poll_once<S: Source>(
             Ok(())
         }
         Ok(None) => {
-            state.mark_fresh();
+            // An unchanged store confirms the snapshot, unless it is a refused one.
+            if state.store_refused().is_none() {
+                state.mark_fresh();
+            }
             Ok(())
         }
         Err(e) => {

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use hashbrown::HashTable;
 
 use crate::error::ItemError;
+use crate::identity::StoreIdentity;
 use crate::model::{Audit, DEFAULT_TENANT, Flag, FlagItem, Interner, Placement, Targets};
 
 type Hasher = foldhash::fast::RandomState;
@@ -56,6 +57,8 @@ pub struct Load {
     /// The store's write counter: every write bumps it.
     pub version: u64,
     pub items: Vec<LoadedItem>,
+    /// The store's identity, when it has one (see [`crate::identity`]).
+    pub identity: Option<StoreIdentity>,
 }
 
 #[derive(Debug)]
@@ -472,6 +475,8 @@ pub struct Snapshot {
     targets: Targets,
     /// The store's version this snapshot was built from.
     pub version: u64,
+    /// The identity of the store it was built from, when it has one.
+    pub identity: Option<StoreIdentity>,
     /// Counts snapshots built by this process (1 is the first load).
     pub generation: u64,
     pub built_at: SystemTime,
@@ -487,6 +492,7 @@ impl Snapshot {
             table: Table::with_capacity(0, 0),
             targets,
             version: 0,
+            identity: None,
             generation: 0,
             built_at: SystemTime::now(),
             rejected: Vec::new(),
@@ -573,6 +579,7 @@ impl Snapshot {
             table,
             targets: targets.clone(),
             version: load.version,
+            identity: load.identity,
             generation: previous.map_or(1, |p| p.generation + 1),
             built_at: SystemTime::now(),
             rejected,
@@ -630,6 +637,7 @@ impl Snapshot {
             table,
             targets: self.targets.clone(),
             version: load.version,
+            identity: load.identity.or_else(|| self.identity.clone()),
             generation: self.generation + 1,
             built_at: SystemTime::now(),
             rejected,
@@ -796,6 +804,7 @@ mod tests {
     fn load(version: u64, items: &[&str]) -> Load {
         Load {
             version,
+            identity: None,
             items: items
                 .iter()
                 .enumerate()

@@ -144,6 +144,17 @@ impl Admin {
                 ),
             );
         }
+        if let Some(why) = self.flags.store_refused() {
+            // Still ready: the router routes on its last good snapshot, as in a store outage,
+            // and taking every router out of the balancer at once would be a full outage.
+            return text(
+                StatusCode::OK,
+                format!(
+                    "ready, on the last good flags (version {}): the flag store is refused: {why}. Check the table, then run `switchyard flags adopt` to accept it\n",
+                    self.flags.load().version
+                ),
+            );
+        }
         text(StatusCode::OK, "ready\n")
     }
 

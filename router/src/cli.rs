@@ -141,7 +141,21 @@ enum FlagsCommand {
         store: StoreArgs,
     },
     /// Create what the store needs (the DynamoDB tables and meta item, or an empty flag file).
+    /// An existing store is kept; a lost meta item is rebuilt from the audit stream.
     CreateTable {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Tell every router to accept the store as it is now: after a table was recreated or
+    /// restored, routers refuse it (another identity, or an older version) and keep their last
+    /// good flags until this is run. Check the table first: its flags replace theirs.
+    Adopt {
+        /// Why (recorded in the meta item; required).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: the user name).
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -211,7 +225,15 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let (version, items) = runtime(1)?
         .block_on(async { Store::open(&config.flags.store).await.list().await })
         .with_context(|| format!("{}: flags.source", path.display()))?;
-    let snapshot = flag_store::Snapshot::build(Load { version, items }, &config.targets, None);
+    let snapshot = flag_store::Snapshot::build(
+        Load {
+            version,
+            items,
+            identity: None,
+        },
+        &config.targets,
+        None,
+    );
     println!(
         "{}: ok: {} targets, {} routes; flags {}: version {}, {} tenants{}",
         path.display(),
@@ -375,8 +397,55 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         FlagsCommand::CreateTable { store: args } => {
             let (url, _) = store_url(&args)?;
             let store = Store::open(&url).await;
-            store.create().await?;
-            println!("{} is ready", store.describe());
+            let name = store.describe();
+            use flag_store::dynamodb::Created;
+            match store.create().await? {
+                None => println!("{name} is ready"),
+                Some(Created::New { id }) => {
+                    println!("{name} is ready: a new store, identity {id}")
+                }
+                Some(Created::Kept { id, version }) => println!(
+                    "{name} is ready: the existing store is kept as it was (identity {id}, version {version})"
+                ),
+                Some(Created::Rebuilt {
+                    id,
+                    version,
+                    same_identity,
+                }) => {
+                    println!(
+                        "{name} is ready: its meta item was missing and is rebuilt from the audit stream at version {version} (identity {id})"
+                    );
+                    if !same_identity {
+                        println!(
+                            "the audit table recorded no identity, so this one is new: routers keep their flags until `switchyard flags adopt`"
+                        );
+                    }
+                }
+            }
+        }
+        FlagsCommand::Adopt {
+            reason,
+            by,
+            store: args,
+        } => {
+            if reason.trim().is_empty() {
+                bail!("--reason must say why the store is adopted");
+            }
+            let (url, _) = store_url(&args)?;
+            let StoreUrl::Dynamo(dynamo) = &url else {
+                bail!("a flag file has no identity to adopt; only a DynamoDB store does");
+            };
+            let by = by
+                .or_else(user_name)
+                .context("cannot tell who you are: pass --by")?;
+            let store = flag_store::dynamodb::DynamoStore::connect(dynamo).await;
+            let meta = store.adopt(&by, &reason).await?;
+            let identity = meta.identity.map(|i| i.to_string()).unwrap_or_default();
+            println!(
+                "{} adopted (identity {identity}, version {}): routers load it whole at their next poll",
+                store.describe(),
+                meta.version
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

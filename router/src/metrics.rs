@@ -412,7 +412,7 @@ impl Metrics {
             w,
             "switchyard_flags_reloads_total",
             "counter",
-            "Flag store polls that changed or failed, by result (ok, partial: some items rejected, error: store unreadable).",
+            "Flag store polls that changed or failed, by result (ok, partial: some items rejected, error: store unreadable, refused: another or an older store).",
         );
         for result in ReloadResult::ALL {
             let _ = writeln!(
@@ -432,6 +432,17 @@ impl Metrics {
             w,
             "switchyard_flags_age_seconds {:.3}",
             self.flags.age().as_secs_f64()
+        );
+        header(
+            w,
+            "switchyard_flags_store_refused",
+            "gauge",
+            "1 while the flag store is refused (another identity, or its version went back): routing on the last good snapshot until `switchyard flags adopt`.",
+        );
+        let _ = writeln!(
+            w,
+            "switchyard_flags_store_refused {}",
+            u8::from(self.flags.store_refused().is_some())
         );
         if let Some(version) = self.flags.local_copy_version() {
             header(

@@ -218,6 +218,7 @@ mod tests {
 
     fn snapshot(items: &[String]) -> Snapshot {
         let load = Load {
+            identity: None,
             version: 1,
             items: items
                 .iter()
@@ -273,6 +274,7 @@ mod tests {
     #[test]
     fn a_tenant_whose_item_is_rejected_goes_nowhere_but_a_fixed_route_still_serves_it() {
         let load = Load {
+            identity: None,
             version: 1,
             items: [
                 r#"{"tenant":"*","target":"legacy"}"#,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use flag_store::dynamodb::{AuditRecord, DynamoStore};
+use flag_store::dynamodb::{AuditRecord, Created, DynamoStore};
 use flag_store::write::Current;
 use flag_store::{FileStore, FlagItem, FlagWrite, LoadedItem, StoreError, StoreUrl, Targets};
 
@@ -152,10 +152,11 @@ impl Store {
     }
 
     /// Creates what the store needs (an empty flag file, or the tables); keeps what exists.
-    pub async fn create(&self) -> Result<(), StoreError> {
+    /// For DynamoDB, says what it did to the meta item.
+    pub async fn create(&self) -> Result<Option<Created>, StoreError> {
         match self {
-            Store::File(f) => f.create(&[]),
-            Store::Dynamo(d) => d.create_tables().await,
+            Store::File(f) => f.create(&[]).map(|()| None),
+            Store::Dynamo(d) => d.create_tables().await.map(Some),
         }
     }
 }

@@ -76,7 +76,7 @@ impl Emulator {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
             match store.create_tables().await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) => assert!(
                     tokio::time::Instant::now() < deadline,
                     "DynamoDB Local did not come up: {}",
@@ -97,6 +97,20 @@ impl Emulator {
 
     pub async fn store(&self) -> DynamoStore {
         DynamoStore::connect(&DynamoUrl::parse(&self.url()).unwrap()).await
+    }
+
+    /// A plain AWS SDK client on the emulator, for writes that bypass Switchyard.
+    pub fn sdk(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+                .endpoint_url(format!("http://127.0.0.1:{}", self.port))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "local", "local", None, None, "test",
+                ))
+                .build(),
+        )
     }
 
     /// Kills it, as a crash or a network cut would look to a router.
@@ -282,16 +296,7 @@ async fn writes_are_conditional_audited_and_refuse_unsafe_moves() {
 async fn a_router_loads_10000_tenants_and_follows_a_flip_with_reads_proportional_to_the_change() {
     let emulator = Emulator::start().await;
     // Seed 10,000 tenants directly, 25 to a batch, as a bulk import would.
-    let sdk = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url(format!("http://127.0.0.1:{}", emulator.port))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local", "local", None, None, "test",
-            ))
-            .build(),
-    );
+    let sdk = emulator.sdk();
     let s = |v: &str| AttributeValue::S(v.into());
     for chunk in (0..10_000).collect::<Vec<u32>>().chunks(25) {
         let requests = chunk
@@ -479,10 +484,8 @@ async fn a_router_started_while_the_store_is_down_routes_from_its_local_copy() {
     let first = Router::start(router_config(&setup, &emulator.url()))
         .await
         .unwrap();
-    assert!(
-        setup.dir.path().join("flags-cache.json").exists(),
-        "the local copy was written"
-    );
+    let copy = setup.dir.path().join("flags-cache.json");
+    wait_for("the local copy to be written", || copy.exists()).await;
     // A change inside the copy's write interval reaches the copy when the router stops.
     store
         .write(&write("acme", pin("legacy"), "alice", None), None)

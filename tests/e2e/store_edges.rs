@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use flag_store::FileStore;
 use http::StatusCode;
 use nix::sys::signal::Signal;
@@ -67,5 +68,315 @@ async fn a_router_killed_right_after_a_batch_restarts_on_the_batch_while_the_sto
     eprintln!(
         "batch of 10 written to the store and the local copy in {} ms",
         window.as_millis()
+    );
+}
+
+/// The store's meta item as the AWS SDK reads it: (version, identity).
+async fn meta(sdk: &aws_sdk_dynamodb::Client) -> (u64, Option<String>) {
+    let item = sdk
+        .get_item()
+        .table_name("flags")
+        .key("tenant", AttributeValue::S("#meta".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the meta item exists");
+    (
+        item["version"].as_n().unwrap().parse().unwrap(),
+        item.get("store_id").map(|v| v.as_s().unwrap().clone()),
+    )
+}
+
+async fn delete_tables(sdk: &aws_sdk_dynamodb::Client) {
+    for table in ["flags", "flags-audit"] {
+        sdk.delete_table().table_name(table).send().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_table_is_refused_by_running_and_restarted_routers_until_adopted() {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = emulator.store().await;
+    for t in ["acme", "globex"] {
+        store
+            .write(&write(t, pinned("new"), "alice", None), None)
+            .await
+            .unwrap();
+    }
+    let sdk = emulator.sdk();
+    let (_, old_id) = meta(&sdk).await;
+    let setup = Setup::new().await;
+    let config = router_config_file(&setup, &url);
+    let router = Binary::serve(Path::new(&config));
+    assert_eq!(side(router.addr, "acme").await, "new");
+    let copy = FileStore::new(setup.dir.path().join("flags-cache.json"));
+    wait_for("the local copy", || {
+        copy.load().is_ok_and(|l| l.version == 2)
+    })
+    .await;
+
+    // The table is dropped and made again, as a mistaken `terraform apply` or a console would,
+    // and someone writes into the new one.
+    delete_tables(&sdk).await;
+    let (code, out, err) = switchyard(&["flags", "create-table", "--store", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("a new store"), "{out}");
+    let (version, new_id) = meta(&sdk).await;
+    assert_eq!(version, 0);
+    assert_ne!(new_id, old_id, "a new table gets a new identity");
+    store
+        .write(&write("acme", pinned("legacy"), "bob", None), None)
+        .await
+        .unwrap();
+
+    // The running router refuses it: it keeps routing where the data is, and says why.
+    let line = router.wait_log(&["flag store refused"]).await;
+    assert!(line.contains("identity changed"), "{line}");
+    assert_eq!(side(router.addr, "acme").await, "new");
+    assert_eq!(side(router.addr, "globex").await, "new");
+    let (status, _, body) = get(&client(), router.admin_addr, "/readyz", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("refused") && body.contains("switchyard flags adopt"),
+        "{body}"
+    );
+    let (_, _, metrics) = get(&client(), router.admin_addr, "/metrics", &[]).await;
+    assert!(
+        metrics.contains("switchyard_flags_store_refused 1"),
+        "{metrics}"
+    );
+
+    // A restarted router compares the store with its local copy the same way, and keeps the
+    // copy as it was.
+    router.signal(Signal::SIGTERM);
+    drop(router);
+    let router = Binary::serve(Path::new(&config));
+    router.wait_log(&["flag store refused"]).await;
+    assert_eq!(side(router.addr, "acme").await, "new");
+    assert_eq!(side(router.addr, "globex").await, "new");
+    let kept = copy.load().unwrap();
+    assert_eq!(
+        (kept.version, kept.identity.map(|i| i.id)),
+        (2, old_id.clone())
+    );
+
+    // The operator checks the new table and adopts it: routers load it whole.
+    let (code, out, err) = switchyard(&[
+        "flags",
+        "adopt",
+        "--reason",
+        "the table was recreated on purpose",
+        "--store",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("adopted"), "{out}");
+    router.wait_log(&["adopting the flag store"]).await;
+    wait_for_side(router.addr, "acme", "legacy").await;
+    // globex has no flag in the new table: it goes to the default, as the new table says.
+    assert_eq!(side(router.addr, "globex").await, "legacy");
+    let (_, _, body) = get(&client(), router.admin_addr, "/readyz", &[]).await;
+    assert_eq!(body, "ready\n");
+    wait_for("the local copy to follow the adopted store", || {
+        copy.load()
+            .is_ok_and(|l| l.identity.map(|i| i.id) == new_id)
+    })
+    .await;
+}
+
+/// Waits until `tenant` is routed to `want`.
+async fn wait_for_side(addr: std::net::SocketAddr, tenant: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while side(addr, tenant).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tenant} never went to {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_version_goes_back_stays_refused_even_when_it_climbs_past() {
+    let emulator = Emulator::start().await;
+    let store = emulator.store().await;
+    for v in 0..3 {
+        let target = if v % 2 == 0 { "new" } else { "legacy" };
+        store
+            .write(&write("acme", pinned(target), "alice", None), None)
+            .await
+            .unwrap();
+    }
+    let setup = Setup::new().await;
+    let config = router_config_file(&setup, &emulator.url());
+    let router = Binary::serve(Path::new(&config));
+    assert_eq!(side(router.addr, "acme").await, "new");
+
+    // A restore to an older point: same identity, version 1, acme back on legacy.
+    let sdk = emulator.sdk();
+    sdk.update_item()
+        .table_name("flags")
+        .key("tenant", AttributeValue::S("#meta".into()))
+        .update_expression("SET version = :v")
+        .expression_attribute_values(":v", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    sdk.put_item()
+        .table_name("flags")
+        .item("tenant", AttributeValue::S("acme".into()))
+        .item("target", AttributeValue::S("legacy".into()))
+        .item("version", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let line = router.wait_log(&["flag store refused"]).await;
+    assert!(line.contains("went back from 3 to 1"), "{line}");
+    assert_eq!(side(router.addr, "acme").await, "new");
+    // Writes climb past the old version: still refused, never merged into the snapshot.
+    sdk.delete_table()
+        .table_name("flags-audit")
+        .send()
+        .await
+        .unwrap();
+    switchyard(&["flags", "create-table", "--store", &emulator.url()]);
+    for t in ["initech", "umbrella", "hooli"] {
+        store
+            .write(&write(t, pinned("legacy"), "bob", None), None)
+            .await
+            .unwrap();
+    }
+    assert!(meta(&sdk).await.0 > 3);
+    let (_, _, metrics) = get(&client(), router.admin_addr, "/metrics", &[]).await;
+    assert!(
+        metrics.contains("switchyard_flags_store_refused 1"),
+        "{metrics}"
+    );
+    let refused_before = metric_value(
+        &metrics,
+        "switchyard_flags_reloads_total{result=\"refused\"}",
+    );
+    wait_for_metric_above(
+        router.admin_addr,
+        "switchyard_flags_reloads_total{result=\"refused\"}",
+        refused_before,
+    )
+    .await;
+    assert_eq!(side(router.addr, "acme").await, "new");
+    let (_, h, _) = get(&client(), router.addr, "/", &[("x-tenant-id", "hooli")]).await;
+    assert_eq!(h["x-upstream"], "legacy", "hooli has no flag: the default");
+}
+
+fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+async fn wait_for_metric_above(admin: std::net::SocketAddr, name: &str, floor: f64) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, _, metrics) = get(&client(), admin, "/metrics", &[]).await;
+        if metric_value(&metrics, name) > floor {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {floor}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_meta_item_is_rebuilt_from_the_audit_stream_and_write_errors_say_what_happened() {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = emulator.store().await;
+    for t in ["acme", "globex", "initech"] {
+        store
+            .write(&write(t, pinned("new"), "alice", None), None)
+            .await
+            .unwrap();
+    }
+    let sdk = emulator.sdk();
+    let (_, id) = meta(&sdk).await;
+    let setup = Setup::new().await;
+    let config = router_config_file(&setup, &url);
+    let router = Binary::serve(Path::new(&config));
+    assert_eq!(side(router.addr, "acme").await, "new");
+
+    sdk.delete_item()
+        .table_name("flags")
+        .key("tenant", AttributeValue::S("#meta".into()))
+        .send()
+        .await
+        .unwrap();
+    let (code, _, err) = switchyard(&[
+        "flags", "set", "acme", "--target", "legacy", "--reason", "r", "--store", &url,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no #meta item") && err.contains("create-table"),
+        "{err}"
+    );
+
+    // create-table as the error advises: the store keeps its version and identity.
+    let (code, out, err) = switchyard(&["flags", "create-table", "--store", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("rebuilt from the audit stream at version 3"),
+        "{out}"
+    );
+    assert_eq!(meta(&sdk).await, (3, id));
+    let (code, _, err) = switchyard(&[
+        "flags", "set", "acme", "--target", "legacy", "--reason", "r", "--store", &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    wait_for_side(router.addr, "acme", "legacy").await;
+    assert!(router.log_lines(&["flag store refused"]).is_empty());
+
+    // The meta version set back by hand: the write is refused, in words, and nothing is written.
+    sdk.update_item()
+        .table_name("flags")
+        .key("tenant", AttributeValue::S("#meta".into()))
+        .update_expression("SET version = :v")
+        .expression_attribute_values(":v", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let (code, _, err) = switchyard(&[
+        "flags", "set", "globex", "--target", "legacy", "--reason", "r", "--store", &url,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("already holds change 2") && err.contains("behind its audit stream"),
+        "{err}"
+    );
+    assert!(!err.contains("TransactionCanceledException"), "{err}");
+    assert_eq!(
+        store
+            .get("globex")
+            .await
+            .unwrap()
+            .unwrap()
+            .target
+            .as_deref(),
+        Some("new")
+    );
+
+    // A flags table recreated empty beside its audit stream: create-table refuses, with what
+    // to do.
+    sdk.delete_table().table_name("flags").send().await.unwrap();
+    let (code, _, err) = switchyard(&["flags", "create-table", "--store", &url]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("looks recreated") && err.contains("Restore"),
+        "{err}"
     );
 }

@@ -562,6 +562,7 @@ pub struct Binary {
     pub child: std::process::Child,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -582,11 +583,15 @@ impl Binary {
                 .find_map(|w| w.strip_prefix(key))
                 .and_then(|v| v.parse().ok())
         };
+        let mut before = Vec::new();
         let (addr, admin_addr) = loop {
             let line = lines
                 .next()
-                .expect("switchyard exited before serving")
+                .unwrap_or_else(|| {
+                    panic!("switchyard exited before serving:\n{}", before.join("\n"))
+                })
                 .unwrap();
+            before.push(line.clone());
             if line.contains("switchyard serving") {
                 break (
                     field(&line, "addr=").unwrap(),
@@ -594,12 +599,48 @@ impl Binary {
                 );
             }
         };
-        // Keep draining its logs so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep reading its logs, so the child never blocks on a full pipe and a test can
+        // look for a line.
+        let logs = Arc::new(Mutex::new(before));
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         Binary {
             child,
             addr,
             admin_addr,
+            logs,
+        }
+    }
+
+    /// The log lines written so far that contain every one of `words`.
+    pub fn log_lines(&self, words: &[&str]) -> Vec<String> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for a log line containing every one of `words`, and returns it.
+    pub async fn wait_log(&self, words: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(line) = self.log_lines(words).into_iter().next() {
+                return line;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let logs = self.logs.lock().unwrap();
+                let tail = &logs[logs.len().saturating_sub(20)..];
+                panic!(
+                    "timed out waiting for a log line with {words:?}; the last lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
