@@ -587,6 +587,43 @@ impl DynamoStore {
         Ok(all)
     }
 
+    /// Every flag item, by one consistent scan reading at most `pace` items a second.
+    pub async fn scan_paced(&self, pace: u32) -> Result<Vec<LoadedItem>, StoreError> {
+        let started = tokio::time::Instant::now();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.url.table)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut items = Vec::new();
+        let mut read = 0u64;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_err("scan flags"))?;
+            self.reads.scans.fetch_add(1, Ordering::Relaxed);
+            for item in page.items() {
+                read += 1;
+                if item
+                    .get("tenant")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    != Some(META)
+                {
+                    items.push(loaded_item(item));
+                }
+            }
+            self.reads
+                .items
+                .fetch_add(page.items().len() as u64, Ordering::Relaxed);
+            tokio::time::sleep_until(
+                started + Duration::from_secs_f64(read as f64 / f64::from(pace)),
+            )
+            .await;
+        }
+        Ok(items)
+    }
+
     /// The audit records after `after`, in order: one consistent query (paginated).
     pub async fn changes_since(&self, after: u64) -> Result<Vec<AuditRecord>, StoreError> {
         let mut pages = self
@@ -939,17 +976,114 @@ fn audit_record(item: &HashMap<String, AttributeValue>) -> AuditRecord {
 
 /// The DynamoDB store as a reload source: a full scan first, then deltas from the audit stream.
 /// A store whose identity changed or whose version went back is scanned whole again, for the
-/// reloader to judge (see [`crate::identity`]).
+/// reloader to judge (see [`crate::identity`]). Every reconcile interval the table is scanned
+/// whole again (consistent, paced), so a router converges on what the table holds however it
+/// was written, and changes no audit record explains are reported as out of band.
 #[derive(Debug)]
 pub struct DynamoSource {
     store: DynamoStore,
     /// The meta the router last read; `None` until the first full load.
     known: Option<Meta>,
+    reconcile: Option<Reconcile>,
 }
+
+/// When and how fast the source rescans the table.
+#[derive(Debug)]
+struct Reconcile {
+    interval: Duration,
+    /// Items read a second, at most: a million tenants take 20 s at the default.
+    pace: u32,
+    next: tokio::time::Instant,
+}
+
+/// The default pace of a reconcile scan, items a second.
+pub const RECONCILE_PACE: u32 = 50_000;
 
 impl DynamoSource {
     pub fn new(store: DynamoStore) -> Self {
-        DynamoSource { store, known: None }
+        DynamoSource {
+            store,
+            known: None,
+            reconcile: None,
+        }
+    }
+
+    /// Rescans the table about every `interval` (the first time at a random point of the
+    /// first interval, so a fleet started together does not scan together), reading at most
+    /// `pace` items a second.
+    pub fn reconcile_every(mut self, interval: Duration, pace: u32) -> Self {
+        let first = interval.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        self.reconcile = Some(Reconcile {
+            interval,
+            pace: pace.max(1),
+            next: tokio::time::Instant::now() + first,
+        });
+        self
+    }
+
+    fn reconcile_due(&self) -> bool {
+        self.reconcile
+            .as_ref()
+            .is_some_and(|r| tokio::time::Instant::now() >= r.next)
+    }
+
+    /// Reads the whole table (consistent, paced), then every audit record after the version
+    /// the router holds: audited writes that raced the scan win over what it read, and name
+    /// the tenants whose change is explained. The records are read after the scan, so any
+    /// audited write the scan saw is among them (a write and its record are one transaction).
+    async fn reconcile(&mut self, known: u64, meta: Meta) -> Result<SourceUpdate, StoreError> {
+        let pace = self.reconcile.as_ref().map_or(RECONCILE_PACE, |r| r.pace);
+        let mut items = self.store.scan_paced(pace).await?;
+        let records = self.store.changes_since(known).await?;
+        let mut at: HashMap<String, usize> = HashMap::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Ok(item) = &item.item {
+                at.insert(item.tenant.clone(), i);
+            }
+        }
+        let mut audited = std::collections::HashSet::new();
+        let mut version = meta.version;
+        for r in records {
+            version = version.max(r.seq);
+            let loaded = audit_item(r.seq, r.tenant.clone(), r.new);
+            match at.get(&r.tenant) {
+                Some(&i) => items[i] = loaded,
+                None => {
+                    at.insert(r.tenant.clone(), items.len());
+                    items.push(loaded);
+                }
+            }
+            audited.insert(r.tenant);
+        }
+        if let Some(r) = &mut self.reconcile {
+            r.next = tokio::time::Instant::now() + r.interval;
+        }
+        self.known = Some(Meta {
+            version,
+            identity: meta.identity.clone(),
+        });
+        Ok(SourceUpdate::Reconcile {
+            load: Load {
+                version,
+                items,
+                identity: meta.identity,
+            },
+            audited,
+        })
+    }
+}
+
+/// An audit record's new flag as a loaded item.
+fn audit_item(seq: u64, tenant: String, new: Option<FlagItem>) -> LoadedItem {
+    LoadedItem {
+        location: format!("audit seq {seq}"),
+        item: match new {
+            Some(item) => Ok(item),
+            None => Err((
+                Some(tenant),
+                ItemError::Parse("the audit record's new value is unreadable".into()),
+            )),
+        },
     }
 }
 
@@ -961,6 +1095,10 @@ impl Source for DynamoSource {
     async fn poll(&mut self) -> Result<Option<SourceUpdate>, StoreError> {
         let meta = self.store.meta().await?;
         match &self.known {
+            Some(known) if known.identity == meta.identity && self.reconcile_due() => {
+                let known = known.version.min(meta.version);
+                self.reconcile(known, meta).await.map(Some)
+            }
             Some(known) if known.identity == meta.identity && meta.version == known.version => {
                 Ok(None)
             }
@@ -969,18 +1107,7 @@ impl Source for DynamoSource {
                 let latest = records.iter().map(|r| r.seq).max().unwrap_or(meta.version);
                 let items = records
                     .into_iter()
-                    .map(|r| LoadedItem {
-                        location: format!("audit seq {}", r.seq),
-                        item: match r.new {
-                            Some(item) => Ok(item),
-                            None => Err((
-                                Some(r.tenant),
-                                ItemError::Parse(
-                                    "the audit record's new value is unreadable".into(),
-                                ),
-                            )),
-                        },
-                    })
+                    .map(|r| audit_item(r.seq, r.tenant, r.new))
                     .collect();
                 let version = latest.max(meta.version);
                 let identity = meta.identity.clone();

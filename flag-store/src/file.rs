@@ -541,7 +541,7 @@ mod tests {
     fn full_version(update: Update) -> u64 {
         match update {
             Update::Full(load) => load.version,
-            Update::Delta(_) => panic!("the file source always reads the whole file"),
+            _ => panic!("the file source always reads the whole file"),
         }
     }
 

@@ -24,7 +24,7 @@ pub use model::{
     BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
 };
 pub use reload::{FlagState, ReloadResult};
-pub use snapshot::{FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};
+pub use snapshot::{Drift, FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};
 pub use source::{Source, Update};
 pub use write::{FlagWrite, Placing};
 

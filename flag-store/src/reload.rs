@@ -14,7 +14,7 @@ use crate::background::Lane;
 use crate::error::{Chain, StoreError};
 use crate::identity::{self, Lineage};
 use crate::model::Targets;
-use crate::snapshot::{Load, Snapshot};
+use crate::snapshot::{Drift, Load, Snapshot};
 use crate::source::{Source, Update};
 
 /// The outcome of one reload, a closed set for the `result` metric label.
@@ -59,6 +59,7 @@ pub struct FlagState {
     reloads: [AtomicU64; 4],
     /// Why the store is refused, while it is (see [`crate::identity`]).
     refusal: Mutex<Option<String>>,
+    out_of_band: AtomicU64,
     /// When the store last confirmed the snapshot (applied or unchanged), ms since the epoch.
     fresh_at_ms: AtomicU64,
     generation: watch::Sender<u64>,
@@ -96,6 +97,7 @@ impl FlagState {
             loaded: AtomicBool::new(false),
             reloads: Default::default(),
             refusal: Mutex::default(),
+            out_of_band: AtomicU64::new(0),
             fresh_at_ms: AtomicU64::new(now_ms()),
             generation: watch::channel(0).0,
             copy: Mutex::default(),
@@ -238,6 +240,11 @@ impl FlagState {
                 Snapshot::build(load, &self.targets, self.is_loaded().then_some(&*previous))
             }
             Update::Delta(load) => previous.apply_delta(load),
+            Update::Reconcile { load, audited } => {
+                let next = Snapshot::build(load, &self.targets, Some(&previous));
+                self.report_out_of_band(&next.drift_from(&previous, &audited));
+                next
+            }
         };
         next.generation = previous.generation + 1;
         for r in &next.rejected {
@@ -273,7 +280,7 @@ impl FlagState {
     /// snapshot's is never merged into it.
     fn follows(&self, current: &Snapshot, update: &Update) -> bool {
         let (load, whole) = match update {
-            Update::Full(load) => (load, true),
+            Update::Full(load) | Update::Reconcile { load, .. } => (load, true),
             Update::Delta(load) => (load, false),
         };
         if current.identity.is_none() && load.identity.is_none() {
@@ -314,6 +321,35 @@ impl FlagState {
         }
         *refusal = Some(why);
         false
+    }
+
+    /// Logs and counts tenants a reconcile found changed with no audit record: a write that
+    /// bypassed Switchyard (a console edit, a script). The router routes by what the store
+    /// holds, as every other router does once it reconciles.
+    fn report_out_of_band(&self, drift: &[Drift]) {
+        const LOGGED: usize = 100;
+        for d in drift.iter().take(LOGGED) {
+            tracing::warn!(
+                tenant = %d.tenant,
+                before = %d.before,
+                after = %d.after,
+                "out-of-band change: the store holds a flag no audited write made; routing by it"
+            );
+        }
+        if drift.len() > LOGGED {
+            tracing::warn!(
+                tenants = drift.len(),
+                logged = LOGGED,
+                "out-of-band changes to more tenants than are logged one by one"
+            );
+        }
+        self.out_of_band
+            .fetch_add(drift.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Tenants found changed out of band since the process started.
+    pub fn out_of_band(&self) -> u64 {
+        self.out_of_band.load(Ordering::Relaxed)
     }
 
     fn mark_fresh(&self) {

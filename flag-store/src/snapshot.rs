@@ -704,6 +704,61 @@ impl Snapshot {
     pub fn iter(&self) -> impl Iterator<Item = (&str, FlagRef<'_>)> {
         self.table.iter()
     }
+
+    /// The tenants (the default `*` included) whose placement or seal differs between
+    /// `previous` and this snapshot, leaving out `except`: what routes differently.
+    pub fn drift_from(&self, previous: &Snapshot, except: &HashSet<String>) -> Vec<Drift> {
+        let words = |s: &Snapshot, f: Option<FlagRef<'_>>| match f {
+            None => "no flag".to_owned(),
+            Some(f) => {
+                let seal = if f.sealed() { ", sealed" } else { "" };
+                match f.placement() {
+                    Placement::Pinned(t) => format!("{}{seal}", s.targets.name(*t)),
+                    Placement::Split(split) => {
+                        let parts: Vec<String> = (split.entries().iter())
+                            .map(|(t, w)| format!("{}={w}", s.targets.name(*t)))
+                            .collect();
+                        format!("split {}{seal}", parts.join(","))
+                    }
+                }
+            }
+        };
+        let differs = |a: Option<FlagRef<'_>>, b: Option<FlagRef<'_>>| match (a, b) {
+            (Some(a), Some(b)) => a.placement() != b.placement() || a.sealed() != b.sealed(),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        let mut drift = Vec::new();
+        for (i, (tenant, now)) in self.table.iter().enumerate() {
+            crate::background::give_way_at(i);
+            let before = previous.table.get(tenant);
+            if !except.contains(tenant) && differs(before, Some(now)) {
+                drift.push(Drift {
+                    tenant: tenant.to_owned(),
+                    before: words(previous, before),
+                    after: words(self, Some(now)),
+                });
+            }
+        }
+        for (i, (tenant, before)) in previous.table.iter().enumerate() {
+            crate::background::give_way_at(i);
+            if !except.contains(tenant) && self.table.get(tenant).is_none() {
+                drift.push(Drift {
+                    tenant: tenant.to_owned(),
+                    before: words(previous, Some(before)),
+                    after: words(self, None),
+                });
+            }
+        }
+        drift
+    }
+}
+
+/// A tenant that routes differently in one snapshot than in the one before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    pub tenant: String,
+    pub before: String,
+    pub after: String,
 }
 
 /// Validates one loaded item and sets it in `table`; the tenant, and true when it already had

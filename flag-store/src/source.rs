@@ -25,4 +25,11 @@ pub enum Update {
     Full(Load),
     /// Only the items changed since the previous update, at the store's new version.
     Delta(Load),
+    /// Every item the store holds, read to catch changes no audit record announced (edits
+    /// made straight in the store). `audited` names the tenants whose change in it an audit
+    /// record explains; any other tenant that routes differently was changed out of band.
+    Reconcile {
+        load: Load,
+        audited: std::collections::HashSet<String>,
+    },
 }

@@ -84,6 +84,8 @@ struct RawFlags {
     poll_interval_ms: Option<u64>,
     cache_path: Option<String>,
     ready_max_age_ms: Option<u64>,
+    reconcile_interval_ms: Option<u64>,
+    reconcile_items_per_second: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -237,6 +239,11 @@ pub struct Flags {
     /// `/readyz` fails when the snapshot is older than this (`None`: a stale snapshot is
     /// still ready, which is what keeps a fleet serving through a store outage).
     pub ready_max_age: Option<Duration>,
+    /// How often a DynamoDB store is read whole again, to converge on edits that bypassed
+    /// Switchyard.
+    pub reconcile_interval: Duration,
+    /// The most items a second such a reread reads.
+    pub reconcile_pace: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -676,6 +683,22 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         "flags.ready_max_age_ms",
         raw.flags.ready_max_age_ms,
     );
+    positive(
+        problems,
+        "flags.reconcile_interval_ms",
+        raw.flags.reconcile_interval_ms,
+    );
+    if raw
+        .flags
+        .reconcile_items_per_second
+        .is_some_and(|n| n == 0 || n > u64::from(u32::MAX))
+    {
+        problem(
+            problems,
+            "flags.reconcile_items_per_second",
+            "must be 1 to 4294967295",
+        );
+    }
 
     // tenant
     let mut from = Vec::new();
@@ -788,9 +811,10 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         problem(problems, "routes", "more than 1000 routes");
     }
 
-    // A file is a cheap stat; a remote store is one read a poll.
+    // A file is a cheap stat; a remote store is one small read a poll. 500 ms keeps a flip's
+    // slowest router well under a second (BENCHMARKS.md) for two reads a second a router.
     let poll_default_ms = if matches!(store, Some(StoreUrl::Dynamo(_))) {
-        1_000
+        500
     } else {
         250
     };
@@ -803,6 +827,11 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             poll_interval: ms(raw.flags.poll_interval_ms, poll_default_ms),
             cache_path: raw.flags.cache_path.as_deref().map(|p| base_dir.join(p)),
             ready_max_age: raw.flags.ready_max_age_ms.map(Duration::from_millis),
+            reconcile_interval: ms(raw.flags.reconcile_interval_ms, 600_000),
+            reconcile_pace: raw
+                .flags
+                .reconcile_items_per_second
+                .map_or(flag_store::dynamodb::RECONCILE_PACE, |n| n as u32),
         },
         tenant: TenantRules { from, sticky_key },
         targets,

@@ -444,6 +444,17 @@ impl Metrics {
             "switchyard_flags_store_refused {}",
             u8::from(self.flags.store_refused().is_some())
         );
+        header(
+            w,
+            "switchyard_flags_out_of_band_total",
+            "counter",
+            "Tenants a reconcile found routing differently with no audit record to explain it (a write that bypassed Switchyard).",
+        );
+        let _ = writeln!(
+            w,
+            "switchyard_flags_out_of_band_total {}",
+            self.flags.out_of_band()
+        );
         if let Some(version) = self.flags.local_copy_version() {
             header(
                 w,

@@ -103,8 +103,10 @@ impl Router {
                 if writes_enabled {
                     admin_store = Some(Store::Dynamo(store.clone()));
                 }
+                let source = DynamoSource::new(store)
+                    .reconcile_every(config.flags.reconcile_interval, config.flags.reconcile_pace);
                 let reloader = start_reloader(
-                    DynamoSource::new(store),
+                    source,
                     &flags,
                     cache.as_ref(),
                     config.flags.poll_interval,

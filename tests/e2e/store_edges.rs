@@ -380,3 +380,82 @@ async fn a_lost_meta_item_is_rebuilt_from_the_audit_stream_and_write_errors_say_
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_straight_into_the_table_reach_every_router_logged_as_out_of_band_and_seals_hold() {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = emulator.store().await;
+    store
+        .write(&write("acme", pinned("legacy"), "alice", None), None)
+        .await
+        .unwrap();
+    let mut seal = write("globex", pinned("new"), "alice", None);
+    seal.seal = Some(true);
+    store.write(&seal, None).await.unwrap();
+    let setup = Setup::new().await;
+    let text = crate::dynamo::router_config_text(&setup, &url).replace(
+        "poll_interval_ms = 50",
+        "poll_interval_ms = 50\nreconcile_interval_ms = 300",
+    );
+    let config = setup.dir.path().join("reconcile.toml");
+    std::fs::write(&config, text).unwrap();
+    let routers = [Binary::serve(&config), Binary::serve(&config)];
+    for r in &routers {
+        assert_eq!(side(r.addr, "acme").await, "legacy");
+        assert_eq!(side(r.addr, "globex").await, "new");
+    }
+
+    // A console edit: no audit record, no meta version bump.
+    let sdk = emulator.sdk();
+    let put = |tenant: &str, target: &str, version: &str, sealed: bool| {
+        sdk.put_item()
+            .table_name("flags")
+            .item("tenant", AttributeValue::S(tenant.into()))
+            .item("mode", AttributeValue::S("pinned".into()))
+            .item("target", AttributeValue::S(target.into()))
+            .item("version", AttributeValue::N(version.into()))
+            .item("sealed", AttributeValue::Bool(sealed))
+            .send()
+    };
+    put("acme", "new", "2", false).await.unwrap();
+    // The sealed tenant moved back the same way, and unsealed.
+    put("globex", "legacy", "2", false).await.unwrap();
+    // And an audited write meanwhile, which is not out of band.
+    store
+        .write(&write("initech", pinned("new"), "bob", None), None)
+        .await
+        .unwrap();
+
+    for r in &routers {
+        wait_for_side(r.addr, "acme", "new").await;
+        let line = r.wait_log(&["out-of-band change", "acme"]).await;
+        assert!(
+            line.contains("before=legacy") && line.contains("after=new"),
+            "{line}"
+        );
+        let line = r.wait_log(&["flag item rejected", "globex"]).await;
+        assert!(line.contains("sealed"), "{line}");
+        assert_eq!(side(r.addr, "globex").await, "new", "the seal holds");
+        assert_eq!(side(r.addr, "initech").await, "new");
+        let (_, _, metrics) = get(&client(), r.admin_addr, "/metrics", &[]).await;
+        assert!(
+            metric_value(&metrics, "switchyard_flags_out_of_band_total") >= 1.0,
+            "{metrics}"
+        );
+    }
+    // Two more reconciles of each router: the audited write is never called out of band, and
+    // a change is reported once, not at every reconcile.
+    for r in &routers {
+        let (_, _, metrics) = get(&client(), r.admin_addr, "/metrics", &[]).await;
+        let scans = metric_value(&metrics, "switchyard_flags_store_reads_total{op=\"scan\"}");
+        wait_for_metric_above(
+            r.admin_addr,
+            "switchyard_flags_store_reads_total{op=\"scan\"}",
+            scans + 1.0,
+        )
+        .await;
+        assert!(r.log_lines(&["out-of-band", "initech"]).is_empty());
+        assert_eq!(r.log_lines(&["out-of-band change", "acme"]).len(), 1);
+    }
+}
