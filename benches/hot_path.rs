@@ -81,6 +81,7 @@ fn route() -> Route {
         kind: RouteKind::Flagged,
         require_tenant: false,
         timeout: Duration::from_secs(30),
+        try_timeout: None,
         idle_timeout: Duration::from_secs(60),
         max_body_bytes: None,
         upgrades: vec!["websocket".into()],

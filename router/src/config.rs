@@ -146,6 +146,7 @@ struct RawRoute {
     target: Option<String>,
     require_tenant: Option<bool>,
     timeout_ms: Option<u64>,
+    try_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
     upgrades: Option<Vec<String>>,
@@ -355,6 +356,9 @@ pub struct Route {
     pub require_tenant: bool,
     /// Time allowed for the upstream's response headers.
     pub timeout: Duration,
+    /// Time allowed for one try's response headers before an idempotent request is sent to
+    /// the split tenant's other target (or another endpoint); `None`: only `timeout`.
+    pub try_timeout: Option<Duration>,
     /// Longest pause allowed between body chunks, in either direction.
     pub idle_timeout: Duration,
     pub max_body_bytes: Option<u64>,
@@ -772,6 +776,16 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             },
         };
         positive(problems, &format!("{key}.timeout_ms"), r.timeout_ms);
+        positive(problems, &format!("{key}.try_timeout_ms"), r.try_timeout_ms);
+        if let Some(try_ms) = r.try_timeout_ms
+            && try_ms >= r.timeout_ms.unwrap_or(30_000)
+        {
+            problem(
+                problems,
+                format!("{key}.try_timeout_ms"),
+                "must be shorter than the route's timeout_ms, or there is no time left to retry",
+            );
+        }
         positive(
             problems,
             &format!("{key}.idle_timeout_ms"),
@@ -803,6 +817,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             kind,
             require_tenant: r.require_tenant.unwrap_or(false),
             timeout: ms(r.timeout_ms, 30_000),
+            try_timeout: r.try_timeout_ms.map(Duration::from_millis),
             idle_timeout: ms(r.idle_timeout_ms, 60_000),
             max_body_bytes: r.max_body_bytes,
         });

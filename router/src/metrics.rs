@@ -91,15 +91,26 @@ pub enum RetryReason {
     Connect,
     /// The first attempt's connection failed before any response byte.
     Reset,
+    /// The first attempt's endpoint was seen down (health check, ejection) before it answered.
+    EndpointDown,
+    /// The first attempt had no answer within the route's `try_timeout_ms`.
+    TryTimeout,
 }
 
 impl RetryReason {
-    const ALL: [RetryReason; 2] = [RetryReason::Connect, RetryReason::Reset];
+    const ALL: [RetryReason; 4] = [
+        RetryReason::Connect,
+        RetryReason::Reset,
+        RetryReason::EndpointDown,
+        RetryReason::TryTimeout,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             RetryReason::Connect => "connect",
             RetryReason::Reset => "reset",
+            RetryReason::EndpointDown => "endpoint_down",
+            RetryReason::TryTimeout => "try_timeout",
         }
     }
 }

@@ -210,6 +210,7 @@ mod tests {
             kind,
             require_tenant: false,
             timeout: Duration::from_secs(1),
+            try_timeout: None,
             idle_timeout: Duration::from_secs(1),
             max_body_bytes: None,
             upgrades: vec!["websocket".into()],

@@ -66,6 +66,11 @@ enum Failure {
     /// The connection failed before any response byte.
     Reset,
     Timeout,
+    /// The endpoint was seen down (health check, ejection) before it answered: the try is
+    /// given up so an idempotent request can go elsewhere.
+    EndpointDown,
+    /// No answer within the route's `try_timeout_ms`.
+    TryTimeout,
     /// The client's body was at fault: the status and why.
     Client(StatusCode, &'static str),
     BadTarget,
@@ -187,11 +192,20 @@ async fn answer_within<F: Future>(
     }
 }
 
+/// The methods a retry may send again after the request may have reached the application.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
 /// Whether a failed first try is sent again, why, and where: a pure function of the failure,
 /// the request and where there is to go (`choose(target, except)` is the health view's
 /// endpoint choice). A retry needs a copy of the request (no body, no upgrade) and a failure
-/// that cannot have reached an application: a failed connect (any method), or a reset
-/// before any response byte (idempotent methods only). A split tenant's retry goes to its
+/// that cannot have reached an application: a failed connect (any method), or, for
+/// idempotent methods only, a reset before any response byte, an endpoint seen down before
+/// it answered, or no answer within the route's try timeout. A split tenant's retry goes to its
 /// other healthy target, an independent failure domain that holds its data too; a pinned
 /// tenant's (no alternative) to another endpoint of its own target, never elsewhere.
 fn retry_plan(
@@ -202,13 +216,12 @@ fn retry_plan(
     alternative: Option<TargetId>,
     mut choose: impl FnMut(TargetId, Option<usize>) -> Option<usize>,
 ) -> Option<(RetryReason, TargetId, usize)> {
-    let idempotent = matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    );
+    let idempotent = is_idempotent(method);
     let reason = match failure {
         Failure::Connect => RetryReason::Connect,
         Failure::Reset if idempotent => RetryReason::Reset,
+        Failure::EndpointDown if idempotent => RetryReason::EndpointDown,
+        Failure::TryTimeout if idempotent => RetryReason::TryTimeout,
         _ => return None,
     };
     if !replayable {
@@ -409,17 +422,31 @@ impl Proxy {
             )
         });
         let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout);
-        let failure = match self
-            .attempt(
-                parts,
-                body,
-                route,
-                (target, endpoint),
-                host.as_ref(),
-                ctx.start,
-            )
-            .await
-        {
+        // A request that could go elsewhere does not wait on an endpoint seen down (or past
+        // the route's try timeout): a hung side's requests move as soon as its health check
+        // fails, instead of at the route's timeout.
+        let rescuable = saved.is_some() && is_idempotent(&parts.method);
+        let first = self.attempt(
+            parts,
+            body,
+            route,
+            (target, endpoint),
+            host.as_ref(),
+            ctx.start,
+        );
+        let outcome = if rescuable {
+            let lost = Box::pin(
+                self.until_lost((target, endpoint), route.try_timeout.map(|t| ctx.start + t)),
+            );
+            tokio::select! {
+                biased;
+                outcome = first => outcome,
+                failure = lost => Err(failure),
+            }
+        } else {
+            first.await
+        };
+        let failure = match outcome {
             Ok((resp, in_flight)) => {
                 return self.respond(resp, client_upgrade, route, target, in_flight, ctx);
             }
@@ -440,7 +467,13 @@ impl Proxy {
         else {
             return self.refuse(Refusal::Upstream(failure, target, route.timeout), ctx);
         };
-        if !self.health.target(target).budget.try_retry(now) {
+        // The budget bounds the extra load retries put on live applications. A split tenant's
+        // request that never reached one (a refused connect) or whose endpoint was seen down
+        // goes to the other target without drawing on it: that target takes these requests
+        // anyway once this one is out, and a side killed under load then fails none.
+        let free =
+            retry_target != target && matches!(failure, Failure::Connect | Failure::EndpointDown);
+        if !free && !self.health.target(target).budget.try_retry(now) {
             self.metrics.retry_budget_exhausted(target.index());
             return self.refuse(Refusal::Upstream(failure, target, route.timeout), ctx);
         }
@@ -469,6 +502,40 @@ impl Proxy {
             Ok((resp, in_flight)) => self.respond(resp, None, route, retry_target, in_flight, ctx),
             Err(failure) => {
                 self.refuse(Refusal::Upstream(failure, retry_target, route.timeout), ctx)
+            }
+        }
+    }
+
+    /// Resolves when the endpoint is no longer available (a failed health check, an ejection),
+    /// or at `try_deadline`: why the try is given up.
+    async fn until_lost(
+        &self,
+        (target, endpoint): (TargetId, usize),
+        try_deadline: Option<Instant>,
+    ) -> Failure {
+        let mut changes = self.health.subscribe();
+        let down = async {
+            while self
+                .health
+                .endpoint_available(target, endpoint, self.health.now_ms())
+            {
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let Some(deadline) = try_deadline else {
+            down.await;
+            return Failure::EndpointDown;
+        };
+        tokio::select! {
+            () = down => Failure::EndpointDown,
+            () = tokio::time::sleep_until(deadline) => {
+                self.metrics
+                    .upstream_error(target.index(), UpstreamErrorKind::Timeout);
+                self.health
+                    .report(target, endpoint, Outcome::Failure, self.health.now_ms());
+                Failure::TryTimeout
             }
         }
     }
@@ -668,6 +735,18 @@ impl Proxy {
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "target {:?} did not respond within {timeout:?}",
+                        name(target)
+                    )
+                    .into(),
+                ),
+                Failure::EndpointDown => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("target {:?} went down before it responded", name(target)).into(),
+                ),
+                Failure::TryTimeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "target {:?} did not respond within the route's try timeout",
                         name(target)
                     )
                     .into(),
@@ -1095,7 +1174,25 @@ mod tests {
                 None,
                 Some((Reset, legacy, 1)),
             ),
-            // Never after a timeout, a client fault, or without a copy of the request.
+            // A try given up on an endpoint seen down, or past the try timeout: idempotent
+            // methods only, like a reset.
+            (
+                Failure::EndpointDown,
+                &get,
+                true,
+                Some(new),
+                Some((RetryReason::EndpointDown, new, 0)),
+            ),
+            (
+                Failure::TryTimeout,
+                &get,
+                true,
+                None,
+                Some((RetryReason::TryTimeout, legacy, 1)),
+            ),
+            (Failure::EndpointDown, &post, true, Some(new), None),
+            (Failure::TryTimeout, &post, true, Some(new), None),
+            // Never after the route's timeout, a client fault, or without a copy of the request.
             (timeout, &get, true, Some(new), None),
             (client, &get, true, Some(new), None),
             (Failure::BadTarget, &get, true, Some(new), None),

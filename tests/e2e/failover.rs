@@ -382,24 +382,47 @@ async fn split_users_return_to_their_own_side_when_it_recovers() {
     router.shutdown().await;
 }
 
+/// An upstream that reads each request's head and closes the connection without a word: a
+/// failure that may have reached an application.
+async fn resetting_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_endpoint_failing_retries_stay_within_the_budget() {
     let sides = Sides::new().await;
     sides.split_tenants(20);
-    // No active checks: only passive evidence, which never takes a whole target out, so every
-    // request is tried and may ask for a retry. 20% of requests plus 1 a second over 10 s.
-    let router = sides
-        .start(
-            sides.config(
-                None,
-                "[TARGET.retry]\nbudget_percent = 20\nmin_per_second = 1\n"
-                    .replace("[TARGET", "[targets.TARGET")
-                    .as_str(),
-            ),
+    // Every endpoint takes each request and closes without answering. No active checks: only
+    // passive evidence, which never takes a whole target out, so every request is tried and
+    // may ask for a retry. 20% of requests plus 1 a second over 10 s.
+    let config = sides
+        .config(
+            None,
+            "[TARGET.retry]\nbudget_percent = 20\nmin_per_second = 1\n"
+                .replace("[TARGET", "[targets.TARGET")
+                .as_str(),
         )
-        .await;
-    sides.kill_new().await;
-    sides.setup.legacy.stop().await;
+        .replace(&sides.setup.legacy.url(), &resetting_upstream().await)
+        .replace(&sides.setup.new.url(), &resetting_upstream().await)
+        .replace(&sides.new2.url(), &resetting_upstream().await);
+    let router = sides.start(config).await;
     let c = client();
     const N: u64 = 200;
     for i in 0..N {
@@ -428,13 +451,13 @@ async fn with_every_endpoint_failing_retries_stay_within_the_budget() {
     }
     let attempts = metric(
         &router,
-        "switchyard_upstream_errors_total{target=\"legacy\",kind=\"connect\"}",
+        "switchyard_upstream_errors_total{target=\"legacy\",kind=\"reset\"}",
     )
     .await
     .unwrap()
         + metric(
             &router,
-            "switchyard_upstream_errors_total{target=\"new\",kind=\"connect\"}",
+            "switchyard_upstream_errors_total{target=\"new\",kind=\"reset\"}",
         )
         .await
         .unwrap();
@@ -494,5 +517,203 @@ async fn a_flapping_endpoint_is_not_thrashed_in_and_out() {
         .await,
         Some(1.0)
     );
+    router.shutdown().await;
+}
+
+/// `Sides`' config with health checks at their defaults (every 1 s, 500 ms timeout, down after
+/// 2 failures) and the default retry budget.
+fn default_health(sides: &Sides) -> String {
+    sides.config(Some("/healthz"), "").replace(
+        &format!(
+            "interval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nunhealthy_after = {UNHEALTHY_AFTER}\nhealthy_after = 2\n"
+        ),
+        "",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_side_killed_under_load_at_default_settings_fails_no_idempotent_request() {
+    let sides = Sides::new().await;
+    sides.split_tenants(50);
+    let config = default_health(&sides);
+    assert!(!config.contains("\ninterval_ms"), "{config}");
+    let router = sides.start(config).await;
+    let load = Load::start(router.addr(), 16, |i| format!("t{}", i % 50));
+    load.wait_more(2000).await;
+    sides.kill_new().await;
+    wait_health(&router, "new to be marked unhealthy", |v| {
+        !v.is_healthy(NEW)
+    })
+    .await;
+    load.wait_more(1000).await;
+    let (completed, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {completed} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let retried = metric(
+        &router,
+        "switchyard_retries_total{target=\"new\",reason=\"connect\"}",
+    )
+    .await
+    .unwrap()
+        + metric(
+            &router,
+            "switchyard_retries_total{target=\"new\",reason=\"reset\"}",
+        )
+        .await
+        .unwrap();
+    assert!(retried > 0.0, "the dead side's requests were retried");
+    eprintln!(
+        "{completed} requests with a side killed at default settings: 0 failed, {retried} retried on legacy"
+    );
+    router.shutdown().await;
+}
+
+/// An upstream that answers every request with 200 until told to hang; then it accepts
+/// connections and reads nothing more, and answers nothing (health checks included), as a
+/// stopped process or a wedged host does.
+struct Hangable {
+    addr: std::net::SocketAddr,
+    hung: Arc<AtomicBool>,
+    seen: Arc<AtomicU64>,
+}
+
+impl Hangable {
+    async fn start() -> Hangable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hung = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicU64::new(0));
+        let (h, s) = (hung.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (hung, seen) = (h.clone(), s.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if hung.load(Ordering::SeqCst) {
+                                std::future::pending::<()>().await;
+                            }
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            let answer =
+                                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: new\r\n\r\nok";
+                            if conn.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Hangable { addr, hung, seen }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_by_a_hung_side_move_when_it_is_seen_down_and_pinned_ones_get_an_honest_answer()
+ {
+    let sides = Sides::new().await;
+    sides.split_tenants(50);
+    let (a, b) = (Hangable::start().await, Hangable::start().await);
+    let config = default_health(&sides)
+        .replace(&sides.setup.new.url(), &format!("http://{}", a.addr))
+        .replace(&sides.new2.url(), &format!("http://{}", b.addr));
+    let router = sides.start(config).await;
+    let addr = router.addr();
+    let load = Load::start(addr, 16, |i| format!("t{}", i % 50));
+    load.wait_more(1000).await;
+    assert!(a.seen.load(Ordering::SeqCst) + b.seen.load(Ordering::SeqCst) > 0);
+
+    a.hung.store(true, Ordering::SeqCst);
+    b.hung.store(true, Ordering::SeqCst);
+    // A pinned tenant's request held by the hung side.
+    let pinned =
+        tokio::spawn(async move { get(&client(), addr, "/x", &[("x-tenant-id", "acme")]).await });
+    wait_health(&router, "new to be marked unhealthy", |v| {
+        !v.is_healthy(NEW)
+    })
+    .await;
+    load.wait_more(1000).await;
+    let (completed, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {completed} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let moved = metric(
+        &router,
+        "switchyard_retries_total{target=\"new\",reason=\"endpoint_down\"}",
+    )
+    .await
+    .unwrap();
+    assert!(moved > 0.0, "held requests were sent again to legacy");
+
+    // The pinned request never crossed: it is answered 502 once its side is seen down (not
+    // held for the route's 30 s timeout), and the next one is 503.
+    let (status, _, body) = pinned.await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("went down before it responded"), "{body}");
+    let (status, _, body) = get(&client(), addr, "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(sides.setup.legacy.seen.tenant("acme"), 0);
+    eprintln!(
+        "{completed} requests with a side hung: 0 failed, {moved} moved when it was seen down"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_timeout_moves_a_slow_try_to_the_other_side() {
+    let sides = Sides::new().await;
+    sides.split_tenants(50);
+    let (a, b) = (Hangable::start().await, Hangable::start().await);
+    // No health checks: only the try timeout can move the request.
+    let config = sides
+        .config(None, "")
+        .replace(&sides.setup.new.url(), &format!("http://{}", a.addr))
+        .replace(&sides.new2.url(), &format!("http://{}", b.addr))
+        .replace(
+            "path_prefix = \"/\"",
+            "path_prefix = \"/\"\ntry_timeout_ms = 200",
+        );
+    let router = sides.start(config).await;
+    a.hung.store(true, Ordering::SeqCst);
+    b.hung.store(true, Ordering::SeqCst);
+    let c = client();
+    let mut on_legacy = 0;
+    for i in 0..40 {
+        let (status, h, body) = get(
+            &c,
+            router.addr(),
+            "/x",
+            &[("x-tenant-id", "t1"), ("x-user-id", &format!("user-{i}"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        on_legacy += usize::from(h["x-upstream"] == "legacy");
+    }
+    assert_eq!(on_legacy, 40);
+    let moved = metric(
+        &router,
+        "switchyard_retries_total{target=\"new\",reason=\"try_timeout\"}",
+    )
+    .await
+    .unwrap();
+    assert!(moved > 0.0);
     router.shutdown().await;
 }
