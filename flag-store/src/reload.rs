@@ -58,7 +58,7 @@ pub struct FlagState {
     loaded: AtomicBool,
     reloads: [AtomicU64; 4],
     /// Why the store is refused, while it is (see [`crate::identity`]).
-    refusal: Mutex<Option<String>>,
+    refusal: Mutex<Option<Refusal>>,
     out_of_band: AtomicU64,
     /// When the store last confirmed the snapshot (applied or unchanged), ms since the epoch.
     fresh_at_ms: AtomicU64,
@@ -75,6 +75,13 @@ pub struct FlagState {
 /// most a crash loses, give or take one write. A write at a million tenants takes about a
 /// second of a low-priority thread, so writing more often would only queue writes.
 pub const LOCAL_COPY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the store is refused, and the last version of it seen.
+#[derive(Debug)]
+struct Refusal {
+    reason: String,
+    seen_version: u64,
+}
 
 #[derive(Debug, Default)]
 struct CopyState {
@@ -174,7 +181,13 @@ impl FlagState {
     /// Why the flag store is refused, while it is: the router routes on its last good snapshot
     /// until an operator adopts the store (`switchyard flags adopt`).
     pub fn store_refused(&self) -> Option<String> {
-        self.refusal.lock().expect("refusal lock").clone()
+        let refusal = self.refusal.lock().expect("refusal lock");
+        refusal.as_ref().map(|r| {
+            format!(
+                "{}; the store is at version {} now",
+                r.reason, r.seen_version
+            )
+        })
     }
 
     /// True when the local copy is behind the current snapshot.
@@ -306,7 +319,7 @@ impl FlagState {
             Lineage::Adopted => "an adopted store must be loaded whole".to_owned(),
             Lineage::Follows => match &*refusal {
                 None => return true,
-                Some(why) => why.clone(),
+                Some(r) => r.reason.clone(),
             },
             Lineage::Refused(why) => why,
         };
@@ -319,7 +332,10 @@ impl FlagState {
         } else {
             tracing::debug!(reason = %why, "flag store still refused");
         }
-        *refusal = Some(why);
+        *refusal = Some(Refusal {
+            reason: why,
+            seen_version: load.version,
+        });
         false
     }
 

@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::health::InFlight;
 use crate::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
+use crate::streams::Registration;
 
 /// Why a streamed body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub enum BodyError {
     UpstreamIdle(Duration),
     #[error("reading the upstream's body failed: {0}")]
     Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the tenant moved away from this side: its stream is closed")]
+    Moved,
 }
 
 /// An idle timer armed only while a body waits for data: a body whose frames are ready when
@@ -340,6 +343,14 @@ impl Body for UpstreamBody {
 pub struct ResponseBody {
     kind: Kind,
     _completion: Option<Completion>,
+    /// For a streaming response bound to its tenant's side: ends it when the tenant moves.
+    closing: Option<Box<Closing>>,
+}
+
+#[derive(Debug)]
+struct Closing {
+    _registration: Registration,
+    closed: Pin<Box<tokio::sync::futures::OwnedNotified>>,
 }
 
 #[derive(Debug)]
@@ -366,13 +377,25 @@ impl ResponseBody {
                 target,
             },
             _completion: Some(completion),
+            closing: None,
         }
+    }
+
+    /// Ends the body with [`BodyError::Moved`] when `registration` says its tenant moved.
+    pub fn closing_with(mut self, registration: Registration) -> Self {
+        let closed = Box::pin(registration.closed());
+        self.closing = Some(Box::new(Closing {
+            _registration: registration,
+            closed,
+        }));
+        self
     }
 
     pub fn local(bytes: Bytes, completion: Option<Completion>) -> Self {
         ResponseBody {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             _completion: completion,
+            closing: None,
         }
     }
 }
@@ -386,6 +409,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(closing) = &mut this.closing
+            && closing.closed.as_mut().poll(cx).is_ready()
+        {
+            this.closing = None;
+            this.kind = Kind::Local(None);
+            return Poll::Ready(Some(Err(BodyError::Moved)));
+        }
         match &mut this.kind {
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream {

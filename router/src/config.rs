@@ -86,6 +86,7 @@ struct RawFlags {
     ready_max_age_ms: Option<u64>,
     reconcile_interval_ms: Option<u64>,
     reconcile_items_per_second: Option<u64>,
+    close_moved_streams_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -245,6 +246,9 @@ pub struct Flags {
     pub reconcile_interval: Duration,
     /// The most items a second such a reread reads.
     pub reconcile_pace: u32,
+    /// How long a tenant's open tunnels and streaming responses on a side it moved away from
+    /// stay open (at once when it is sealed away).
+    pub close_moved_streams_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -847,6 +851,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
                 .flags
                 .reconcile_items_per_second
                 .map_or(flag_store::dynamodb::RECONCILE_PACE, |n| n as u32),
+            close_moved_streams_after: ms(raw.flags.close_moved_streams_after_ms, 5_000),
         },
         tenant: TenantRules { from, sticky_key },
         targets,

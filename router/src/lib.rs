@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod streams;
 pub mod tenant;
 pub mod upstream;
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use flag_store::{FlagState, ReloadResult};
 
+use crate::streams::{StreamKind, Streams};
+
 use crate::health::Health;
 use flag_store::dynamodb::StoreReads;
 
@@ -181,6 +183,7 @@ pub struct Metrics {
     flags: Arc<FlagState>,
     health: Arc<Health>,
     store_reads: Option<Arc<StoreReads>>,
+    streams: Option<Arc<Streams>>,
 }
 
 impl Metrics {
@@ -216,7 +219,14 @@ impl Metrics {
             flags,
             health,
             store_reads: None,
+            streams: None,
         }
+    }
+
+    /// Exports the long-lived exchanges bound to a side, and those closed by flips.
+    pub fn with_streams(mut self, streams: Arc<Streams>) -> Self {
+        self.streams = Some(streams);
+        self
     }
 
     /// Exports the reads a remote flag store makes.
@@ -455,6 +465,29 @@ impl Metrics {
             "switchyard_flags_store_refused {}",
             u8::from(self.flags.store_refused().is_some())
         );
+        if let Some(streams) = &self.streams {
+            header(
+                w,
+                "switchyard_streams_open",
+                "gauge",
+                "Open tunnels and streaming responses of flag-routed tenants, which follow flips.",
+            );
+            let _ = writeln!(w, "switchyard_streams_open {}", streams.open());
+            header(
+                w,
+                "switchyard_streams_closed_total",
+                "counter",
+                "Tunnels and streaming responses closed because their tenant moved away from their side, by kind.",
+            );
+            for kind in StreamKind::ALL {
+                let _ = writeln!(
+                    w,
+                    "switchyard_streams_closed_total{{kind=\"{}\"}} {}",
+                    kind.as_str(),
+                    streams.closed(kind)
+                );
+            }
+        }
         header(
             w,
             "switchyard_flags_out_of_band_total",

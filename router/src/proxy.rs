@@ -30,6 +30,7 @@ use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
 use crate::health::{Health, InFlight, Outcome};
 use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
 use crate::pick::{Decision, Pick, RouteTable, pick};
+use crate::streams::{Binding, Registration, StreamKind, Streams, TenantKey};
 use crate::tenant::{self, sticky_hash};
 use crate::upstream::Upstream;
 
@@ -56,6 +57,8 @@ pub struct Proxy {
     trust_forwarded: bool,
     request_ids: RequestIds,
     pub(crate) tunnels: Tunnels,
+    /// Tunnels and streaming responses bound to a tenant's side, closed when it moves.
+    pub(crate) streams: Arc<Streams>,
     health: Arc<Health>,
 }
 
@@ -192,6 +195,39 @@ async fn answer_within<F: Future>(
     }
 }
 
+/// Where a response came from and for whom, for binding a long-lived exchange to its side.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    route: &'a Route,
+    pick: &'a Pick,
+    tenant: &'a TenantKey,
+    /// The target that answered (the retry's, after a retry).
+    target: TargetId,
+}
+
+impl Bound<'_> {
+    /// The binding of a flag-routed exchange (a fixed route's never moves).
+    fn binding(&self, kind: StreamKind) -> Option<Binding> {
+        (self.route.kind == RouteKind::Flagged).then(|| Binding {
+            tenant: self.tenant.as_str().map(Into::into),
+            bucket: self.pick.bucket,
+            target: self.target,
+            on_owner: self.target == self.pick.owner,
+            kind,
+        })
+    }
+}
+
+/// Bodies larger than this follow flips while they stream.
+const STREAMING_BYTES: u64 = 1 << 20;
+
+/// A response that may stream for long: no length (chunked, to the close, an event stream)
+/// or a large one.
+fn is_streaming(headers: &HeaderMap, body: &ResponseBody) -> bool {
+    !http_body::Body::is_end_stream(body)
+        && content_length(headers).is_none_or(|len| len > STREAMING_BYTES)
+}
+
 /// The methods a retry may send again after the request may have reached the application.
 fn is_idempotent(method: &Method) -> bool {
     matches!(
@@ -238,8 +274,10 @@ impl Proxy {
         flags: Arc<FlagState>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        streams: Arc<Streams>,
     ) -> Self {
         Proxy {
+            streams,
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
             default_target: config.flags.default_target,
@@ -278,23 +316,25 @@ impl Proxy {
         };
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
         let now_ms = self.health.ms_at(ctx.start);
-        let (route, pick) = match self.decide(&parts, client, now_ms, &mut ctx) {
+        let (route, pick, tenant) = match self.decide(&parts, client, now_ms, &mut ctx) {
             Ok(decided) => decided,
             Err(refusal) => return self.refuse(refusal, ctx),
         };
         // 4. Forward (and 5, metrics, when the response body completes).
-        self.forward(&mut parts, body, route, pick, ctx, client, now_ms)
+        self.forward(&mut parts, body, route, (pick, tenant), ctx, client, now_ms)
             .await
     }
 
     /// Steps 1 to 3: the route, the tenant, the pick. The snapshot guard lives in here only.
+    /// The tenant is kept (by value) for a flag-routed request, in case its exchange outlives
+    /// the response head and must follow a flip.
     fn decide(
         &self,
         parts: &Parts,
         client: &Peer,
         now_ms: u64,
         ctx: &mut RequestCtx,
-    ) -> Result<(&Route, Pick), Refusal> {
+    ) -> Result<(&Route, Pick, TenantKey), Refusal> {
         // A reverse proxy never opens tunnels to a host the client names.
         if parts.method == Method::CONNECT {
             return Err(Refusal::Connect);
@@ -360,7 +400,11 @@ impl Proxy {
                 .failover(ctx.labels.route, pick.owner.index(), pick.target.index());
         }
         ctx.labels.target = pick.target.index();
-        Ok((route, pick))
+        let tenant = match route.kind {
+            RouteKind::Flagged => TenantKey::new(tenant_id),
+            RouteKind::Fixed(_) => TenantKey::None,
+        };
+        Ok((route, pick, tenant))
     }
 
     /// Forwards to the picked target, and retries once when [`retry_plan`] says so and the
@@ -371,7 +415,7 @@ impl Proxy {
         parts: &mut Parts,
         body: ClientBody,
         route: &Route,
-        pick: Pick,
+        (pick, tenant): (Pick, TenantKey),
         mut ctx: RequestCtx,
         client: &Peer,
         now: u64,
@@ -448,7 +492,13 @@ impl Proxy {
         };
         let failure = match outcome {
             Ok((resp, in_flight)) => {
-                return self.respond(resp, client_upgrade, route, target, in_flight, ctx);
+                let bound = Bound {
+                    route,
+                    pick: &pick,
+                    tenant: &tenant,
+                    target,
+                };
+                return self.respond(resp, client_upgrade, bound, in_flight, ctx);
             }
             Err(failure) => failure,
         };
@@ -499,7 +549,15 @@ impl Proxy {
             )
             .await
         {
-            Ok((resp, in_flight)) => self.respond(resp, None, route, retry_target, in_flight, ctx),
+            Ok((resp, in_flight)) => {
+                let bound = Bound {
+                    route,
+                    pick: &pick,
+                    tenant: &tenant,
+                    target: retry_target,
+                };
+                self.respond(resp, None, bound, in_flight, ctx)
+            }
             Err(failure) => {
                 self.refuse(Refusal::Upstream(failure, retry_target, route.timeout), ctx)
             }
@@ -636,11 +694,11 @@ impl Proxy {
         &self,
         mut resp: Response<UpstreamBody>,
         client_upgrade: Option<Box<ClientUpgrade>>,
-        route: &Route,
-        target: TargetId,
+        bound: Bound<'_>,
         in_flight: InFlight,
         ctx: RequestCtx,
     ) -> Response<ResponseBody> {
+        let Bound { route, target, .. } = bound;
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if upgraded {
             // A tunnel opens only to a protocol the request asked for: after a 101 the bytes
@@ -651,7 +709,11 @@ impl Proxy {
                 return self.refuse(Refusal::UnaskedUpgrade(target), ctx);
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
-            self.tunnels.spawn(client_side.on, upstream_side);
+            let registration = bound
+                .binding(StreamKind::Tunnel)
+                .map(|b| self.streams.register(b));
+            self.tunnels
+                .spawn(client_side.on, upstream_side, registration);
         }
         strip_hop_by_hop(resp.headers_mut(), upgraded);
         resp.headers_mut()
@@ -660,10 +722,15 @@ impl Proxy {
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
                 .with_in_flight(in_flight);
-        Response::from_parts(
-            rparts,
-            ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion),
-        )
+        let mut body =
+            ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion);
+        if !upgraded
+            && is_streaming(&rparts.headers, &body)
+            && let Some(binding) = bound.binding(StreamKind::Response)
+        {
+            body = body.closing_with(self.streams.register(binding));
+        }
+        Response::from_parts(rparts, body)
     }
 
     /// The one place an answer of the router's own is made: the status and the one-line
@@ -1034,12 +1101,18 @@ impl Drop for TunnelGuard {
 }
 
 impl Tunnels {
-    fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade) {
+    fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade, registration: Option<Registration>) {
         self.open.0.fetch_add(1, Ordering::AcqRel);
         let guard = TunnelGuard(self.open.clone());
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
             let _guard = guard;
+            let moved = async {
+                match &registration {
+                    Some(r) => r.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
             let (client, upstream) = match tokio::try_join!(client, upstream) {
                 Ok(both) => both,
                 Err(e) => {
@@ -1055,6 +1128,7 @@ impl Tunnels {
                     }
                 }
                 _ = crate::shutdown::until_set(&mut stop) => {}
+                () = moved => tracing::debug!("tunnel closed: its tenant moved away from its side"),
             }
         });
     }

@@ -29,6 +29,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
 use crate::store::Store;
+use crate::streams::Streams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -120,11 +121,27 @@ impl Router {
         let target_names: Vec<String> = config.targets.iter().map(|(_, n)| n.to_owned()).collect();
         let health = Health::new(&config.target_configs);
         crate::health::spawn_checks(&health, &config.target_configs, &background);
+        let streams = Streams::new(
+            config.flags.close_moved_streams_after,
+            config.flags.default_target,
+        );
         let metrics = Arc::new(
             Metrics::new(&route_names, &target_names, flags.clone(), health.clone())
-                .with_store_reads(store_reads),
+                .with_store_reads(store_reads)
+                .with_streams(streams.clone()),
         );
-        let proxy = Arc::new(Proxy::new(&config, flags.clone(), metrics, health.clone()));
+        tokio::spawn(crate::streams::follow_flips(
+            streams.clone(),
+            flags.clone(),
+            background.clone(),
+        ));
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            flags.clone(),
+            metrics,
+            health.clone(),
+            streams,
+        ));
         tokio::spawn(reap_idle_connections(proxy.clone(), background.clone()));
 
         let bind = |what, addr, backlog| {

@@ -12,6 +12,7 @@ mod failover;
 mod flips;
 mod forwarding;
 mod layout;
+mod open_streams;
 mod reload;
 mod routing;
 mod seal;

@@ -255,16 +255,20 @@ async fn a_store_whose_version_goes_back_stays_refused_even_when_it_climbs_past(
         metrics.contains("switchyard_flags_store_refused 1"),
         "{metrics}"
     );
-    let refused_before = metric_value(
-        &metrics,
-        "switchyard_flags_reloads_total{result=\"refused\"}",
-    );
-    wait_for_metric_above(
-        router.admin_addr,
-        "switchyard_flags_reloads_total{result=\"refused\"}",
-        refused_before,
-    )
-    .await;
+    let climbed = meta(&sdk).await.0;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, _, body) = get(&client(), router.admin_addr, "/readyz", &[]).await;
+        if body.contains(&format!("the store is at version {climbed} now")) {
+            assert!(body.contains("went back from 3 to 1"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router never saw version {climbed}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(side(router.addr, "acme").await, "new");
     let (_, h, _) = get(&client(), router.addr, "/", &[("x-tenant-id", "hooli")]).await;
     assert_eq!(h["x-upstream"], "legacy", "hooli has no flag: the default");

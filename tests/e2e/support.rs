@@ -66,7 +66,7 @@ impl Seen {
 
 /// An upstream that answers with its own name. Paths with a meaning:
 /// `/slow/MS` waits MS ms; `/hold` waits until released; `/sink` reads the body and answers
-/// `BYTES HASH`; `/source/N` streams N bytes; `/ws` is a WebSocket echo; `/hop` answers with
+/// `BYTES HASH`; `/source/N` streams N bytes; `/ticks` streams a line every 10 ms, forever; `/ws` is a WebSocket echo; `/hop` answers with
 /// hop-by-hop headers. Anything else: `NAME` in the body and `x-upstream: NAME`.
 pub struct TestUpstream {
     pub addr: SocketAddr,
@@ -230,6 +230,17 @@ async fn handle(
                 Ok::<_, std::io::Error>(Frame::data(chunk.slice(..len)))
             }));
         Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+    } else if path == "/ticks" {
+        // A stream that never ends on its own (server-sent events, a long poll): a line
+        // every 10 ms until the client goes away.
+        let ticks = futures_util::stream::unfold(0u64, |i| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("tick {i}\n")))),
+                i + 1,
+            ))
+        });
+        Response::new(BodyExt::boxed(StreamBody::new(ticks)))
     } else if path == "/ws" {
         let key = req
             .headers()
@@ -391,10 +402,15 @@ endpoints = ["{new}"]{new_protocol}
 
     /// Writes a flag as the CLI does and returns the store's new version.
     pub fn set(&self, tenant: &str, placing: Placing) -> u64 {
+        self.set_sealed(tenant, placing, None)
+    }
+
+    /// Writes a flag, sealing (`Some(true)`) or unsealing it, and returns the new version.
+    pub fn set_sealed(&self, tenant: &str, placing: Placing, seal: Option<bool>) -> u64 {
         let write = FlagWrite {
             tenant: tenant.into(),
             placing: Some(placing),
-            seal: None,
+            seal,
             by: "test".into(),
             reason: "test".into(),
             expect_version: None,
