@@ -22,6 +22,8 @@ struct Options {
     routers: usize,
     flips: usize,
     idle: Duration,
+    /// `flags.poll_interval_ms` for the routers; `None`: the default.
+    poll_ms: Option<u64>,
 }
 
 fn options() -> Options {
@@ -33,6 +35,7 @@ fn options() -> Options {
         routers: 20,
         flips: 20,
         idle: Duration::from_secs(10),
+        poll_ms: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -43,8 +46,9 @@ fn options() -> Options {
             "--routers" => o.routers = value().parse().expect("--routers N"),
             "--flips" => o.flips = value().parse().expect("--flips N"),
             "--idle-seconds" => o.idle = Duration::from_secs(value().parse().expect("seconds")),
+            "--poll-interval-ms" => o.poll_ms = Some(value().parse().expect("milliseconds")),
             other => panic!(
-                "unknown argument {other} (--switchyard BIN --ddb-lib DIR --routers N --flips N --idle-seconds S)"
+                "unknown argument {other} (--switchyard BIN --ddb-lib DIR --routers N --flips N --idle-seconds S --poll-interval-ms MS)"
             ),
         }
     }
@@ -102,6 +106,10 @@ struct Router {
 impl Router {
     fn start(o: &Options, dir: &Path, table: &str, upstream: SocketAddr) -> Router {
         let (addr, admin) = (free_addr(), free_addr());
+        let poll = o
+            .poll_ms
+            .map(|ms| format!("poll_interval_ms = {ms}\n"))
+            .unwrap_or_default();
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("router.toml");
         std::fs::write(
@@ -114,7 +122,7 @@ workers = 1
 [flags]
 source = "{table}"
 default_target = "legacy"
-[tenant]
+{poll}[tenant]
 from = ["header:x-tenant-id"]
 [targets.legacy]
 endpoints = ["http://{upstream}"]
@@ -281,8 +289,13 @@ fn main() {
     }
     lags.sort_by(f64::total_cmp);
     let q = |p: f64| lags[((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1];
+    let interval = o
+        .poll_ms
+        .map_or("the default poll interval".to_owned(), |ms| {
+            format!("a {ms} ms poll interval")
+        });
     println!(
-        "{} routers, {} flips ({} samples): applied after the write returned p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; idle store reads {:.2} a second a router",
+        "{} routers at {interval}, {} flips ({} samples): applied after the write returned p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; idle store reads {:.2} a second a router",
         o.routers,
         o.flips,
         lags.len(),
@@ -295,6 +308,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "routers": o.routers,
+            "poll_interval_ms": o.poll_ms,
             "flips": o.flips,
             "p50_ms": q(0.5),
             "p99_ms": q(0.99),

@@ -222,10 +222,14 @@ impl Bound<'_> {
 const STREAMING_BYTES: u64 = 1 << 20;
 
 /// A response that may stream for long: no length (chunked, to the close, an event stream)
-/// or a large one.
-fn is_streaming(headers: &HeaderMap, body: &ResponseBody) -> bool {
-    !http_body::Body::is_end_stream(body)
-        && content_length(headers).is_none_or(|len| len > STREAMING_BYTES)
+/// or a large one. Read from the body's size hint (its length as framed), not the headers.
+fn is_streaming(body: &ResponseBody) -> bool {
+    use http_body::Body;
+    !body.is_end_stream()
+        && body
+            .size_hint()
+            .exact()
+            .is_none_or(|len| len > STREAMING_BYTES)
 }
 
 /// The methods a retry may send again after the request may have reached the application.
@@ -711,7 +715,7 @@ impl Proxy {
             let upstream_side = hyper::upgrade::on(&mut resp);
             let registration = bound
                 .binding(StreamKind::Tunnel)
-                .map(|b| self.streams.register(b));
+                .map(|b| self.streams.register(b, &self.flags.load()));
             self.tunnels
                 .spawn(client_side.on, upstream_side, registration);
         }
@@ -725,10 +729,10 @@ impl Proxy {
         let mut body =
             ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion);
         if !upgraded
-            && is_streaming(&rparts.headers, &body)
+            && is_streaming(&body)
             && let Some(binding) = bound.binding(StreamKind::Response)
         {
-            body = body.closing_with(self.streams.register(binding));
+            body = body.closing_with(self.streams.register(binding, &self.flags.load()));
         }
         Response::from_parts(rparts, body)
     }

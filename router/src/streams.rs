@@ -106,9 +106,15 @@ impl Streams {
         })
     }
 
-    pub fn register(self: &Arc<Self>, binding: Binding) -> Registration {
+    /// Registers an exchange picked on some snapshot, checked against `current`: one whose
+    /// pick a flip overtook between the pick and now closes at once (no sweep will see it).
+    pub fn register(self: &Arc<Self>, binding: Binding, current: &Snapshot) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
+        if self.judge(current, &binding).is_some() {
+            close.notify_one();
+            self.closed[binding.kind as usize].fetch_add(1, Ordering::Relaxed);
+        }
         self.open.lock().expect("streams lock").insert(
             id,
             Entry {

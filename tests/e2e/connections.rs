@@ -337,3 +337,49 @@ async fn a_request_read_before_a_drain_begins_is_answered_before_the_connection_
     );
     assert!(shutdown.await.unwrap(), "the drain finished in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_just_before_sigterm_is_answered_or_never_reaches_an_upstream() {
+    let setup = Setup::new().await;
+    let config = setup.config_path();
+    // The race the issue measured, run black-box with the real binary: a request written on a
+    // kept-alive connection, then SIGTERM at once. Either it is answered, or the connection
+    // closes without a byte of answer and no upstream ever saw it (so a client may resend it).
+    let (mut answered, mut unread) = (0, 0);
+    for i in 0..12 {
+        let router = Binary::serve(&config);
+        let mut s = connect(router.addr).await;
+        let mut buf = Vec::new();
+        s.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\nx-tenant-id: warm\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let tenant = format!("raced-{i}");
+        s.write_all(
+            format!("GET /second HTTP/1.1\r\nHost: a\r\nx-tenant-id: {tenant}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        router.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut rest = buf;
+        let mut more = Vec::new();
+        let read = tokio::time::timeout(EVENT_TIMEOUT, s.read_to_end(&mut more)).await;
+        assert!(read.is_ok(), "the router closes the connection");
+        rest.extend_from_slice(&more);
+        let text = String::from_utf8_lossy(&rest).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            answered += 1;
+        } else {
+            assert!(text.is_empty(), "a partial answer: {text:?}");
+            assert_eq!(
+                setup.legacy.seen.tenant(&tenant),
+                0,
+                "a request that reached an upstream got no answer"
+            );
+            unread += 1;
+        }
+        drop(router);
+    }
+    eprintln!("SIGTERM right after a request: {answered} answered, {unread} closed unread");
+}
