@@ -61,6 +61,56 @@ impl Transport for TcpStream {
     }
 }
 
+/// Any other stream (TLS over TCP, say), split by a lock its two halves share. The lock is
+/// uncontended (one task reads, the same task writes), so it costs an atomic operation per
+/// read or write.
+#[derive(Debug)]
+pub struct Split<S>(pub S);
+
+impl<S> Transport for Split<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Read = tokio::io::ReadHalf<S>;
+    type Write = tokio::io::WriteHalf<S>;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self.0)
+    }
+
+    fn unsplit(read: Self::Read, write: Self::Write) -> Self {
+        Split(read.unsplit(write))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Split<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Split<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// What serves the requests of a connection: a proxy, in this workspace. The server reads
 /// the head, hands the request over with its body still on the wire (read as the handler
 /// polls it), and writes the response the handler returns.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
 
@@ -73,7 +74,24 @@ impl IdleTimer {
 #[derive(Debug)]
 pub enum ClientBody {
     H1(http1::server::Body<OwnedReadHalf>),
+    /// HTTP/1.1 over TLS, read by the same server.
+    H1Tls(http1::server::Body<TlsReadHalf>),
     Hyper(Incoming),
+}
+
+/// The read half of a client's TLS connection.
+pub type TlsReadHalf = tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+
+impl From<http1::server::Body<OwnedReadHalf>> for ClientBody {
+    fn from(body: http1::server::Body<OwnedReadHalf>) -> Self {
+        ClientBody::H1(body)
+    }
+}
+
+impl From<http1::server::Body<TlsReadHalf>> for ClientBody {
+    fn from(body: http1::server::Body<TlsReadHalf>) -> Self {
+        ClientBody::H1Tls(body)
+    }
 }
 
 impl Body for ClientBody {
@@ -86,6 +104,7 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H1Tls(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -93,6 +112,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H1Tls(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
         }
     }
@@ -100,6 +120,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H1Tls(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
         }
     }

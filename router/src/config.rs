@@ -74,6 +74,25 @@ struct RawServer {
     http2_max_concurrent_streams: Option<u32>,
     trust_forwarded_headers: Option<bool>,
     admin_token_file: Option<String>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: String,
+    handshake_timeout_ms: Option<u64>,
+    reload_interval_ms: Option<u64>,
+    #[serde(default)]
+    certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    name: String,
+    cert: String,
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +208,8 @@ pub struct Server {
     pub trust_forwarded_headers: bool,
     /// The bearer token admin writes must present; `None` disables admin writes.
     pub admin_token: Option<AdminToken>,
+    /// A TLS listener beside the plaintext one.
+    pub tls: Option<crate::tls::TlsListener>,
 }
 
 /// The admin write token, read from `[server] admin_token_file`. Its `Debug` never shows it.
@@ -512,7 +533,70 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             format!("{n} is outside 1024 to 1048576"),
         );
     }
+    let tls = s.tls.as_ref().map(|t| {
+        let tls_listen = addr(
+            problems,
+            "server.tls.listen",
+            Some(&t.listen),
+            "0.0.0.0:8443",
+        );
+        if tls_listen.port() != 0 && (tls_listen == listen || tls_listen == admin_listen) {
+            problem(
+                problems,
+                "server.tls.listen",
+                format!("{tls_listen} is already server.listen or server.admin_listen"),
+            );
+        }
+        positive(
+            problems,
+            "server.tls.handshake_timeout_ms",
+            t.handshake_timeout_ms,
+        );
+        positive(
+            problems,
+            "server.tls.reload_interval_ms",
+            t.reload_interval_ms,
+        );
+        if t.certificates.is_empty() {
+            problem(
+                problems,
+                "server.tls.certificates",
+                "is empty; give at least one [[server.tls.certificates]] with name, cert and key",
+            );
+        }
+        let mut certificates: Vec<crate::tls::CertificateConfig> = Vec::new();
+        for (i, c) in t.certificates.iter().enumerate() {
+            if !valid_label(&c.name) || certificates.iter().any(|x| x.name == c.name) {
+                problem(
+                    problems,
+                    format!("server.tls.certificates[{i}].name"),
+                    format!(
+                        "{:?} must be a unique name of letters, digits, '-' and '_'",
+                        c.name
+                    ),
+                );
+            }
+            certificates.push(crate::tls::CertificateConfig {
+                name: c.name.clone(),
+                cert: base_dir.join(&c.cert),
+                key: base_dir.join(&c.key),
+            });
+        }
+        // Each certificate is read now, so a bad file is named before the router starts.
+        if !certificates.is_empty()
+            && let Err(e) = crate::tls::Certificates::load(&certificates)
+        {
+            problem(problems, "server.tls.certificates", e);
+        }
+        crate::tls::TlsListener {
+            listen: tls_listen,
+            handshake_timeout: ms(t.handshake_timeout_ms, 10_000),
+            reload_interval: ms(t.reload_interval_ms, 5_000),
+            certificates,
+        }
+    });
     let server = Server {
+        tls,
         listen,
         admin_listen,
         workers: s

@@ -30,6 +30,7 @@ pub mod shutdown;
 pub mod store;
 pub mod streams;
 pub mod tenant;
+pub mod tls;
 pub mod upstream;
 
 pub use config::Config;

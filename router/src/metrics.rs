@@ -184,6 +184,7 @@ pub struct Metrics {
     health: Arc<Health>,
     store_reads: Option<Arc<StoreReads>>,
     streams: Option<Arc<Streams>>,
+    tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
 }
 
 impl Metrics {
@@ -220,6 +221,7 @@ impl Metrics {
             health,
             store_reads: None,
             streams: None,
+            tls: std::sync::OnceLock::new(),
         }
     }
 
@@ -227,6 +229,11 @@ impl Metrics {
     pub fn with_streams(mut self, streams: Arc<Streams>) -> Self {
         self.streams = Some(streams);
         self
+    }
+
+    /// Exports the TLS listener's handshake failures and certificate reloads.
+    pub fn set_tls(&self, certificates: Arc<crate::tls::Certificates>) {
+        let _ = self.tls.set(certificates);
     }
 
     /// Exports the reads a remote flag store makes.
@@ -465,6 +472,35 @@ impl Metrics {
             "switchyard_flags_store_refused {}",
             u8::from(self.flags.store_refused().is_some())
         );
+        if let Some(tls) = self.tls.get() {
+            header(
+                w,
+                "switchyard_tls_handshake_failures_total",
+                "counter",
+                "TLS connections that did not get to HTTP, by reason (timeout, not_tls: plain HTTP or other bytes, unknown_name: SNI for no certificate, failed).",
+            );
+            for why in crate::tls::HandshakeFailure::ALL {
+                let _ = writeln!(
+                    w,
+                    "switchyard_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                    why.as_str(),
+                    tls.failures(why)
+                );
+            }
+            header(
+                w,
+                "switchyard_tls_certificate_reloads_total",
+                "counter",
+                "Certificate files reloaded after a change, by result (error: the certificate in use stays).",
+            );
+            for (ok, result) in [(true, "ok"), (false, "error")] {
+                let _ = writeln!(
+                    w,
+                    "switchyard_tls_certificate_reloads_total{{result=\"{result}\"}} {}",
+                    tls.reloads(ok)
+                );
+            }
+        }
         if let Some(streams) = &self.streams {
             header(
                 w,

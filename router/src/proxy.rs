@@ -878,7 +878,8 @@ impl Proxy {
             }
         }
         if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            let proto = if client.tls { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
             match host {
@@ -895,6 +896,8 @@ impl Proxy {
 pub struct Peer {
     pub addr: SocketAddr,
     ip_text: Bytes,
+    /// The client connected over TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
 }
 
 impl Peer {
@@ -902,6 +905,15 @@ impl Peer {
         Peer {
             addr,
             ip_text: Bytes::from(addr.ip().to_string()),
+            tls: false,
+        }
+    }
+
+    /// A client of a TLS listener.
+    pub fn over_tls(addr: SocketAddr) -> Self {
+        Peer {
+            tls: true,
+            ..Peer::new(addr)
         }
     }
 

@@ -16,8 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -40,6 +39,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// How often idle upstream connections are checked for their timeout and for a close by the
@@ -68,6 +69,8 @@ pub struct Router {
     stop_accepting: watch::Sender<bool>,
     stop_background: watch::Sender<bool>,
     traffic: JoinHandle<GracefulShutdown>,
+    /// The TLS listener's address and accept loop, when there is one.
+    tls: Option<(SocketAddr, JoinHandle<GracefulShutdown>)>,
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
     drain_timeout: Duration,
@@ -180,13 +183,47 @@ impl Router {
             draining.clone(),
             accepting,
         ));
+        let tls = match &config.server.tls {
+            None => None,
+            Some(t) => {
+                let certificates =
+                    crate::tls::Certificates::load(&t.certificates).map_err(StartError::Tls)?;
+                let server_config =
+                    crate::tls::server_config(certificates.clone()).map_err(StartError::Tls)?;
+                let tls_listener = bind("tls", t.listen, config.server.listen_backlog)?;
+                let tls_addr = tls_listener
+                    .local_addr()
+                    .expect("a bound socket has an address");
+                tokio::spawn(crate::tls::watch_files(
+                    certificates.clone(),
+                    t.reload_interval,
+                    background.clone(),
+                ));
+                let edge = TlsEdge {
+                    acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+                    certificates: certificates.clone(),
+                    handshake_timeout: t.handshake_timeout,
+                };
+                let task = tokio::spawn(serve_tls(
+                    tls_listener,
+                    edge,
+                    proxy.clone(),
+                    config.server.clone(),
+                    draining.clone(),
+                    stop_accepting.subscribe(),
+                ));
+                proxy.metrics.set_tls(certificates);
+                Some((tls_addr, task))
+            }
+        };
         let admin = tokio::spawn(serve_admin(
             admin_listener,
             admin,
             config.server.clone(),
             background,
         ));
-        tracing::info!(%addr, %admin_addr, store = %config.flags.store, "switchyard serving");
+        let tls_addr = tls.as_ref().map(|(a, _)| *a);
+        tracing::info!(%addr, %admin_addr, tls_addr = ?tls_addr, store = %config.flags.store, "switchyard serving");
         Ok(Router {
             addr,
             admin_addr,
@@ -197,6 +234,7 @@ impl Router {
             stop_accepting,
             stop_background,
             traffic,
+            tls,
             admin,
             reloader,
             drain_timeout: config.server.drain_timeout,
@@ -209,6 +247,11 @@ impl Router {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The TLS listener's address, when one is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(a, _)| *a)
     }
 
     pub fn flags(&self) -> &Arc<FlagState> {
@@ -226,9 +269,17 @@ impl Router {
         self.stop_accepting.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         let graceful = self.traffic.await.expect("the accept loop does not panic");
-        let drained = tokio::time::timeout_at(deadline, graceful.shutdown())
-            .await
-            .is_ok();
+        let tls_graceful = match self.tls {
+            Some((_, task)) => Some(task.await.expect("the TLS accept loop does not panic")),
+            None => None,
+        };
+        let both = async {
+            graceful.shutdown().await;
+            if let Some(g) = tls_graceful {
+                g.shutdown().await;
+            }
+        };
+        let drained = tokio::time::timeout_at(deadline, both).await.is_ok();
         self.proxy.tunnels.drain(deadline).await;
         if !drained {
             tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing the remaining connections");
@@ -381,6 +432,146 @@ async fn serve_traffic(
     graceful
 }
 
+/// What a TLS listener's connections need before HTTP: the acceptor, the certificates (which
+/// count failures) and the handshake's time limit.
+struct TlsEdge {
+    acceptor: tokio_rustls::TlsAcceptor,
+    certificates: Arc<crate::tls::Certificates>,
+    handshake_timeout: Duration,
+}
+
+/// The TLS listener's accept loop: each connection's handshake (bounded by the handshake
+/// timeout) runs in its own task; then HTTP/1.1 goes to the same server as plaintext, and
+/// ALPN `h2` to hyper's. A client that speaks plain HTTP to the port is answered 400 saying
+/// so; every failed handshake is logged at debug and counted by reason.
+async fn serve_tls(
+    listener: TcpListener,
+    edge: TlsEdge,
+    proxy: Arc<Proxy>,
+    server: Server,
+    draining: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    use crate::tls::HandshakeFailure;
+    let TlsEdge {
+        acceptor,
+        certificates: tls,
+        handshake_timeout,
+    } = edge;
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(http_builder(&server));
+    let settings = http1::server::Settings {
+        header_read_timeout: server.header_read_timeout,
+        max_header_bytes: server.max_header_bytes,
+        added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
+    };
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = crate::shutdown::until_set(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener, "tls") => accepted,
+            _ = crate::shutdown::until_set(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (proxy, tls, acceptor) = (proxy.clone(), tls.clone(), acceptor.clone());
+        let watcher = graceful.watcher();
+        let (builder, settings) = (builder.clone(), settings.clone());
+        let (draining, stop) = (draining.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let deadline = tokio::time::Instant::now() + handshake_timeout;
+            let failed = |why: HandshakeFailure, detail: &dyn std::fmt::Display| {
+                tls.count_failure(why);
+                tracing::debug!(%peer, reason = why.as_str(), %detail, "TLS handshake failed");
+            };
+            // A TLS connection opens with a handshake record (0x16); anything else is not TLS.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == 0x16 => {}
+                Ok(Ok(1)) => {
+                    failed(
+                        HandshakeFailure::NotTls,
+                        &"the first byte is not a TLS record",
+                    );
+                    if first[0].is_ascii_uppercase() {
+                        refuse_plain_http(stream, deadline).await;
+                    }
+                    return;
+                }
+                Ok(_) => return,
+                Err(_) => return failed(HandshakeFailure::Timeout, &"no bytes"),
+            }
+            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    // An unknown name was counted by the certificate resolver.
+                    let unknown_name = e
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<rustls::Error>())
+                        .is_some_and(|e| matches!(e, rustls::Error::General(_)));
+                    if !unknown_name {
+                        failed(HandshakeFailure::Failed, &e);
+                    }
+                    return;
+                }
+                Err(_) => {
+                    return failed(HandshakeFailure::Timeout, &"the handshake did not finish");
+                }
+            };
+            let metrics = proxy.metrics.clone();
+            metrics.connection_opened();
+            let client = Peer::over_tls(peer);
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
+            } else {
+                let connection = Connection {
+                    proxy: &proxy,
+                    client: &client,
+                };
+                let ended = http1::server::serve(
+                    http1::server::Split(stream),
+                    peer,
+                    &connection,
+                    &settings,
+                    &draining,
+                    stop,
+                )
+                .await;
+                if let http1::server::Ended::Handoff(stream) = ended {
+                    Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
+                }
+            }
+            metrics.connection_closed();
+        });
+    }
+    graceful
+}
+
+/// Answers a plain HTTP request sent to the TLS port with a 400 that says so, then closes:
+/// what the client sent is read first (bounded), so the close does not reset the answer away.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream, deadline: tokio::time::Instant) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await;
+    let body = "switchyard: this port speaks TLS: use https:// here\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(answer.as_bytes()).await.is_ok() && stream.shutdown().await.is_ok() {
+        // Linger until the client closes (or a second passes), reading what else it sends.
+        let linger = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(linger, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// One client connection's requests, for the `http1` crate's server: each goes to the proxy
 /// in a span that names the client.
 struct Connection<'a> {
@@ -388,31 +579,36 @@ struct Connection<'a> {
     client: &'a Peer,
 }
 
-impl http1::server::Handler<OwnedReadHalf> for Connection<'_> {
+impl<R> http1::server::Handler<R> for Connection<'_>
+where
+    ClientBody: From<http1::server::Body<R>>,
+{
     type Body = ResponseBody;
 
     // Inlined, so that the future is built where the server holds it rather than moved there.
     #[inline]
     fn handle(
         &self,
-        request: Request<http1::server::Body<OwnedReadHalf>>,
+        request: Request<http1::server::Body<R>>,
     ) -> impl Future<Output = http::Response<ResponseBody>> + Send {
         let span = tracing::debug_span!("request", peer = %self.client.addr, method = %request.method(), path = %request.uri().path());
         self.proxy
-            .handle(request.map(ClientBody::H1), self.client)
+            .handle(request.map(ClientBody::from), self.client)
             .instrument(span)
     }
 }
 
 /// Serves a connection handed over by [`http1::server::serve`] with hyper's server, from the
 /// request it handed over on.
-async fn serve_with_hyper(
-    stream: http1::server::Rewind<TcpStream>,
+async fn serve_with_hyper<S>(
+    stream: S,
     proxy: Arc<Proxy>,
     client: Peer,
     builder: Arc<HttpBuilder>,
     watcher: Watcher,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let peer = client.addr;
     let service = service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();

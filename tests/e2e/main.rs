@@ -19,3 +19,4 @@ mod seal;
 mod slow_clients;
 mod store_edges;
 mod streaming;
+mod tls;

@@ -1,0 +1,263 @@
+//! TLS termination with rustls. The crypto provider is aws-lc-rs: the AWS SDK already builds
+//! it, so terminating TLS adds no second crypto library to the build.
+//!
+//! A TLS listener serves several certificates chosen by SNI: a client naming a host gets the
+//! certificate valid for it (wildcards included); a client naming none gets the first; a
+//! client naming a host no certificate is valid for is refused (the handshake fails). ALPN
+//! offers `h2` and `http/1.1`; TLS 1.2 and 1.3 only; session tickets and a session cache for
+//! resumption. The files are checked every `reload_interval_ms`: a changed certificate is
+//! loaded, checked (the chain parses, the key matches it) and swapped in for new handshakes,
+//! while open connections keep theirs; a bad file keeps the old certificate, is logged and
+//! counted.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::sync::watch;
+
+/// One certificate of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// Names it in logs and metrics.
+    pub name: String,
+    /// PEM: the certificate, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[server.tls]`: a TLS listener beside the plaintext one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub listen: std::net::SocketAddr,
+    /// A client must finish its handshake within this.
+    pub handshake_timeout: Duration,
+    /// How often the certificate files are checked for a change.
+    pub reload_interval: Duration,
+    /// Chosen by SNI; the first also serves clients that send none.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// Why a TLS connection did not get to HTTP, the `reason` label of
+/// `switchyard_tls_handshake_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client did not finish the handshake in time.
+    Timeout,
+    /// The client spoke plain HTTP (or anything but TLS) to the TLS port.
+    NotTls,
+    /// The client named a host no certificate is valid for.
+    UnknownName,
+    /// Anything else: no protocol or cipher in common, a malformed hello, a reset.
+    Failed,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 4] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::UnknownName,
+        HandshakeFailure::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::UnknownName => "unknown_name",
+            HandshakeFailure::Failed => "failed",
+        }
+    }
+}
+
+/// What the files of one certificate looked like when they were loaded.
+type Stamp = [Option<(SystemTime, u64)>; 2];
+
+fn stamp(c: &CertificateConfig) -> Stamp {
+    let of = |p: &PathBuf| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
+    [of(&c.cert), of(&c.key)]
+}
+
+/// The certificates a listener serves, swapped whole when a file changes.
+#[derive(Debug)]
+pub struct Certificates {
+    configs: Vec<CertificateConfig>,
+    current: ArcSwap<Vec<Arc<CertifiedKey>>>,
+    stamps: Mutex<Vec<Stamp>>,
+    /// Reloads by result: ok, error.
+    reloads: [AtomicU64; 2],
+    failures: [AtomicU64; 4],
+}
+
+impl Certificates {
+    /// Loads every certificate; any that cannot be served is an error naming it.
+    pub fn load(configs: &[CertificateConfig]) -> Result<Arc<Certificates>, String> {
+        let mut keys = Vec::with_capacity(configs.len());
+        let mut stamps = Vec::with_capacity(configs.len());
+        for c in configs {
+            stamps.push(stamp(c));
+            keys.push(Arc::new(load_certificate(c)?));
+        }
+        Ok(Arc::new(Certificates {
+            configs: configs.to_vec(),
+            current: ArcSwap::from_pointee(keys),
+            stamps: Mutex::new(stamps),
+            reloads: Default::default(),
+            failures: Default::default(),
+        }))
+    }
+
+    /// Reloads the certificates whose files changed since they were loaded. A certificate
+    /// that fails to load keeps the one in use; it is tried again when its files change again.
+    pub fn reload_changed(&self) {
+        let mut stamps = self.stamps.lock().expect("stamps lock");
+        let mut next: Option<Vec<Arc<CertifiedKey>>> = None;
+        for (i, c) in self.configs.iter().enumerate() {
+            let now = stamp(c);
+            if now == stamps[i] {
+                continue;
+            }
+            stamps[i] = now;
+            match load_certificate(c) {
+                Ok(key) => {
+                    next.get_or_insert_with(|| self.current.load().to_vec())[i] = Arc::new(key);
+                    self.reloads[0].fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(certificate = %c.name, "TLS certificate reloaded; new handshakes use it");
+                }
+                Err(e) => {
+                    self.reloads[1].fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(certificate = %c.name, error = %e, "TLS certificate not reloaded; the one in use stays");
+                }
+            }
+        }
+        if let Some(next) = next {
+            self.current.store(Arc::new(next));
+        }
+    }
+
+    /// Certificate reloads that succeeded (`true`) or failed (`false`).
+    pub fn reloads(&self, ok: bool) -> u64 {
+        self.reloads[usize::from(!ok)].load(Ordering::Relaxed)
+    }
+
+    pub fn count_failure(&self, why: HandshakeFailure) {
+        self.failures[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failures(&self, why: HandshakeFailure) -> u64 {
+        self.failures[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// The certificate for `name`: the first one valid for it.
+    fn for_name(&self, name: &ServerName<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current
+            .load()
+            .iter()
+            .find(|k| {
+                k.end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                    .is_some_and(|ee| ee.verify_is_valid_for_subject_name(name).is_ok())
+            })
+            .cloned()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(sni) = hello.server_name() else {
+            return self.current.load().first().cloned();
+        };
+        let found = ServerName::try_from(sni)
+            .ok()
+            .and_then(|name| self.for_name(&name));
+        if found.is_none() {
+            self.count_failure(HandshakeFailure::UnknownName);
+            tracing::debug!(
+                server_name = sni,
+                "TLS client named a host no certificate is for"
+            );
+        }
+        found
+    }
+}
+
+/// Reads and checks one certificate: the chain parses, its first certificate is one rustls
+/// can serve, and the key is the one it certifies.
+fn load_certificate(c: &CertificateConfig) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("certificate {:?}: {}: {e}", c.name, c.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "certificate {:?}: {} holds no PEM certificate",
+            c.name,
+            c.cert.display()
+        ));
+    }
+    webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| {
+        format!(
+            "certificate {:?}: {} is not a certificate rustls can serve: {e}",
+            c.name,
+            c.cert.display()
+        )
+    })?;
+    let key = PrivateKeyDer::from_pem_file(&c.key)
+        .map_err(|e| format!("certificate {:?}: key {}: {e}", c.name, c.key.display()))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        format!(
+            "certificate {:?}: the key {} does not fit the certificate {}: {e}",
+            c.name,
+            c.key.display(),
+            c.cert.display()
+        )
+    })
+}
+
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// The rustls server configuration of a listener serving `certificates`.
+pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| format!("TLS session tickets: {e}"))?;
+    config.session_storage = ServerSessionMemoryCache::new(16 * 1024);
+    Ok(Arc::new(config))
+}
+
+/// Checks the certificate files every `interval` until `stop`.
+pub async fn watch_files(
+    certificates: Arc<Certificates>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::shutdown::until_set(&mut stop) => return,
+        }
+        let c = certificates.clone();
+        let _ = tokio::task::spawn_blocking(move || c.reload_changed()).await;
+    }
+}
