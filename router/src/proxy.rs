@@ -473,26 +473,28 @@ impl Proxy {
         // A request that could go elsewhere does not wait on an endpoint seen down (or past
         // the route's try timeout): a hung side's requests move as soon as its health check
         // fails, instead of at the route's timeout.
+        // Each branch builds the attempt where it awaits it: a future bound to a name first
+        // is copied into the await (a kilobyte, on every request).
         let rescuable = saved.is_some() && is_idempotent(&parts.method);
-        let first = self.attempt(
-            parts,
-            body,
-            route,
-            (target, endpoint),
-            host.as_ref(),
-            ctx.start,
-        );
         let outcome = if rescuable {
             let lost = Box::pin(
                 self.until_lost((target, endpoint), route.try_timeout.map(|t| ctx.start + t)),
             );
             tokio::select! {
                 biased;
-                outcome = first => outcome,
+                outcome = self.attempt(parts, body, route, (target, endpoint), host.as_ref(), ctx.start) => outcome,
                 failure = lost => Err(failure),
             }
         } else {
-            first.await
+            self.attempt(
+                parts,
+                body,
+                route,
+                (target, endpoint),
+                host.as_ref(),
+                ctx.start,
+            )
+            .await
         };
         let failure = match outcome {
             Ok((resp, in_flight)) => {
