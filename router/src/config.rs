@@ -122,6 +122,10 @@ struct RawTenant {
 struct RawTarget {
     endpoints: Vec<String>,
     protocol: Option<String>,
+    tls_ca_file: Option<String>,
+    tls_server_name: Option<String>,
+    tls_client_cert: Option<String>,
+    tls_client_key: Option<String>,
     connect_timeout_ms: Option<u64>,
     pool_idle_timeout_ms: Option<u64>,
     pool_max_idle_per_endpoint: Option<usize>,
@@ -283,6 +287,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`), for `https://` endpoints.
+    H2,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +329,9 @@ pub struct TargetConfig {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     pub protocol: Protocol,
+    /// For `https://` endpoints: how the upstream's certificate is verified, and the client
+    /// certificate the router presents.
+    pub tls: Option<crate::tls::UpstreamTls>,
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
@@ -648,17 +657,84 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
                 Err(reason) => problem(problems, format!("{key}.endpoints[{i}]"), reason),
             }
         }
-        let protocol = match t.protocol.as_deref() {
-            None | Some("http1") => Protocol::Http1,
-            Some("h2c") => Protocol::H2c,
-            Some(other) => {
+        let https = endpoints.first().is_some_and(|e| e.scheme == Scheme::HTTPS);
+        if endpoints
+            .iter()
+            .any(|e| (e.scheme == Scheme::HTTPS) != https)
+        {
+            problem(
+                problems,
+                format!("{key}.endpoints"),
+                "mixes http:// and https://; a target's endpoints share one scheme",
+            );
+        }
+        let protocol = match (t.protocol.as_deref(), https) {
+            (None | Some("http1"), _) => Protocol::Http1,
+            (Some("h2c"), false) => Protocol::H2c,
+            (Some("h2"), true) => Protocol::H2,
+            (Some(p @ ("h2c" | "h2")), _) => {
+                let (want, scheme) = if https {
+                    ("\"h2\" (HTTP/2 over TLS)", "https://")
+                } else {
+                    ("\"h2c\" (HTTP/2 in cleartext)", "http://")
+                };
                 problem(
                     problems,
                     format!("{key}.protocol"),
-                    format!("{other:?} is not one of \"http1\", \"h2c\""),
+                    format!("{p:?} does not go with {scheme} endpoints; use {want}"),
                 );
                 Protocol::Http1
             }
+            (Some(other), _) => {
+                problem(
+                    problems,
+                    format!("{key}.protocol"),
+                    format!("{other:?} is not one of \"http1\", \"h2c\", \"h2\""),
+                );
+                Protocol::Http1
+            }
+        };
+        let tls_keys = [
+            ("tls_ca_file", &t.tls_ca_file),
+            ("tls_server_name", &t.tls_server_name),
+            ("tls_client_cert", &t.tls_client_cert),
+            ("tls_client_key", &t.tls_client_key),
+        ];
+        let tls = if https {
+            let client_cert = match (&t.tls_client_cert, &t.tls_client_key) {
+                (Some(c), Some(k)) => Some((base_dir.join(c), base_dir.join(k))),
+                (None, None) => None,
+                _ => {
+                    problem(
+                        problems,
+                        format!("{key}.tls_client_cert"),
+                        "tls_client_cert and tls_client_key go together",
+                    );
+                    None
+                }
+            };
+            let tls = crate::tls::UpstreamTls {
+                ca_file: t.tls_ca_file.as_ref().map(|f| base_dir.join(f)),
+                server_name: t.tls_server_name.clone(),
+                client_cert,
+            };
+            // Built once now, so a bad CA bundle, name or client certificate is named before
+            // the router starts.
+            if let Err(e) = crate::tls::client_config(&tls) {
+                problem(problems, format!("{key}.tls"), e);
+            }
+            Some(tls)
+        } else {
+            for (k, v) in tls_keys {
+                if v.is_some() {
+                    problem(
+                        problems,
+                        format!("{key}.{k}"),
+                        "applies to https:// endpoints only",
+                    );
+                }
+            }
+            None
         };
         positive(
             problems,
@@ -721,6 +797,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             name: name.clone(),
             endpoints,
             protocol,
+            tls,
             connect_timeout: ms(t.connect_timeout_ms, 1_000),
             pool_idle_timeout: ms(t.pool_idle_timeout_ms, 90_000),
             pool_max_idle_per_endpoint: t.pool_max_idle_per_endpoint.unwrap_or(256),
@@ -960,8 +1037,8 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
         .scheme()
         .cloned()
         .ok_or_else(|| format!("{s:?} has no scheme; write \"http://HOST:PORT\""))?;
-    if scheme != Scheme::HTTP {
-        return Err(format!("{s:?}: only http:// endpoints are supported"));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("{s:?}: an endpoint is http:// or https://"));
     }
     let authority = uri
         .authority()
@@ -1078,8 +1155,8 @@ target = "legacy"
                 "targets.new.endpoints[0]",
             ),
             (
-                GOOD.replace("http://127.0.0.1:9002", "https://127.0.0.1:9002"),
-                "only http://",
+                GOOD.replace("http://127.0.0.1:9002", "ftp://127.0.0.1:9002"),
+                "an endpoint is http:// or https://",
             ),
             (
                 GOOD.replace("http://127.0.0.1:9002", "http://127.0.0.1:9002/v1"),

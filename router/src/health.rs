@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::tls::Connector;
 use bytes::Bytes;
 use flag_store::TargetId;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -427,14 +427,30 @@ impl RetryBudget {
 /// Starts one checker task per endpoint of every target with `[health]`; they stop when `stop`
 /// turns true.
 pub fn spawn_checks(health: &Arc<Health>, targets: &[TargetConfig], stop: &watch::Receiver<bool>) {
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http();
     for (ti, target) in targets.iter().enumerate() {
         let Some(check) = &target.health else {
             continue;
         };
+        // The target's own connector: checks of https:// endpoints verify them as requests do.
+        let connector = match crate::tls::connector(
+            target.tls.as_ref(),
+            target.protocol == crate::config::Protocol::H2,
+            target.connect_timeout,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(target_name = %target.name, error = %e, "health checks not started");
+                continue;
+            }
+        };
+        let client: Client<Connector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(matches!(
+                target.protocol,
+                crate::config::Protocol::H2c | crate::config::Protocol::H2
+            ))
+            .build(connector);
         for (ei, endpoint) in target.endpoints.iter().enumerate() {
             tokio::spawn(check_loop(
                 health.clone(),
@@ -455,7 +471,7 @@ async fn check_loop(
     endpoint: usize,
     url: Endpoint,
     check: ActiveCheck,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let uri = url
@@ -519,6 +535,7 @@ mod tests {
                 })
                 .collect(),
             protocol: crate::config::Protocol::Http1,
+            tls: None,
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(1),
             pool_max_idle_per_endpoint: 1,

@@ -66,14 +66,18 @@ pub enum UpstreamErrorKind {
     Reset,
     /// The response body failed or stalled after the headers were sent.
     Body,
+    /// The TLS handshake failed: a certificate not valid for the name, expired, from an
+    /// unknown authority, or refused.
+    Tls,
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 4] = [
+    const ALL: [UpstreamErrorKind; 5] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Reset,
         UpstreamErrorKind::Body,
+        UpstreamErrorKind::Tls,
     ];
 
     fn as_str(self) -> &'static str {
@@ -82,6 +86,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::Reset => "reset",
             UpstreamErrorKind::Body => "body",
+            UpstreamErrorKind::Tls => "tls",
         }
     }
 }

@@ -74,6 +74,8 @@ enum Failure {
     EndpointDown,
     /// No answer within the route's `try_timeout_ms`.
     TryTimeout,
+    /// The TLS handshake with the upstream failed: why.
+    Tls(&'static str),
     /// The client's body was at fault: the status and why.
     Client(StatusCode, &'static str),
     BadTarget,
@@ -91,7 +93,12 @@ impl Failure {
                 };
             }
             SendError::H1(e) => e.is_connect(),
-            SendError::Hyper(e) => e.is_connect(),
+            SendError::Hyper(e) => {
+                if let Some(why) = crate::tls::upstream_failure(e) {
+                    return Failure::Tls(why);
+                }
+                e.is_connect()
+            }
         };
         let mut source = std::error::Error::source(error);
         while let Some(e) = source {
@@ -279,8 +286,8 @@ impl Proxy {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         streams: Arc<Streams>,
-    ) -> Self {
-        Proxy {
+    ) -> Result<Self, String> {
+        Ok(Proxy {
             streams,
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
@@ -288,13 +295,13 @@ impl Proxy {
             flags,
             upstreams: (config.target_configs.iter().enumerate())
                 .map(|(t, c)| Upstream::new(c, metrics.upstream_connects(t)))
-                .collect(),
+                .collect::<Result<_, _>>()?,
             metrics,
             trust_forwarded: config.server.trust_forwarded_headers,
             request_ids: RequestIds::new(),
             tunnels: Tunnels::default(),
             health,
-        }
+        })
     }
 
     /// Closes idle upstream connections that timed out or that the upstream closed.
@@ -624,8 +631,9 @@ impl Proxy {
         // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
         // The own client's pool dials its endpoint and sends only the path
         // (http1::client::request_target); hyper's dials the URI, so that is rebuilt from the endpoint.
-        let own_client =
-            upstream.protocol == Protocol::Http1 && !parts.headers.contains_key(header::UPGRADE);
+        let own_client = upstream.protocol == Protocol::Http1
+            && !upstream.tls
+            && !parts.headers.contains_key(header::UPGRADE);
         if !own_client {
             parts.uri = (upstream.endpoint(endpoint).uri(parts.uri.path_and_query()))
                 .map_err(|_| Failure::BadTarget)?;
@@ -637,7 +645,7 @@ impl Proxy {
                     parts.headers.insert(header::HOST, host.clone());
                 }
             }
-            Protocol::H2c => {
+            Protocol::H2c | Protocol::H2 => {
                 parts.version = Version::HTTP_2;
                 parts.headers.remove(header::HOST);
             }
@@ -674,10 +682,10 @@ impl Proxy {
             Some(Err(e)) => match Failure::of(&e) {
                 client @ Failure::Client(..) => return Err(client),
                 failure => {
-                    let kind = if failure == Failure::Connect {
-                        UpstreamErrorKind::Connect
-                    } else {
-                        UpstreamErrorKind::Reset
+                    let kind = match failure {
+                        Failure::Connect => UpstreamErrorKind::Connect,
+                        Failure::Tls(_) => UpstreamErrorKind::Tls,
+                        _ => UpstreamErrorKind::Reset,
                     };
                     self.metrics.upstream_error(target.index(), kind);
                     tracing::warn!(target_name = %upstream.name, endpoint = %upstream.endpoint(endpoint), error = %flag_store::error::Chain(&e), "upstream request failed");
@@ -816,6 +824,17 @@ impl Proxy {
                     StatusCode::BAD_GATEWAY,
                     format!("target {:?} went down before it responded", name(target)).into(),
                 ),
+                Failure::Tls(why) => (StatusCode::BAD_GATEWAY, {
+                    let verified_as = match &self.upstreams[target.index()].tls_name {
+                        Some(n) => format!(" (verified as {n:?})"),
+                        None => String::new(),
+                    };
+                    format!(
+                        "TLS to target {:?} failed{verified_as}: {why}",
+                        name(target)
+                    )
+                    .into()
+                }),
                 Failure::TryTimeout => (
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(

@@ -138,13 +138,10 @@ impl Router {
             flags.clone(),
             background.clone(),
         ));
-        let proxy = Arc::new(Proxy::new(
-            &config,
-            flags.clone(),
-            metrics,
-            health.clone(),
-            streams,
-        ));
+        let proxy = Arc::new(
+            Proxy::new(&config, flags.clone(), metrics, health.clone(), streams)
+                .map_err(StartError::Tls)?,
+        );
         tokio::spawn(reap_idle_connections(proxy.clone(), background.clone()));
 
         let bind = |what, addr, backlog| {

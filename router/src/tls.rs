@@ -261,3 +261,164 @@ pub async fn watch_files(
         let _ = tokio::task::spawn_blocking(move || c.reload_changed()).await;
     }
 }
+
+/// How the router reaches a target's `https://` endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM roots to verify the upstream against; `None`: the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name to send (SNI) and to verify the certificate for, when it is not the endpoint's
+    /// host (an IP endpoint behind which a load balancer answers for a DNS name).
+    pub server_name: Option<String>,
+    /// The client certificate and key to present (mutual TLS), PEM.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl UpstreamTls {
+    /// The name the certificate is verified for, when it is fixed.
+    pub fn fixed_name(&self) -> Option<ServerName<'static>> {
+        self.server_name
+            .as_ref()
+            .and_then(|n| ServerName::try_from(n.clone()).ok())
+    }
+}
+
+/// The rustls client configuration for a target: verification always on, against the
+/// configured roots or the platform's, and the client certificate, if any.
+pub fn client_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|c| c.collect::<Result<_, _>>())
+                .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "tls_ca_file {} holds no usable CA certificate",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err("no platform CA certificates found; set tls_ca_file".into());
+            }
+        }
+    }
+    if let Some(name) = &tls.server_name
+        && ServerName::try_from(name.clone()).is_err()
+    {
+        return Err(format!(
+            "tls_server_name {name:?} is not a DNS name or IP address"
+        ));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots);
+    let config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let pair = CertificateConfig {
+                name: "client".into(),
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let certified = load_certificate(&pair)?;
+            builder
+                .with_client_auth_cert(
+                    certified.cert.clone(),
+                    PrivateKeyDer::from_pem_file(key)
+                        .map_err(|e| format!("tls_client_key {}: {e}", key.display()))?,
+                )
+                .map_err(|e| format!("tls_client_cert: {e}"))?
+        }
+    };
+    // ALPN (`h2` or `http/1.1`) is set by the connector (`connector`), with the protocol
+    // hyper then speaks.
+    Ok(config)
+}
+
+/// Why a TLS connection to an upstream failed, in words an operator can act on, when the
+/// error chain holds a TLS error.
+pub fn upstream_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        // An `io::Error` wrapping another error names it through `get_ref`, not `source` (the
+        // connector wraps tokio-rustls's `io::Error`, which wraps rustls's error).
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(
+                    C::NotValidForName | C::NotValidForNameContext { .. },
+                ) => "its certificate is not valid for the name",
+                rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                    "its certificate has expired"
+                }
+                rustls::Error::InvalidCertificate(
+                    C::NotValidYet | C::NotValidYetContext { .. },
+                ) => "its certificate is not valid yet",
+                rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+                    "its certificate is signed by an authority the router does not trust"
+                }
+                rustls::Error::InvalidCertificate(_) => "its certificate is invalid",
+                rustls::Error::AlertReceived(_) => "it refused the handshake (an alert)",
+                _ => "the TLS handshake failed",
+            });
+        }
+    }
+    None
+}
+
+/// hyper's connector for a target: plain TCP for `http://` endpoints (`tls` is `None`); for
+/// `https://` ones, TLS with the target's verification (always on), name and ALPN.
+pub type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The connector for a target's endpoints.
+pub fn connector(
+    tls: Option<&UpstreamTls>,
+    h2: bool,
+    connect_timeout: Duration,
+) -> Result<Connector, String> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let Some(tls) = tls else {
+        // No TLS is ever spoken: an empty trust store, and https refused.
+        http.enforce_http(true);
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        return Ok(builder
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http));
+    };
+    http.enforce_http(false);
+    let builder = builder.with_tls_config(client_config(tls)?).https_only();
+    let builder = match tls.fixed_name() {
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    Ok(if h2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    })
+}

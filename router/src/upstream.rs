@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
@@ -18,25 +17,31 @@ use crate::config::{Endpoint, Protocol, TargetConfig};
 pub struct Upstream {
     pub name: String,
     pub protocol: Protocol,
+    /// The endpoints speak TLS (`https://`): hyper's client reaches them, not the pools.
+    pub tls: bool,
+    /// The name its certificates are verified for, when fixed (`tls_server_name`).
+    pub tls_name: Option<String>,
     endpoints: Vec<Endpoint>,
     /// Indexed like `endpoints`.
     pools: Vec<Arc<http1::client::Pool>>,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<crate::tls::Connector, RequestBody>,
 }
 
 impl Upstream {
     /// `opened` counts the HTTP/1.1 connections the target's pools open.
-    pub fn new(config: &TargetConfig, opened: Arc<AtomicU64>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
+    pub fn new(config: &TargetConfig, opened: Arc<AtomicU64>) -> Result<Self, String> {
+        let connector = crate::tls::connector(
+            config.tls.as_ref(),
+            config.protocol == Protocol::H2,
+            config.connect_timeout,
+        )
+        .map_err(|e| format!("target {:?}: {e}", config.name))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-            .http2_only(config.protocol == Protocol::H2c)
+            .http2_only(matches!(config.protocol, Protocol::H2c | Protocol::H2))
             // The proxy sets Host itself (the client's, kept); never let the endpoint leak in.
             .set_host(false)
             .build(connector);
@@ -53,13 +58,15 @@ impl Upstream {
                 ))
             })
             .collect();
-        Upstream {
+        Ok(Upstream {
             name: config.name.clone(),
             protocol: config.protocol,
+            tls: config.tls.is_some(),
+            tls_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
             endpoints: config.endpoints.clone(),
             pools,
             client,
-        }
+        })
     }
 
     pub fn endpoint(&self, index: usize) -> &Endpoint {
@@ -81,7 +88,7 @@ impl Upstream {
         }
     }
 
-    pub fn client(&self) -> &Client<HttpConnector, RequestBody> {
+    pub fn client(&self) -> &Client<crate::tls::Connector, RequestBody> {
         &self.client
     }
 }

@@ -372,3 +372,231 @@ async fn curl_reaches_tenants_over_tls_with_http1_and_http2() {
     }
     router.shutdown().await;
 }
+
+/// An upstream that speaks TLS with a certificate for `name` signed by `pki`, HTTP/1.1 or
+/// HTTP/2 by ALPN; with `client_ca`, it requires a client certificate signed by it. Answers
+/// with `x-upstream: secure` and `x-version`; counts requests and health checks.
+struct TlsUpstream {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    checks: Arc<AtomicU64>,
+}
+
+impl TlsUpstream {
+    async fn start(pki: &Pki, name: &str, client_ca: Option<&Pki>) -> TlsUpstream {
+        let dir = tempfile::tempdir().unwrap();
+        pki.leaf(dir.path(), "up", &[name]);
+        let chain: Vec<CertificateDer<'static>> =
+            rustls::pki_types::pem::PemObject::pem_file_iter(dir.path().join("up.crt"))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key: rustls::pki_types::PrivateKeyDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_file(dir.path().join("up.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.ca.der().clone()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let checks = Arc::new(AtomicU64::new(0));
+        let (r, c) = (requests.clone(), checks.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, r, c) = (acceptor.clone(), r.clone(), c.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let health = req
+                                .headers()
+                                .get("user-agent")
+                                .is_some_and(|v| v == "switchyard-health");
+                            if health { &c } else { &r }.fetch_add(1, Ordering::SeqCst);
+                            let version = format!("{:?}", req.version());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .header("x-upstream", "secure")
+                                        .header("x-version", version)
+                                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                            b"ok",
+                                        )))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        std::mem::forget(dir);
+        TlsUpstream {
+            addr,
+            requests,
+            checks,
+        }
+    }
+}
+
+/// `setup`'s config with `legacy` on the TLS upstream at `addr`, plus `extra` target keys.
+async fn start_with_secure_legacy(
+    setup: &mut Setup,
+    addr: SocketAddr,
+    extra: &str,
+) -> Result<Router, String> {
+    let text = setup.config_text().replace(
+        &format!("endpoints = [\"{}\"]", setup.legacy.url()),
+        &format!(
+            "endpoints = [\"https://{addr}\"]\n{extra}\n[targets.legacy.health]\npath = \"/healthz\"\ninterval_ms = 50\ntimeout_ms = 1000"
+        ),
+    );
+    let config =
+        switchyard::Config::parse(&text, setup.dir.path(), "test").map_err(|e| e.to_string())?;
+    Router::start(config).await.map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_by_name_and_ca_over_http1_and_h2_health_checks_included() {
+    let pki = Pki::new();
+    let mut setup = Setup::new().await;
+    pki.write_ca(setup.dir.path());
+    setup.set("acme", pin("legacy"));
+    let up = TlsUpstream::start(&pki, "legacy.example.com", None).await;
+
+    // Verified as the name the balancer answers for, behind an IP endpoint.
+    let keys = "tls_ca_file = \"ca.pem\"\ntls_server_name = \"legacy.example.com\"";
+    let router = start_with_secure_legacy(&mut setup, up.addr, keys)
+        .await
+        .unwrap();
+    let c = client();
+    for _ in 0..5 {
+        let (status, h, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(h["x-upstream"], "secure");
+        assert_eq!(h["x-version"], "HTTP/1.1");
+    }
+    assert_eq!(up.requests.load(Ordering::SeqCst), 5);
+    let checks = up.checks.clone();
+    wait_for("health checks over TLS", || {
+        checks.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    router.shutdown().await;
+
+    // HTTP/2 over TLS, by ALPN.
+    let h2 = format!("{keys}\nprotocol = \"h2\"");
+    let router = start_with_secure_legacy(&mut setup, up.addr, &h2)
+        .await
+        .unwrap();
+    let (status, h, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h["x-version"], "HTTP/2.0");
+    router.shutdown().await;
+
+    // The wrong name: a 502 that says why, counted as a TLS error; nothing reaches the app.
+    let before = up.requests.load(Ordering::SeqCst);
+    let wrong = "tls_ca_file = \"ca.pem\"\ntls_server_name = \"other.example.com\"";
+    let router = start_with_secure_legacy(&mut setup, up.addr, wrong)
+        .await
+        .unwrap();
+    let (status, _, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.contains("TLS to target \"legacy\" failed (verified as \"other.example.com\"): its certificate is not valid for the name"),
+        "{body}"
+    );
+    assert!(
+        metric(
+            &router,
+            "switchyard_upstream_errors_total{target=\"legacy\",kind=\"tls\"}"
+        )
+        .await
+        .unwrap()
+            >= 1.0
+    );
+    router.shutdown().await;
+
+    // An authority the router does not trust (the platform's roots only).
+    let router = start_with_secure_legacy(
+        &mut setup,
+        up.addr,
+        "tls_server_name = \"legacy.example.com\"",
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.contains("an authority the router does not trust"),
+        "{body}"
+    );
+    router.shutdown().await;
+    assert_eq!(up.requests.load(Ordering::SeqCst), before);
+
+    // A bad CA file is a config error naming it.
+    std::fs::write(setup.dir.path().join("bad.pem"), "not a certificate").unwrap();
+    let err = start_with_secure_legacy(&mut setup, up.addr, "tls_ca_file = \"bad.pem\"")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("tls_ca_file") && err.contains("bad.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_presents_a_client_certificate_to_an_upstream_that_requires_one() {
+    let pki = Pki::new();
+    let clients = Pki::new();
+    let mut setup = Setup::new().await;
+    pki.write_ca(setup.dir.path());
+    clients.leaf(setup.dir.path(), "router-client", &["router.example.com"]);
+    setup.set("acme", pin("legacy"));
+    let up = TlsUpstream::start(&pki, "legacy.example.com", Some(&clients)).await;
+    let keys = "tls_ca_file = \"ca.pem\"\ntls_server_name = \"legacy.example.com\"";
+    let c = client();
+
+    let without = start_with_secure_legacy(&mut setup, up.addr, keys)
+        .await
+        .unwrap();
+    let (status, _, body) = get(&c, without.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    without.shutdown().await;
+
+    let mtls = format!(
+        "{keys}\ntls_client_cert = \"router-client.crt\"\ntls_client_key = \"router-client.key\""
+    );
+    let router = start_with_secure_legacy(&mut setup, up.addr, &mtls)
+        .await
+        .unwrap();
+    let (status, h, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h["x-upstream"], "secure");
+    router.shutdown().await;
+}
