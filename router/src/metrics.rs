@@ -494,6 +494,18 @@ impl Metrics {
             }
             header(
                 w,
+                "switchyard_tls_certificate_expiry_seconds",
+                "gauge",
+                "Seconds until each served certificate expires (negative once it has), by the name the config gives it.",
+            );
+            for (name, seconds) in tls.expiries() {
+                let _ = writeln!(
+                    w,
+                    "switchyard_tls_certificate_expiry_seconds{{certificate=\"{name}\"}} {seconds}"
+                );
+            }
+            header(
+                w,
                 "switchyard_tls_certificate_reloads_total",
                 "counter",
                 "Certificate files reloaded after a change, by result (error: the certificate in use stays).",

@@ -94,6 +94,8 @@ fn stamp(c: &CertificateConfig) -> Stamp {
 pub struct Certificates {
     configs: Vec<CertificateConfig>,
     current: ArcSwap<Vec<Arc<CertifiedKey>>>,
+    /// When each served certificate expires, seconds since the epoch, like `current`.
+    not_after: Mutex<Vec<i64>>,
     stamps: Mutex<Vec<Stamp>>,
     /// Reloads by result: ok, error.
     reloads: [AtomicU64; 2],
@@ -105,12 +107,16 @@ impl Certificates {
     pub fn load(configs: &[CertificateConfig]) -> Result<Arc<Certificates>, String> {
         let mut keys = Vec::with_capacity(configs.len());
         let mut stamps = Vec::with_capacity(configs.len());
+        let mut not_after = Vec::with_capacity(configs.len());
         for c in configs {
             stamps.push(stamp(c));
-            keys.push(Arc::new(load_certificate(c)?));
+            let key = load_certificate(c)?;
+            not_after.push(expiry(&key));
+            keys.push(Arc::new(key));
         }
         Ok(Arc::new(Certificates {
             configs: configs.to_vec(),
+            not_after: Mutex::new(not_after),
             current: ArcSwap::from_pointee(keys),
             stamps: Mutex::new(stamps),
             reloads: Default::default(),
@@ -131,6 +137,7 @@ impl Certificates {
             stamps[i] = now;
             match load_certificate(c) {
                 Ok(key) => {
+                    self.not_after.lock().expect("expiry lock")[i] = expiry(&key);
                     next.get_or_insert_with(|| self.current.load().to_vec())[i] = Arc::new(key);
                     self.reloads[0].fetch_add(1, Ordering::Relaxed);
                     tracing::info!(certificate = %c.name, "TLS certificate reloaded; new handshakes use it");
@@ -144,6 +151,17 @@ impl Certificates {
         if let Some(next) = next {
             self.current.store(Arc::new(next));
         }
+    }
+
+    /// Each served certificate's name and the seconds until it expires (negative once it has).
+    pub fn expiries(&self) -> Vec<(&str, i64)> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let not_after = self.not_after.lock().expect("expiry lock");
+        (self.configs.iter().zip(not_after.iter()))
+            .map(|(c, at)| (c.name.as_str(), at - now))
+            .collect()
     }
 
     /// Certificate reloads that succeeded (`true`) or failed (`false`).
@@ -223,6 +241,15 @@ fn load_certificate(c: &CertificateConfig) -> Result<CertifiedKey, String> {
             c.cert.display()
         )
     })
+}
+
+/// When the served (first) certificate expires, seconds since the epoch; 0 when it cannot be
+/// read (it was parsed by webpki already, so that does not happen).
+fn expiry(key: &CertifiedKey) -> i64 {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
 }
 
 fn provider() -> rustls::crypto::CryptoProvider {

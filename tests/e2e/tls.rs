@@ -290,6 +290,16 @@ async fn certificates_rotate_under_load_without_a_failed_request_and_a_bad_file_
     }
     assert_ne!(first, second);
     progress(20).await;
+    // rcgen's certificates are valid until 4096: the expiry is decades away, for both names.
+    for name in ["api", "tenants"] {
+        let left = metric(
+            &router,
+            &format!("switchyard_tls_certificate_expiry_seconds{{certificate=\"{name}\"}}"),
+        )
+        .await
+        .unwrap();
+        assert!(left > 10.0 * 365.0 * 86_400.0, "{name}: {left}");
+    }
 
     // A bad file: the certificate in use stays, the failure is counted.
     std::fs::write(
