@@ -551,17 +551,29 @@ impl Proxy {
         parts.uri = uri;
         parts.headers = headers;
         let retry = (retry_target, retry_endpoint);
-        match self
-            .attempt(
-                parts,
-                RequestBody::empty(),
-                route,
-                retry,
-                host.as_ref(),
-                Instant::now(),
-            )
-            .await
-        {
+        // Boxed, the rare second try: its future would otherwise add to every request's.
+        let second = Box::pin(self.attempt(
+            parts,
+            RequestBody::empty(),
+            route,
+            retry,
+            host.as_ref(),
+            Instant::now(),
+        ));
+        // A retry of a rescued request is watched the same way: the side it went to may be
+        // hanging too (its other endpoint, not yet seen down). There is no third try.
+        let outcome = if rescuable {
+            let started = Instant::now();
+            let lost = Box::pin(self.until_lost(retry, route.try_timeout.map(|t| started + t)));
+            tokio::select! {
+                biased;
+                outcome = second => outcome,
+                failure = lost => Err(failure),
+            }
+        } else {
+            second.await
+        };
+        match outcome {
             Ok((resp, in_flight)) => {
                 let bound = Bound {
                     route,

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -173,8 +173,10 @@ impl Router {
             admin_store,
         ));
         let (stop_accepting, accepting) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(config.server.max_connections));
         let traffic = tokio::spawn(serve_traffic(
             listener,
+            slots.clone(),
             proxy.clone(),
             config.server.clone(),
             draining.clone(),
@@ -203,6 +205,7 @@ impl Router {
                 };
                 let task = tokio::spawn(serve_tls(
                     tls_listener,
+                    slots.clone(),
                     edge,
                     proxy.clone(),
                     config.server.clone(),
@@ -380,6 +383,7 @@ async fn accept(listener: &TcpListener, what: &'static str) -> (tokio::net::TcpS
 /// connection holds a watcher of `graceful`, so its shutdown waits for both kinds.
 async fn serve_traffic(
     listener: TcpListener,
+    slots: Arc<Semaphore>,
     proxy: Arc<Proxy>,
     server: Server,
     draining: Arc<AtomicBool>,
@@ -388,22 +392,10 @@ async fn serve_traffic(
     let graceful = GracefulShutdown::new();
     // Shared: each connection's task holds a pointer to it, not a 240-byte copy.
     let builder = Arc::new(http_builder(&server));
-    let settings = http1::server::Settings {
-        header_read_timeout: server.header_read_timeout,
-        max_header_bytes: server.max_header_bytes,
-        added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
-    };
-    let slots = Arc::new(Semaphore::new(server.max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = crate::shutdown::until_set(&mut stop) => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener, "traffic") => accepted,
-            _ = crate::shutdown::until_set(&mut stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let settings = http1_settings(&server);
+    while let Some((permit, stream, peer)) =
+        next_connection(&listener, &slots, &mut stop, "traffic").await
+    {
         let metrics = proxy.metrics.clone();
         metrics.connection_opened();
         let proxy = proxy.clone();
@@ -429,6 +421,35 @@ async fn serve_traffic(
     graceful
 }
 
+/// The settings of the `http1` crate's server, for every listener.
+fn http1_settings(server: &Server) -> http1::server::Settings {
+    http1::server::Settings {
+        header_read_timeout: server.header_read_timeout,
+        max_header_bytes: server.max_header_bytes,
+        added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
+    }
+}
+
+/// The next client connection and the slot it holds (`server.max_connections` slots shared by
+/// the plaintext and TLS listeners), or `None` once `stop` is set.
+async fn next_connection(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+    what: &'static str,
+) -> Option<(OwnedSemaphorePermit, tokio::net::TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        _ = crate::shutdown::until_set(stop) => return None,
+    };
+    let (stream, peer) = tokio::select! {
+        accepted = accept(listener, what) => accepted,
+        _ = crate::shutdown::until_set(stop) => return None,
+    };
+    let _ = stream.set_nodelay(true);
+    Some((permit, stream, peer))
+}
+
 /// What a TLS listener's connections need before HTTP: the acceptor, the certificates (which
 /// count failures) and the handshake's time limit.
 struct TlsEdge {
@@ -443,6 +464,7 @@ struct TlsEdge {
 /// so; every failed handshake is logged at debug and counted by reason.
 async fn serve_tls(
     listener: TcpListener,
+    slots: Arc<Semaphore>,
     edge: TlsEdge,
     proxy: Arc<Proxy>,
     server: Server,
@@ -457,22 +479,10 @@ async fn serve_tls(
     } = edge;
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(http_builder(&server));
-    let settings = http1::server::Settings {
-        header_read_timeout: server.header_read_timeout,
-        max_header_bytes: server.max_header_bytes,
-        added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
-    };
-    let slots = Arc::new(Semaphore::new(server.max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = crate::shutdown::until_set(&mut stop) => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener, "tls") => accepted,
-            _ = crate::shutdown::until_set(&mut stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let settings = http1_settings(&server);
+    while let Some((permit, stream, peer)) =
+        next_connection(&listener, &slots, &mut stop, "tls").await
+    {
         let (proxy, tls, acceptor) = (proxy.clone(), tls.clone(), acceptor.clone());
         let watcher = graceful.watcher();
         let (builder, settings) = (builder.clone(), settings.clone());

@@ -166,6 +166,18 @@ impl Load {
         .await;
     }
 
+    /// Stops the load and checks that no request failed; the requests completed.
+    async fn finish_without_failures(self) -> u64 {
+        let (completed, failures) = self.finish().await;
+        assert!(
+            failures.is_empty(),
+            "{} of {completed} requests failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        completed
+    }
+
     async fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         let mut failures = Vec::new();
@@ -216,13 +228,7 @@ async fn killing_a_side_moves_split_tenants_without_a_failed_request() {
         before,
         "requests still tried the dead side after detection"
     );
-    let (completed, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {completed} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    let completed = load.finish_without_failures().await;
     let failovers = metric(
         &router,
         "switchyard_failovers_total{route=\"api\",from=\"new\",to=\"legacy\"}",
@@ -546,13 +552,7 @@ async fn a_whole_side_killed_under_load_at_default_settings_fails_no_idempotent_
     })
     .await;
     load.wait_more(1000).await;
-    let (completed, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {completed} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    let completed = load.finish_without_failures().await;
     let retried = metric(
         &router,
         "switchyard_retries_total{target=\"new\",reason=\"connect\"}",
@@ -648,13 +648,7 @@ async fn requests_held_by_a_hung_side_move_when_it_is_seen_down_and_pinned_ones_
     })
     .await;
     load.wait_more(1000).await;
-    let (completed, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {completed} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    let completed = load.finish_without_failures().await;
     let moved = metric(
         &router,
         "switchyard_retries_total{target=\"new\",reason=\"endpoint_down\"}",
