@@ -89,6 +89,18 @@ async fn meta(sdk: &aws_sdk_dynamodb::Client) -> (u64, Option<String>) {
     )
 }
 
+/// Sets the meta item's version by hand, as a restore or a console edit would.
+async fn set_meta_version(sdk: &aws_sdk_dynamodb::Client, version: u64) {
+    sdk.update_item()
+        .table_name("flags")
+        .key("tenant", AttributeValue::S("#meta".into()))
+        .update_expression("SET version = :v")
+        .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
 async fn delete_tables(sdk: &aws_sdk_dynamodb::Client) {
     for table in ["flags", "flags-audit"] {
         sdk.delete_table().table_name(table).send().await.unwrap();
@@ -217,14 +229,7 @@ async fn a_store_whose_version_goes_back_stays_refused_even_when_it_climbs_past(
 
     // A restore to an older point: same identity, version 1, acme back on legacy.
     let sdk = emulator.sdk();
-    sdk.update_item()
-        .table_name("flags")
-        .key("tenant", AttributeValue::S("#meta".into()))
-        .update_expression("SET version = :v")
-        .expression_attribute_values(":v", AttributeValue::N("1".into()))
-        .send()
-        .await
-        .unwrap();
+    set_meta_version(&sdk, 1).await;
     sdk.put_item()
         .table_name("flags")
         .item("tenant", AttributeValue::S("acme".into()))
@@ -346,14 +351,7 @@ async fn a_lost_meta_item_is_rebuilt_from_the_audit_stream_and_write_errors_say_
     assert!(router.log_lines(&["flag store refused"]).is_empty());
 
     // The meta version set back by hand: the write is refused, in words, and nothing is written.
-    sdk.update_item()
-        .table_name("flags")
-        .key("tenant", AttributeValue::S("#meta".into()))
-        .update_expression("SET version = :v")
-        .expression_attribute_values(":v", AttributeValue::N("1".into()))
-        .send()
-        .await
-        .unwrap();
+    set_meta_version(&sdk, 1).await;
     let (code, _, err) = switchyard(&[
         "flags", "set", "globex", "--target", "legacy", "--reason", "r", "--store", &url,
     ]);
