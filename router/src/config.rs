@@ -81,6 +81,8 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawTls {
     listen: String,
+    client_ca: Option<String>,
+    client_auth: Option<String>,
     handshake_timeout_ms: Option<u64>,
     reload_interval_ms: Option<u64>,
     #[serde(default)]
@@ -597,7 +599,38 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         {
             problem(problems, "server.tls.certificates", e);
         }
+        let client_auth = match (t.client_ca.as_ref(), t.client_auth.as_deref()) {
+            (None, None) => None,
+            (Some(ca), None | Some("required")) => {
+                Some((base_dir.join(ca), crate::tls::ClientAuth::Required))
+            }
+            (Some(ca), Some("optional")) => {
+                Some((base_dir.join(ca), crate::tls::ClientAuth::Optional))
+            }
+            (None, Some(_)) => {
+                problem(
+                    problems,
+                    "server.tls.client_auth",
+                    "needs server.tls.client_ca, the CA bundle client certificates are verified against",
+                );
+                None
+            }
+            (Some(_), Some(other)) => {
+                problem(
+                    problems,
+                    "server.tls.client_auth",
+                    format!("{other:?} is not \"required\" or \"optional\""),
+                );
+                None
+            }
+        };
+        if let Some((ca, _)) = &client_auth
+            && let Err(e) = crate::tls::roots(ca)
+        {
+            problem(problems, "server.tls.client_ca", e);
+        }
         crate::tls::TlsListener {
+            client_auth,
             listen: tls_listen,
             handshake_timeout: ms(t.handshake_timeout_ms, 10_000),
             reload_interval: ms(t.reload_interval_ms, 5_000),

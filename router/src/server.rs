@@ -188,7 +188,8 @@ impl Router {
                 let certificates =
                     crate::tls::Certificates::load(&t.certificates).map_err(StartError::Tls)?;
                 let server_config =
-                    crate::tls::server_config(certificates.clone()).map_err(StartError::Tls)?;
+                    crate::tls::server_config(certificates.clone(), t.client_auth.as_ref())
+                        .map_err(StartError::Tls)?;
                 let tls_listener = bind("tls", t.listen, config.server.listen_backlog)?;
                 let tls_addr = tls_listener
                     .local_addr()

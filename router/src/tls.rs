@@ -43,6 +43,17 @@ pub struct TlsListener {
     pub reload_interval: Duration,
     /// Chosen by SNI; the first also serves clients that send none.
     pub certificates: Vec<CertificateConfig>,
+    /// Client certificates verified against this CA bundle (mutual TLS); `None`: none asked.
+    pub client_auth: Option<(PathBuf, ClientAuth)>,
+}
+
+/// Whether a TLS listener's clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A client without a valid certificate is refused in the handshake.
+    Required,
+    /// A certificate is asked for and verified when sent; a client may send none.
+    Optional,
 }
 
 /// Why a TLS connection did not get to HTTP, the `reason` label of
@@ -256,13 +267,35 @@ fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 
-/// The rustls server configuration of a listener serving `certificates`.
-pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig>, String> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+/// The rustls server configuration of a listener serving `certificates`, verifying client
+/// certificates against `client_auth`'s CA bundle when there is one.
+pub fn server_config(
+    certificates: Arc<Certificates>,
+    client_auth: Option<&(PathBuf, ClientAuth)>,
+) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(certificates);
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some((ca, how)) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider,
+            );
+            let verifier = match how {
+                ClientAuth::Required => verifier,
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client_ca {}: {e}", ca.display()))?,
+            )
+        }
+    };
+    let mut config = builder.with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| format!("TLS session tickets: {e}"))?;
@@ -313,28 +346,17 @@ impl UpstreamTls {
 /// The rustls client configuration for a target: verification always on, against the
 /// configured roots or the platform's, and the client certificate, if any.
 pub fn client_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|c| c.collect::<Result<_, _>>())
-                .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!(
-                    "tls_ca_file {} holds no usable CA certificate",
-                    path.display()
-                ));
-            }
-        }
+    let roots = match &tls.ca_file {
+        Some(path) => roots(path).map_err(|e| format!("tls_ca_file {e}"))?,
         None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             if roots.is_empty() {
                 return Err("no platform CA certificates found; set tls_ca_file".into());
             }
+            roots
         }
-    }
+    };
     if let Some(name) = &tls.server_name
         && ServerName::try_from(name.clone()).is_err()
     {
@@ -367,6 +389,19 @@ pub fn client_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> 
     // ALPN (`h2` or `http/1.1`) is set by the connector (`connector`), with the protocol
     // hyper then speaks.
     Ok(config)
+}
+
+/// The CA certificates of a PEM bundle; an error names the file and what is wrong.
+pub fn roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|c| c.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{} holds no usable CA certificate", path.display()));
+    }
+    Ok(roots)
 }
 
 /// Why a TLS connection to an upstream failed, in words an operator can act on, when the

@@ -610,3 +610,76 @@ async fn the_router_presents_a_client_certificate_to_an_upstream_that_requires_o
     assert_eq!(h["x-upstream"], "secure");
     router.shutdown().await;
 }
+
+impl Pki {
+    /// A client connector that presents `file`'s certificate (made by `leaf`) from `dir`.
+    fn client_with_cert(&self, dir: &Path, file: &str) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            rustls::pki_types::pem::PemObject::pem_file_iter(dir.join(format!("{file}.crt")))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = rustls::pki_types::pem::PemObject::from_pem_file(dir.join(format!("{file}.key")))
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// A request over a new TLS connection: the answer, or why there was none.
+async fn request_over(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) -> String {
+    match handshake(addr, connector, "api.example.com").await {
+        Ok(mut tls) => http1_get(&mut tls, "acme").await,
+        Err(e) => format!("handshake failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_with_a_client_ca_requires_or_asks_for_client_certificates() {
+    let pki = Pki::new();
+    let clients = Pki::new();
+    for (mode, anonymous_ok) in [("required", false), ("optional", true)] {
+        let mut setup = Setup::new().await;
+        clients.write_ca(setup.dir.path());
+        std::fs::rename(
+            setup.dir.path().join("ca.pem"),
+            setup.dir.path().join("clients.pem"),
+        )
+        .unwrap();
+        clients.leaf(setup.dir.path(), "alice", &["alice.clients.example.com"]);
+        // A certificate from another authority is refused in both modes.
+        Pki::new().leaf(setup.dir.path(), "mallory", &["mallory.example.com"]);
+        pki.leaf(setup.dir.path(), "api", &["api.example.com"]);
+        pki.leaf(setup.dir.path(), "tenants", &["*.tenants.example.com"]);
+        setup.extra = TLS_SECTION.replace(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!(
+                "listen = \"127.0.0.1:0\"\nclient_ca = \"clients.pem\"\nclient_auth = \"{mode}\"\n"
+            ),
+        );
+        let router = setup.start().await;
+        let addr = router.tls_addr().unwrap();
+
+        let with_cert = request_over(addr, &pki.client_with_cert(setup.dir.path(), "alice")).await;
+        assert!(with_cert.starts_with("HTTP/1.1 200"), "{mode}: {with_cert}");
+        let forged = request_over(addr, &pki.client_with_cert(setup.dir.path(), "mallory")).await;
+        assert!(!forged.starts_with("HTTP/1.1"), "{mode}: {forged}");
+        let anonymous = request_over(addr, &pki.client(&[b"http/1.1"])).await;
+        assert_eq!(
+            anonymous.starts_with("HTTP/1.1 200"),
+            anonymous_ok,
+            "{mode}: {anonymous}"
+        );
+        router.shutdown().await;
+    }
+}
