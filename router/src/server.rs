@@ -224,7 +224,8 @@ impl Router {
             background,
         ));
         let tls_addr = tls.as_ref().map(|(a, _)| *a);
-        tracing::info!(%addr, %admin_addr, tls_addr = ?tls_addr, store = %config.flags.store, "switchyard serving");
+        let tls_addr = tls_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        tracing::info!(%addr, %admin_addr, %tls_addr, store = %config.flags.store, "switchyard serving");
         Ok(Router {
             addr,
             admin_addr,

@@ -203,18 +203,18 @@ impl Streams {
             match (leave, only.is_some()) {
                 (Leave::Sealed, false) => tracing::warn!(
                     tenant,
-                    target,
+                    side = target,
                     streams = n,
                     "closing the open tunnels and streams of a tenant sealed away from their side"
                 ),
                 (Leave::Sealed, true) => tracing::warn!(
                     tenant,
-                    target,
+                    side = target,
                     streams = n,
                     "closing the open tunnels and streams of a tenant that moved away from their side (the grace is over)"
                 ),
                 (Leave::Moved, _) => {
-                    tracing::info!(tenant, target, streams = n, grace = ?self.grace, "a tenant with open tunnels or streams moved away from their side: closing them after the grace")
+                    tracing::info!(tenant, side = target, streams = n, grace = ?self.grace, "a tenant with open tunnels or streams moved away from their side: closing them after the grace")
                 }
             }
         }

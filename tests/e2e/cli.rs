@@ -363,3 +363,42 @@ async fn a_batch_on_the_file_store_moves_sealed_tenants_only_when_forced() {
     assert_eq!(h["x-upstream"], "legacy");
     router.shutdown().await;
 }
+
+#[tokio::test]
+async fn logs_can_be_json_lines_for_a_log_pipeline() {
+    let setup = Setup::new().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(setup.config_path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(event.get(key).is_some(), "no {key}: {line}");
+        }
+        let serving = event["message"] == "switchyard serving";
+        seen.push(event);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let serving = seen.last().expect("log lines");
+    assert_eq!(serving["message"], "switchyard serving", "{seen:?}");
+    // Fields are flat keys of the line, not buried in a nested object.
+    assert!(
+        serving["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{serving}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| e["message"] == "flag snapshot applied" && e["version"] == 1)
+    );
+}
