@@ -474,17 +474,31 @@ impl TlsUpstream {
     }
 }
 
-/// `setup`'s config with `legacy` on the TLS upstream at `addr`, plus `extra` target keys.
+/// `setup`'s config with `legacy` on the TLS upstream at `addr`, plus `extra` target keys and
+/// fast health checks (which take a target whose handshakes fail out at once, so the cases
+/// that show a failed handshake's 502 leave them off).
 async fn start_with_secure_legacy(
     setup: &mut Setup,
     addr: SocketAddr,
     extra: &str,
 ) -> Result<Router, String> {
+    start_secure(setup, addr, extra, true).await
+}
+
+async fn start_secure(
+    setup: &mut Setup,
+    addr: SocketAddr,
+    extra: &str,
+    health: bool,
+) -> Result<Router, String> {
+    let health = if health {
+        "\n[targets.legacy.health]\npath = \"/healthz\"\ninterval_ms = 50\ntimeout_ms = 1000"
+    } else {
+        ""
+    };
     let text = setup.config_text().replace(
         &format!("endpoints = [\"{}\"]", setup.legacy.url()),
-        &format!(
-            "endpoints = [\"https://{addr}\"]\n{extra}\n[targets.legacy.health]\npath = \"/healthz\"\ninterval_ms = 50\ntimeout_ms = 1000"
-        ),
+        &format!("endpoints = [\"https://{addr}\"]\n{extra}{health}"),
     );
     let config =
         switchyard::Config::parse(&text, setup.dir.path(), "test").map_err(|e| e.to_string())?;
@@ -532,7 +546,7 @@ async fn https_upstreams_are_verified_by_name_and_ca_over_http1_and_h2_health_ch
     // The wrong name: a 502 that says why, counted as a TLS error; nothing reaches the app.
     let before = up.requests.load(Ordering::SeqCst);
     let wrong = "tls_ca_file = \"ca.pem\"\ntls_server_name = \"other.example.com\"";
-    let router = start_with_secure_legacy(&mut setup, up.addr, wrong)
+    let router = start_secure(&mut setup, up.addr, wrong, false)
         .await
         .unwrap();
     let (status, _, body) = get(&c, router.addr(), "/x", &[("x-tenant-id", "acme")]).await;
@@ -553,10 +567,11 @@ async fn https_upstreams_are_verified_by_name_and_ca_over_http1_and_h2_health_ch
     router.shutdown().await;
 
     // An authority the router does not trust (the platform's roots only).
-    let router = start_with_secure_legacy(
+    let router = start_secure(
         &mut setup,
         up.addr,
         "tls_server_name = \"legacy.example.com\"",
+        false,
     )
     .await
     .unwrap();
@@ -592,7 +607,7 @@ async fn the_router_presents_a_client_certificate_to_an_upstream_that_requires_o
     let keys = "tls_ca_file = \"ca.pem\"\ntls_server_name = \"legacy.example.com\"";
     let c = client();
 
-    let without = start_with_secure_legacy(&mut setup, up.addr, keys)
+    let without = start_secure(&mut setup, up.addr, keys, false)
         .await
         .unwrap();
     let (status, _, body) = get(&c, without.addr(), "/x", &[("x-tenant-id", "acme")]).await;
