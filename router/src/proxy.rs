@@ -250,7 +250,7 @@ fn is_idempotent(method: &Method) -> bool {
 /// Whether a failed first try is sent again, why, and where: a pure function of the failure,
 /// the request and where there is to go (`choose(target, except)` is the health view's
 /// endpoint choice). A retry needs a copy of the request (no body, no upgrade) and a failure
-/// that cannot have reached an application: a failed connect (any method), or, for
+/// that cannot have reached an application: a failed connect or TLS handshake (any method), or, for
 /// idempotent methods only, a reset before any response byte, an endpoint seen down before
 /// it answered, or no answer within the route's try timeout. A split tenant's retry goes to its
 /// other healthy target, an independent failure domain that holds its data too; a pinned
@@ -265,7 +265,8 @@ fn retry_plan(
 ) -> Option<(RetryReason, TargetId, usize)> {
     let idempotent = is_idempotent(method);
     let reason = match failure {
-        Failure::Connect => RetryReason::Connect,
+        // A failed TLS handshake sent nothing either.
+        Failure::Connect | Failure::Tls(_) => RetryReason::Connect,
         Failure::Reset if idempotent => RetryReason::Reset,
         Failure::EndpointDown if idempotent => RetryReason::EndpointDown,
         Failure::TryTimeout if idempotent => RetryReason::TryTimeout,
@@ -534,8 +535,11 @@ impl Proxy {
         // request that never reached one (a refused connect) or whose endpoint was seen down
         // goes to the other target without drawing on it: that target takes these requests
         // anyway once this one is out, and a side killed under load then fails none.
-        let free =
-            retry_target != target && matches!(failure, Failure::Connect | Failure::EndpointDown);
+        let free = retry_target != target
+            && matches!(
+                failure,
+                Failure::Connect | Failure::Tls(_) | Failure::EndpointDown
+            );
         if !free && !self.health.target(target).budget.try_retry(now) {
             self.metrics.retry_budget_exhausted(target.index());
             return self.refuse(Refusal::Upstream(failure, target, route.timeout), ctx);
@@ -1282,6 +1286,14 @@ mod tests {
             ),
             // A reset may have reached the application: idempotent methods only.
             (Failure::Reset, &post, true, Some(new), None),
+            // A failed TLS handshake sent nothing: like a failed connect.
+            (
+                Failure::Tls("its certificate has expired"),
+                &post,
+                true,
+                Some(new),
+                Some((Connect, new, 0)),
+            ),
             // A pinned tenant's retry stays on its target, on another endpoint.
             (
                 Failure::Connect,
