@@ -72,13 +72,15 @@ struct Options {
     only: Option<Vec<String>>,
     swap: bool,
     rss: bool,
+    /// Only run the upstream and print its address (for benches/tls.sh).
+    upstream_only: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
                  [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
-                 [--only TARGET,..] [--no-swap] [--no-rss]
+                 [--only TARGET,..] [--no-swap] [--no-rss] [--upstream-only]
 targets: {}",
         TARGETS.join(", ")
     );
@@ -98,6 +100,7 @@ fn options() -> Options {
         only: None,
         swap: true,
         rss: true,
+        upstream_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -122,6 +125,7 @@ fn options() -> Options {
             }
             "--no-swap" => o.swap = false,
             "--no-rss" => o.rss = false,
+            "--upstream-only" => o.upstream_only = true,
             _ => usage(),
         }
     }
@@ -136,6 +140,12 @@ fn options() -> Options {
 
 fn main() {
     let o = options();
+    if o.upstream_only {
+        println!("upstream {}", start_upstream());
+        loop {
+            std::thread::park();
+        }
+    }
     let scratch = tempfile::tempdir().expect("a temporary folder");
     let upstream = start_upstream();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# TLS side by side: Switchyard, nginx and HAProxy terminating TLS with the same certificate
+# (EC P-256, made here) in front of the load benchmark's upstream, measured by clients nobody
+# here wrote: `openssl s_time` (full and resumed handshakes a second, one client) and
+# `h2load` (keep-alive requests a second at 64 connections over HTTP/1.1, and over HTTP/2).
+#   benches/tls.sh                 5 s a measure
+#   benches/tls.sh --seconds 10
+# One core for the proxy under test, the other for the clients and the upstream.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=5
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds="$2"; shift 2 ;;
+    *) echo "usage: benches/tls.sh [--seconds N]" >&2; exit 64 ;;
+  esac
+done
+
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  cleanup_policy=false
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    cleanup_policy=true
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if $cleanup_policy; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+fi
+PATH="$PATH:/usr/sbin"
+
+cargo build --release -p switchyard --bin switchyard -p switchyard-benches --bin loadbench
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+pin_proxy=(); pin_client=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+  pin_proxy=(taskset -c 1); pin_client=(taskset -c 0)
+fi
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" > "$work/both.pem"
+
+"${pin_client[@]}" target/release/loadbench --upstream-only > "$work/upstream.txt" &
+pids+=($!)
+for _ in $(seq 1 50); do [ -s "$work/upstream.txt" ] && break; sleep 0.1; done
+upstream=$(awk '{print $2}' "$work/upstream.txt")
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_switchyard() {
+  local port=$1 dir="$work/switchyard"
+  mkdir -p "$dir"
+  echo '{"version":1,"items":[{"tenant":"acme","target":"app"}]}' > "$dir/flags.json"
+  cat > "$dir/router.toml" <<EOF
+[server]
+listen = "127.0.0.1:$(free_port)"
+admin_listen = "127.0.0.1:$(free_port)"
+workers = 1
+[server.tls]
+listen = "127.0.0.1:$port"
+[[server.tls.certificates]]
+name = "bench"
+cert = "$work/cert.pem"
+key = "$work/key.pem"
+[flags]
+source = "file:flags.json"
+default_target = "app"
+[tenant]
+from = ["header:x-tenant-id"]
+[targets.app]
+endpoints = ["http://$upstream"]
+[[routes]]
+name = "api"
+path_prefix = "/"
+EOF
+  RUST_LOG=warn "${pin_proxy[@]}" target/release/switchyard serve --config "$dir/router.toml" &
+  pids+=($!)
+}
+
+start_nginx() {
+  local port=$1 dir="$work/nginx"
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server $upstream; keepalive 128; }
+  server {
+    listen 127.0.0.1:$port ssl http2;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }
+}
+EOF
+  "${pin_proxy[@]}" nginx -c "$dir/nginx.conf" -p "$dir" &
+  pids+=($!)
+}
+
+start_haproxy() {
+  local port=$1 dir="$work/haproxy"
+  mkdir -p "$dir"
+  cat > "$dir/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend tls
+  bind 127.0.0.1:$port ssl crt $work/both.pem alpn h2,http/1.1
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https
+  default_backend app
+backend app
+  http-reuse always
+  server app $upstream
+EOF
+  "${pin_proxy[@]}" haproxy -f "$dir/haproxy.cfg" -db &
+  pids+=($!)
+}
+
+wait_tls() {
+  for _ in $(seq 1 100); do
+    if echo | openssl s_client -connect "127.0.0.1:$1" -servername localhost >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing answers TLS on port $1" >&2; return 1
+}
+
+# s_time prints "N connections in T real seconds"; the rate is N / T.
+handshakes() {
+  "${pin_client[@]}" openssl s_time -connect "127.0.0.1:$1" -CAfile "$work/cert.pem" "$2" -time "$seconds" 2>/dev/null \
+    | awk '/connections in .* real seconds/ { printf "%.0f", $1 / $4; exit }'
+}
+
+# h2load's "finished in ..., N req/s" line; "wrong" unless every request got a 2xx.
+h2rate() {
+  "${pin_client[@]}" h2load "$@" 2>/dev/null | awk '
+    /^finished in/ { gsub(",", "", $4); rate = $4 }
+    /^requests:/ { done = $8 }
+    /^status codes:/ { ok = $3 }
+    END { if (done > 0 && ok == done) printf "%.0f", rate; else printf "wrong(%s of %s 2xx)", ok, done }'
+}
+
+# CPU ticks (utime + stime) of a process and its children (nginx's worker).
+ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+# One measure: "rate/s (per proxy CPU-second)". The clients share one core, so the rate may be
+# theirs; the work per proxy CPU-second is the proxy's own.
+measure() {
+  local pid=$1; shift
+  local before rate after
+  before=$(ticks "$pid")
+  rate=$("$@")
+  after=$(ticks "$pid")
+  awk -v r="$rate" -v t="$((after - before))" -v hz="$hz" -v s="$seconds" \
+    'BEGIN { cpu = t / hz; printf "%s (%s)", r, (cpu > 0 ? sprintf("%.0f", r * s / cpu) : "-") }'
+}
+
+echo "each cell: per second (per proxy CPU-second); $seconds s a measure"
+printf "%-11s %22s %22s %22s %22s\n" proxy "full handshakes" "resumed handshakes" "h1 keep-alive req" "h2 req"
+for name in switchyard nginx haproxy; do
+  port=$(free_port)
+  "start_$name" "$port"
+  pid=${pids[-1]}
+  wait_tls "$port"
+  url="https://localhost:$port/"
+  full=$(measure "$pid" handshakes "$port" -new)
+  resumed=$(measure "$pid" handshakes "$port" -reuse)
+  h1=$(measure "$pid" h2rate --h1 -c 64 -D "$seconds" -H 'x-tenant-id: acme' "$url")
+  h2=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "$url")
+  printf "%-11s %22s %22s %22s %22s\n" "$name" "$full" "$resumed" "$h1" "$h2"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset 'pids[-1]'
+done
