@@ -698,3 +698,52 @@ async fn a_listener_with_a_client_ca_requires_or_asks_for_client_certificates() 
         router.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_its_session_over_tls_1_3_and_1_2() {
+    let pki = Pki::new();
+    let mut setup = Setup::new().await;
+    let router = start(&mut setup, &pki).await;
+    let addr = router.tls_addr().unwrap();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca.der().clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        // The first connection is a full handshake; a request on it lets the client take the
+        // ticket the server sends after the handshake (TLS 1.3).
+        let mut first = handshake(addr, &connector, "api.example.com")
+            .await
+            .unwrap();
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        assert!(
+            http1_get(&mut first, "acme")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        let mut second = handshake(addr, &connector, "api.example.com")
+            .await
+            .unwrap();
+        assert_eq!(
+            second.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed),
+            "{version:?}"
+        );
+        assert!(
+            http1_get(&mut second, "acme")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+    router.shutdown().await;
+}
