@@ -86,13 +86,13 @@ impl Drop for Registration {
     }
 }
 
-/// Why an exchange must leave its side: the tenant's flag no longer places it there.
+/// When an exchange must leave its side: the tenant's flag no longer places it there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Leave {
-    /// The tenant is sealed away from the side: close at once.
-    Sealed,
-    /// Close after the grace, unless the tenant comes back.
-    Moved,
+    /// At once: the tenant is sealed away from the side (or the grace is over).
+    Now,
+    /// After the grace, unless the tenant comes back.
+    AfterGrace,
 }
 
 impl Streams {
@@ -162,8 +162,8 @@ impl Streams {
         };
         match (stays, sealed) {
             (true, _) => None,
-            (false, true) => Some(Leave::Sealed),
-            (false, false) => Some(Leave::Moved),
+            (false, true) => Some(Leave::Now),
+            (false, false) => Some(Leave::AfterGrace),
         }
     }
 
@@ -183,37 +183,37 @@ impl Streams {
             let leave = match (leave, only.is_some()) {
                 (None, _) => continue,
                 // After the grace, a moved exchange closes.
-                (Some(_), true) => Leave::Sealed,
+                (Some(_), true) => Leave::Now,
                 (Some(l), false) => l,
             };
             *by_tenant
                 .entry((entry.binding.tenant.as_deref(), entry.binding.target, leave))
                 .or_default() += 1;
             match leave {
-                Leave::Sealed => {
+                Leave::Now => {
                     entry.close.notify_one();
                     self.closed[entry.binding.kind as usize].fetch_add(1, Ordering::Relaxed);
                 }
-                Leave::Moved => later.push(id),
+                Leave::AfterGrace => later.push(id),
             }
         }
         for ((tenant, target, leave), n) in by_tenant {
             let target = snapshot.targets().name(target);
             let tenant = tenant.unwrap_or("-");
             match (leave, only.is_some()) {
-                (Leave::Sealed, false) => tracing::warn!(
+                (Leave::Now, false) => tracing::warn!(
                     tenant,
                     side = target,
                     streams = n,
                     "closing the open tunnels and streams of a tenant sealed away from their side"
                 ),
-                (Leave::Sealed, true) => tracing::warn!(
+                (Leave::Now, true) => tracing::warn!(
                     tenant,
                     side = target,
                     streams = n,
                     "closing the open tunnels and streams of a tenant that moved away from their side (the grace is over)"
                 ),
-                (Leave::Moved, _) => {
+                (Leave::AfterGrace, _) => {
                     tracing::info!(tenant, side = target, streams = n, grace = ?self.grace, "a tenant with open tunnels or streams moved away from their side: closing them after the grace")
                 }
             }
