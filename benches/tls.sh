@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# TLS side by side: Switchyard, nginx and HAProxy terminating TLS with the same certificate
-# (EC P-256, made here) in front of the load benchmark's upstream, measured by clients nobody
-# here wrote: `openssl s_time` (full and resumed handshakes a second, one client) and
-# `h2load` (keep-alive requests a second at 64 connections over HTTP/1.1, and over HTTP/2).
+# TLS and HTTP/2 side by side: Switchyard, nginx and HAProxy terminating TLS with the same
+# certificate (EC P-256, made here) in front of the load benchmark's upstream, measured by
+# clients nobody here wrote: `openssl s_time` (handshakes a second, one client) and `h2load`
+# (keep-alive requests a second at 64 connections over HTTP/1.1, and HTTP/2 over TLS and in
+# cleartext, 8 connections of 32 streams).
 #   benches/tls.sh                 5 s a measure
 #   benches/tls.sh --seconds 10
 # One core for the proxy under test, the other for the clients and the upstream.
@@ -61,12 +62,12 @@ upstream=$(awk '{print $2}' "$work/upstream.txt")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_switchyard() {
-  local port=$1 dir="$work/switchyard"
+  local port=$1 plain=$2 dir="$work/switchyard"
   mkdir -p "$dir"
   echo '{"version":1,"items":[{"tenant":"acme","target":"app"}]}' > "$dir/flags.json"
   cat > "$dir/router.toml" <<EOF
 [server]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:$plain"
 admin_listen = "127.0.0.1:$(free_port)"
 workers = 1
 [server.tls]
@@ -91,7 +92,7 @@ EOF
 }
 
 start_nginx() {
-  local port=$1 dir="$work/nginx"
+  local port=$1 plain=$2 dir="$work/nginx"
   mkdir -p "$dir"
   cat > "$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -104,6 +105,7 @@ http {
   upstream app { server $upstream; keepalive 128; }
   server {
     listen 127.0.0.1:$port ssl http2;
+    listen 127.0.0.1:$plain http2;
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -126,7 +128,7 @@ EOF
 }
 
 start_haproxy() {
-  local port=$1 dir="$work/haproxy"
+  local port=$1 plain=$2 dir="$work/haproxy"
   mkdir -p "$dir"
   cat > "$dir/haproxy.cfg" <<EOF
 global
@@ -141,6 +143,7 @@ defaults
   option http-keep-alive
 frontend tls
   bind 127.0.0.1:$port ssl crt $work/both.pem alpn h2,http/1.1
+  bind 127.0.0.1:$plain proto h2
   option forwardfor
   http-request set-header X-Forwarded-Proto https
   default_backend app
@@ -198,10 +201,11 @@ measure() {
 }
 
 echo "each cell: per second (per proxy CPU-second); $seconds s a measure"
-printf "%-11s %22s %22s %22s %22s\n" proxy "full handshakes" "resumed handshakes" "h1 keep-alive req" "h2 req"
+printf "%-11s %20s %20s %20s %20s %20s\n" proxy "full handshakes" "-reuse handshakes" "h1 keep-alive req" "h2 (TLS) req" "h2c req"
 for name in switchyard nginx haproxy; do
   port=$(free_port)
-  "start_$name" "$port"
+  plain=$(free_port)
+  "start_$name" "$port" "$plain"
   pid=${pids[-1]}
   wait_tls "$port"
   url="https://localhost:$port/"
@@ -209,7 +213,8 @@ for name in switchyard nginx haproxy; do
   resumed=$(measure "$pid" handshakes "$port" -reuse)
   h1=$(measure "$pid" h2rate --h1 -c 64 -D "$seconds" -H 'x-tenant-id: acme' "$url")
   h2=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "$url")
-  printf "%-11s %22s %22s %22s %22s\n" "$name" "$full" "$resumed" "$h1" "$h2"
+  h2c=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "http://127.0.0.1:$plain/")
+  printf "%-11s %20s %20s %20s %20s %20s\n" "$name" "$full" "$resumed" "$h1" "$h2" "$h2c"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   unset 'pids[-1]'
