@@ -531,13 +531,14 @@ mod tests {
             Duration::from_millis(5),
             stopped,
         ));
+        // Written: on disk, and known to the state (which learns it just after the rename).
         let copied = |version: u64| {
-            let copy = copy.clone();
+            let (copy, state) = (copy.clone(), state.clone());
             async move {
-                let mut written = read_copy(&copy);
-                while written.as_ref().map(|l| l.version) != Some(version) {
+                while read_copy(&copy).map(|l| l.version) != Some(version)
+                    || state.local_copy_version() != Some(version)
+                {
                     tokio::time::sleep(Duration::from_millis(5)).await;
-                    written = read_copy(&copy);
                 }
             }
         };
