@@ -188,7 +188,8 @@ async fn a_tenant_moved_back_within_the_grace_keeps_its_tunnel() {
     let setup = Setup::new().await;
     setup.set("acme", pin("legacy"));
     setup.set("initech", pin("legacy"));
-    let router = start(&setup, 500).await;
+    // A grace long enough that the move back arrives well within it, on a slow machine too.
+    let router = start(&setup, 2_000).await;
     let (mut acme, _) = open(&router, "acme", "u1").await;
     let (mut initech, _) = open(&router, "initech", "u1").await;
     setup.set("acme", pin("new"));
