@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod connections;
+mod dashboard;
 mod differential;
 mod dynamo;
 mod edge;

@@ -16,12 +16,12 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// A CA and the certificates it signs, written as PEM files into a folder.
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+pub struct Pki {
+    pub ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub fn new() -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -34,7 +34,7 @@ impl Pki {
     }
 
     /// A leaf for `names`, written to `DIR/FILE.crt` and `DIR/FILE.key`.
-    fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> CertificateDer<'static> {
+    pub fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> CertificateDer<'static> {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let params = rcgen::CertificateParams::new(names).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
@@ -65,7 +65,7 @@ impl Pki {
     }
 }
 
-const TLS_SECTION: &str = r#"[server.tls]
+pub const TLS_SECTION: &str = r#"[server.tls]
 listen = "127.0.0.1:0"
 reload_interval_ms = 50
 [[server.tls.certificates]]
