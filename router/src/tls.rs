@@ -225,6 +225,22 @@ impl ResolvesServerCert for Certificates {
 /// Reads and checks one certificate: the chain parses, its first certificate is one rustls
 /// can serve, and the key is the one it certifies.
 fn load_certificate(c: &CertificateConfig) -> Result<CertifiedKey, String> {
+    let (chain, key) = read_pem(c)?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        format!(
+            "certificate {:?}: the key {} does not fit the certificate {}: {e}",
+            c.name,
+            c.key.display(),
+            c.cert.display()
+        )
+    })
+}
+
+/// Reads one certificate's PEM files: a chain whose first certificate rustls can serve, and
+/// a private key (not yet checked against it).
+fn read_pem(
+    c: &CertificateConfig,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| format!("certificate {:?}: {}: {e}", c.name, c.cert.display()))?;
@@ -244,14 +260,7 @@ fn load_certificate(c: &CertificateConfig) -> Result<CertifiedKey, String> {
     })?;
     let key = PrivateKeyDer::from_pem_file(&c.key)
         .map_err(|e| format!("certificate {:?}: key {}: {e}", c.name, c.key.display()))?;
-    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
-        format!(
-            "certificate {:?}: the key {} does not fit the certificate {}: {e}",
-            c.name,
-            c.key.display(),
-            c.cert.display()
-        )
-    })
+    Ok((chain, key))
 }
 
 /// When the served (first) certificate expires, seconds since the epoch; 0 when it cannot be
@@ -371,19 +380,19 @@ pub fn client_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> 
     let config = match &tls.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let pair = CertificateConfig {
+            let (chain, key_der) = read_pem(&CertificateConfig {
                 name: "client".into(),
                 cert: cert.clone(),
                 key: key.clone(),
-            };
-            let certified = load_certificate(&pair)?;
-            builder
-                .with_client_auth_cert(
-                    certified.cert.clone(),
-                    PrivateKeyDer::from_pem_file(key)
-                        .map_err(|e| format!("tls_client_key {}: {e}", key.display()))?,
+            })?;
+            // rustls checks here that the key is the one the certificate certifies.
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                format!(
+                    "tls_client_key {} does not fit tls_client_cert {}: {e}",
+                    key.display(),
+                    cert.display()
                 )
-                .map_err(|e| format!("tls_client_cert: {e}"))?
+            })?
         }
     };
     // ALPN (`h2` or `http/1.1`) is set by the connector (`connector`), with the protocol
