@@ -293,6 +293,13 @@ pub enum Protocol {
     H2,
 }
 
+impl Protocol {
+    /// Speaks HTTP/2 (over cleartext or TLS).
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub scheme: Scheme,

@@ -424,33 +424,24 @@ impl RetryBudget {
     }
 }
 
-/// Starts one checker task per endpoint of every target with `[health]`; they stop when `stop`
-/// turns true.
-pub fn spawn_checks(health: &Arc<Health>, targets: &[TargetConfig], stop: &watch::Receiver<bool>) {
-    for (ti, target) in targets.iter().enumerate() {
+/// Starts one checker task per endpoint of every target with `[health]`, each target's checks
+/// through `connectors[target]` (its requests' own, so https:// endpoints are verified as
+/// requests are); they stop when `stop` turns true.
+pub fn spawn_checks(
+    health: &Arc<Health>,
+    targets: &[TargetConfig],
+    connectors: &[Connector],
+    stop: &watch::Receiver<bool>,
+) {
+    for (ti, (target, connector)) in targets.iter().zip(connectors).enumerate() {
         let Some(check) = &target.health else {
             continue;
-        };
-        // The target's own connector: checks of https:// endpoints verify them as requests do.
-        let connector = match crate::tls::connector(
-            target.tls.as_ref(),
-            target.protocol == crate::config::Protocol::H2,
-            target.connect_timeout,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(target_name = %target.name, error = %e, "health checks not started");
-                continue;
-            }
         };
         let client: Client<Connector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(matches!(
-                target.protocol,
-                crate::config::Protocol::H2c | crate::config::Protocol::H2
-            ))
-            .build(connector);
+            .http2_only(target.protocol.is_http2())
+            .build(connector.clone());
         for (ei, endpoint) in target.endpoints.iter().enumerate() {
             tokio::spawn(check_loop(
                 health.clone(),

@@ -305,6 +305,13 @@ impl Proxy {
         })
     }
 
+    /// Each target's connector, in target order (for its health checks).
+    pub fn connectors(&self) -> Vec<crate::tls::Connector> {
+        (self.upstreams.iter())
+            .map(|u| u.connector().clone())
+            .collect()
+    }
+
     /// Closes idle upstream connections that timed out or that the upstream closed.
     pub fn reap_idle_connections(&self) {
         for upstream in &self.upstreams {

@@ -123,7 +123,6 @@ impl Router {
         let route_names: Vec<String> = config.route_names().map(str::to_owned).collect();
         let target_names: Vec<String> = config.targets.iter().map(|(_, n)| n.to_owned()).collect();
         let health = Health::new(&config.target_configs);
-        crate::health::spawn_checks(&health, &config.target_configs, &background);
         let streams = Streams::new(
             config.flags.close_moved_streams_after,
             config.flags.default_target,
@@ -141,6 +140,12 @@ impl Router {
         let proxy = Arc::new(
             Proxy::new(&config, flags.clone(), metrics, health.clone(), streams)
                 .map_err(StartError::Tls)?,
+        );
+        crate::health::spawn_checks(
+            &health,
+            &config.target_configs,
+            &proxy.connectors(),
+            &background,
         );
         tokio::spawn(reap_idle_connections(proxy.clone(), background.clone()));
 

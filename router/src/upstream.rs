@@ -25,6 +25,9 @@ pub struct Upstream {
     /// Indexed like `endpoints`.
     pools: Vec<Arc<http1::client::Pool>>,
     client: Client<crate::tls::Connector, RequestBody>,
+    /// The client's connector, for the target's health checks (built once: with TLS it reads
+    /// the CA bundle and client certificate).
+    connector: crate::tls::Connector,
 }
 
 impl Upstream {
@@ -41,10 +44,10 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-            .http2_only(matches!(config.protocol, Protocol::H2c | Protocol::H2))
+            .http2_only(config.protocol.is_http2())
             // The proxy sets Host itself (the client's, kept); never let the endpoint leak in.
             .set_host(false)
-            .build(connector);
+            .build(connector.clone());
         let pools = config
             .endpoints
             .iter()
@@ -66,6 +69,7 @@ impl Upstream {
             endpoints: config.endpoints.clone(),
             pools,
             client,
+            connector,
         })
     }
 
@@ -86,6 +90,10 @@ impl Upstream {
         for pool in &self.pools {
             pool.reap();
         }
+    }
+
+    pub fn connector(&self) -> &crate::tls::Connector {
+        &self.connector
     }
 
     pub fn client(&self) -> &Client<crate::tls::Connector, RequestBody> {
