@@ -51,15 +51,42 @@ impl Pki {
     }
 
     fn client(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        self.connector(rustls::DEFAULT_VERSIONS, alpn, None)
+    }
+
+    /// A client trusting this CA: the TLS versions it offers, its ALPN protocols, and the
+    /// certificate it presents (`FILE.crt` and `FILE.key` in a folder, made by `leaf`), if any.
+    fn connector(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+        cert: Option<(&Path, &str)>,
+    ) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match cert {
+            None => builder.with_no_client_auth(),
+            Some((dir, file)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    rustls::pki_types::pem::PemObject::pem_file_iter(
+                        dir.join(format!("{file}.crt")),
+                    )
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let key = rustls::pki_types::pem::PemObject::from_pem_file(
+                    dir.join(format!("{file}.key")),
+                )
+                .unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
@@ -626,31 +653,6 @@ async fn the_router_presents_a_client_certificate_to_an_upstream_that_requires_o
     router.shutdown().await;
 }
 
-impl Pki {
-    /// A client connector that presents `file`'s certificate (made by `leaf`) from `dir`.
-    fn client_with_cert(&self, dir: &Path, file: &str) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let chain: Vec<CertificateDer<'static>> =
-            rustls::pki_types::pem::PemObject::pem_file_iter(dir.join(format!("{file}.crt")))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = rustls::pki_types::pem::PemObject::from_pem_file(dir.join(format!("{file}.key")))
-            .unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-}
-
 /// A request over a new TLS connection: the answer, or why there was none.
 async fn request_over(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) -> String {
     match handshake(addr, connector, "api.example.com").await {
@@ -685,9 +687,25 @@ async fn a_listener_with_a_client_ca_requires_or_asks_for_client_certificates() 
         let router = setup.start().await;
         let addr = router.tls_addr().unwrap();
 
-        let with_cert = request_over(addr, &pki.client_with_cert(setup.dir.path(), "alice")).await;
+        let with_cert = request_over(
+            addr,
+            &pki.connector(
+                rustls::DEFAULT_VERSIONS,
+                &[b"http/1.1"],
+                Some((setup.dir.path(), "alice")),
+            ),
+        )
+        .await;
         assert!(with_cert.starts_with("HTTP/1.1 200"), "{mode}: {with_cert}");
-        let forged = request_over(addr, &pki.client_with_cert(setup.dir.path(), "mallory")).await;
+        let forged = request_over(
+            addr,
+            &pki.connector(
+                rustls::DEFAULT_VERSIONS,
+                &[b"http/1.1"],
+                Some((setup.dir.path(), "mallory")),
+            ),
+        )
+        .await;
         assert!(!forged.starts_with("HTTP/1.1"), "{mode}: {forged}");
         let anonymous = request_over(addr, &pki.client(&[b"http/1.1"])).await;
         assert_eq!(
@@ -706,17 +724,7 @@ async fn a_returning_client_resumes_its_session_over_tls_1_3_and_1_2() {
     let router = start(&mut setup, &pki).await;
     let addr = router.tls_addr().unwrap();
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(pki.ca.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = pki.connector(&[version], &[b"http/1.1"], None);
         // The first connection is a full handshake; a request on it lets the client take the
         // ticket the server sends after the handshake (TLS 1.3).
         let mut first = handshake(addr, &connector, "api.example.com")
