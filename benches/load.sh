@@ -14,20 +14,8 @@ for a in "$@"; do [ "$a" = "--quick" ] && quick=true; done
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  # Keep the packages' init scripts from starting a system-wide nginx or HAProxy.
-  cleanup_policy=false
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod +x /usr/sbin/policy-rc.d
-    cleanup_policy=true
-  fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-  if $cleanup_policy; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
-fi
+. scripts/apt-install.sh
+if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # The quick check reuses the test suite's debug build; figures need the release build.
 if $quick; then profile=debug; build=(); else profile=release; build=(--release); fi

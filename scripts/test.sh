@@ -19,10 +19,9 @@ fi
 . scripts/ddb-local.sh
 # ss (iproute2) reads a listener's backlog, and curl is a client nobody here wrote, in the
 # HTTP edge tests.
+. scripts/apt-install.sh
 if ! need ss || ! need curl; then
-  echo "installing iproute2 and curl" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 curl >/dev/null
+  apt_install iproute2 curl
 fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
