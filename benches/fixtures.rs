@@ -1,7 +1,15 @@
 //! Fixtures shared by the benchmarks: flag tables of a given size, built the way a store
-//! load builds them.
+//! load builds them, and a free loopback address for a process to listen on.
 
 use flag_store::{FlagItem, Load, LoadedItem, Mode, Snapshot, Targets};
+
+/// A loopback address no one listens on right now.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a loopback port")
+        .local_addr()
+        .expect("a bound socket has an address")
+}
 
 pub fn targets() -> Targets {
     Targets::new(["legacy", "new"])

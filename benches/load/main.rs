@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use switchyard_benches::free_addr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The upstream's answer: 100 bytes, as in the peers' published measurements.
@@ -396,13 +397,6 @@ impl Drop for Proxy {
         }
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// The command, pinned to the proxy's core when one is given.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use flag_store::dynamodb::{DynamoStore, DynamoUrl};
 use flag_store::{FlagWrite, Placing};
+use switchyard_benches::free_addr;
 
 struct Options {
     switchyard: PathBuf,
@@ -58,13 +59,6 @@ fn options() -> Options {
         o.ddb_lib.display()
     );
     o
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// An upstream for the health checks: answers 200 to anything, one request a connection.
