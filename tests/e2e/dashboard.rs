@@ -61,8 +61,18 @@ async fn every_metric_the_dashboard_queries_is_one_the_router_exports() {
     let router = switchyard::Router::start(config).await.unwrap();
     // One request, so the request families have series.
     get(&client(), router.addr(), "/", &[("x-tenant-id", "acme")]).await;
-    let copy = setup.dir.path().join("flags-cache.json");
-    wait_for("the local copy", || copy.exists()).await;
+    // The local copy's gauge appears once the copy thread has written it (about a second).
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while metric(&router, "switchyard_flags_local_copy_version ")
+        .await
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the local copy was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let (_, body) = admin_get(&router, "/metrics").await;
     let exported: BTreeSet<String> = body
         .lines()
