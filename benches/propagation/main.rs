@@ -222,6 +222,7 @@ fn main() {
             tenant: "acme".into(),
             placing: Some(Placing::Pinned(target.into())),
             seal: None,
+            shadow: None,
             by: "propbench".into(),
             reason: format!("flip {i}"),
             expect_version: None,

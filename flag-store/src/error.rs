@@ -14,6 +14,8 @@ pub enum ItemError {
     Shape(String),
     #[error("bad weights: {0}")]
     Weights(String),
+    #[error("bad shadow: {0}")]
+    Shadow(String),
     #[error("bad updated_at {value:?}: {reason}")]
     Timestamp { value: String, reason: String },
     #[error("{0}")]

@@ -556,6 +556,7 @@ mod tests {
             tenant: tenant.into(),
             placing: Some(Placing::Pinned(target.into())),
             seal: None,
+            shadow: None,
             by: "test".into(),
             reason: "test".into(),
             expect_version: None,

@@ -21,7 +21,8 @@ pub use error::{ItemError, StoreError};
 pub use file::{FileSource, FileStore};
 pub use identity::StoreIdentity;
 pub use model::{
-    BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Split, TargetId, Targets,
+    BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Routing, Shadow, ShadowItem, Split,
+    TargetId, Targets,
 };
 pub use reload::{FlagState, ReloadResult};
 pub use snapshot::{Drift, FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};

@@ -78,6 +78,10 @@ pub struct FlagItem {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<BTreeMap<String, u32>>,
+    /// A share of the tenant's requests also sent to another target, whose answers are
+    /// compared with the primary's (the client is always answered by the primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowItem>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
     /// The force record: this item moved or unsealed a sealed tenant on purpose (`--force`,
@@ -93,6 +97,50 @@ pub struct FlagItem {
     pub updated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A shadow as stored: `{"target":"new","percent":10}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowItem {
+    pub target: String,
+    pub percent: u32,
+}
+
+impl ShadowItem {
+    /// Parses `TARGET:PERCENT` (`new:10`); `TARGET` alone is 100%.
+    pub fn parse(spec: &str) -> Result<ShadowItem, String> {
+        let (target, percent) = match spec.split_once(':') {
+            Some((t, p)) => (
+                t.trim(),
+                p.trim()
+                    .parse()
+                    .map_err(|_| format!("shadow percent {p:?} is not a whole number"))?,
+            ),
+            None => (spec.trim(), 100),
+        };
+        if target.is_empty() {
+            return Err(format!("shadow {spec:?} names no target (TARGET:PERCENT)"));
+        }
+        Ok(ShadowItem {
+            target: target.to_owned(),
+            percent,
+        })
+    }
+}
+
+impl fmt::Display for ShadowItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.target, self.percent)
+    }
+}
+
+/// A compiled shadow: where copies of a tenant's requests go, and what share of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shadow {
+    pub target: TargetId,
+    /// 1 to 100.
+    pub percent: u8,
 }
 
 /// The configured targets, in config order. A [`TargetId`] indexes this list, so the hot path
@@ -235,10 +283,19 @@ pub struct Audit {
     pub reason: Option<Arc<str>>,
 }
 
+/// Where a tenant's requests go and where their copies go: what the entries of a snapshot
+/// share (one per target, distinct split and shadow in use).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Routing {
+    pub placement: Placement,
+    pub shadow: Option<Shadow>,
+}
+
 /// A validated flag, as the snapshot holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flag {
     pub placement: Placement,
+    pub shadow: Option<Shadow>,
     pub sealed: bool,
     pub version: u64,
     pub audit: Audit,
@@ -272,6 +329,10 @@ impl Flag {
             mode: Some(self.mode()),
             target,
             weights,
+            shadow: self.shadow.map(|s| ShadowItem {
+                target: targets.name(s.target).to_owned(),
+                percent: u32::from(s.percent),
+            }),
             sealed: self.sealed,
             // The snapshot keeps the placement, not how it was written.
             forced: false,
@@ -354,8 +415,13 @@ impl FlagItem {
                 reason: e,
             })?),
         };
+        let shadow = match &self.shadow {
+            None => None,
+            Some(s) => Some(compile_shadow(targets, s, &placement)?),
+        };
         Ok(Flag {
             placement,
+            shadow,
             sealed: self.sealed,
             version: self.version,
             audit: Audit {
@@ -371,6 +437,30 @@ fn resolve(targets: &Targets, name: &str) -> Result<TargetId, ItemError> {
     targets.id(name).ok_or_else(|| ItemError::UnknownTarget {
         target: name.to_owned(),
         known: targets.known_list(),
+    })
+}
+
+fn compile_shadow(
+    targets: &Targets,
+    shadow: &ShadowItem,
+    placement: &Placement,
+) -> Result<Shadow, ItemError> {
+    let target = resolve(targets, &shadow.target)?;
+    if !(1..=100).contains(&shadow.percent) {
+        return Err(ItemError::Shadow(format!(
+            "percent is {}; it is a share of requests, 1 to 100",
+            shadow.percent
+        )));
+    }
+    if *placement == Placement::Pinned(target) {
+        return Err(ItemError::Shadow(format!(
+            "the tenant is pinned to {:?} already; a shadow copies requests to another target",
+            shadow.target
+        )));
+    }
+    Ok(Shadow {
+        target,
+        percent: shadow.percent as u8,
     })
 }
 
@@ -474,6 +564,22 @@ mod tests {
                 r#"{"tenant":"acme","target":"new","updated_at":"yesterday"}"#,
                 "updated_at",
             ),
+            (
+                r#"{"tenant":"acme","target":"legacy","shadow":{"target":"nwe","percent":10}}"#,
+                "unknown target \"nwe\"",
+            ),
+            (
+                r#"{"tenant":"acme","target":"legacy","shadow":{"target":"new","percent":0}}"#,
+                "percent is 0",
+            ),
+            (
+                r#"{"tenant":"acme","target":"legacy","shadow":{"target":"new","percent":101}}"#,
+                "percent is 101",
+            ),
+            (
+                r#"{"tenant":"acme","target":"new","shadow":{"target":"new","percent":10}}"#,
+                "pinned to \"new\" already",
+            ),
         ];
         for (json, want) in cases {
             let err = compile(json).unwrap_err().to_string();
@@ -494,9 +600,28 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_stored_form() {
-        let json = r#"{"tenant":"acme","mode":"split","weights":{"legacy":70,"new":30},"sealed":true,"version":4,"updated_by":"ops","updated_at":"2026-11-22T05:34:17Z","reason":"dial"}"#;
+        let json = r#"{"tenant":"acme","mode":"split","weights":{"legacy":70,"new":30},"shadow":{"target":"use2","percent":5},"sealed":true,"version":4,"updated_by":"ops","updated_at":"2026-11-22T05:34:17Z","reason":"dial"}"#;
         let flag = compile(json).unwrap();
         assert_eq!(flag.to_item("acme", &targets()), item(json));
+    }
+
+    #[test]
+    fn shadow_specs_parse_with_a_percent_or_whole() {
+        let s = ShadowItem::parse("new:10").unwrap();
+        assert_eq!((s.target.as_str(), s.percent), ("new", 10));
+        assert_eq!(ShadowItem::parse("new").unwrap().percent, 100);
+        assert!(ShadowItem::parse("new:ten").is_err());
+        assert!(ShadowItem::parse(":10").is_err());
+        let f =
+            compile(r#"{"tenant":"*","target":"legacy","shadow":{"target":"new","percent":10}}"#)
+                .unwrap();
+        assert_eq!(
+            f.shadow,
+            Some(Shadow {
+                target: TargetId(1),
+                percent: 10
+            })
+        );
     }
 
     #[test]

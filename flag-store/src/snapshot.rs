@@ -21,7 +21,9 @@ use hashbrown::HashTable;
 
 use crate::error::ItemError;
 use crate::identity::StoreIdentity;
-use crate::model::{Audit, DEFAULT_TENANT, Flag, FlagItem, Interner, Placement, Targets};
+use crate::model::{
+    Audit, DEFAULT_TENANT, Flag, FlagItem, Interner, Placement, Routing, Shadow, Targets,
+};
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -84,7 +86,7 @@ pub enum Found<'a> {
 /// A flag in a snapshot's table, read in place.
 #[derive(Clone, Copy)]
 pub struct FlagRef<'a> {
-    placements: &'a [Placement],
+    routings: &'a [Routing],
     audits: &'a [Audit],
     entry: &'a Entry,
 }
@@ -92,7 +94,12 @@ pub struct FlagRef<'a> {
 impl<'a> FlagRef<'a> {
     #[inline]
     pub fn placement(&self) -> &'a Placement {
-        &self.placements[self.entry.place as usize]
+        &self.routings[self.entry.place as usize].placement
+    }
+
+    #[inline]
+    pub fn shadow(&self) -> Option<Shadow> {
+        self.routings[self.entry.place as usize].shadow
     }
 
     pub fn sealed(&self) -> bool {
@@ -107,6 +114,7 @@ impl<'a> FlagRef<'a> {
     pub fn to_flag(&self) -> Flag {
         Flag {
             placement: self.placement().clone(),
+            shadow: self.shadow(),
             sealed: self.entry.sealed,
             version: self.entry.version,
             audit: self.audits[self.entry.audit as usize].clone(),
@@ -126,7 +134,7 @@ struct Entry {
     version: u64,
     /// The tenant id is `ids[key_at..key_at + key_len]` in the entry's shard.
     key_at: u32,
-    /// Index into the table's `placements`.
+    /// Index into the table's `routings`.
     place: u32,
     /// Index into the shard's `audits`.
     audit: u32,
@@ -212,8 +220,8 @@ fn shard_mut(shards: &mut [Arc<Shard>], at: usize) -> &mut Shard {
 struct Table {
     shards: Box<[Arc<Shard>]>,
     default: Option<Arc<DefaultFlag>>,
-    /// Each target and each distinct split, shared by every shard.
-    placements: Vec<Placement>,
+    /// Each target, distinct split and shadow in use, shared by every shard.
+    routings: Vec<Routing>,
     hasher: Hasher,
 }
 
@@ -224,7 +232,7 @@ impl std::fmt::Debug for Table {
             .field("tenants", &self.len())
             .field("default", &self.default.is_some())
             .field("id_bytes", &sum(|s| s.ids.len()))
-            .field("placements", &self.placements.len())
+            .field("routings", &self.routings.len())
             .field("audits", &sum(|s| s.audits.len()))
             .finish()
     }
@@ -234,9 +242,9 @@ fn id_of<'a>(ids: &'a str, entry: &Entry) -> &'a str {
     &ids[entry.key_at as usize..entry.key_at as usize + usize::from(entry.key_len)]
 }
 
-/// The placements and audit records a table already holds, so equal ones are shared.
+/// The routings and audit records a table already holds, so equal ones are shared.
 struct Interning {
-    placements: HashMap<Placement, u32, Hasher>,
+    routings: HashMap<Routing, u32, Hasher>,
     /// Each shard's audit records, indexed when the shard is first changed.
     audits: Vec<Option<HashMap<Audit, u32, Hasher>>>,
 }
@@ -244,7 +252,7 @@ struct Interning {
 impl Interning {
     fn of(table: &Table) -> Self {
         Interning {
-            placements: (table.placements.iter().cloned().enumerate())
+            routings: (table.routings.iter().cloned().enumerate())
                 .map(|(i, p)| (p, i as u32))
                 .collect(),
             audits: vec![None; SHARDS],
@@ -300,7 +308,7 @@ impl Table {
                 })
                 .collect(),
             default: None,
-            placements: Vec::new(),
+            routings: Vec::new(),
             hasher,
         }
     }
@@ -318,7 +326,7 @@ impl Table {
     #[inline]
     fn flag_ref<'a>(&'a self, audits: &'a [Audit], entry: &'a Entry) -> FlagRef<'a> {
         FlagRef {
-            placements: &self.placements,
+            routings: &self.routings,
             audits,
             entry,
         }
@@ -336,11 +344,11 @@ impl Table {
         flag: Flag,
         interning: &mut Interning,
     ) -> Result<bool, ItemError> {
-        let place = intern(
-            &mut interning.placements,
-            &mut self.placements,
-            flag.placement,
-        )?;
+        let routing = Routing {
+            placement: flag.placement,
+            shadow: flag.shadow,
+        };
+        let place = intern(&mut interning.routings, &mut self.routings, routing)?;
         let new_entry = |key_at, audit| Entry {
             version: flag.version,
             key_at,
@@ -393,7 +401,8 @@ impl Table {
         forced: &HashSet<String>,
         targets: &Targets,
     ) -> Vec<(String, ItemError)> {
-        let sealed_on = |place: u32| sealed_on(&previous.placements[place as usize], targets);
+        let sealed_on =
+            |place: u32| sealed_on(&previous.routings[place as usize].placement, targets);
         let mut breaking = Vec::new();
         for (shard, before) in self.shards.iter().zip(&previous.shards) {
             for old in before.entries.iter().filter(|e| e.sealed) {
@@ -411,8 +420,9 @@ impl Table {
                 if !old.sealed {
                     continue; // nothing to break: spares the comparison below
                 }
-                let moved = previous.placements[old.place as usize]
-                    != self.placements[entry.place as usize];
+                // A shadow is not a move: its copies' answers are thrown away.
+                let moved = previous.routings[old.place as usize].placement
+                    != self.routings[entry.place as usize].placement;
                 if breaks_seal(
                     (old.sealed, old.version),
                     moved,

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ItemError, StoreError};
-use crate::model::{FlagItem, Interner, Mode, Targets, format_timestamp, validate_tenant_id};
+use crate::model::{
+    FlagItem, Interner, Mode, ShadowItem, Targets, format_timestamp, validate_tenant_id,
+};
 
 /// Where the writer wants the tenant to go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub struct FlagWrite {
     pub placing: Option<Placing>,
     /// `Some(true)` seals, `Some(false)` unseals (needs `force`), `None` keeps the seal.
     pub seal: Option<bool>,
+    /// `Some(Some(_))` sets the shadow, `Some(None)` removes it, `None` keeps it, except
+    /// when the write pins the tenant onto the shadow's own target: the move the shadow was
+    /// evidence for, after which there is nothing left to compare.
+    pub shadow: Option<Option<ShadowItem>>,
     pub by: String,
     pub reason: String,
     /// Write only if the tenant's flag is at this version (0: the tenant has no flag yet).
@@ -147,11 +153,18 @@ impl FlagWrite {
                 return Err(StoreError::NotFound(self.tenant.clone()));
             }
         };
+        let shadow = match &self.shadow {
+            Some(set) => set.clone(),
+            None => (current.item.as_ref())
+                .and_then(|i| i.shadow.clone())
+                .filter(|s| target.as_ref() != Some(&s.target)),
+        };
         let mut next = FlagItem {
             tenant: self.tenant.clone(),
             mode: Some(mode),
             target,
             weights,
+            shadow,
             sealed: self.seal.unwrap_or(current.sealed),
             forced: false,
             version: current.version + 1,
@@ -196,6 +209,7 @@ mod tests {
             tenant: "acme".into(),
             placing,
             seal: None,
+            shadow: None,
             by: "ops".into(),
             reason: "batch 1".into(),
             expect_version: None,
@@ -217,6 +231,51 @@ mod tests {
             updated_by: Some("alice".into()),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn a_shadow_is_set_kept_and_dropped_by_the_move_it_was_evidence_for() {
+        let mut set = write(None);
+        set.shadow = Some(Some(ShadowItem::parse("new:10").unwrap()));
+        let shadowed = set
+            .apply(&pinned("legacy", 1, false), Some(&targets()), 0)
+            .unwrap();
+        assert_eq!(shadowed.shadow, ShadowItem::parse("new:10").ok());
+        assert_eq!(shadowed.target.as_deref(), Some("legacy"));
+        let current = Current::from_item(shadowed);
+        let reseal = FlagWrite {
+            seal: Some(true),
+            ..write(None)
+        };
+        let kept = reseal.apply(&current, Some(&targets()), 0).unwrap();
+        assert_eq!(kept.shadow, ShadowItem::parse("new:10").ok());
+        let moved = write(Some(Placing::Pinned("new".into())))
+            .apply(&current, Some(&targets()), 0)
+            .unwrap();
+        assert_eq!(
+            moved.shadow, None,
+            "the move the shadow was evidence for ends it"
+        );
+        let mut clear = write(None);
+        clear.shadow = Some(None);
+        assert_eq!(
+            clear.apply(&current, Some(&targets()), 0).unwrap().shadow,
+            None
+        );
+        let mut onto_itself = write(None);
+        onto_itself.shadow = Some(Some(ShadowItem::parse("legacy:5").unwrap()));
+        let err = onto_itself
+            .apply(&current, Some(&targets()), 0)
+            .unwrap_err();
+        assert!(
+            flag_store_error_text(&err).contains("pinned to \"legacy\" already"),
+            "{}",
+            flag_store_error_text(&err)
+        );
+    }
+
+    fn flag_store_error_text(e: &StoreError) -> String {
+        crate::error::Chain(e).to_string()
     }
 
     #[test]

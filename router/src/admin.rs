@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flag_store::{
-    FlagState, FlagWrite, Found, Mode, Placement, Placing, StoreError, TargetId, Targets,
-    model::validate_tenant_id,
+    FlagState, FlagWrite, Found, Mode, Placement, Placing, ShadowItem, StoreError, TargetId,
+    Targets, model::validate_tenant_id,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -51,10 +51,20 @@ struct PutFlag {
     target: Option<String>,
     weights: Option<BTreeMap<String, u32>>,
     seal: Option<bool>,
+    /// `{"target":"new","percent":10}` sets the shadow, `null` removes it, absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    shadow: Option<Option<ShadowItem>>,
     #[serde(default)]
     force: bool,
     reason: Option<String>,
     by: Option<String>,
+}
+
+/// A field that is present, even as `null`: tells "remove" from "keep".
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -236,11 +246,11 @@ impl Admin {
             }
             (Some(t), None) => Some(Placing::Pinned(t)),
             (None, Some(w)) => Some(Placing::Split(w)),
-            (None, None) if put.seal.is_some() => None,
+            (None, None) if put.seal.is_some() || put.shadow.is_some() => None,
             (None, None) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    "nothing to write: give \"target\", \"weights\" or \"seal\"".into(),
+                    "nothing to write: give \"target\", \"weights\", \"seal\" or \"shadow\"".into(),
                 );
             }
         };
@@ -248,6 +258,7 @@ impl Admin {
             tenant: tenant.to_owned(),
             placing,
             seal: put.seal,
+            shadow: put.shadow,
             by: put.by.unwrap_or_else(|| "admin-api".into()),
             reason,
             expect_version: Some(expect_version),

@@ -9,9 +9,11 @@
 //!   `legacy=90;new=10` (or `"legacy=90,new=10"` quoted), and seal is `seal`, `true`, `yes`
 //!   or `1` (empty, `false`, `no` or `0`: keep the tenant's seal as it is). An optional
 //!   header row (a first row with a `tenant` column) names the columns (`tenant`, `target`,
-//!   `split`, `seal`) in any order.
+//!   `split`, `seal`, `shadow`) in any order; `shadow` is `TARGET:PERCENT` (`new:10`), or
+//!   `none` to remove one.
 //! - JSON lines: `{"tenant":"acme","target":"new","seal":true}` or
-//!   `{"tenant":"globex","weights":{"legacy":90,"new":10}}` (or `"split":"legacy=90,new=10"`).
+//!   `{"tenant":"globex","weights":{"legacy":90,"new":10}}` (or `"split":"legacy=90,new=10"`),
+//!   with `"shadow":"new:10"` (or `"none"`) to set (or remove) a shadow.
 //!
 //! Blank lines and lines starting with `#` are ignored in both.
 
@@ -19,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 
-use flag_store::{FlagItem, FlagWrite, Placing, StoreError, Targets, model::validate_tenant_id};
+use flag_store::{
+    FlagItem, FlagWrite, Placing, ShadowItem, StoreError, Targets, model::validate_tenant_id,
+};
 use serde::Deserialize;
 
 use crate::store::{Store, WriteResult};
@@ -31,6 +35,8 @@ pub struct Row {
     pub tenant: String,
     pub placing: Placing,
     pub seal: bool,
+    /// `Some` sets (or, holding `None`, removes) the shadow; `None` keeps it.
+    pub shadow: Option<Option<ShadowItem>>,
 }
 
 /// A row left out of the batch, and why. Nothing else in the batch is affected.
@@ -82,12 +88,13 @@ pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
             columns.row(&fields)
         };
         match parsed {
-            Ok((tenant, placing, seal)) => match validate_tenant_id(&tenant) {
+            Ok((tenant, placing, seal, shadow)) => match validate_tenant_id(&tenant) {
                 Ok(()) => rows.push(Row {
                     line,
                     tenant,
                     placing,
                     seal,
+                    shadow,
                 }),
                 Err(e) => bad.push(BadRow {
                     line,
@@ -132,7 +139,16 @@ pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
     (rows, bad)
 }
 
-type ParsedRow = Result<(String, Placing, bool), (Option<String>, String)>;
+type ParsedRow =
+    Result<(String, Placing, bool, Option<Option<ShadowItem>>), (Option<String>, String)>;
+
+/// A batch's shadow field: `TARGET:PERCENT`, or `none` to remove the tenant's shadow.
+fn parse_shadow(spec: &str) -> Result<Option<ShadowItem>, String> {
+    if spec.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    ShadowItem::parse(spec).map(Some)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +159,7 @@ struct JsonRow {
     weights: Option<BTreeMap<String, u32>>,
     #[serde(default)]
     seal: bool,
+    shadow: Option<String>,
 }
 
 fn parse_json_row(text: &str) -> ParsedRow {
@@ -172,7 +189,11 @@ fn parse_json_row(text: &str) -> ParsedRow {
             ));
         }
     };
-    Ok((tenant, placing, row.seal))
+    let shadow = match row.shadow.as_deref().map(parse_shadow).transpose() {
+        Ok(shadow) => shadow,
+        Err(e) => return Err((Some(tenant), e)),
+    };
+    Ok((tenant, placing, row.seal, shadow))
 }
 
 /// Where each field sits in a CSV row.
@@ -181,6 +202,7 @@ struct Columns {
     target: Option<usize>,
     split: Option<usize>,
     seal: Option<usize>,
+    shadow: Option<usize>,
 }
 
 impl Default for Columns {
@@ -190,6 +212,7 @@ impl Default for Columns {
             target: Some(1),
             split: None,
             seal: Some(2),
+            shadow: None,
         }
     }
 }
@@ -201,6 +224,7 @@ impl Columns {
             target: None,
             split: None,
             seal: None,
+            shadow: None,
         };
         for (i, f) in fields.iter().enumerate() {
             match f.to_ascii_lowercase().as_str() {
@@ -208,9 +232,10 @@ impl Columns {
                 "target" => c.target = Some(i),
                 "split" | "weights" => c.split = Some(i),
                 "seal" | "sealed" => c.seal = Some(i),
+                "shadow" => c.shadow = Some(i),
                 other => {
                     return Err(format!(
-                        "unknown column {other:?} in the header (columns: tenant, target, split, seal)"
+                        "unknown column {other:?} in the header (columns: tenant, target, split, seal, shadow)"
                     ));
                 }
             }
@@ -231,7 +256,13 @@ impl Columns {
             return Err((None, "no tenant in the first column".into()));
         };
         let tenant = tenant.to_owned();
-        let known = [Some(self.tenant), self.target, self.split, self.seal];
+        let known = [
+            Some(self.tenant),
+            self.target,
+            self.split,
+            self.seal,
+            self.shadow,
+        ];
         if let Some(extra) = (0..fields.len()).find(|i| !known.contains(&Some(*i))) {
             return Err((
                 Some(tenant),
@@ -258,7 +289,11 @@ impl Columns {
                 )));
             }
         };
-        Ok((tenant, placing, seal))
+        let shadow = field(self.shadow)
+            .map(parse_shadow)
+            .transpose()
+            .map_err(err)?;
+        Ok((tenant, placing, seal, shadow))
     }
 }
 
@@ -327,6 +362,7 @@ pub async fn plan(
             tenant: row.tenant.clone(),
             placing: Some(row.placing),
             seal: row.seal.then_some(true),
+            shadow: row.shadow,
             by: by.to_owned(),
             reason: reason.to_owned(),
             expect_version: Some(current.version),
@@ -335,7 +371,8 @@ pub async fn plan(
         match write.apply(&current, targets, now) {
             Ok(to) => {
                 // Already where the row asks: a re-run writes nothing.
-                if !current.moves_to(&to) && current.sealed == to.sealed {
+                let same_shadow = (current.item.as_ref()).is_some_and(|i| i.shadow == to.shadow);
+                if !current.moves_to(&to) && current.sealed == to.sealed && same_shadow {
                     plan.unchanged.push(row.tenant);
                     continue;
                 }
@@ -587,6 +624,20 @@ mod tests {
             bad[0].reason.contains("unknown column \"colour\""),
             "{bad:?}"
         );
+    }
+
+    #[test]
+    fn rows_set_or_remove_a_shadow_and_a_bad_one_is_named() {
+        let (rows, bad) = parse(
+            "tenant,target,shadow\nacme,legacy,new:10\nglobex,legacy,none\nhooli,legacy,\nx,legacy,new:ten\n",
+        );
+        assert_eq!(rows[0].shadow, Some(ShadowItem::parse("new:10").ok()));
+        assert_eq!(rows[1].shadow, Some(None));
+        assert_eq!(rows[2].shadow, None, "an empty field keeps the shadow");
+        assert!(bad[0].reason.contains("\"ten\""), "{bad:?}");
+        let (rows, bad) = parse(r#"{"tenant":"acme","target":"legacy","shadow":"new:25"}"#);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(rows[0].shadow, Some(ShadowItem::parse("new:25").ok()));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use flag_store::{FlagItem, FlagWrite, Load, Placing, StoreUrl, Targets};
+use flag_store::{FlagItem, FlagWrite, Load, Placing, ShadowItem, StoreUrl, Targets};
 
 use crate::config::{Config, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
 use crate::server::Router;
@@ -90,7 +90,7 @@ enum FlagsCommand {
     Set {
         tenant: String,
         /// Pin the tenant to this target.
-        #[arg(long, conflicts_with = "split", required_unless_present_any = ["split", "seal"])]
+        #[arg(long, conflicts_with = "split", required_unless_present_any = ["split", "seal", "shadow", "no_shadow"])]
         target: Option<String>,
         /// Split the tenant: TARGET=WEIGHT,... summing to 100 (e.g. legacy=90,new=10).
         #[arg(long)]
@@ -98,6 +98,14 @@ enum FlagsCommand {
         /// Seal the tenant on its (new) target: moving it later needs --force.
         #[arg(long)]
         seal: bool,
+        /// Copy a share of the tenant's requests to another target and compare its answers
+        /// with the primary's: TARGET:PERCENT (e.g. new:10). The client is always answered
+        /// by the primary.
+        #[arg(long, conflicts_with = "no_shadow")]
+        shadow: Option<String>,
+        /// Stop shadowing the tenant.
+        #[arg(long)]
+        no_shadow: bool,
         /// Why (recorded with the write; required).
         #[arg(long)]
         reason: String,
@@ -341,12 +349,21 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             target,
             split,
             seal,
+            shadow,
+            no_shadow,
             reason,
             by,
             expect_version,
             force,
             store: args,
         } => {
+            let shadow = match (shadow, no_shadow) {
+                (Some(spec), _) => Some(Some(
+                    ShadowItem::parse(&spec).map_err(|e| anyhow::anyhow!("--shadow: {e}"))?,
+                )),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
             let placing = match (target, split) {
                 (Some(t), _) => Some(Placing::Pinned(t)),
                 (None, Some(s)) => {
@@ -358,6 +375,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
                 tenant,
                 placing,
                 seal: seal.then_some(true),
+                shadow,
                 by: author(by)?,
                 reason,
                 expect_version,
@@ -375,6 +393,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
                 tenant,
                 placing: None,
                 seal: Some(true),
+                shadow: None,
                 by: author(by)?,
                 reason,
                 expect_version: None,
@@ -637,11 +656,12 @@ fn describe(item: &FlagItem) -> String {
             .join(","),
         (None, None) => "?".into(),
     };
-    if item.sealed {
-        format!("{place} (sealed)")
-    } else {
-        place
-    }
+    let shadow = item
+        .shadow
+        .as_ref()
+        .map_or(String::new(), |s| format!(" shadow {s}%"));
+    let sealed = if item.sealed { " (sealed)" } else { "" };
+    format!("{place}{shadow}{sealed}")
 }
 
 fn print_table(items: &[FlagItem]) {

@@ -139,6 +139,7 @@ pub fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u6
         tenant: tenant.into(),
         placing,
         seal: None,
+        shadow: None,
         by: by.into(),
         reason: format!("{by} moves {tenant}"),
         expect_version: expect,

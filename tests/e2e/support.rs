@@ -411,6 +411,7 @@ endpoints = ["{new}"]{new_protocol}
             tenant: tenant.into(),
             placing: Some(placing),
             seal,
+            shadow: None,
             by: "test".into(),
             reason: "test".into(),
             expect_version: None,
