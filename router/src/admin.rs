@@ -2,7 +2,8 @@
 //! readiness, the flags this router holds, `/explain`, which runs the very pick the proxy
 //! runs and says why it chose what it chose, and `PUT /flags/{tenant}`, the one write, which
 //! needs the bearer token from `[server] admin_token_file` and goes through the same
-//! conditional, audited store write as the CLI.
+//! conditional, audited store write as the CLI. `/shadow` and `/shadow/{tenant}` serve the
+//! shadow comparisons' match rates and a tenant's recent mismatches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -121,11 +122,19 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.readyz(),
             "/explain" => self.explain(query),
-            _ => match path.strip_prefix("/flags/") {
-                Some(tenant) if !tenant.is_empty() => self.flag(&percent_decode(tenant)),
+            "/shadow" => json_response(
+                StatusCode::OK,
+                json!({ "tenants": self.proxy.shadows().summary() }),
+            ),
+            _ => match (path.strip_prefix("/flags/"), path.strip_prefix("/shadow/")) {
+                (Some(tenant), _) if !tenant.is_empty() => self.flag(&percent_decode(tenant)),
+                (_, Some(tenant)) if !tenant.is_empty() => json_response(
+                    StatusCode::OK,
+                    json!(self.proxy.shadows().report(&percent_decode(tenant))),
+                ),
                 _ => text(
                     StatusCode::NOT_FOUND,
-                    "not found; try /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P\n",
+                    "not found; try /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P, /shadow, /shadow/TENANT\n",
                 ),
             },
         }

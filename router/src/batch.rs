@@ -332,6 +332,15 @@ pub struct Change {
     pub moves_sealed: bool,
 }
 
+impl Change {
+    /// Whether this change places the tenant elsewhere (not only seals it or sets a shadow).
+    pub fn moves(&self) -> bool {
+        self.from
+            .as_ref()
+            .is_none_or(|f| f.target != self.to.target || f.weights != self.to.weights)
+    }
+}
+
 /// The whole plan: changes to write, rows already as asked, and rows refused.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -340,6 +349,8 @@ pub struct Plan {
     pub rejected: Vec<BadRow>,
     /// Sealed tenants the batch would move, refused because `--force` was not given.
     pub refused_sealed: Vec<String>,
+    /// Each tenant's shadow results, (matched, compared), when a router was asked.
+    pub match_rates: Option<HashMap<String, (u64, u64)>>,
 }
 
 /// Checks every row against the store as it is now; writes nothing.
@@ -434,9 +445,19 @@ impl Plan {
                 } else {
                     ""
                 };
+                let rate = match (&self.match_rates, c.moves()) {
+                    (Some(rates), true) => match rates.get(&c.write.tenant) {
+                        Some(&(matched, compared)) if compared > 0 => format!(
+                            "  [shadow matched {:.1}% of {compared}]",
+                            100.0 * matched as f64 / compared as f64
+                        ),
+                        _ => "  [no shadow results]".to_owned(),
+                    },
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "  {:<width$}  {} -> {}{note}",
+                    "  {:<width$}  {} -> {}{note}{rate}",
                     c.write.tenant,
                     place(c.from.as_ref()),
                     describe(&c.to),
@@ -446,9 +467,8 @@ impl Plan {
         let mut moves: BTreeMap<(String, String), usize> = BTreeMap::new();
         let mut after: BTreeMap<String, usize> = BTreeMap::new();
         for c in &self.changes {
-            *moves
-                .entry((place(c.from.as_ref()), placement(&c.to)))
-                .or_default() += 1;
+            let from = c.from.as_ref().map_or("(no flag)".to_owned(), placement);
+            *moves.entry((from, placement(&c.to))).or_default() += 1;
             *after.entry(placement(&c.to)).or_default() += 1;
         }
         if !moves.is_empty() {

@@ -4,8 +4,8 @@
 //! metrics when it finishes (or is dropped), so the duration covers the whole exchange.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub enum ClientBody {
     /// HTTP/1.1 over TLS, read by the same server.
     H1Tls(http1::server::Body<TlsReadHalf>),
     Hyper(Incoming),
+    /// A copy the router sends itself (a shadow's), whole.
+    Copied(Option<Bytes>),
 }
 
 /// The read half of a client's TLS connection.
@@ -106,6 +108,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::H1Tls(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Copied(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -114,6 +117,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::H1Tls(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Copied(b) => b.is_none(),
         }
     }
 
@@ -122,6 +126,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => b.size_hint(),
             ClientBody::H1Tls(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Copied(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -135,6 +140,8 @@ pub struct RequestBody {
     idle: IdleTimer,
     /// For a body still to come: how far it has got, for the proxy's response timeout.
     progress: Option<Arc<BodyProgress>>,
+    /// Where a shadowed request's body is copied as it goes.
+    copy: Option<Arc<Mutex<BodyCopy>>>,
 }
 
 /// How a request body's sending goes, shared by the body and the proxy that waits for the
@@ -196,6 +203,25 @@ impl RequestBody {
             limit,
             idle: IdleTimer::new(idle),
             progress,
+            copy: None,
+        }
+    }
+
+    /// Copies the body into `copy` as it streams (for a shadow).
+    pub fn copying(mut self, copy: Option<Arc<Mutex<BodyCopy>>>) -> Self {
+        self.copy = copy;
+        self
+    }
+
+    /// A whole body the router sends itself (a shadow's copy).
+    pub fn copied(bytes: Bytes) -> Self {
+        RequestBody {
+            inner: Some(ClientBody::Copied((!bytes.is_empty()).then_some(bytes))),
+            sent: 0,
+            limit: None,
+            idle: IdleTimer::new(Duration::MAX),
+            progress: None,
+            copy: None,
         }
     }
 
@@ -207,6 +233,7 @@ impl RequestBody {
             limit: None,
             idle: IdleTimer::new(Duration::MAX),
             progress: None,
+            copy: None,
         }
     }
 
@@ -247,10 +274,22 @@ impl Body for RequestBody {
                 }
                 Poll::Pending
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(copy) = &this.copy {
+                    copy.lock().expect("body copy").end();
+                }
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.reset();
+                if let (Some(copy), Some(data)) = (&this.copy, frame.data_ref()) {
+                    let mut copy = copy.lock().expect("body copy");
+                    copy.push(data);
+                    if this.inner.as_ref().is_some_and(Body::is_end_stream) {
+                        copy.end();
+                    }
+                }
                 // A client that sends no end-of-body a reader must ask for (a known length
                 // read whole) has ended here.
                 if let (Some(progress), Some(inner)) = (&this.progress, &this.inner)
@@ -279,6 +318,70 @@ impl Body for RequestBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// What a response body hands its bytes to as they stream (a shadow's comparison).
+pub trait ResponseTap: Send + Sync + std::fmt::Debug {
+    fn data(&mut self, data: &[u8]);
+    /// The body went out whole; a tap dropped without this saw an incomplete body.
+    fn end(self: Box<Self>);
+}
+
+/// A request body copied as it streams, up to a limit (for a shadow): whole, or nothing.
+#[derive(Debug)]
+pub struct BodyCopy {
+    chunks: Vec<Bytes>,
+    len: u64,
+    limit: u64,
+    complete: bool,
+}
+
+impl BodyCopy {
+    pub fn new(limit: u64) -> Self {
+        BodyCopy {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            complete: false,
+        }
+    }
+
+    fn push(&mut self, data: &Bytes) {
+        self.len += data.len() as u64;
+        if self.too_large() {
+            self.chunks = Vec::new();
+        } else {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    fn end(&mut self) {
+        self.complete = true;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn too_large(&self) -> bool {
+        self.len > self.limit
+    }
+
+    /// The body, once it was sent whole within the limit.
+    pub fn whole(&self) -> Option<Bytes> {
+        if !self.complete || self.too_large() {
+            return None;
+        }
+        let mut all = bytes::BytesMut::with_capacity(self.len as usize);
+        for c in &self.chunks {
+            all.extend_from_slice(c);
+        }
+        Some(all.freeze())
     }
 }
 
@@ -366,6 +469,8 @@ pub struct ResponseBody {
     _completion: Option<Completion>,
     /// For a streaming response bound to its tenant's side: ends it when the tenant moves.
     closing: Option<Box<Closing>>,
+    /// For a shadowed request: the primary's answer, taken as it streams to the client.
+    tap: Option<Box<dyn ResponseTap>>,
 }
 
 #[derive(Debug)]
@@ -399,7 +504,18 @@ impl ResponseBody {
             },
             _completion: Some(completion),
             closing: None,
+            tap: None,
         }
+    }
+
+    /// Hands the body, as it streams, to a shadow's comparison; the tap ends with the body.
+    pub fn tapped(mut self, tap: Box<dyn ResponseTap>) -> Self {
+        if self.is_end_stream() {
+            tap.end();
+        } else {
+            self.tap = Some(tap);
+        }
+        self
     }
 
     /// Ends the body with [`BodyError::Moved`] when `registration` says its tenant moved.
@@ -417,6 +533,7 @@ impl ResponseBody {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             _completion: completion,
             closing: None,
+            tap: None,
         }
     }
 }
@@ -444,7 +561,7 @@ impl Body for ResponseBody {
                 idle,
                 target,
             } => {
-                let polled = Pin::new(inner).poll_frame(cx);
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let result = match polled {
                     Poll::Pending => {
                         if !idle.expired(cx) {
@@ -455,6 +572,19 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(e))) => Err(BodyError::Upstream(e)),
                     Poll::Ready(other) => {
                         idle.reset();
+                        if let Some(tap) = &mut this.tap {
+                            // `other` holds no error: the arm above took those.
+                            if let Some(Ok(frame)) = &other
+                                && let Some(data) = frame.data_ref()
+                            {
+                                tap.data(data);
+                            }
+                            if (other.is_none() || inner.is_end_stream())
+                                && let Some(tap) = this.tap.take()
+                            {
+                                tap.end();
+                            }
+                        }
                         return Poll::Ready(other.map(|r| r.map_err(BodyError::Upstream)));
                     }
                 };

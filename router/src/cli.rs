@@ -58,6 +58,47 @@ enum Command {
     /// Read and write tenant flags.
     #[command(subcommand)]
     Flags(FlagsCommand),
+    /// Shadow comparisons, as a running router holds them (read from its admin listener).
+    #[command(subcommand)]
+    Shadow(ShadowCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ShadowCommand {
+    /// A tenant's match rate and its most recent mismatches (newest first).
+    Report {
+        tenant: String,
+        #[command(flatten)]
+        router: RouterArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct RouterArgs {
+    /// The router's admin address (default: server.admin_listen of --config, else 127.0.0.1:9901).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// A router config, for its admin address.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RouterArgs {
+    fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        admin_addr(self.admin, self.config.as_deref())
+    }
+}
+
+/// The admin address to read from: given, or the config's.
+fn admin_addr(admin: Option<SocketAddr>, config: Option<&Path>) -> anyhow::Result<SocketAddr> {
+    Ok(match (admin, config) {
+        (Some(addr), _) => addr,
+        (None, Some(path)) => Config::load(path)?.server.admin_listen,
+        (None, None) => DEFAULT_ADMIN_LISTEN.parse().expect("default admin address"),
+    })
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +196,10 @@ enum FlagsCommand {
         /// Allow moving sealed tenants.
         #[arg(long)]
         force: bool,
+        /// A router's admin address to read each tenant's shadow match rate from, for the
+        /// plan (default: server.admin_listen of --config, when one is given).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -242,7 +287,123 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags(cmd) => flags(cmd),
+        Command::Shadow(ShadowCommand::Report { tenant, router }) => {
+            let admin = router.admin_addr()?;
+            let path = format!("/shadow/{}", percent_encode(&tenant));
+            let report = runtime(1)?.block_on(admin_json(admin, &path))?;
+            if router.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render_report(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// GETs a JSON document from a router's admin listener.
+async fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let uri: http::Uri = format!("http://{admin}{path}").parse()?;
+    let fetch = async {
+        let resp = client
+            .get(uri)
+            .await
+            .with_context(|| format!("cannot reach the router's admin listener at {admin}"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(
+            status.is_success(),
+            "{admin}{path} answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+        Ok(serde_json::from_slice(&body)?)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+        .await
+        .with_context(|| format!("the router's admin listener at {admin} did not answer"))?
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b':' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Each tenant's (matched, compared) from `/shadow`.
+fn match_rates(summary: &serde_json::Value) -> std::collections::HashMap<String, (u64, u64)> {
+    (summary["tenants"].as_array().into_iter().flatten())
+        .filter_map(|t| {
+            Some((
+                t["tenant"].as_str()?.to_owned(),
+                (t["matched"].as_u64()?, t["compared"].as_u64()?),
+            ))
+        })
+        .collect()
+}
+
+/// `switchyard shadow report` as a person reads it.
+fn render_report(report: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let tenant = report["tenant"].as_str().unwrap_or("?");
+    let compared = report["compared"].as_u64().unwrap_or(0);
+    let matched = report["matched"].as_u64().unwrap_or(0);
+    if compared == 0 {
+        let _ = writeln!(
+            out,
+            "{tenant}: nothing compared yet (does its flag have a shadow, and does it get traffic?)"
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{tenant}: {compared} compared, {matched} matched ({:.1}%)",
+        100.0 * matched as f64 / compared as f64
+    );
+    let recent = report["recent_mismatches"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if recent.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "recent mismatches (newest first):");
+    for m in &recent {
+        let s = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+        let status = |k: &str| m[k].as_u64().map_or("-".to_owned(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "  {}  {}  route {} -> {}  {}: {}",
+            s("at"),
+            s("request"),
+            s("route"),
+            s("target"),
+            s("kind"),
+            s("detail")
+        );
+        let _ = writeln!(
+            out,
+            "    primary {}: {}",
+            status("primary_status"),
+            s("primary_body")
+        );
+        let _ = writeln!(
+            out,
+            "    shadow  {}: {}",
+            status("shadow_status"),
+            s("shadow_body")
+        );
+    }
+    out
 }
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
@@ -428,8 +589,15 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             by,
             yes,
             force,
+            admin,
             store: args,
-        } => return apply_batch(&batch, reason, by, yes, force, &args).await,
+        } => {
+            let admin = match (admin, &args.config) {
+                (None, None) => None,
+                (admin, config) => Some(admin_addr(admin, config.as_deref())?),
+            };
+            return apply_batch(&batch, reason, by, (yes, force), admin, &args).await;
+        }
         FlagsCommand::CreateTable { store: args } => {
             let (url, _) = store_url(&args)?;
             let store = Store::open(&url).await;
@@ -491,8 +659,8 @@ async fn apply_batch(
     batch: &Path,
     reason: String,
     by: Option<String>,
-    yes: bool,
-    force: bool,
+    (yes, force): (bool, bool),
+    admin: Option<SocketAddr>,
     args: &StoreArgs,
 ) -> anyhow::Result<ExitCode> {
     use crate::batch;
@@ -514,7 +682,13 @@ async fn apply_batch(
     }
     let store = Store::open(&url).await;
     let (rows, bad) = batch::parse(&text);
-    let plan = batch::plan(&store, rows, bad, targets.as_ref(), &by, &reason, force).await?;
+    let mut plan = batch::plan(&store, rows, bad, targets.as_ref(), &by, &reason, force).await?;
+    if let Some(admin) = admin {
+        match admin_json(admin, "/shadow").await {
+            Ok(summary) => plan.match_rates = Some(match_rates(&summary)),
+            Err(e) => eprintln!("note: no shadow match rates in the plan: {e:#}"),
+        }
+    }
     if !args.json {
         println!("batch {} against {}", batch.display(), store.describe());
         print!("{}", plan.render(describe));
@@ -656,10 +830,9 @@ fn describe(item: &FlagItem) -> String {
             .join(","),
         (None, None) => "?".into(),
     };
-    let shadow = item
-        .shadow
-        .as_ref()
-        .map_or(String::new(), |s| format!(" shadow {s}%"));
+    let shadow = item.shadow.as_ref().map_or(String::new(), |s| {
+        format!(" (shadow {} {}%)", s.target, s.percent)
+    });
     let sealed = if item.sealed { " (sealed)" } else { "" };
     format!("{place}{shadow}{sealed}")
 }

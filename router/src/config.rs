@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use flag_store::{StoreUrl, TargetId, Targets};
 use http::uri::{Authority, Scheme};
+use http::{HeaderName, Method};
 use serde::Deserialize;
 
 use crate::tenant::{Extractor, StickyKey};
@@ -58,6 +59,24 @@ struct RawConfig {
     targets: BTreeMap<String, RawTarget>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    shadow: RawShadow,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    max_body_bytes: Option<u64>,
+    max_compare_bytes: Option<u64>,
+    queue: Option<u64>,
+    max_queued_bytes: Option<u64>,
+    concurrency: Option<u64>,
+    timeout_ms: Option<u64>,
+    compare_headers: Option<Vec<String>>,
+    ignore_fields: Option<Vec<String>>,
+    noise_sample_percent: Option<u32>,
+    recent_mismatches: Option<u64>,
+    max_tenants: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -176,6 +195,7 @@ struct RawRoute {
     idle_timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
     upgrades: Option<Vec<String>>,
+    shadow_methods: Option<Vec<String>>,
 }
 
 // ---- the validated config ----
@@ -191,6 +211,36 @@ pub struct Config {
     /// Indexed by [`TargetId`].
     pub target_configs: Vec<TargetConfig>,
     pub routes: Vec<Route>,
+    pub shadow: ShadowConfig,
+}
+
+/// How shadow copies are made, queued and compared (`[shadow]`).
+#[derive(Debug, Clone)]
+pub struct ShadowConfig {
+    /// Request bodies up to this are copied; larger ones are skipped and counted.
+    pub max_body_bytes: u64,
+    /// Bytes of each answer kept to compare as JSON and to show in the report (every byte is
+    /// hashed whatever the size).
+    pub max_compare_bytes: usize,
+    /// Copies waiting per shadow target; when full, new ones are dropped and counted.
+    pub queue: usize,
+    /// Bytes the queued and running comparisons of one shadow target may hold (the bodies
+    /// they keep); past it, new ones are dropped and counted like a full queue.
+    pub max_queued_bytes: u64,
+    /// Copies in flight per shadow target.
+    pub concurrency: usize,
+    /// Time allowed for a shadow's whole answer.
+    pub timeout: Duration,
+    /// Headers compared besides the status and the body (`content-type` always is).
+    pub compare_headers: Vec<HeaderName>,
+    /// JSON fields never compared: a name (anywhere) or a path (`/items/*/updated_at`).
+    pub ignore_fields: Vec<String>,
+    /// Share of compared safe requests sent to the primary again to learn noise.
+    pub noise_sample_percent: u32,
+    /// Mismatches kept per tenant for the report.
+    pub recent_mismatches: usize,
+    /// Tenants with a record kept.
+    pub max_tenants: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -407,6 +457,9 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Protocols a client may upgrade to on this route (`Upgrade`), lower-case; never `h2c`.
     pub upgrades: Vec<String>,
+    /// Methods copied to a tenant's shadow besides GET, HEAD and OPTIONS (for sides that share
+    /// or discard writes).
+    pub shadow_methods: Vec<Method>,
 }
 
 impl Route {
@@ -414,6 +467,12 @@ impl Route {
     pub fn allows_upgrade(&self, protocol: &str) -> bool {
         let name = protocol.split('/').next().unwrap_or("");
         self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+    }
+
+    /// True when requests of `method` may be copied to a shadow.
+    pub fn shadows_method(&self, method: &Method) -> bool {
+        matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+            || self.shadow_methods.contains(method)
     }
 }
 
@@ -1015,7 +1074,19 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
                 );
             }
         }
+        let mut shadow_methods = Vec::new();
+        for m in r.shadow_methods.iter().flatten() {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(Method::CONNECT) | Err(_) => problem(
+                    problems,
+                    format!("{key}.shadow_methods"),
+                    format!("{m:?} is not a method a shadow can be sent"),
+                ),
+                Ok(method) => shadow_methods.push(method),
+            }
+        }
         routes.push(Route {
+            shadow_methods,
             upgrades,
             name: r.name.clone(),
             path_prefix: r.path_prefix.clone(),
@@ -1030,6 +1101,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
     if routes.len() > 1000 {
         problem(problems, "routes", "more than 1000 routes");
     }
+    let shadow = shadow_config(&raw.shadow, problems);
 
     // A file is a cheap stat; a remote store is one small read a poll. 500 ms keeps a flip's
     // slowest router well under a second (BENCHMARKS.md) for two reads a second a router.
@@ -1058,7 +1130,60 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         targets,
         target_configs,
         routes,
+        shadow,
     })
+}
+
+fn shadow_config(raw: &RawShadow, problems: &mut Vec<Problem>) -> ShadowConfig {
+    for (key, v) in [
+        ("shadow.queue", raw.queue),
+        ("shadow.max_queued_bytes", raw.max_queued_bytes),
+        ("shadow.concurrency", raw.concurrency),
+        ("shadow.timeout_ms", raw.timeout_ms),
+        ("shadow.max_tenants", raw.max_tenants),
+    ] {
+        positive(problems, key, v);
+    }
+    if raw.noise_sample_percent.is_some_and(|p| p > 100) {
+        problem(
+            problems,
+            "shadow.noise_sample_percent",
+            "is a share of requests, 0 to 100",
+        );
+    }
+    let mut compare_headers = Vec::new();
+    for h in raw.compare_headers.iter().flatten() {
+        match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(name) => compare_headers.push(name),
+            Err(_) => problem(
+                problems,
+                "shadow.compare_headers",
+                format!("{h:?} is not a header name"),
+            ),
+        }
+    }
+    let ignore_fields = raw.ignore_fields.clone().unwrap_or_default();
+    if let Some(bad) = ignore_fields.iter().find(|f| f.is_empty()) {
+        problem(
+            problems,
+            "shadow.ignore_fields",
+            format!("{bad:?}: give a field name or a path such as /items/*/updated_at"),
+        );
+    }
+    let size = |v: Option<u64>, default: u64| v.unwrap_or(default);
+    ShadowConfig {
+        max_body_bytes: size(raw.max_body_bytes, 64 * 1024),
+        max_compare_bytes: size(raw.max_compare_bytes, 1 << 20).min(64 << 20) as usize,
+        queue: size(raw.queue, 1_000).max(1) as usize,
+        max_queued_bytes: size(raw.max_queued_bytes, 64 << 20),
+        concurrency: size(raw.concurrency, 16).max(1) as usize,
+        timeout: ms(raw.timeout_ms, 10_000),
+        compare_headers,
+        ignore_fields,
+        noise_sample_percent: raw.noise_sample_percent.unwrap_or(5),
+        recent_mismatches: size(raw.recent_mismatches, 20) as usize,
+        max_tenants: size(raw.max_tenants, 10_000).max(1) as usize,
+    }
 }
 
 /// Names that become metric label values: short, plain, bounded.

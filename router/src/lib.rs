@@ -26,6 +26,7 @@ pub mod path;
 pub mod pick;
 pub mod proxy;
 pub mod server;
+pub mod shadow;
 pub mod shutdown;
 pub mod store;
 pub mod streams;

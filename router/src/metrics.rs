@@ -159,6 +159,11 @@ impl Histogram {
     }
 }
 
+/// Metric families a part of the router keeps and renders itself, with [`header`].
+pub trait Families: Send + Sync + std::fmt::Debug {
+    fn render(&self, w: &mut String);
+}
+
 /// Label positions: routes and targets from the config, each followed by one `none` slot for
 /// requests that matched no route or were answered by the router itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +195,8 @@ pub struct Metrics {
     store_reads: Option<Arc<StoreReads>>,
     streams: Option<Arc<Streams>>,
     tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    /// Families rendered by their owners (the shadow comparisons).
+    families: std::sync::OnceLock<Arc<dyn Families>>,
 }
 
 impl Metrics {
@@ -227,6 +234,7 @@ impl Metrics {
             store_reads: None,
             streams: None,
             tls: std::sync::OnceLock::new(),
+            families: std::sync::OnceLock::new(),
         }
     }
 
@@ -239,6 +247,11 @@ impl Metrics {
     /// Exports the TLS listener's handshake failures and certificate reloads.
     pub fn set_tls(&self, certificates: Arc<crate::tls::Certificates>) {
         let _ = self.tls.set(certificates);
+    }
+
+    /// Exports families their owner renders (the shadow comparisons).
+    pub fn set_families(&self, families: Arc<dyn Families>) {
+        let _ = self.families.set(families);
     }
 
     /// Exports the reads a remote flag store makes.
@@ -411,6 +424,9 @@ impl Metrics {
             );
         }
         self.render_health(w);
+        if let Some(families) = self.families.get() {
+            families.render(w);
+        }
         let snap = self.flags.load();
         header(
             w,
@@ -727,7 +743,7 @@ impl Metrics {
     }
 }
 
-fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
 }

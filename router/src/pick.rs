@@ -2,7 +2,7 @@
 //! target a request goes to given the snapshot, the request's facts and the health view. No
 //! I/O, no clock, no async: the proxy, `/explain` and the tests all call exactly this.
 
-use flag_store::{Found, Mode, Placement, Snapshot, TargetId, model::bucket_of};
+use flag_store::{Found, Mode, Placement, Shadow, Snapshot, TargetId, model::bucket_of};
 
 use crate::config::{Route, RouteKind};
 
@@ -113,6 +113,9 @@ pub struct Pick {
     /// For split flags: where a retry goes if `target` fails (another healthy target with a
     /// non-zero weight). Pinned tenants never have one.
     pub alternative: Option<TargetId>,
+    /// Where the flag sends copies of this request to compare, when that is not the target
+    /// answering it (a split tenant's request may already be on the shadow's side).
+    pub shadow: Option<Shadow>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,16 +146,16 @@ pub fn pick(
     default_target: TargetId,
     health: &impl HealthView,
 ) -> Decision {
-    let (placement, basis) = match route.kind {
+    let (placement, shadow, basis) = match route.kind {
         RouteKind::Fixed(target) => return pinned(target, Basis::FixedRoute, health),
         RouteKind::Flagged => match snapshot.lookup(tenant) {
-            Found::Tenant(flag) => (flag.placement(), Basis::TenantFlag),
-            Found::Default(flag) => (flag.placement(), Basis::DefaultFlag),
+            Found::Tenant(flag) => (flag.placement(), flag.shadow(), Basis::TenantFlag),
+            Found::Default(flag) => (flag.placement(), flag.shadow(), Basis::DefaultFlag),
             Found::Rejected(_) => return Decision::RejectedFlag,
             Found::Nothing => return pinned(default_target, Basis::ConfigDefault, health),
         },
     };
-    match placement {
+    let decision = match placement {
         Placement::Pinned(target) => pinned(*target, basis, health),
         Placement::Split(split) => {
             let hash = key_hash();
@@ -166,10 +169,18 @@ pub fn pick(
                     owner,
                     failover: target != owner,
                     alternative: split.pick(hash, |t| t != target && health.is_healthy(t)),
+                    shadow: None,
                 }),
                 None => Decision::NoHealthyTarget { basis },
             }
         }
+    };
+    match (decision, shadow) {
+        (Decision::Forward(mut pick), Some(s)) if s.target != pick.target => {
+            pick.shadow = Some(s);
+            Decision::Forward(pick)
+        }
+        (decision, _) => decision,
     }
 }
 
@@ -183,6 +194,7 @@ fn pinned(target: TargetId, basis: Basis, health: &impl HealthView) -> Decision 
             owner: target,
             failover: false,
             alternative: None,
+            shadow: None,
         })
     } else {
         Decision::PinnedUnavailable { target, basis }
@@ -214,6 +226,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             max_body_bytes: None,
             upgrades: vec!["websocket".into()],
+            shadow_methods: Vec::new(),
         }
     }
 
@@ -329,8 +342,45 @@ mod tests {
                 owner: NEW,
                 failover: false,
                 alternative: None,
+                shadow: None,
             })
         );
+    }
+
+    #[test]
+    fn a_shadow_is_picked_only_when_another_target_answers() {
+        let snap = snapshot(&[
+            r#"{"tenant":"acme","target":"legacy","shadow":{"target":"new","percent":10}}"#.into(),
+            r#"{"tenant":"globex","weights":{"legacy":50,"new":50},"shadow":{"target":"new","percent":100}}"#.into(),
+        ]);
+        let flagged = route("/", RouteKind::Flagged);
+        let shadow_of = |tenant, hash: u64| match pick(
+            &snap,
+            &flagged,
+            Some(tenant),
+            || hash,
+            LEGACY,
+            &AllHealthy,
+        ) {
+            Decision::Forward(p) => (p.target, p.shadow.map(|s| (s.target, s.percent))),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(shadow_of("acme", 0), (LEGACY, Some((NEW, 10))));
+        // Bucket 0 is legacy's, bucket 9999 new's: only the request on legacy is copied.
+        assert_eq!(shadow_of("globex", 0), (LEGACY, Some((NEW, 100))));
+        assert_eq!(shadow_of("globex", 9_999), (NEW, None));
+        // A fixed route never copies.
+        match pick(
+            &snap,
+            &route("/f", RouteKind::Fixed(LEGACY)),
+            Some("acme"),
+            || 0,
+            LEGACY,
+            &AllHealthy,
+        ) {
+            Decision::Forward(p) => assert_eq!(p.shadow, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
 use crate::health::{Health, InFlight, Outcome};
 use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
 use crate::pick::{Decision, Pick, RouteTable, pick};
+use crate::shadow::{self, Shadows};
 use crate::streams::{Binding, Registration, StreamKind, Streams, TenantKey};
 use crate::tenant::{self, sticky_hash};
 use crate::upstream::Upstream;
@@ -51,8 +52,9 @@ pub struct Proxy {
     rules: TenantRules,
     default_target: TargetId,
     flags: Arc<FlagState>,
-    /// Indexed by [`TargetId`].
-    upstreams: Vec<Upstream>,
+    /// Indexed by [`TargetId`]; shared with the shadow engine.
+    upstreams: Arc<[Upstream]>,
+    shadows: Arc<Shadows>,
     pub(crate) metrics: Arc<Metrics>,
     trust_forwarded: bool,
     request_ids: RequestIds,
@@ -146,6 +148,8 @@ struct RequestCtx {
     labels: Labels,
     start: Instant,
     request_id: HeaderValue,
+    /// The copy of a request sampled for its tenant's shadow, until the primary answers.
+    shadow: Option<Box<shadow::Copy>>,
 }
 
 /// Why the router answers a request itself; [`Proxy::refuse`] turns each into its status and
@@ -288,15 +292,25 @@ impl Proxy {
         health: Arc<Health>,
         streams: Arc<Streams>,
     ) -> Result<Self, String> {
+        let upstreams: Arc<[Upstream]> = (config.target_configs.iter().enumerate())
+            .map(|(t, c)| Upstream::new(c, metrics.upstream_connects(t)))
+            .collect::<Result<_, _>>()?;
+        let shadows = Shadows::start(
+            config.shadow.clone(),
+            &config.routes,
+            &config.target_configs,
+            upstreams.clone(),
+            health.clone(),
+        );
+        metrics.set_families(shadows.clone());
         Ok(Proxy {
             streams,
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
             default_target: config.flags.default_target,
             flags,
-            upstreams: (config.target_configs.iter().enumerate())
-                .map(|(t, c)| Upstream::new(c, metrics.upstream_connects(t)))
-                .collect::<Result<_, _>>()?,
+            upstreams,
+            shadows,
             metrics,
             trust_forwarded: config.server.trust_forwarded_headers,
             request_ids: RequestIds::new(),
@@ -314,13 +328,18 @@ impl Proxy {
 
     /// Closes idle upstream connections that timed out or that the upstream closed.
     pub fn reap_idle_connections(&self) {
-        for upstream in &self.upstreams {
+        for upstream in self.upstreams.iter() {
             upstream.reap_idle();
         }
     }
 
     pub fn routes(&self) -> &RouteTable {
         &self.routes
+    }
+
+    /// The shadow comparisons' results.
+    pub fn shadows(&self) -> &Shadows {
+        &self.shadows
     }
 
     pub async fn handle(&self, req: Request<ClientBody>, client: &Peer) -> Response<ResponseBody> {
@@ -332,6 +351,7 @@ impl Proxy {
                 route: self.metrics.no_route(),
                 target: self.metrics.no_target(),
             },
+            shadow: None,
         };
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
         let now_ms = self.health.ms_at(ctx.start);
@@ -484,7 +504,24 @@ impl Proxy {
                 parts.headers.clone(),
             )
         });
-        let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout);
+        // A shadowed request is copied before it is sent: its body as it streams.
+        let mut body_copy = None;
+        if let Some(shadow) = pick.shadow {
+            let body_len = if http_body::Body::is_end_stream(&body) {
+                Some(0)
+            } else {
+                http_body::Body::size_hint(&body).exact()
+            };
+            let route_at = (ctx.labels.route, route);
+            if let Some(Ok(copy)) =
+                (self.shadows).copy(route_at, tenant.as_str(), shadow, target, parts, body_len)
+            {
+                body_copy = Shadows::body_copy(&copy);
+                ctx.shadow = Some(Box::new(copy));
+            }
+        }
+        let body =
+            RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
         // A request that could go elsewhere does not wait on an endpoint seen down (or past
         // the route's try timeout): a hung side's requests move as soon as its health check
         // fails, instead of at the route's timeout.
@@ -756,6 +793,10 @@ impl Proxy {
         resp.headers_mut()
             .insert(X_REQUEST_ID.clone(), ctx.request_id);
         let (rparts, rbody) = resp.into_parts();
+        // A retry may have landed on the shadow's side itself: nothing to compare then.
+        let tap = (ctx.shadow)
+            .filter(|copy| !upgraded && copy.shadow_target() != target)
+            .map(|copy| Box::new(self.shadows.tap(*copy, rparts.status, &rparts.headers)) as _);
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
                 .with_in_flight(in_flight);
@@ -766,6 +807,9 @@ impl Proxy {
             && let Some(binding) = bound.binding(StreamKind::Response)
         {
             body = body.closing_with(self.streams.register(binding, &self.flags.load()));
+        }
+        if let Some(tap) = tap {
+            body = body.tapped(tap);
         }
         Response::from_parts(rparts, body)
     }

@@ -30,6 +30,22 @@ pub struct Upstream {
     connector: crate::tls::Connector,
 }
 
+/// A pooled hyper client for a target's endpoints, over `connector`.
+pub fn client_for(
+    config: &TargetConfig,
+    connector: crate::tls::Connector,
+) -> Client<crate::tls::Connector, RequestBody> {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
+        .http2_only(config.protocol.is_http2())
+        // The proxy sets Host itself (the client's, kept); never let the endpoint leak in.
+        .set_host(false)
+        .build(connector)
+}
+
 impl Upstream {
     /// `opened` counts the HTTP/1.1 connections the target's pools open.
     pub fn new(config: &TargetConfig, opened: Arc<AtomicU64>) -> Result<Self, String> {
@@ -39,15 +55,7 @@ impl Upstream {
             config.connect_timeout,
         )
         .map_err(|e| format!("target {:?}: {e}", config.name))?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-            .http2_only(config.protocol.is_http2())
-            // The proxy sets Host itself (the client's, kept); never let the endpoint leak in.
-            .set_host(false)
-            .build(connector.clone());
+        let client = client_for(config, connector.clone());
         let pools = config
             .endpoints
             .iter()

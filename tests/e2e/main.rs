@@ -17,6 +17,7 @@ mod open_streams;
 mod reload;
 mod routing;
 mod seal;
+mod shadow;
 mod slow_clients;
 mod store_edges;
 mod streaming;

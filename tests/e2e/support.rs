@@ -490,7 +490,7 @@ pub async fn post_streamed(
 }
 
 /// Sends `req` with `headers` and `body`; returns status, headers and body text.
-async fn send(
+pub async fn send(
     client: &HttpClient,
     mut req: http::request::Builder,
     headers: &[(&str, &str)],

@@ -1,0 +1,1267 @@
+//! Shadow traffic: evidence that a side answers a tenant as its primary does, before the
+//! tenant moves there.
+//!
+//! A tenant's flag may name a shadow target and a share of requests. For a sampled request
+//! of an allowed method (GET, HEAD, OPTIONS, plus what the route allows), the proxy keeps a
+//! copy of the request ([`Copy`]) and taps the primary's response as it streams to the client
+//! ([`Tap`]). Only once the primary's answer has been sent whole is the comparison queued for
+//! the shadow target, on a queue bounded in entries and bytes, with a bounded number in flight
+//! per target: when full, it is dropped and counted. The client never waits on a shadow and
+//! never sees its answer. Shadows are sent and compared on a thread of their own at the lowest
+//! CPU priority (nice 19), with clients of their own: a router whose cores are busy with
+//! clients gives shadows only what is left (their queue fills and drops), so shadowing never
+//! takes a client's CPU, and a client's request never waits on a connection a shadow opened.
+//!
+//! Each job sends the copy to the shadow target and compares the answers: the status, the
+//! configured headers, then the body (a hash of every byte; for JSON, the canonical form,
+//! field by field, leaving out configured noisy fields). Like Diffy, a sample of requests is
+//! also sent to the primary a second time: fields that differ between two answers of the
+//! primary itself (timestamps, request ids) are learned per route as noise and not counted.
+//!
+//! Results are counted per route and shadow target (never per tenant as a label), and a
+//! bounded record per tenant keeps its match rate and its most recent mismatches, for the
+//! admin API, `switchyard shadow report` and the plan of `flags apply`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::hash::Hasher as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use flag_store::{Shadow, TargetId};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt as _;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::body::{BodyCopy, RequestBody, ResponseTap};
+use crate::config::{Protocol, Route, ShadowConfig};
+use crate::health::Health;
+use crate::upstream::Upstream;
+
+/// Marks the requests the router sends to a shadow target (and the repeats it sends to the
+/// primary to learn noise), so the applications can tell them apart.
+pub static X_SWITCHYARD_SHADOW: HeaderName = HeaderName::from_static("x-switchyard-shadow");
+
+/// How a compared exchange differed, the `kind` label of `switchyard_shadow_mismatched_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    Status,
+    Header,
+    Body,
+    /// The shadow gave no answer: refused, reset, timed out, or no endpoint up.
+    NoAnswer,
+}
+
+impl MismatchKind {
+    const ALL: [MismatchKind; 4] = [
+        MismatchKind::Status,
+        MismatchKind::Header,
+        MismatchKind::Body,
+        MismatchKind::NoAnswer,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            MismatchKind::Status => "status",
+            MismatchKind::Header => "header",
+            MismatchKind::Body => "body",
+            MismatchKind::NoAnswer => "no_answer",
+        }
+    }
+}
+
+/// Why a sampled request was not compared, the `reason` label of
+/// `switchyard_shadow_skipped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The method is not one the route copies (only GET, HEAD, OPTIONS by default).
+    Method,
+    /// The request body is larger than `shadow.max_body_bytes`.
+    BodyTooLarge,
+    /// The shadow target's queue was full.
+    QueueFull,
+    /// The primary's answer did not complete (the client left, the body failed).
+    PrimaryIncomplete,
+}
+
+impl SkipReason {
+    const ALL: [SkipReason; 4] = [
+        SkipReason::Method,
+        SkipReason::BodyTooLarge,
+        SkipReason::QueueFull,
+        SkipReason::PrimaryIncomplete,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Method => "method",
+            SkipReason::BodyTooLarge => "body_too_large",
+            SkipReason::QueueFull => "queue_full",
+            SkipReason::PrimaryIncomplete => "primary_incomplete",
+        }
+    }
+}
+
+/// A body as captured for comparison: a hash of every byte, and the first bytes whole.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    hash: u64,
+    len: u64,
+    /// Up to `max_compare_bytes`; the whole body when `len` fits.
+    prefix: Bytes,
+}
+
+impl Captured {
+    fn complete(&self) -> bool {
+        self.prefix.len() as u64 == self.len
+    }
+}
+
+/// Builds a [`Captured`] from a body's frames.
+#[derive(Debug)]
+struct Capture {
+    hasher: std::collections::hash_map::DefaultHasher,
+    len: u64,
+    prefix: BytesMut,
+    cap: usize,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Self {
+        Capture {
+            hasher: std::collections::hash_map::DefaultHasher::new(),
+            len: 0,
+            prefix: BytesMut::new(),
+            cap,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.hasher.write(data);
+        self.len += data.len() as u64;
+        let room = self.cap.saturating_sub(self.prefix.len());
+        self.prefix.extend_from_slice(&data[..room.min(data.len())]);
+    }
+
+    fn finish(self) -> Captured {
+        Captured {
+            hash: self.hasher.finish(),
+            len: self.len,
+            prefix: self.prefix.freeze(),
+        }
+    }
+}
+
+/// One answer, as compared.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Captured,
+}
+
+/// The copy of a request the proxy keeps while the primary answers.
+#[derive(Debug)]
+pub struct Copy {
+    route: usize,
+    tenant: Arc<str>,
+    shadow: TargetId,
+    primary: TargetId,
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    /// The request body as the client sent it, once it has been sent whole.
+    body: Option<Arc<Mutex<BodyCopy>>>,
+}
+
+impl Copy {
+    pub fn shadow_target(&self) -> TargetId {
+        self.shadow
+    }
+}
+
+/// Taps the primary's response as it streams: its status, compared headers and body.
+#[derive(Debug)]
+pub struct Tap {
+    shadows: Arc<Shadows>,
+    copy: Option<Copy>,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Capture,
+}
+
+impl ResponseTap for Tap {
+    fn data(&mut self, data: &[u8]) {
+        self.body.push(data);
+    }
+
+    /// The primary's answer went out whole: the comparison may begin.
+    fn end(mut self: Box<Self>) {
+        let Some(copy) = self.copy.take() else { return };
+        let body = std::mem::replace(&mut self.body, Capture::new(0)).finish();
+        let primary = Answer {
+            status: self.status,
+            headers: std::mem::take(&mut self.headers),
+            body,
+        };
+        self.shadows.submit(copy, primary);
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            self.shadows
+                .skipped(copy.route, copy.shadow, SkipReason::PrimaryIncomplete);
+        }
+    }
+}
+
+/// What a comparison found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Matched,
+    Mismatched { kind: MismatchKind, detail: String },
+}
+
+/// One recent mismatch of a tenant, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mismatch {
+    pub at: String,
+    pub request: String,
+    pub route: String,
+    pub target: String,
+    pub kind: MismatchKind,
+    /// The first difference: the status pair, a header, a JSON field or a byte offset.
+    pub detail: String,
+    pub primary_status: u16,
+    pub shadow_status: Option<u16>,
+    pub primary_body: String,
+    pub shadow_body: String,
+}
+
+/// A tenant's shadow results.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantReport {
+    pub tenant: String,
+    pub compared: u64,
+    pub matched: u64,
+    /// `matched / compared`, when anything was compared.
+    pub match_rate: Option<f64>,
+    pub recent_mismatches: Vec<Mismatch>,
+}
+
+#[derive(Debug, Default)]
+struct TenantRecord {
+    compared: u64,
+    matched: u64,
+    last_seen: u64,
+    recent: VecDeque<Mismatch>,
+}
+
+/// Per-tenant records, bounded: the least recently compared tenant makes room for a new one.
+#[derive(Debug, Default)]
+struct Records {
+    tenants: HashMap<Arc<str>, TenantRecord>,
+    clock: u64,
+}
+
+/// Fields and headers two answers of the primary itself disagreed on, per route.
+#[derive(Debug, Default)]
+struct Noise {
+    fields: HashSet<String>,
+    headers: HashSet<HeaderName>,
+    /// The primary's non-JSON body differs between two answers: bytes say nothing.
+    body: bool,
+}
+
+/// Learned noisy fields kept per route, at most.
+const MAX_NOISE_FIELDS: usize = 1_000;
+
+/// Bytes of each body a recorded mismatch keeps; also all that is kept of a body that is not
+/// JSON (its every byte is hashed).
+const REPORT_BODY_BYTES: usize = 512;
+
+/// Rough bytes of a queued comparison beside its bodies: the copy's headers and the rest.
+const JOB_OVERHEAD_BYTES: u64 = 1_024;
+
+type Client = hyper_util::client::legacy::Client<crate::tls::Connector, RequestBody>;
+
+/// A comparison waiting for its turn, with the bytes it holds.
+type Queued = (Copy, Answer, u64);
+
+/// Takes one target's comparisons off its queue, at most `concurrency` at a time.
+async fn dispatcher(
+    mut rx: mpsc::Receiver<Queued>,
+    shadows: std::sync::Weak<Shadows>,
+    target: usize,
+    concurrency: usize,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    while let Some((copy, primary, bytes)) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(shadows) = shadows.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            shadows.run(copy, primary).await;
+            shadows.held[target].fetch_sub(bytes, Ordering::AcqRel);
+            drop(permit);
+        });
+    }
+}
+
+/// The shadow thread runs at the lowest CPU priority there is for a normal thread (nice 19):
+/// the kernel gives it about 1.5% of a core that clients keep busy.
+fn lower_priority() {
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::warn!(error = ?e, "cannot lower the shadow thread's CPU priority");
+    }
+}
+
+/// The shadow engine: per target queues and workers, the comparisons, counters and records.
+#[derive(Debug)]
+pub struct Shadows {
+    config: ShadowConfig,
+    routes: Vec<String>,
+    targets: Vec<String>,
+    queues: Vec<mpsc::Sender<Queued>>,
+    /// Bytes each target's queued and running comparisons hold (bounded by `max_queued_bytes`).
+    held: Box<[AtomicU64]>,
+    upstreams: Arc<[Upstream]>,
+    /// The shadow thread's own clients, by target.
+    clients: Vec<Client>,
+    health: Arc<Health>,
+    /// (route, target)
+    compared: Box<[AtomicU64]>,
+    matched: Box<[AtomicU64]>,
+    /// (route, target, kind)
+    mismatched: Box<[AtomicU64]>,
+    /// (route, target, reason)
+    skipped: Box<[AtomicU64]>,
+    /// Requests sent to the primary a second time to learn noise, by route.
+    repeats: Box<[AtomicU64]>,
+    records: Mutex<Records>,
+    noise: Mutex<Vec<Noise>>,
+}
+
+impl Shadows {
+    /// Starts the shadow thread, with one dispatcher per target (a shadow may name any).
+    pub fn start(
+        config: ShadowConfig,
+        routes: &[Route],
+        targets: &[crate::config::TargetConfig],
+        upstreams: Arc<[Upstream]>,
+        health: Arc<Health>,
+    ) -> Arc<Self> {
+        let zeros = |n: usize| -> Box<[AtomicU64]> { (0..n).map(|_| AtomicU64::new(0)).collect() };
+        let pairs = routes.len() * upstreams.len();
+        let mut receivers = Vec::new();
+        let queues = (0..upstreams.len())
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(config.queue);
+                receivers.push(rx);
+                tx
+            })
+            .collect();
+        let clients = (targets.iter().zip(upstreams.iter()))
+            .map(|(t, u)| crate::upstream::client_for(t, u.connector().clone()))
+            .collect();
+        let shadows = Arc::new(Shadows {
+            routes: routes.iter().map(|r| r.name.clone()).collect(),
+            targets: upstreams.iter().map(|u| u.name.clone()).collect(),
+            queues,
+            held: zeros(upstreams.len()),
+            clients,
+            compared: zeros(pairs),
+            matched: zeros(pairs),
+            mismatched: zeros(pairs * MismatchKind::ALL.len()),
+            skipped: zeros(pairs * SkipReason::ALL.len()),
+            repeats: zeros(routes.len()),
+            records: Mutex::default(),
+            noise: Mutex::new(routes.iter().map(|_| Noise::default()).collect()),
+            upstreams,
+            health,
+            config,
+        });
+        // The dispatchers hold the engine weakly: they end when the router drops it.
+        let weak = Arc::downgrade(&shadows);
+        let concurrency = shadows.config.concurrency;
+        let dispatch = move || async move {
+            let mut all = tokio::task::JoinSet::new();
+            for (target, rx) in receivers.into_iter().enumerate() {
+                all.spawn(dispatcher(rx, weak.clone(), target, concurrency));
+            }
+            while all.join_next().await.is_some() {}
+        };
+        let started = std::thread::Builder::new()
+            .name("switchyard-shadow".into())
+            .spawn(move || {
+                lower_priority();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(dispatch()),
+                    Err(e) => tracing::warn!(error = %e, "cannot start the shadow thread's runtime; shadows are not compared"),
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the shadow thread; shadows are not compared");
+        }
+        shadows
+    }
+
+    /// Whether this request is copied to `shadow`: sampled by the flag's percent, of a method
+    /// the route copies, with a body small enough. `None`: not sampled (nothing is counted).
+    pub fn copy(
+        &self,
+        route: (usize, &Route),
+        tenant: Option<&str>,
+        shadow: Shadow,
+        primary: TargetId,
+        parts: &http::request::Parts,
+        body_len: Option<u64>,
+    ) -> Option<Result<Copy, SkipReason>> {
+        if shadow.percent < 100 && rand::random_range(0..100u8) >= shadow.percent {
+            return None;
+        }
+        let (route_id, route) = route;
+        let result = if !route.shadows_method(&parts.method) {
+            Err(SkipReason::Method)
+        } else if body_len.is_some_and(|n| n > self.config.max_body_bytes) {
+            Err(SkipReason::BodyTooLarge)
+        } else {
+            let body = (body_len != Some(0))
+                .then(|| Arc::new(Mutex::new(BodyCopy::new(self.config.max_body_bytes))));
+            Ok(Copy {
+                route: route_id,
+                tenant: Arc::from(tenant.unwrap_or(flag_store::DEFAULT_TENANT)),
+                shadow: shadow.target,
+                primary,
+                method: parts.method.clone(),
+                path_and_query: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/".to_owned(), |p| p.as_str().to_owned()),
+                headers: parts.headers.clone(),
+                body,
+            })
+        };
+        if let Err(reason) = result {
+            self.skipped(route_id, shadow.target, reason);
+        }
+        Some(result)
+    }
+
+    /// The tap for the primary's response to a copied request.
+    pub fn tap(self: &Arc<Self>, copy: Copy, status: StatusCode, headers: &HeaderMap) -> Tap {
+        Tap {
+            shadows: self.clone(),
+            status,
+            headers: self.compared_headers(headers),
+            body: Capture::new(self.keep_bytes(headers)),
+            copy: Some(copy),
+        }
+    }
+
+    /// The request body's copy, for the request body to fill as it streams.
+    pub fn body_copy(copy: &Copy) -> Option<Arc<Mutex<BodyCopy>>> {
+        copy.body.clone()
+    }
+
+    /// How much of a body to keep: all of a JSON body (up to `max_compare_bytes`), to compare
+    /// field by field; of any other, what the report shows (every byte is hashed).
+    fn keep_bytes(&self, headers: &HeaderMap) -> usize {
+        if says_json(headers) {
+            self.config.max_compare_bytes
+        } else {
+            REPORT_BODY_BYTES
+        }
+    }
+
+    fn compared_headers(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut kept = HeaderMap::new();
+        for name in &self.config.compare_headers {
+            for v in headers.get_all(name) {
+                kept.append(name.clone(), v.clone());
+            }
+        }
+        if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+            kept.insert(header::CONTENT_TYPE, ct.clone());
+        }
+        kept
+    }
+
+    fn pair(&self, route: usize, target: TargetId) -> usize {
+        route * self.targets.len() + target.index()
+    }
+
+    fn skipped(&self, route: usize, target: TargetId, reason: SkipReason) {
+        self.skipped[self.pair(route, target) * SkipReason::ALL.len() + reason as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn submit(&self, copy: Copy, primary: Answer) {
+        let bytes = JOB_OVERHEAD_BYTES
+            + primary.body.prefix.len() as u64
+            + (copy.body.as_ref()).map_or(0, |b| b.lock().expect("body").len());
+        let body_done =
+            (copy.body.as_ref()).is_none_or(|b| b.lock().expect("body").whole().is_some());
+        let (route, target) = (copy.route, copy.shadow);
+        if !body_done {
+            let too_large =
+                (copy.body.as_ref()).is_some_and(|b| b.lock().expect("body").too_large());
+            let reason = if too_large {
+                SkipReason::BodyTooLarge
+            } else {
+                SkipReason::PrimaryIncomplete
+            };
+            self.skipped(route, target, reason);
+            return;
+        }
+        let held = &self.held[target.index()];
+        if held.fetch_add(bytes, Ordering::AcqRel) + bytes > self.config.max_queued_bytes
+            || self.queues[target.index()]
+                .try_send((copy, primary, bytes))
+                .is_err()
+        {
+            held.fetch_sub(bytes, Ordering::AcqRel);
+            self.skipped(route, target, SkipReason::QueueFull);
+        }
+    }
+
+    /// Sends the copy to the shadow (and, sampled, again to the primary), compares, records.
+    async fn run(&self, copy: Copy, primary: Answer) {
+        let body = (copy.body.as_ref())
+            .and_then(|b| b.lock().expect("body").whole())
+            .unwrap_or_default();
+        let deadline = Instant::now() + self.config.timeout;
+        let shadow = self
+            .send(&copy, copy.shadow, body.clone(), deadline, "1")
+            .await;
+        let repeat = is_safe(&copy.method)
+            && self.config.noise_sample_percent > 0
+            && rand::random_range(0..100u32) < self.config.noise_sample_percent;
+        if repeat {
+            self.repeats[copy.route].fetch_add(1, Ordering::Relaxed);
+            if let Ok(again) = self
+                .send(&copy, copy.primary, body, deadline, "primary-repeat")
+                .await
+            {
+                self.learn(copy.route, &primary, &again);
+            }
+        }
+        let verdict = match &shadow {
+            Err(why) => Verdict::Mismatched {
+                kind: MismatchKind::NoAnswer,
+                detail: why.clone(),
+            },
+            Ok(answer) => {
+                let noise = self.noise.lock().expect("noise");
+                compare(
+                    &primary,
+                    answer,
+                    &self.config.ignore_fields,
+                    &noise[copy.route],
+                )
+            }
+        };
+        self.record(&copy, &primary, shadow.as_ref().ok(), verdict);
+    }
+
+    async fn send(
+        &self,
+        copy: &Copy,
+        target: TargetId,
+        body: Bytes,
+        deadline: Instant,
+        mark: &'static str,
+    ) -> Result<Answer, String> {
+        let upstream = &self.upstreams[target.index()];
+        let endpoint = self
+            .health
+            .choose(target, self.health.now_ms(), None)
+            .ok_or_else(|| format!("no endpoint of {} is up", upstream.name))?;
+        let path: http::uri::PathAndQuery = copy
+            .path_and_query
+            .parse()
+            .map_err(|_| "the request's path does not parse".to_owned())?;
+        let uri = upstream
+            .endpoint(endpoint)
+            .uri(Some(&path))
+            .map_err(|_| "the endpoint makes no URI".to_owned())?;
+        let mut req = Request::builder()
+            .method(copy.method.clone())
+            .uri(uri)
+            .body(RequestBody::copied(body))
+            .map_err(|e| e.to_string())?;
+        *req.headers_mut() = copy.headers.clone();
+        req.headers_mut()
+            .insert(X_SWITCHYARD_SHADOW.clone(), HeaderValue::from_static(mark));
+        match upstream.protocol {
+            Protocol::Http1 => *req.version_mut() = Version::HTTP_11,
+            Protocol::H2c | Protocol::H2 => {
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(header::HOST);
+            }
+        }
+        let exchange = async {
+            let resp: Response<hyper::body::Incoming> = self.clients[target.index()]
+                .request(req)
+                .await
+                .map_err(|e| format!("{}: {}", upstream.name, flag_store::error::Chain(&e)))?;
+            let (parts, mut body) = resp.into_parts();
+            let mut capture = Capture::new(self.keep_bytes(&parts.headers));
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("{}'s body failed: {e}", upstream.name))?;
+                if let Some(data) = frame.data_ref() {
+                    capture.push(data);
+                }
+            }
+            Ok(Answer {
+                status: parts.status,
+                headers: self.compared_headers(&parts.headers),
+                body: capture.finish(),
+            })
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{} gave no whole answer within {:?}",
+                    upstream.name, self.config.timeout
+                ))
+            })
+    }
+
+    /// Learns what differs between two answers of the primary to the same request.
+    fn learn(&self, route: usize, first: &Answer, second: &Answer) {
+        let mut noise = self.noise.lock().expect("noise");
+        let noise = &mut noise[route];
+        for name in &self.config.compare_headers {
+            if first
+                .headers
+                .get_all(name)
+                .iter()
+                .ne(second.headers.get_all(name).iter())
+            {
+                noise.headers.insert(name.clone());
+            }
+        }
+        if first.body.hash == second.body.hash && first.body.len == second.body.len {
+            return;
+        }
+        match (json_of(first), json_of(second)) {
+            (Some(a), Some(b)) => {
+                let mut paths = Vec::new();
+                diff_json(
+                    &a,
+                    &b,
+                    &mut String::new(),
+                    &mut String::new(),
+                    &mut paths,
+                    64,
+                );
+                for (general, _) in paths {
+                    if noise.fields.len() < MAX_NOISE_FIELDS {
+                        noise.fields.insert(general);
+                    }
+                }
+            }
+            _ => noise.body = true,
+        }
+    }
+
+    fn record(&self, copy: &Copy, primary: &Answer, shadow: Option<&Answer>, verdict: Verdict) {
+        let pair = self.pair(copy.route, copy.shadow);
+        self.compared[pair].fetch_add(1, Ordering::Relaxed);
+        let mismatch = match verdict {
+            Verdict::Matched => {
+                self.matched[pair].fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Verdict::Mismatched { kind, detail } => {
+                self.mismatched[pair * MismatchKind::ALL.len() + kind as usize]
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tenant = %copy.tenant, route = %self.routes[copy.route], target = %self.targets[copy.shadow.index()], kind = kind.as_str(), %detail, "shadow mismatch");
+                Some(Mismatch {
+                    at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                    request: format!("{} {}", copy.method, copy.path_and_query),
+                    route: self.routes[copy.route].clone(),
+                    target: self.targets[copy.shadow.index()].clone(),
+                    kind,
+                    detail,
+                    primary_status: primary.status.as_u16(),
+                    shadow_status: shadow.map(|s| s.status.as_u16()),
+                    primary_body: excerpt(&primary.body),
+                    shadow_body: shadow.map_or(String::new(), |s| excerpt(&s.body)),
+                })
+            }
+        };
+        let mut records = self.records.lock().expect("records");
+        records.clock += 1;
+        let clock = records.clock;
+        if !records.tenants.contains_key(&copy.tenant)
+            && records.tenants.len() >= self.config.max_tenants
+        {
+            // Rare (a new tenant when the record is full): one pass to find the oldest.
+            let oldest = (records.tenants.iter())
+                .min_by_key(|(_, r)| r.last_seen)
+                .map(|(t, _)| t.clone());
+            if let Some(oldest) = oldest {
+                records.tenants.remove(&oldest);
+            }
+        }
+        let record = records.tenants.entry(copy.tenant.clone()).or_default();
+        record.last_seen = clock;
+        record.compared += 1;
+        match mismatch {
+            None => record.matched += 1,
+            Some(m) => {
+                if record.recent.len() >= self.config.recent_mismatches {
+                    record.recent.pop_front();
+                }
+                if self.config.recent_mismatches > 0 {
+                    record.recent.push_back(m);
+                }
+            }
+        }
+    }
+
+    /// One tenant's results (most recent mismatch first).
+    pub fn report(&self, tenant: &str) -> TenantReport {
+        let records = self.records.lock().expect("records");
+        match records.tenants.get(tenant) {
+            None => TenantReport {
+                tenant: tenant.to_owned(),
+                ..TenantReport::default()
+            },
+            Some(r) => TenantReport {
+                tenant: tenant.to_owned(),
+                compared: r.compared,
+                matched: r.matched,
+                match_rate: rate(r.matched, r.compared),
+                recent_mismatches: r.recent.iter().rev().cloned().collect(),
+            },
+        }
+    }
+
+    /// Every tenant with results: compared, matched and the match rate, without mismatches.
+    pub fn summary(&self) -> Vec<TenantReport> {
+        let records = self.records.lock().expect("records");
+        let mut all: Vec<TenantReport> = (records.tenants.iter())
+            .map(|(t, r)| TenantReport {
+                tenant: t.to_string(),
+                compared: r.compared,
+                matched: r.matched,
+                match_rate: rate(r.matched, r.compared),
+                recent_mismatches: Vec::new(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        all
+    }
+}
+
+impl crate::metrics::Families for Shadows {
+    /// The Prometheus families, by route and shadow target.
+    fn render(&self, w: &mut String) {
+        let pairs = || {
+            (self.routes.iter().enumerate()).flat_map(move |(r, route)| {
+                (self.targets.iter().enumerate()).map(move |(t, target)| (r, route, t, target))
+            })
+        };
+        let n = self.targets.len();
+        crate::metrics::header(
+            w,
+            "switchyard_shadow_compared_total",
+            "counter",
+            "Shadowed requests whose answers were compared, by route and shadow target.",
+        );
+        for (r, route, t, target) in pairs() {
+            let v = self.compared[r * n + t].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "switchyard_shadow_compared_total{{route=\"{route}\",target=\"{target}\"}} {v}"
+            );
+        }
+        crate::metrics::header(
+            w,
+            "switchyard_shadow_matched_total",
+            "counter",
+            "Compared shadow answers that matched the primary's (learned noise left out).",
+        );
+        for (r, route, t, target) in pairs() {
+            let v = self.matched[r * n + t].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "switchyard_shadow_matched_total{{route=\"{route}\",target=\"{target}\"}} {v}"
+            );
+        }
+        crate::metrics::header(
+            w,
+            "switchyard_shadow_mismatched_total",
+            "counter",
+            "Compared shadow answers that differed from the primary's, by the first difference: status, header, body, or no answer at all.",
+        );
+        for (r, route, t, target) in pairs() {
+            for kind in MismatchKind::ALL {
+                let v = self.mismatched[(r * n + t) * MismatchKind::ALL.len() + kind as usize]
+                    .load(Ordering::Relaxed);
+                let _ = writeln!(
+                    w,
+                    "switchyard_shadow_mismatched_total{{route=\"{route}\",target=\"{target}\",kind=\"{}\"}} {v}",
+                    kind.as_str()
+                );
+            }
+        }
+        crate::metrics::header(
+            w,
+            "switchyard_shadow_skipped_total",
+            "counter",
+            "Sampled requests not compared, by reason: method not copied, body too large, queue full, primary answer incomplete.",
+        );
+        for (r, route, t, target) in pairs() {
+            for reason in SkipReason::ALL {
+                let v = self.skipped[(r * n + t) * SkipReason::ALL.len() + reason as usize]
+                    .load(Ordering::Relaxed);
+                let _ = writeln!(
+                    w,
+                    "switchyard_shadow_skipped_total{{route=\"{route}\",target=\"{target}\",reason=\"{}\"}} {v}",
+                    reason.as_str()
+                );
+            }
+        }
+        crate::metrics::header(
+            w,
+            "switchyard_shadow_primary_repeats_total",
+            "counter",
+            "Requests sent to the primary a second time to learn which fields differ between two of its own answers.",
+        );
+        crate::metrics::header(
+            w,
+            "switchyard_shadow_noise_fields",
+            "gauge",
+            "Fields learned as noise (they differ between two answers of the primary), by route.",
+        );
+        let noise = self.noise.lock().expect("noise");
+        for (r, route) in self.routes.iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "switchyard_shadow_primary_repeats_total{{route=\"{route}\"}} {}",
+                self.repeats[r].load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                w,
+                "switchyard_shadow_noise_fields{{route=\"{route}\"}} {}",
+                noise[r].fields.len() + noise[r].headers.len() + usize::from(noise[r].body)
+            );
+        }
+    }
+}
+
+fn rate(matched: u64, compared: u64) -> Option<f64> {
+    (compared > 0).then(|| matched as f64 / compared as f64)
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn excerpt(body: &Captured) -> String {
+    let cut = &body.prefix[..body.prefix.len().min(REPORT_BODY_BYTES)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if (cut.len() as u64) < body.len {
+        let _ = write!(text, "… ({} bytes)", body.len);
+    }
+    text
+}
+
+fn says_json(headers: &HeaderMap) -> bool {
+    (headers.get(header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"))
+}
+
+/// The body as JSON, when it is whole and says it is JSON (or parses as an object or array).
+fn json_of(answer: &Answer) -> Option<Value> {
+    if !answer.body.complete() || answer.body.len == 0 {
+        return None;
+    }
+    let says_json = says_json(&answer.headers);
+    let first = answer.body.prefix.iter().find(|b| !b.is_ascii_whitespace());
+    if !says_json && !matches!(first, Some(b'{' | b'[')) {
+        return None;
+    }
+    serde_json::from_slice(&answer.body.prefix).ok()
+}
+
+/// Compares the shadow's answer with the primary's: status, then the compared headers, then
+/// the body. A field is left out when it is configured (`ignore`: a name anywhere, or a
+/// path such as `/items/*/id`) or learned as noise.
+fn compare(primary: &Answer, shadow: &Answer, ignore: &[String], noise: &Noise) -> Verdict {
+    if primary.status != shadow.status {
+        return Verdict::Mismatched {
+            kind: MismatchKind::Status,
+            detail: format!(
+                "status {} vs {}",
+                primary.status.as_u16(),
+                shadow.status.as_u16()
+            ),
+        };
+    }
+    for name in primary.headers.keys().chain(shadow.headers.keys()) {
+        if noise.headers.contains(name) {
+            continue;
+        }
+        let a: Vec<&HeaderValue> = primary.headers.get_all(name).iter().collect();
+        let b: Vec<&HeaderValue> = shadow.headers.get_all(name).iter().collect();
+        if a != b {
+            let show = |v: &[&HeaderValue]| {
+                v.iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Verdict::Mismatched {
+                kind: MismatchKind::Header,
+                detail: format!("header {name}: {:?} vs {:?}", show(&a), show(&b)),
+            };
+        }
+    }
+    if primary.body.hash == shadow.body.hash && primary.body.len == shadow.body.len {
+        return Verdict::Matched;
+    }
+    if let (Some(a), Some(b)) = (json_of(primary), json_of(shadow)) {
+        let mut paths = Vec::new();
+        diff_json(
+            &a,
+            &b,
+            &mut String::new(),
+            &mut String::new(),
+            &mut paths,
+            64,
+        );
+        let counted = paths
+            .into_iter()
+            .find(|(general, _)| !noise.fields.contains(general) && !ignored(ignore, general));
+        return match counted {
+            None => Verdict::Matched,
+            Some((_, concrete)) => {
+                let at = |v: &Value| {
+                    pointer(v, &concrete).map_or("(absent)".to_owned(), |v| short(&v.to_string()))
+                };
+                Verdict::Mismatched {
+                    kind: MismatchKind::Body,
+                    detail: format!("field {concrete}: {} vs {}", at(&a), at(&b)),
+                }
+            }
+        };
+    }
+    if noise.body {
+        return Verdict::Matched;
+    }
+    let offset = (primary.body.prefix.iter().zip(shadow.body.prefix.iter()))
+        .position(|(a, b)| a != b)
+        .unwrap_or(primary.body.prefix.len().min(shadow.body.prefix.len()));
+    Verdict::Mismatched {
+        kind: MismatchKind::Body,
+        detail: format!(
+            "bytes differ from offset {offset} ({} vs {} bytes)",
+            primary.body.len, shadow.body.len
+        ),
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.len() <= 80 {
+        return s.to_owned();
+    }
+    let mut end = 80;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A JSON pointer lookup that reads `~1` and `~0` as the pointer syntax says.
+fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
+    v.pointer(path)
+}
+
+/// True when a configured ignore entry covers `path` (its generalised form): a bare name
+/// matches that key at any depth; an entry starting with `/` matches the path itself.
+fn ignored(ignore: &[String], path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or("");
+    ignore.iter().any(|entry| {
+        if entry.starts_with('/') {
+            entry == path
+        } else {
+            unescape(last) == *entry
+        }
+    })
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The paths where two JSON values differ, as (generalised, concrete) pairs: the generalised
+/// form writes every array index as `*`, so a field learned as noise in one item is noise in
+/// all. Keys compare in sorted order (the canonical form), so key order never differs.
+fn diff_json(
+    a: &Value,
+    b: &Value,
+    general: &mut String,
+    concrete: &mut String,
+    out: &mut Vec<(String, String)>,
+    limit: usize,
+) {
+    if out.len() >= limit {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let (g, c) = (general.len(), concrete.len());
+                let token = escape(key);
+                let _ = write!(general, "/{token}");
+                let _ = write!(concrete, "/{token}");
+                match (x.get(key), y.get(key)) {
+                    (Some(p), Some(q)) => diff_json(p, q, general, concrete, out, limit),
+                    _ => out.push((general.clone(), concrete.clone())),
+                }
+                general.truncate(g);
+                concrete.truncate(c);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let (g, c) = (general.len(), concrete.len());
+                general.push_str("/*");
+                let _ = write!(concrete, "/{i}");
+                match (x.get(i), y.get(i)) {
+                    (Some(p), Some(q)) => diff_json(p, q, general, concrete, out, limit),
+                    _ => out.push((general.clone(), concrete.clone())),
+                }
+                general.truncate(g);
+                concrete.truncate(c);
+            }
+        }
+        (x, y) if x == y => {}
+        _ => out.push((general.clone(), concrete.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, content_type: &str, body: &str) -> Answer {
+        let mut headers = HeaderMap::new();
+        if !content_type.is_empty() {
+            headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        }
+        let mut capture = Capture::new(1 << 20);
+        // In two pieces: the hash must not depend on how the body was framed.
+        let (x, y) = body.as_bytes().split_at(body.len() / 2);
+        capture.push(x);
+        capture.push(y);
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: capture.finish(),
+        }
+    }
+
+    fn verdict(a: &Answer, b: &Answer) -> Verdict {
+        compare(
+            a,
+            b,
+            &["request_id".into(), "/meta/*/at".into()],
+            &Noise::default(),
+        )
+    }
+
+    fn kind(v: Verdict) -> Option<MismatchKind> {
+        match v {
+            Verdict::Matched => None,
+            Verdict::Mismatched { kind, .. } => Some(kind),
+        }
+    }
+
+    #[test]
+    fn identical_answers_match_however_they_were_framed() {
+        let a = answer(200, "text/plain", "hello world");
+        let mut capture = Capture::new(4);
+        capture.push(b"hello world");
+        let b = Answer {
+            body: capture.finish(),
+            ..a.clone()
+        };
+        assert_eq!(verdict(&a, &b), Verdict::Matched);
+    }
+
+    #[test]
+    fn the_first_difference_is_named_status_then_header_then_body() {
+        let ok = answer(200, "text/plain", "hello");
+        let v = verdict(&ok, &answer(500, "text/plain", "hello"));
+        assert_eq!(
+            v,
+            Verdict::Mismatched {
+                kind: MismatchKind::Status,
+                detail: "status 200 vs 500".into()
+            }
+        );
+        let v = verdict(&ok, &answer(200, "text/html", "hello"));
+        assert_eq!(kind(v.clone()), Some(MismatchKind::Header), "{v:?}");
+        let v = verdict(&ok, &answer(200, "text/plain", "help!"));
+        assert_eq!(
+            v,
+            Verdict::Mismatched {
+                kind: MismatchKind::Body,
+                detail: "bytes differ from offset 3 (5 vs 5 bytes)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn json_compares_in_canonical_form_and_names_the_field() {
+        let a = answer(
+            200,
+            "application/json",
+            r#"{"id":7,"name":"acme","tags":["a","b"]}"#,
+        );
+        let reordered = answer(
+            200,
+            "application/json",
+            r#"{ "tags":["a","b"], "name":"acme", "id":7 }"#,
+        );
+        assert_eq!(verdict(&a, &reordered), Verdict::Matched);
+        let other = answer(
+            200,
+            "application/json",
+            r#"{"id":7,"name":"acme","tags":["a","c"]}"#,
+        );
+        assert_eq!(
+            verdict(&a, &other),
+            Verdict::Mismatched {
+                kind: MismatchKind::Body,
+                detail: r#"field /tags/1: "b" vs "c""#.into()
+            }
+        );
+        let missing = answer(200, "application/json", r#"{"id":7,"tags":["a","b"]}"#);
+        assert_eq!(
+            verdict(&a, &missing),
+            Verdict::Mismatched {
+                kind: MismatchKind::Body,
+                detail: r#"field /name: "acme" vs (absent)"#.into()
+            }
+        );
+    }
+
+    #[test]
+    fn configured_and_learned_noise_is_not_counted() {
+        let a = answer(
+            200,
+            "application/json",
+            r#"{"id":1,"request_id":"r1","meta":[{"at":1},{"at":2}],"now":5}"#,
+        );
+        let b = answer(
+            200,
+            "application/json",
+            r#"{"id":1,"request_id":"r2","meta":[{"at":3},{"at":4}],"now":6}"#,
+        );
+        // request_id and /meta/*/at are configured; `now` is not, yet.
+        assert_eq!(
+            kind(verdict(&a, &b)),
+            Some(MismatchKind::Body),
+            "{:?}",
+            verdict(&a, &b)
+        );
+        let mut noise = Noise::default();
+        let mut paths = Vec::new();
+        let again = answer(
+            200,
+            "application/json",
+            r#"{"id":1,"request_id":"r9","meta":[{"at":9},{"at":9}],"now":7}"#,
+        );
+        diff_json(
+            &json_of(&a).unwrap(),
+            &json_of(&again).unwrap(),
+            &mut String::new(),
+            &mut String::new(),
+            &mut paths,
+            64,
+        );
+        noise.fields.extend(paths.into_iter().map(|(g, _)| g));
+        assert!(noise.fields.contains("/now"), "{noise:?}");
+        assert!(noise.fields.contains("/meta/*/at"), "{noise:?}");
+        let ignore = ["request_id".to_owned()];
+        assert_eq!(compare(&a, &b, &ignore, &noise), Verdict::Matched);
+        // A real difference still shows through the noise.
+        let c = answer(
+            200,
+            "application/json",
+            r#"{"id":2,"request_id":"r3","meta":[{"at":3},{"at":4}],"now":6}"#,
+        );
+        assert_eq!(
+            compare(&a, &c, &ignore, &noise),
+            Verdict::Mismatched {
+                kind: MismatchKind::Body,
+                detail: "field /id: 1 vs 2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_shadow_thread_runs_at_nice_19() {
+        let nice = std::thread::spawn(|| {
+            lower_priority();
+            // Field 19 of /proc/thread-self/stat (after the command in parentheses) is nice.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            after.split(' ').nth(16).unwrap().parse::<i32>().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice, 19);
+    }
+
+    #[test]
+    fn keys_with_slashes_are_escaped_in_paths() {
+        let a: Value = serde_json::from_str(r#"{"a/b":{"c~d":1}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a/b":{"c~d":2}}"#).unwrap();
+        let mut paths = Vec::new();
+        diff_json(
+            &a,
+            &b,
+            &mut String::new(),
+            &mut String::new(),
+            &mut paths,
+            64,
+        );
+        assert_eq!(paths[0].1, "/a~1b/c~0d");
+        assert_eq!(pointer(&a, &paths[0].1), Some(&Value::from(1)));
+        assert!(ignored(&["c~d".into()], &paths[0].0));
+    }
+}
