@@ -51,10 +51,12 @@ const BODY: &[u8] = b"0123456789012345678901234567890123456789012345678901234567
 /// Every target, in the order measured. The peers do Switchyard's job: the same headers to
 /// the upstream (`Host` kept, `X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-ID`) and the
 /// request id back to the client. `-no-ids` is the peer without request ids, which cost
-/// nginx and HAProxy more than they cost Switchyard: it shows how much.
-const TARGETS: [&str; 6] = [
+/// nginx and HAProxy more than they cost Switchyard: it shows how much. `switchyard-shadow` is Switchyard
+/// with every GET of the tenant copied to a second upstream and compared (shadow traffic).
+const TARGETS: [&str; 7] = [
     "direct",
     "switchyard",
+    "switchyard-shadow",
     "nginx",
     "haproxy",
     "nginx-no-ids",
@@ -156,6 +158,7 @@ fn main() {
     let wanted = |name: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
 
     let mut results: Vec<(String, Measured)> = Vec::new();
+    let mut shadow_upstream = None;
     let mut failures = Vec::new();
     for name in TARGETS {
         if !wanted(name) {
@@ -166,6 +169,12 @@ fn main() {
         let proxy = match name {
             "direct" => None,
             "switchyard" => Some(Proxy::switchyard(&o, &dir, upstream, &[("acme", 1)])),
+            "switchyard-shadow" => Some(Proxy::switchyard_shadowed(
+                &o,
+                &dir,
+                upstream,
+                *shadow_upstream.get_or_insert_with(start_upstream),
+            )),
             "nginx" => Some(Proxy::nginx(&o, &dir, upstream, true)),
             "haproxy" => Some(Proxy::haproxy(&o, &dir, upstream, true)),
             "nginx-no-ids" => Some(Proxy::nginx(&o, &dir, upstream, false)),
@@ -181,6 +190,16 @@ fn main() {
         let addr = proxy.as_ref().map_or(upstream, |p| p.addr);
         eprintln!("measuring {name} at {addr}");
         let mut m = measure(&rt, &o, addr, proxy.as_ref());
+        if name == "switchyard-shadow" {
+            m.shadow = proxy.as_ref().and_then(|p| p.admin).map(shadow_counts);
+            let count = |k: &str| (m.shadow.as_ref()).map_or(0.0, |v| v[k].as_f64().unwrap_or(0.0));
+            let (compared, mismatched) = (count("compared"), count("mismatched"));
+            if compared == 0.0 || mismatched > 0.0 {
+                failures.push(format!(
+                    "{name}: {mismatched} of {compared} shadow comparisons mismatched (identical upstreams must match, and some must be compared)"
+                ));
+            }
+        }
         // The peers' memory does not depend on request ids: measured once each.
         let memory = o.rss && !o.quick && !name.ends_with("-no-ids");
         if let (Some(p), true) = (proxy.as_ref(), memory) {
@@ -216,6 +235,12 @@ fn main() {
         match swap_test(&o, scratch.path(), upstream) {
             Ok(v) => report["snapshot_swaps"] = v,
             Err(e) => failures.push(format!("swap test: {e}")),
+        }
+    }
+    if o.rss && !o.quick && wanted("switchyard-shadow") {
+        match hung_shadow_test(&o, scratch.path(), upstream) {
+            Ok(v) => report["hung_shadow"] = v,
+            Err(e) => failures.push(format!("hung shadow test: {e}")),
         }
     }
     if o.rss && wanted("switchyard") {
@@ -430,8 +455,32 @@ impl Proxy {
         upstream: SocketAddr,
         tenants: &[(&str, usize)],
     ) -> Result<Proxy, String> {
-        let (addr, admin) = (free_addr(), free_addr());
         write_flags(&dir.join("flags.json"), tenants, 1);
+        Proxy::switchyard_with(o, dir, upstream, "")
+    }
+
+    /// Switchyard with every GET of tenant `acme` copied to `shadow` and compared.
+    fn switchyard_shadowed(
+        o: &Options,
+        dir: &Path,
+        upstream: SocketAddr,
+        shadow: SocketAddr,
+    ) -> Result<Proxy, String> {
+        replace_file(
+            &dir.join("flags.json"),
+            r#"{"version":1,"items":[{"tenant":"acme","target":"app","shadow":{"target":"shadow","percent":100},"version":1}]}"#,
+        );
+        let targets = format!("[targets.shadow]\nendpoints = [\"http://{shadow}\"]\n");
+        Proxy::switchyard_with(o, dir, upstream, &targets)
+    }
+
+    fn switchyard_with(
+        o: &Options,
+        dir: &Path,
+        upstream: SocketAddr,
+        extra: &str,
+    ) -> Result<Proxy, String> {
+        let (addr, admin) = (free_addr(), free_addr());
         std::fs::write(
             dir.join("router.toml"),
             format!(
@@ -447,6 +496,7 @@ poll_interval_ms = 250
 from = ["header:x-tenant-id"]
 [targets.app]
 endpoints = ["http://{upstream}"]
+{extra}
 [[routes]]
 name = "api"
 path_prefix = "/"
@@ -832,6 +882,8 @@ struct Measured {
     upstream_connects: Option<u64>,
     /// Resident memory per idle client connection (full runs with the memory test).
     idle_connection_bytes: Option<f64>,
+    /// Shadow comparisons made and dropped during the run (`switchyard-shadow` only).
+    shadow: Option<Value>,
 }
 
 impl Measured {
@@ -842,6 +894,7 @@ impl Measured {
             "peak_rss_bytes": self.peak_rss,
             "upstream_connections_opened": self.upstream_connects,
             "bytes_per_idle_connection": self.idle_connection_bytes,
+            "shadow": self.shadow,
         })
     }
 }
@@ -874,7 +927,39 @@ fn measure(
         peak_rss: proxy.map(Proxy::peak_rss),
         upstream_connects,
         idle_connection_bytes: None,
+        shadow: None,
     }
+}
+
+/// A shadowed router's comparisons so far, from one scrape: compared, matched, mismatched,
+/// dropped by reason.
+fn shadow_counts(admin: SocketAddr) -> Value {
+    let (_, body) = http_get(admin, "/metrics").unwrap_or_default();
+    let sum = |name: &str| -> f64 {
+        (body.lines())
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let dropped: serde_json::Map<String, Value> = body
+        .lines()
+        .filter(|l| l.starts_with("switchyard_shadow_skipped_total{"))
+        .filter_map(|l| {
+            let reason = l.split("reason=\"").nth(1)?.split('"').next()?;
+            let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((reason.to_owned(), json!(n)))
+        })
+        .fold(serde_json::Map::new(), |mut m, (k, v)| {
+            let before = m.get(&k).and_then(Value::as_f64).unwrap_or(0.0);
+            m.insert(k, json!(before + v.as_f64().unwrap_or(0.0)));
+            m
+        });
+    json!({
+        "compared": sum("switchyard_shadow_compared_total"),
+        "matched": sum("switchyard_shadow_matched_total"),
+        "mismatched": sum("switchyard_shadow_mismatched_total"),
+        "dropped": dropped,
+    })
 }
 
 /// `connections` keep-alive connections back to back for `duration` (closed loop).
@@ -1143,7 +1228,7 @@ fn print_table(results: &[(String, Measured)]) {
         .map(|(_, m)| m);
     let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
     println!(
-        "\n{:<14} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+        "\n{:<17} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
         "target",
         "req/s",
         "p50 us",
@@ -1166,7 +1251,7 @@ fn print_table(results: &[(String, Measured)]) {
             .peak_rss
             .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
         println!(
-            "{:<14} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+            "{:<17} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
             name,
             c.rps(),
             c.quantile_us(0.5),
@@ -1214,6 +1299,54 @@ fn print_table(results: &[(String, Measured)]) {
         );
     }
     let _ = std::io::stdout().flush();
+}
+
+// ---- a hung shadow ----
+
+/// Switchyard shadowing every GET to a side that accepts connections and never answers, under
+/// the 64-connection load: what the clients see, and the router's peak memory, which the
+/// shadow queue's bounds hold whatever the load and the duration.
+fn hung_shadow_test(o: &Options, scratch: &Path, upstream: SocketAddr) -> Result<Value, String> {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let hung_addr = hung.local_addr().map_err(|e| e.to_string())?;
+    // Accepted and held, never read: every shadow waits for its timeout.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hung.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let dir = scratch.join("hung-shadow");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let proxy = Proxy::switchyard_shadowed(o, &dir, upstream, hung_addr)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run = rt.block_on(load(proxy.addr, o.connections, o.duration));
+    if run.errors > 0 {
+        return Err(format!(
+            "{} requests failed with the shadow hung: {}",
+            run.errors,
+            run.first_error.unwrap_or_default()
+        ));
+    }
+    let counts = proxy.admin.map(shadow_counts);
+    let result = json!({
+        "requests": run.requests,
+        "requests_per_s": run.rps().round(),
+        "p99_us": run.quantile_us(0.99),
+        "peak_rss_bytes": proxy.peak_rss(),
+        "shadow": counts,
+    });
+    println!(
+        "hung shadow: {:.0} req/s, p99 {} us, peak RSS {:.1} MiB; shadow {}",
+        run.rps(),
+        run.quantile_us(0.99),
+        proxy.peak_rss() as f64 / 1048576.0,
+        result["shadow"]
+    );
+    Ok(result)
 }
 
 // ---- snapshot swaps and memory per tenant ----
