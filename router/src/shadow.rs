@@ -8,7 +8,7 @@
 //! the shadow target, on a queue bounded in entries and bytes, with a bounded number in flight
 //! per target: when full, it is dropped and counted. The client never waits on a shadow and
 //! never sees its answer. Shadows are sent and compared on a thread of their own at the lowest
-//! CPU priority (nice 19), with clients of their own: a router whose cores are busy with
+//! CPU priority (`SCHED_IDLE`), with clients of their own: a router whose cores are busy with
 //! clients gives shadows only what is left (their queue fills and drops), so shadowing never
 //! takes a client's CPU, and a client's request never waits on a connection a shadow opened.
 //!
@@ -319,12 +319,16 @@ async fn dispatcher(
     }
 }
 
-/// The shadow thread runs at the lowest CPU priority there is for a normal thread (nice 19):
-/// the kernel gives it about 1.5% of a core that clients keep busy.
+/// The shadow thread runs under `SCHED_IDLE`, below even nice 19: the kernel runs it only when
+/// no client's work is waiting, and a proxy thread that wakes takes the core back at once (a
+/// nice-19 thread still runs out its time slice first, which showed in the clients' p99).
 fn lower_priority() {
-    if let Err(e) =
-        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
-    {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
         tracing::warn!(error = ?e, "cannot lower the shadow thread's CPU priority");
     }
 }
@@ -1234,17 +1238,18 @@ mod tests {
     }
 
     #[test]
-    fn the_shadow_thread_runs_at_nice_19() {
-        let nice = std::thread::spawn(|| {
+    fn the_shadow_thread_runs_under_sched_idle() {
+        let policy = std::thread::spawn(|| {
             lower_priority();
-            // Field 19 of /proc/thread-self/stat (after the command in parentheses) is nice.
+            // Field 41 of /proc/thread-self/stat (the 39th after the command in parentheses)
+            // is the scheduling policy; SCHED_IDLE is 5.
             let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
             let after = &stat[stat.rfind(')').unwrap() + 2..];
-            after.split(' ').nth(16).unwrap().parse::<i32>().unwrap()
+            after.split(' ').nth(38).unwrap().parse::<i32>().unwrap()
         })
         .join()
         .unwrap();
-        assert_eq!(nice, 19);
+        assert_eq!(policy, 5);
     }
 
     #[test]
