@@ -129,6 +129,19 @@ impl ShadowItem {
     }
 }
 
+impl ShadowItem {
+    /// The percent is a share of requests: 1 to 100.
+    pub fn check_percent(&self) -> Result<(), ItemError> {
+        if (1..=100).contains(&self.percent) {
+            return Ok(());
+        }
+        Err(ItemError::Shadow(format!(
+            "percent is {}; it is a share of requests, 1 to 100",
+            self.percent
+        )))
+    }
+}
+
 impl fmt::Display for ShadowItem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.target, self.percent)
@@ -446,12 +459,7 @@ fn compile_shadow(
     placement: &Placement,
 ) -> Result<Shadow, ItemError> {
     let target = resolve(targets, &shadow.target)?;
-    if !(1..=100).contains(&shadow.percent) {
-        return Err(ItemError::Shadow(format!(
-            "percent is {}; it is a share of requests, 1 to 100",
-            shadow.percent
-        )));
-    }
+    shadow.check_percent()?;
     if *placement == Placement::Pinned(target) {
         return Err(ItemError::Shadow(format!(
             "the tenant is pinned to {:?} already; a shadow copies requests to another target",

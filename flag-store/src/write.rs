@@ -193,6 +193,9 @@ impl FlagWrite {
             }
             None => {
                 next.effective_mode().map_err(item_err)?;
+                if let Some(shadow) = &next.shadow {
+                    shadow.check_percent().map_err(item_err)?;
+                }
             }
         }
         Ok(next)

@@ -195,7 +195,7 @@ fn metric_name(family: &str, labels: &str) -> String {
 async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count() {
     let s = start(
         Some(shadow),
-        "ignore_fields = [\"request_id\"]\nnoise_sample_percent = 100",
+        "ignore_fields = [\"request_id\"]\nnoise_sample_percent = 100\nmax_body_bytes = 1024",
     )
     .await;
     let (router, c) = (&s.router, client());
@@ -272,6 +272,13 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
     );
     let orders = "route=\"orders\",target=\"new\"";
     wait_metric(router, &metric_name("matched_total", orders), 1.0).await;
+    // A body over shadow.max_body_bytes goes to the primary whole, and is not copied.
+    let big: &'static str = "o".repeat(2_000).leak();
+    let (status, _, body) = post("/orders", big).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(body.contains(big), "the primary got the whole body");
+    let too_large = format!("{orders},reason=\"body_too_large\"");
+    wait_metric(router, &metric_name("skipped_total", &too_large), 1.0).await;
     let shadow_got = s.shadow.lock().unwrap().clone();
     assert!(
         !shadow_got
@@ -407,4 +414,104 @@ async fn a_shadow_that_hangs_costs_the_client_nothing_and_its_drops_are_counted(
         "one copy at a time reaches the hung side"
     );
     s.router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_is_set_and_removed_by_the_cli_and_the_admin_api_and_audited() {
+    let emulator = crate::dynamo::Emulator::start().await;
+    let url = emulator.url();
+    let mut setup = Setup::new().await;
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(setup.dir.path().join("admin.token"), token).unwrap();
+    setup.extra = "admin_token_file = \"admin.token\"".into();
+    let config = crate::dynamo::router_config_file(&setup, &url);
+    let cli = move |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.extend(["--config", &config]);
+            switchyard(&all)
+        })
+    };
+    let (code, _, err) = cli(&["flags", "create-table"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&[
+        "flags", "set", "acme", "--target", "legacy", "--shadow", "new:25", "--reason", "compare",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("legacy (shadow new 25%)"), "{out}");
+    // A bad shadow is refused whole, naming what is wrong.
+    for (spec, want) in [
+        ("nwe:10", "unknown target \"nwe\""),
+        ("new:0", "percent is 0"),
+    ] {
+        let (code, _, err) = cli(&["flags", "set", "acme", "--shadow", spec, "--reason", "x"])
+            .await
+            .unwrap();
+        assert_eq!(code, 1, "{spec}");
+        assert!(err.contains(want), "{spec}: {err}");
+    }
+
+    let router = Router::start(crate::dynamo::router_config(&setup, &url))
+        .await
+        .unwrap();
+    let (_, flag) = admin_get(&router, "/flags/acme").await;
+    let flag: serde_json::Value = serde_json::from_str(&flag).unwrap();
+    assert_eq!(
+        flag["flag"]["shadow"],
+        serde_json::json!({"target": "new", "percent": 25}),
+        "{flag}"
+    );
+    let auth = format!("Bearer {token}");
+    let put = |body: &'static str, version: &'static str| {
+        let (router, auth) = (&router, auth.clone());
+        async move {
+            let headers = [("authorization", auth.as_str()), ("if-match", version)];
+            admin_request(router, Method::PUT, "/flags/acme", &headers, body).await
+        }
+    };
+    let (status, _, body) = put(
+        r#"{"shadow":{"target":"nwe","percent":5},"reason":"x"}"#,
+        "1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown target \"nwe\""),
+        "{body}"
+    );
+    let (status, _, body) = put(
+        r#"{"shadow":null,"reason":"seen enough","by":"carol"}"#,
+        "1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let written: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(written["new"]["target"], "legacy");
+    assert!(written["new"].get("shadow").is_none(), "{body}");
+
+    // Both writes are in the audit trail, from and to.
+    let (code, out, err) = cli(&["flags", "history", "acme", "--json"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let history: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let shadows: Vec<(serde_json::Value, serde_json::Value)> = history
+        .iter()
+        .map(|r| (r["old"]["shadow"].clone(), r["new"]["shadow"].clone()))
+        .collect();
+    let set = serde_json::json!({"target": "new", "percent": 25});
+    assert_eq!(
+        shadows,
+        [
+            (serde_json::Value::Null, set.clone()),
+            (set, serde_json::Value::Null)
+        ]
+    );
+    router.shutdown().await;
 }
