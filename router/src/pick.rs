@@ -369,6 +369,16 @@ mod tests {
         // Bucket 0 is legacy's, bucket 9999 new's: only the request on legacy is copied.
         assert_eq!(shadow_of("globex", 0), (LEGACY, Some((NEW, 100))));
         assert_eq!(shadow_of("globex", 9_999), (NEW, None));
+        // The default flag's shadow applies to the tenants it routes.
+        let snap = snapshot(&[
+            r#"{"tenant":"*","target":"legacy","shadow":{"target":"new","percent":5}}"#.into(),
+        ]);
+        match pick(&snap, &flagged, Some("initech"), || 0, LEGACY, &AllHealthy) {
+            Decision::Forward(p) => {
+                assert_eq!(p.shadow.map(|s| (s.target, s.percent)), Some((NEW, 5)))
+            }
+            other => panic!("{other:?}"),
+        }
         // A fixed route never copies.
         match pick(
             &snap,

@@ -149,7 +149,7 @@ struct RequestCtx {
     start: Instant,
     request_id: HeaderValue,
     /// The copy of a request sampled for its tenant's shadow, until the primary answers.
-    shadow: Option<Box<shadow::Copy>>,
+    shadow: Option<Box<shadow::RequestCopy>>,
 }
 
 /// Why the router answers a request itself; [`Proxy::refuse`] turns each into its status and

@@ -3,7 +3,7 @@
 //!
 //! A tenant's flag may name a shadow target and a share of requests. For a sampled request
 //! of an allowed method (GET, HEAD, OPTIONS, plus what the route allows), the proxy keeps a
-//! copy of the request ([`Copy`]) and taps the primary's response as it streams to the client
+//! copy of the request ([`RequestCopy`]) and taps the primary's response as it streams to the client
 //! ([`Tap`]). Only once the primary's answer has been sent whole is the comparison queued for
 //! the shadow target, on a queue bounded in entries and bytes, with a bounded number in flight
 //! per target: when full, it is dropped and counted. The client never waits on a shadow and
@@ -168,7 +168,7 @@ pub struct Answer {
 
 /// The copy of a request the proxy keeps while the primary answers.
 #[derive(Debug)]
-pub struct Copy {
+pub struct RequestCopy {
     route: usize,
     tenant: Arc<str>,
     shadow: TargetId,
@@ -180,7 +180,7 @@ pub struct Copy {
     body: Option<Arc<Mutex<BodyCopy>>>,
 }
 
-impl Copy {
+impl RequestCopy {
     pub fn shadow_target(&self) -> TargetId {
         self.shadow
     }
@@ -190,7 +190,7 @@ impl Copy {
 #[derive(Debug)]
 pub struct Tap {
     shadows: Arc<Shadows>,
-    copy: Option<Copy>,
+    copy: Option<RequestCopy>,
     status: StatusCode,
     headers: HeaderMap,
     body: Capture,
@@ -294,7 +294,7 @@ const JOB_OVERHEAD_BYTES: u64 = 1_024;
 type Client = hyper_util::client::legacy::Client<crate::tls::Connector, RequestBody>;
 
 /// A comparison waiting for its turn, with the bytes it holds.
-type Queued = (Copy, Answer, u64);
+type Queued = (RequestCopy, Answer, u64);
 
 /// Takes one target's comparisons off its queue, at most `concurrency` at a time.
 async fn dispatcher(
@@ -436,7 +436,7 @@ impl Shadows {
         primary: TargetId,
         parts: &http::request::Parts,
         body_len: Option<u64>,
-    ) -> Option<Result<Copy, SkipReason>> {
+    ) -> Option<Result<RequestCopy, SkipReason>> {
         if shadow.percent < 100 && rand::random_range(0..100u8) >= shadow.percent {
             return None;
         }
@@ -448,7 +448,7 @@ impl Shadows {
         } else {
             let body = (body_len != Some(0))
                 .then(|| Arc::new(Mutex::new(BodyCopy::new(self.config.max_body_bytes))));
-            Ok(Copy {
+            Ok(RequestCopy {
                 route: route_id,
                 tenant: Arc::from(tenant.unwrap_or(flag_store::DEFAULT_TENANT)),
                 shadow: shadow.target,
@@ -469,7 +469,12 @@ impl Shadows {
     }
 
     /// The tap for the primary's response to a copied request.
-    pub fn tap(self: &Arc<Self>, copy: Copy, status: StatusCode, headers: &HeaderMap) -> Tap {
+    pub fn tap(
+        self: &Arc<Self>,
+        copy: RequestCopy,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Tap {
         Tap {
             shadows: self.clone(),
             status,
@@ -480,7 +485,7 @@ impl Shadows {
     }
 
     /// The request body's copy, for the request body to fill as it streams.
-    pub fn body_copy(copy: &Copy) -> Option<Arc<Mutex<BodyCopy>>> {
+    pub fn body_copy(copy: &RequestCopy) -> Option<Arc<Mutex<BodyCopy>>> {
         copy.body.clone()
     }
 
@@ -516,7 +521,7 @@ impl Shadows {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn submit(&self, copy: Copy, primary: Answer) {
+    fn submit(&self, copy: RequestCopy, primary: Answer) {
         let bytes = JOB_OVERHEAD_BYTES
             + primary.body.prefix.len() as u64
             + (copy.body.as_ref()).map_or(0, |b| b.lock().expect("body").len());
@@ -546,7 +551,7 @@ impl Shadows {
     }
 
     /// Sends the copy to the shadow (and, sampled, again to the primary), compares, records.
-    async fn run(&self, copy: Copy, primary: Answer) {
+    async fn run(&self, copy: RequestCopy, primary: Answer) {
         let body = (copy.body.as_ref())
             .and_then(|b| b.lock().expect("body").whole())
             .unwrap_or_default();
@@ -586,7 +591,7 @@ impl Shadows {
 
     async fn send(
         &self,
-        copy: &Copy,
+        copy: &RequestCopy,
         target: TargetId,
         body: Bytes,
         deadline: Instant,
@@ -687,7 +692,13 @@ impl Shadows {
         }
     }
 
-    fn record(&self, copy: &Copy, primary: &Answer, shadow: Option<&Answer>, verdict: Verdict) {
+    fn record(
+        &self,
+        copy: &RequestCopy,
+        primary: &Answer,
+        shadow: Option<&Answer>,
+        verdict: Verdict,
+    ) {
         let pair = self.pair(copy.route, copy.shadow);
         self.compared[pair].fetch_add(1, Ordering::Relaxed);
         let mismatch = match verdict {
