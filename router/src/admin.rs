@@ -39,7 +39,7 @@ pub struct Admin {
     health: Arc<Health>,
     targets: Targets,
     default_target: TargetId,
-    draining: Arc<AtomicBool>,
+    leaving: Arc<AtomicBool>,
     ready_max_age: Option<Duration>,
     /// The token and store for `PUT /flags/{tenant}`; `None` when admin writes are disabled.
     writes: Option<(AdminToken, Store)>,
@@ -76,7 +76,7 @@ impl Admin {
         flags: Arc<FlagState>,
         proxy: Arc<Proxy>,
         health: Arc<Health>,
-        draining: Arc<AtomicBool>,
+        leaving: Arc<AtomicBool>,
         store: Option<Store>,
     ) -> Self {
         Admin {
@@ -85,7 +85,7 @@ impl Admin {
             health,
             targets: config.targets.clone(),
             default_target: config.flags.default_target,
-            draining,
+            leaving,
             ready_max_age: config.flags.ready_max_age,
             writes: config.server.admin_token.clone().zip(store),
         }
@@ -141,7 +141,7 @@ impl Admin {
     }
 
     fn readyz(&self) -> AdminResponse {
-        if self.draining.load(Ordering::Acquire) {
+        if self.leaving.load(Ordering::Acquire) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
         }
         if !self.flags.is_loaded() {

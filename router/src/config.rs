@@ -86,6 +86,7 @@ struct RawServer {
     admin_listen: Option<String>,
     workers: Option<usize>,
     drain_timeout_ms: Option<u64>,
+    shutdown_delay_ms: Option<u64>,
     header_read_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
@@ -250,6 +251,9 @@ pub struct Server {
     /// Runtime worker threads (1: a single-threaded runtime, no work stealing).
     pub workers: usize,
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` fails while the listeners still accept and serve, so
+    /// a balancer stops sending before connections close.
+    pub shutdown_delay: Duration,
     /// Time a client has to send a request's headers, including the wait for the next request
     /// on a kept-alive connection.
     pub header_read_timeout: Duration,
@@ -711,6 +715,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         drain_timeout: ms(s.drain_timeout_ms, 30_000),
+        shutdown_delay: ms(s.shutdown_delay_ms, 0),
         header_read_timeout: ms(s.header_read_timeout_ms, 30_000),
         max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
         max_connections: s.max_connections.unwrap_or(10_000),

@@ -66,6 +66,9 @@ pub struct Router {
     health: Arc<Health>,
     proxy: Arc<Proxy>,
     draining: Arc<AtomicBool>,
+    /// Set first on shutdown: `/readyz` fails from then on, through the shutdown delay.
+    leaving: Arc<AtomicBool>,
+    shutdown_delay: Duration,
     stop_accepting: watch::Sender<bool>,
     stop_background: watch::Sender<bool>,
     traffic: JoinHandle<GracefulShutdown>,
@@ -169,12 +172,13 @@ impl Router {
         }
 
         let draining = Arc::new(AtomicBool::new(false));
+        let leaving = Arc::new(AtomicBool::new(false));
         let admin = Arc::new(Admin::new(
             &config,
             flags.clone(),
             proxy.clone(),
             health.clone(),
-            draining.clone(),
+            leaving.clone(),
             admin_store,
         ));
         let (stop_accepting, accepting) = watch::channel(false);
@@ -238,6 +242,8 @@ impl Router {
             health,
             proxy,
             draining,
+            leaving,
+            shutdown_delay: config.server.shutdown_delay,
             stop_accepting,
             stop_background,
             traffic,
@@ -272,6 +278,12 @@ impl Router {
     /// Stops accepting, lets in-flight requests and tunnels finish (up to the drain timeout),
     /// then stops everything. Returns whether everything finished within the timeout.
     pub async fn shutdown(self) -> bool {
+        self.leaving.store(true, Ordering::Release);
+        if !self.shutdown_delay.is_zero() {
+            // The balancer sees /readyz fail and deregisters; until it has, it may still send.
+            tracing::info!(delay = ?self.shutdown_delay, "shutting down: /readyz fails, serving on for the shutdown delay");
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
         self.draining.store(true, Ordering::Release);
         self.stop_accepting.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.drain_timeout;

@@ -380,3 +380,46 @@ async fn sigterm_stops_accepting_drains_in_flight_requests_and_exits_zero() {
     .expect("switchyard did not exit after draining");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn with_a_shutdown_delay_sigterm_fails_readyz_first_and_new_connections_are_served_until_it_ends()
+ {
+    let mut setup = Setup::new().await;
+    // Long enough that the requests below land inside it however slow the machine.
+    setup.extra = "shutdown_delay_ms = 5000".into();
+    let mut router = Binary::serve(&setup.config_path());
+    let (addr, admin) = (router.addr, router.admin_addr);
+    let (status, _, _) = get(&client(), admin, "/readyz", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    router.signal(nix::sys::signal::Signal::SIGTERM);
+    // The balancer's check fails at once...
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while get(&client(), admin, "/readyz", &[]).await.0 != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still 200 after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...while a client the balancer still sends is served, on a new connection too.
+    let (status, _, body) = get(&client(), addr, "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
+    assert!(
+        router.log_lines(&["shutdown delay"]).len() == 1,
+        "the delay is logged"
+    );
+    // Then it drains and exits as without a delay.
+    let child = &mut router.child;
+    let status = tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("switchyard did not exit after the delay and the drain");
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(addr).await.is_err());
+}
