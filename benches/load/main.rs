@@ -52,11 +52,13 @@ const BODY: &[u8] = b"0123456789012345678901234567890123456789012345678901234567
 /// the upstream (`Host` kept, `X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-ID`) and the
 /// request id back to the client. `-no-ids` is the peer without request ids, which cost
 /// nginx and HAProxy more than they cost Switchyard: it shows how much. `switchyard-shadow` is Switchyard
-/// with every GET of the tenant copied to a second upstream and compared (shadow traffic).
-const TARGETS: [&str; 7] = [
+/// with every GET of the tenant copied to a second upstream and compared (shadow traffic);
+/// `switchyard-access-log` is Switchyard writing an access log line for every request.
+const TARGETS: [&str; 8] = [
     "direct",
     "switchyard",
     "switchyard-shadow",
+    "switchyard-access-log",
     "nginx",
     "haproxy",
     "nginx-no-ids",
@@ -169,6 +171,11 @@ fn main() {
         let proxy = match name {
             "direct" => None,
             "switchyard" => Some(Proxy::switchyard(&o, &dir, upstream, &[("acme", 1)])),
+            "switchyard-access-log" => {
+                write_flags(&dir.join("flags.json"), &[("acme", 1)], 1);
+                let log = "[access_log]\npath = \"access.log\"\n";
+                Some(Proxy::switchyard_with(&o, &dir, upstream, log))
+            }
             "switchyard-shadow" => Some(Proxy::switchyard_shadowed(
                 &o,
                 &dir,
@@ -190,6 +197,16 @@ fn main() {
         let addr = proxy.as_ref().map_or(upstream, |p| p.addr);
         eprintln!("measuring {name} at {addr}");
         let mut m = measure(&rt, &o, addr, proxy.as_ref());
+        if name == "switchyard-access-log"
+            && let Some(admin) = proxy.as_ref().and_then(|p| p.admin)
+        {
+            let lines = metric(admin, "switchyard_access_log_lines_total").unwrap_or(0.0);
+            let dropped = metric(admin, "switchyard_access_log_dropped_total").unwrap_or(0.0);
+            m.access_log = Some(json!({"lines": lines, "dropped": dropped}));
+            if lines == 0.0 {
+                failures.push(format!("{name}: no access log line was written"));
+            }
+        }
         if name == "switchyard-shadow" {
             m.shadow = proxy.as_ref().and_then(|p| p.admin).map(shadow_counts);
             let count = |k: &str| (m.shadow.as_ref()).map_or(0.0, |v| v[k].as_f64().unwrap_or(0.0));
@@ -884,6 +901,8 @@ struct Measured {
     idle_connection_bytes: Option<f64>,
     /// Shadow comparisons made and dropped during the run (`switchyard-shadow` only).
     shadow: Option<Value>,
+    /// Access log lines written and dropped (`switchyard-access-log` only).
+    access_log: Option<Value>,
 }
 
 impl Measured {
@@ -895,6 +914,7 @@ impl Measured {
             "upstream_connections_opened": self.upstream_connects,
             "bytes_per_idle_connection": self.idle_connection_bytes,
             "shadow": self.shadow,
+            "access_log": self.access_log,
         })
     }
 }
@@ -928,6 +948,7 @@ fn measure(
         upstream_connects,
         idle_connection_bytes: None,
         shadow: None,
+        access_log: None,
     }
 }
 
@@ -1228,7 +1249,7 @@ fn print_table(results: &[(String, Measured)]) {
         .map(|(_, m)| m);
     let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_owned(), |b| format!("{:.2}x", a / b));
     println!(
-        "\n{:<17} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+        "\n{:<21} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
         "target",
         "req/s",
         "p50 us",
@@ -1251,7 +1272,7 @@ fn print_table(results: &[(String, Measured)]) {
             .peak_rss
             .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
         println!(
-            "{:<17} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
+            "{:<21} {:>9.0} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>9}",
             name,
             c.rps(),
             c.quantile_us(0.5),

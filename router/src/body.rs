@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{AccessLog, Entry};
 use crate::health::InFlight;
 use crate::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
 use crate::streams::Registration;
@@ -385,13 +386,17 @@ impl BodyCopy {
     }
 }
 
-/// Records one request's metrics exactly once, when its response is finished or dropped.
+/// Records one request's metrics exactly once, when its response is finished or dropped, and
+/// hands a sampled request's access log line over.
 #[derive(Debug)]
 pub struct Completion {
     metrics: Arc<Metrics>,
     labels: Labels,
-    class: StatusClass,
+    status: http::StatusCode,
     start: Instant,
+    /// Body bytes sent to the client.
+    bytes: u64,
+    log: Option<(Box<Entry>, Arc<AccessLog>)>,
     /// Keeps the endpoint's in-flight count up until the response is done.
     _in_flight: Option<InFlight>,
 }
@@ -406,8 +411,10 @@ impl Completion {
         Completion {
             metrics,
             labels,
-            class: StatusClass::of(status),
+            status,
             start,
+            bytes: 0,
+            log: None,
             _in_flight: None,
         }
     }
@@ -416,12 +423,22 @@ impl Completion {
         self._in_flight = Some(in_flight);
         self
     }
+
+    /// Logs the request when its response completes (a sampled request's entry).
+    pub fn with_log(mut self, log: Option<(Box<Entry>, Arc<AccessLog>)>) -> Self {
+        self.log = log;
+        self
+    }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
         self.metrics
-            .record(self.labels, self.class, self.start.elapsed());
+            .record(self.labels, StatusClass::of(self.status), elapsed);
+        if let Some((entry, log)) = self.log.take() {
+            log.finish(entry, self.labels, self.status, self.bytes, elapsed);
+        }
     }
 }
 
@@ -528,7 +545,10 @@ impl ResponseBody {
         self
     }
 
-    pub fn local(bytes: Bytes, completion: Option<Completion>) -> Self {
+    pub fn local(bytes: Bytes, mut completion: Option<Completion>) -> Self {
+        if let Some(c) = &mut completion {
+            c.bytes = bytes.len() as u64;
+        }
         ResponseBody {
             kind: Kind::Local((!bytes.is_empty()).then_some(bytes)),
             _completion: completion,
@@ -572,6 +592,11 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(e))) => Err(BodyError::Upstream(e)),
                     Poll::Ready(other) => {
                         idle.reset();
+                        if let (Some(Ok(frame)), Some(c)) = (&other, &mut this._completion)
+                            && let Some(data) = frame.data_ref()
+                        {
+                            c.bytes += data.len() as u64;
+                        }
                         if let Some(tap) = &mut this.tap {
                             // `other` holds no error: the arm above took those.
                             if let Some(Ok(frame)) = &other

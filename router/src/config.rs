@@ -61,6 +61,15 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     shadow: RawShadow,
+    access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLog {
+    path: String,
+    sample_percent: Option<u32>,
+    buffer_lines: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -213,6 +222,24 @@ pub struct Config {
     pub target_configs: Vec<TargetConfig>,
     pub routes: Vec<Route>,
     pub shadow: ShadowConfig,
+    /// Off unless `[access_log]` is given.
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// The access log (`[access_log]`).
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    pub destination: LogDestination,
+    /// Share of requests logged, 0 to 100.
+    pub sample_percent: u32,
+    /// Lines waiting for the writer; past it, lines are dropped and counted.
+    pub buffer_lines: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDestination {
+    Stdout,
+    File(PathBuf),
 }
 
 /// How shadow copies are made, queued and compared (`[shadow]`).
@@ -1107,6 +1134,31 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         problem(problems, "routes", "more than 1000 routes");
     }
     let shadow = shadow_config(&raw.shadow, problems);
+    let access_log = raw.access_log.as_ref().map(|a| {
+        if a.sample_percent.is_some_and(|p| p > 100) {
+            problem(
+                problems,
+                "access_log.sample_percent",
+                "is a share of requests, 0 to 100",
+            );
+        }
+        positive(problems, "access_log.buffer_lines", a.buffer_lines);
+        if a.path.is_empty() {
+            problem(
+                problems,
+                "access_log.path",
+                "is empty: give a file (relative to the config's folder) or \"-\" for stdout",
+            );
+        }
+        AccessLogConfig {
+            destination: match a.path.as_str() {
+                "-" => LogDestination::Stdout,
+                path => LogDestination::File(base_dir.join(path)),
+            },
+            sample_percent: a.sample_percent.unwrap_or(100).min(100),
+            buffer_lines: a.buffer_lines.unwrap_or(10_000).max(1) as usize,
+        }
+    });
 
     // A file is a cheap stat; a remote store is one small read a poll. 500 ms keeps a flip's
     // slowest router well under a second (BENCHMARKS.md) for two reads a second a router.
@@ -1136,6 +1188,7 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
         target_configs,
         routes,
         shadow,
+        access_log,
     })
 }
 

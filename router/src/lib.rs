@@ -14,6 +14,7 @@
 //! Around it: [`config`] (the TOML file), [`server`] (listeners, drain), [`admin`] (metrics,
 //! readiness, explain) and the `flag-store` crate (flags, snapshots, reload).
 
+pub mod access_log;
 pub mod admin;
 pub mod batch;
 pub mod body;

@@ -195,8 +195,8 @@ pub struct Metrics {
     store_reads: Option<Arc<StoreReads>>,
     streams: Option<Arc<Streams>>,
     tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
-    /// Families rendered by their owners (the shadow comparisons).
-    families: std::sync::OnceLock<Arc<dyn Families>>,
+    /// Families rendered by their owners (the shadow comparisons, the access log).
+    families: std::sync::Mutex<Vec<Arc<dyn Families>>>,
 }
 
 impl Metrics {
@@ -234,7 +234,7 @@ impl Metrics {
             store_reads: None,
             streams: None,
             tls: std::sync::OnceLock::new(),
-            families: std::sync::OnceLock::new(),
+            families: std::sync::Mutex::default(),
         }
     }
 
@@ -249,9 +249,9 @@ impl Metrics {
         let _ = self.tls.set(certificates);
     }
 
-    /// Exports families their owner renders (the shadow comparisons).
-    pub fn set_families(&self, families: Arc<dyn Families>) {
-        let _ = self.families.set(families);
+    /// Exports families their owner renders (the shadow comparisons, the access log).
+    pub fn add_families(&self, families: Arc<dyn Families>) {
+        self.families.lock().expect("families").push(families);
     }
 
     /// Exports the reads a remote flag store makes.
@@ -424,7 +424,7 @@ impl Metrics {
             );
         }
         self.render_health(w);
-        if let Some(families) = self.families.get() {
+        for families in self.families.lock().expect("families").iter() {
             families.render(w);
         }
         let snap = self.flags.load();

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 // Tokio's clock, as the health view reads it: one reading serves both (and tests can pause it).
 use tokio::time::Instant;
 
+use crate::access_log::{self, AccessLog};
 use crate::body::{
     BodyError, BodyProgress, ClientBody, Completion, RequestBody, ResponseBody, Sending,
     UpstreamBody,
@@ -55,6 +56,7 @@ pub struct Proxy {
     /// Indexed by [`TargetId`]; shared with the shadow engine.
     upstreams: Arc<[Upstream]>,
     shadows: Arc<Shadows>,
+    access_log: Option<Arc<AccessLog>>,
     pub(crate) metrics: Arc<Metrics>,
     trust_forwarded: bool,
     request_ids: RequestIds,
@@ -150,6 +152,8 @@ struct RequestCtx {
     request_id: HeaderValue,
     /// The copy of a request sampled for its tenant's shadow, until the primary answers.
     shadow: Option<Box<shadow::RequestCopy>>,
+    /// A request sampled for the access log: what its line will say.
+    log: Option<Box<access_log::Entry>>,
 }
 
 /// Why the router answers a request itself; [`Proxy::refuse`] turns each into its status and
@@ -302,7 +306,17 @@ impl Proxy {
             upstreams.clone(),
             health.clone(),
         );
-        metrics.set_families(shadows.clone());
+        metrics.add_families(shadows.clone());
+        let access_log = match &config.access_log {
+            None => None,
+            Some(c) => {
+                let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+                let log = AccessLog::start(c, &routes, &config.target_configs)
+                    .map_err(|e| format!("access_log.path: cannot open it: {e}"))?;
+                metrics.add_families(log.clone());
+                Some(log)
+            }
+        };
         Ok(Proxy {
             streams,
             routes: RouteTable::new(config.routes.clone()),
@@ -311,6 +325,7 @@ impl Proxy {
             flags,
             upstreams,
             shadows,
+            access_log,
             metrics,
             trust_forwarded: config.server.trust_forwarded_headers,
             request_ids: RequestIds::new(),
@@ -352,7 +367,14 @@ impl Proxy {
                 target: self.metrics.no_target(),
             },
             shadow: None,
+            log: None,
         };
+        if let Some(log) = &self.access_log
+            && log.sampled()
+        {
+            let entry = access_log::Entry::new(&parts, ctx.request_id.clone());
+            ctx.log = Some(Box::new(entry));
+        }
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
         let now_ms = self.health.ms_at(ctx.start);
         let (route, pick, tenant) = match self.decide(&parts, client, now_ms, &mut ctx) {
@@ -393,6 +415,9 @@ impl Proxy {
             path: &path,
         };
         let tenant = tenant::extract(&self.rules.from, &facts).map_err(Refusal::Tenant)?;
+        if let (Some(log), Some(t)) = (ctx.log.as_mut(), &tenant) {
+            log.tenant = Some((*t.id).into());
+        }
         if tenant.is_none() && route.require_tenant {
             return Err(Refusal::TenantRequired);
         }
@@ -437,6 +462,9 @@ impl Proxy {
         if pick.failover {
             self.metrics
                 .failover(ctx.labels.route, pick.owner.index(), pick.target.index());
+            if let Some(log) = ctx.log.as_mut() {
+                log.failover = true;
+            }
         }
         ctx.labels.target = pick.target.index();
         let tenant = match route.kind {
@@ -492,6 +520,9 @@ impl Proxy {
             return self.refuse(Refusal::TargetUnavailable(target), ctx);
         };
         self.health.target(target).budget.record_request(now);
+        if let Some(log) = ctx.log.as_mut() {
+            log.endpoint = Some((target, endpoint));
+        }
         // The copy a retry would send is made only when there is somewhere to retry to: the
         // split tenant's other target, or another endpoint of this one.
         let replayable = http_body::Body::is_end_stream(&body)
@@ -593,6 +624,11 @@ impl Proxy {
             self.metrics
                 .failover(ctx.labels.route, target.index(), retry_target.index());
             ctx.labels.target = retry_target.index();
+        }
+        if let Some(log) = ctx.log.as_mut() {
+            log.retried = true;
+            log.failover |= retry_target != target;
+            log.endpoint = Some((retry_target, retry_endpoint));
         }
         *parts = Request::new(()).into_parts().0;
         parts.method = method;
@@ -770,10 +806,13 @@ impl Proxy {
         client_upgrade: Option<Box<ClientUpgrade>>,
         bound: Bound<'_>,
         in_flight: InFlight,
-        ctx: RequestCtx,
+        mut ctx: RequestCtx,
     ) -> Response<ResponseBody> {
         let Bound { route, target, .. } = bound;
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(log) = ctx.log.as_mut() {
+            log.upstream = Some(ctx.start.elapsed());
+        }
         if upgraded {
             // A tunnel opens only to a protocol the request asked for: after a 101 the bytes
             // are no longer HTTP the router reads.
@@ -799,7 +838,8 @@ impl Proxy {
             .map(|copy| Box::new(self.shadows.tap(*copy, rparts.status, &rparts.headers)) as _);
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
-                .with_in_flight(in_flight);
+                .with_in_flight(in_flight)
+                .with_log(ctx.log.zip(self.access_log.clone()));
         let mut body =
             ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion);
         if !upgraded
@@ -918,7 +958,8 @@ impl Proxy {
                 ),
             },
         };
-        let completion = Completion::new(self.metrics.clone(), ctx.labels, status, ctx.start);
+        let completion = Completion::new(self.metrics.clone(), ctx.labels, status, ctx.start)
+            .with_log(ctx.log.zip(self.access_log.clone()));
         let body = Bytes::from(format!("switchyard: {msg}\n"));
         let mut resp = Response::new(ResponseBody::local(body, Some(completion)));
         *resp.status_mut() = status;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_log;
 mod cli;
 mod connections;
 mod dashboard;
