@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: installs what the tests need, then runs them.
 #   ./scripts/test.sh            every test (unit, property, end-to-end)
 #   ./scripts/test.sh e2e flips  extra arguments go to `cargo test` (a filter, --nocapture...)
-# The full run ends with the load benchmark's quick check (benches/load.sh --quick): Switchyard,
+# The full run then lints the Dockerfile and the Kubernetes manifests (scripts/lint-deploy.sh)
+# and ends with the load benchmark's quick check (benches/load.sh --quick): Switchyard,
 # nginx and HAProxy each answer a moment of load, and every answer must be right.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +34,6 @@ if [ "$#" -gt 0 ] && [ "$1" = "e2e" ]; then
 fi
 cargo test --workspace "$@"
 if [ "$#" -eq 0 ]; then
+  scripts/lint-deploy.sh
   benches/load.sh --quick --json target/loadbench-quick.json
 fi

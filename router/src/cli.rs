@@ -58,6 +58,16 @@ enum Command {
     /// Read and write tenant flags.
     #[command(subcommand)]
     Flags(FlagsCommand),
+    /// Exit 0 when a running router is ready (its /readyz answers 200), 1 otherwise, saying
+    /// why: a container's health check that needs no other tool in the image.
+    Ready {
+        /// The router's admin address (default: server.admin_listen of --config, else 127.0.0.1:9901).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// A router config, for its admin address.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Shadow comparisons, as a running router holds them (read from its admin listener).
     #[command(subcommand)]
     Shadow(ShadowCommand),
@@ -287,6 +297,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags(cmd) => flags(cmd),
+        Command::Ready { admin, config } => {
+            let admin = admin_addr(admin, config.as_deref())?;
+            let (status, body) = runtime(1)?.block_on(admin_get(admin, "/readyz"))?;
+            if status.is_success() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("not ready ({status}): {}", body.trim());
+            Ok(ExitCode::from(1))
+        }
         Command::Shadow(ShadowCommand::Report { tenant, router }) => {
             let admin = router.admin_addr()?;
             let path = format!("/shadow/{}", percent_encode(&tenant));
@@ -301,8 +320,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// GETs a JSON document from a router's admin listener.
-async fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+/// GETs a path from a router's admin listener: the status and the body.
+async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<(http::StatusCode, String)> {
     use http_body_util::{BodyExt, Empty};
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -315,16 +334,22 @@ async fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<serde_json:
             .with_context(|| format!("cannot reach the router's admin listener at {admin}"))?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
-        anyhow::ensure!(
-            status.is_success(),
-            "{admin}{path} answered {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        );
-        Ok(serde_json::from_slice(&body)?)
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
         .await
         .with_context(|| format!("the router's admin listener at {admin} did not answer"))?
+}
+
+/// GETs a JSON document from a router's admin listener.
+async fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = admin_get(admin, path).await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "{admin}{path} answered {status}: {}",
+        body.trim()
+    );
+    Ok(serde_json::from_str(&body)?)
 }
 
 fn percent_encode(s: &str) -> String {

@@ -391,6 +391,10 @@ async fn with_a_shutdown_delay_sigterm_fails_readyz_first_and_new_connections_ar
     let (addr, admin) = (router.addr, router.admin_addr);
     let (status, _, _) = get(&client(), admin, "/readyz", &[]).await;
     assert_eq!(status, StatusCode::OK);
+    // The container's health check: the binary asks /readyz itself.
+    let admin_arg = admin.to_string();
+    let (code, _, err) = switchyard(&["ready", "--admin", &admin_arg]);
+    assert_eq!(code, 0, "{err}");
     router.signal(nix::sys::signal::Signal::SIGTERM);
     // The balancer's check fails at once...
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
@@ -401,6 +405,12 @@ async fn with_a_shutdown_delay_sigterm_fails_readyz_first_and_new_connections_ar
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    let (code, _, err) = switchyard(&["ready", "--admin", &admin_arg]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("not ready (503 Service Unavailable): draining"),
+        "{err}"
+    );
     // ...while a client the balancer still sends is served, on a new connection too.
     let (status, _, body) = get(&client(), addr, "/", &[("x-tenant-id", "acme")]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));

@@ -6,7 +6,7 @@ mod support;
 mod access_log;
 mod cli;
 mod connections;
-mod dashboard;
+mod deploy;
 mod differential;
 mod dynamo;
 mod edge;

@@ -1,6 +1,7 @@
-//! The Grafana dashboard in deploy/grafana queries only metrics the router exports: every
-//! `switchyard_*` name in its queries is read back from a real router's /metrics, one with a
-//! DynamoDB store (store reads, the local copy) and a TLS listener, so every family is there.
+//! What ships in `deploy/` matches the router. The Grafana dashboard queries only metrics the
+//! router exports: every `switchyard_*` name in its queries is read back from a real router's
+//! /metrics, one with a DynamoDB store (store reads, the local copy) and a TLS listener, so
+//! every family is there. The Kubernetes config map holds a config the router accepts.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -86,4 +87,32 @@ async fn every_metric_the_dashboard_queries_is_one_the_router_exports() {
         "the dashboard queries metrics the router does not export: {missing:?}"
     );
     router.shutdown().await;
+}
+
+/// The router config shipped in the Kubernetes manifests is one the router accepts (its
+/// admin token file, a secret in the cluster, stands in as a file here).
+#[test]
+fn the_kubernetes_config_map_holds_a_valid_router_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/configmap.yaml");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let start = yaml.find("router.toml: |\n").expect("a router.toml key") + 15;
+    let text: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(text.contains("[flags]"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+    let text = text.replace(
+        "/etc/switchyard/secret/admin.token",
+        token.to_str().unwrap(),
+    );
+    let config = switchyard::Config::parse(&text, dir.path(), "configmap.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !config.server.shutdown_delay.is_zero(),
+        "a delay for the balancer"
+    );
 }

