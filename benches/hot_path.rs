@@ -85,6 +85,7 @@ fn route() -> Route {
         idle_timeout: Duration::from_secs(60),
         max_body_bytes: None,
         upgrades: vec!["websocket".into()],
+        shadow_methods: Vec::new(),
     }
 }
 
