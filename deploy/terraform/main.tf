@@ -1,131 +1,63 @@
-# The layout `switchyard flags create-table` creates, for production: the flags table (one item
-# per tenant plus the "#meta" version item) and the audit table (one record per write, in the
-# same transaction as the flag).
+# Switchyard in two regions: the flag tables once (a global table, written in the primary
+# region, replicated to the secondary), and the same router-service module called once per
+# region with that region's provider. Each region's routers read their local replica.
+#
+#   terraform apply -var image=... -var-file=prod.tfvars   (networks, targets, default_target)
+
+provider "aws" {
+  alias  = "primary"
+  region = var.primary_region
+}
+
+provider "aws" {
+  alias  = "secondary"
+  region = var.secondary_region
+}
+
+module "flag_store" {
+  source    = "./modules/flag-store"
+  providers = { aws = aws.primary }
+
+  table_name      = var.table_name
+  replica_regions = [var.secondary_region]
+  tags            = var.tags
+}
 
 locals {
-  audit_table_name = "${var.table_name}-audit"
-  # Replicas need a stream of new and old images; a single-region table needs none.
-  global = length(var.replica_regions) > 0
+  # The router config for a region: its local replica, the shared targets and rules.
+  router_toml = { for region in [var.primary_region, var.secondary_region] : region => templatefile("${path.module}/router.toml.tftpl", {
+    region         = region
+    store_url      = "dynamodb://${var.table_name}?region=${region}"
+    default_target = var.default_target
+    tenant_from    = var.tenant_from
+    targets        = var.targets
+  }) }
 }
 
-resource "aws_dynamodb_table" "flags" {
-  name                        = var.table_name
-  billing_mode                = "PAY_PER_REQUEST"
-  hash_key                    = "tenant"
-  deletion_protection_enabled = var.deletion_protection
-  stream_enabled              = local.global
-  stream_view_type            = local.global ? "NEW_AND_OLD_IMAGES" : null
+module "router_primary" {
+  source    = "./modules/router-service"
+  providers = { aws = aws.primary }
 
-  attribute {
-    name = "tenant"
-    type = "S"
-  }
-
-  point_in_time_recovery {
-    enabled = true
-  }
-
-  server_side_encryption {
-    enabled     = true
-    kms_key_arn = var.kms_key_arn
-  }
-
-  dynamic "replica" {
-    for_each = var.replica_regions
-    content {
-      region_name            = replica.value
-      point_in_time_recovery = true
-    }
-  }
-
-  tags = var.tags
+  image               = var.image
+  router_toml         = local.router_toml[var.primary_region]
+  router_policy_arn   = module.flag_store.router_policy_arn
+  vpc_id              = var.networks[var.primary_region].vpc_id
+  private_subnet_ids  = var.networks[var.primary_region].private_subnet_ids
+  balancer_subnet_ids = var.networks[var.primary_region].balancer_subnet_ids
+  monitoring_cidrs    = var.networks[var.primary_region].monitoring_cidrs
+  tags                = var.tags
 }
 
-resource "aws_dynamodb_table" "audit" {
-  name                        = local.audit_table_name
-  billing_mode                = "PAY_PER_REQUEST"
-  hash_key                    = "stream"
-  range_key                   = "seq"
-  deletion_protection_enabled = var.deletion_protection
-  stream_enabled              = local.global
-  stream_view_type            = local.global ? "NEW_AND_OLD_IMAGES" : null
+module "router_secondary" {
+  source    = "./modules/router-service"
+  providers = { aws = aws.secondary }
 
-  attribute {
-    name = "stream"
-    type = "S"
-  }
-
-  attribute {
-    name = "seq"
-    type = "N"
-  }
-
-  attribute {
-    name = "tenant"
-    type = "S"
-  }
-
-  # `switchyard flags history TENANT` reads one tenant's records through this index.
-  global_secondary_index {
-    name            = "by_tenant"
-    hash_key        = "tenant"
-    range_key       = "seq"
-    projection_type = "ALL"
-  }
-
-  point_in_time_recovery {
-    enabled = true
-  }
-
-  server_side_encryption {
-    enabled     = true
-    kms_key_arn = var.kms_key_arn
-  }
-
-  dynamic "replica" {
-    for_each = var.replica_regions
-    content {
-      region_name            = replica.value
-      point_in_time_recovery = true
-    }
-  }
-
-  tags = var.tags
-}
-
-# The store's identity, made once. Routers refuse a store whose identity changed (a
-# recreated table) until an operator runs `switchyard flags adopt`.
-resource "random_uuid" "store_id" {}
-
-# The version item every write bumps and every router polls, with the store's identity.
-# Created once at version 0; Terraform never writes it again (the store owns its value).
-resource "aws_dynamodb_table_item" "meta" {
-  table_name = aws_dynamodb_table.flags.name
-  hash_key   = aws_dynamodb_table.flags.hash_key
-  item = jsonencode({
-    tenant   = { S = "#meta" }
-    version  = { N = "0" }
-    store_id = { S = replace(random_uuid.store_id.result, "-", "") }
-  })
-
-  lifecycle {
-    ignore_changes = [item]
-  }
-}
-
-# The identity again in the audit table, so `switchyard flags create-table` can rebuild a lost
-# meta item with it (and the version from the audit stream) instead of starting over.
-resource "aws_dynamodb_table_item" "identity" {
-  table_name = aws_dynamodb_table.audit.name
-  hash_key   = aws_dynamodb_table.audit.hash_key
-  range_key  = aws_dynamodb_table.audit.range_key
-  item = jsonencode({
-    stream   = { S = "#identity" }
-    seq      = { N = "0" }
-    store_id = { S = replace(random_uuid.store_id.result, "-", "") }
-  })
-
-  lifecycle {
-    ignore_changes = [item]
-  }
+  image               = var.image
+  router_toml         = local.router_toml[var.secondary_region]
+  router_policy_arn   = module.flag_store.router_policy_arn
+  vpc_id              = var.networks[var.secondary_region].vpc_id
+  private_subnet_ids  = var.networks[var.secondary_region].private_subnet_ids
+  balancer_subnet_ids = var.networks[var.secondary_region].balancer_subnet_ids
+  monitoring_cidrs    = var.networks[var.secondary_region].monitoring_cidrs
+  tags                = var.tags
 }

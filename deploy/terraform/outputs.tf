@@ -1,22 +1,17 @@
 output "store_url" {
-  description = "The `[flags] source` for routers in this region."
-  value       = "dynamodb://${aws_dynamodb_table.flags.name}?region=${data.aws_region.current.name}"
-}
-
-output "flags_table_arn" {
-  value = aws_dynamodb_table.flags.arn
-}
-
-output "audit_table_arn" {
-  value = aws_dynamodb_table.audit.arn
-}
-
-output "router_policy_arn" {
-  description = "Attach to the routers' role: read-only."
-  value       = aws_iam_policy.router.arn
+  description = "The flag store as operators write it (the primary region)."
+  value       = module.flag_store.store_url
 }
 
 output "operator_policy_arn" {
-  description = "Attach to operators' roles (and a router that serves admin writes)."
-  value       = aws_iam_policy.operator.arn
+  description = "Attach to operators' roles."
+  value       = module.flag_store.operator_policy_arn
+}
+
+output "balancers" {
+  description = "Each region's balancer: where DNS sends that region's clients."
+  value = {
+    (var.primary_region)   = module.router_primary.balancer_dns_name
+    (var.secondary_region) = module.router_secondary.balancer_dns_name
+  }
 }

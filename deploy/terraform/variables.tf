@@ -1,34 +1,52 @@
+variable "primary_region" {
+  description = "Where the flag tables are written (operators and the CLI write here only) and the first routers run."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "secondary_region" {
+  description = "The second region: a replica of the flag tables, and routers reading it."
+  type        = string
+  default     = "eu-west-1"
+}
+
 variable "table_name" {
-  description = "The flags table; the audit table is TABLE-audit. Routers use dynamodb://TABLE?region=REGION."
-  type        = string
-  default     = "switchyard-flags"
-
-  validation {
-    condition     = can(regex("^[A-Za-z0-9_.-]{3,249}$", var.table_name))
-    error_message = "A DynamoDB table name is 3 to 249 characters of letters, digits, '_', '-' and '.' (the audit table adds 6)."
-  }
+  type    = string
+  default = "switchyard-flags"
 }
 
-variable "replica_regions" {
-  description = "Extra regions for a global table (routers there read their local replica). Empty: one region. Operators must write in this module's region only: see README.md."
+variable "image" {
+  description = "The router's image, pushed to a registry both regions pull from (pin a digest)."
+  type        = string
+}
+
+variable "networks" {
+  description = "Per region (keys: the two regions' names): the VPC, the tasks' private subnets, the balancer's subnets, and the monitoring network's CIDRs allowed to the admin port."
+  type = map(object({
+    vpc_id              = string
+    private_subnet_ids  = list(string)
+    balancer_subnet_ids = list(string)
+    monitoring_cidrs    = list(string)
+  }))
+}
+
+variable "targets" {
+  description = "The migration's sides, each with its endpoints, as the router's [targets] takes them: the same in both regions (for other settings per region, edit router.toml.tftpl)."
+  type        = map(list(string))
+}
+
+variable "default_target" {
+  description = "Where tenants without a flag go (flags.default_target)."
+  type        = string
+}
+
+variable "tenant_from" {
+  description = "Where the tenant id comes from ([tenant] from)."
   type        = list(string)
-  default     = []
-}
-
-variable "kms_key_arn" {
-  description = "A customer managed KMS key for server-side encryption of the primary tables (replicas use their region's AWS managed key); null uses the AWS managed key (aws/dynamodb)."
-  type        = string
-  default     = null
-}
-
-variable "deletion_protection" {
-  description = "Refuse DeleteTable on both tables. Turn off only to tear the store down on purpose."
-  type        = bool
-  default     = true
+  default     = ["header:x-tenant-id"]
 }
 
 variable "tags" {
-  description = "Tags for both tables and the policies."
-  type        = map(string)
-  default     = {}
+  type    = map(string)
+  default = {}
 }

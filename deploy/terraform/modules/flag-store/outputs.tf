@@ -1,0 +1,22 @@
+output "store_url" {
+  description = "The `[flags] source` for routers in this region."
+  value       = "dynamodb://${aws_dynamodb_table.flags.name}?region=${data.aws_region.current.name}"
+}
+
+output "flags_table_arn" {
+  value = aws_dynamodb_table.flags.arn
+}
+
+output "audit_table_arn" {
+  value = aws_dynamodb_table.audit.arn
+}
+
+output "router_policy_arn" {
+  description = "Attach to the routers' role: read-only."
+  value       = aws_iam_policy.router.arn
+}
+
+output "operator_policy_arn" {
+  description = "Attach to operators' roles (and a router that serves admin writes)."
+  value       = aws_iam_policy.operator.arn
+}
