@@ -1,6 +1,6 @@
 //! The DynamoDB flag store: production's shared flag table.
 //!
-//! Layout (`flags create-table` makes it; `deploy/terraform` describes the same):
+//! Layout (`flags create-table` makes it; `deploy/terraform/modules/flag-store` describes the same):
 //! - Flags table `TABLE`, partition key `tenant` (S). One item per tenant, its attributes the
 //!   flag's fields (`mode`, `target`, `weights`, `sealed`, `version`, `updated_by`,
 //!   `updated_at`, `reason`), so an item reads in the console as it does in the CLI. The item
