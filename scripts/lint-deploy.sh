@@ -2,7 +2,8 @@
 # Lints what ships besides the binary, offline: the Dockerfile (hadolint), the Kubernetes
 # manifests (kubernetes-validate, strict, against its bundled schemas) and the Terraform
 # (checkov, its checks built in: --skip-download). All come from PyPI into .venv-lint. The container image itself is not built here: building it needs a base
-# image from a registry, which this machine cannot reach (README: what runs where).
+# image from a registry, which this machine cannot reach (docs/deployment.md: what is checked
+# where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,7 +10,7 @@ variable "table_name" {
 }
 
 variable "replica_regions" {
-  description = "Extra regions for a global table (routers there read their local replica). Empty: one region. Operators must write in this module's region only: see README.md."
+  description = "Extra regions for a global table (routers there read their local replica). Empty: one region. Operators must write in this module's region only: see deploy/terraform/README.md."
   type        = list(string)
   default     = []
 }
