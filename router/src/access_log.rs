@@ -20,7 +20,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde::Serialize;
 
 use crate::config::{AccessLogConfig, LogDestination, TargetConfig};
-use crate::metrics::{Families, Labels, header};
+use crate::metrics::{Families, Labels, single};
 
 /// How long the writer sleeps once it has caught up: how late a line may reach the file.
 const WRITER_PAUSE: Duration = Duration::from_millis(10);
@@ -222,28 +222,24 @@ fn write_lines(
 
 impl Families for AccessLog {
     fn render(&self, w: &mut String) {
-        use std::fmt::Write as _;
-        header(
+        let (written, dropped) = (&self.written, &self.dropped);
+        single(
             w,
-            "switchyard_access_log_lines_total",
-            "counter",
-            "Access log lines written.",
+            (
+                "switchyard_access_log_lines_total",
+                "counter",
+                "Access log lines written.",
+            ),
+            written.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
+        single(
             w,
-            "switchyard_access_log_lines_total {}",
-            self.written.load(Ordering::Relaxed)
-        );
-        header(
-            w,
-            "switchyard_access_log_dropped_total",
-            "counter",
-            "Access log lines dropped because the writer was behind (its buffer was full).",
-        );
-        let _ = writeln!(
-            w,
-            "switchyard_access_log_dropped_total {}",
-            self.dropped.load(Ordering::Relaxed)
+            (
+                "switchyard_access_log_dropped_total",
+                "counter",
+                "Access log lines dropped because the writer was behind (its buffer was full).",
+            ),
+            dropped.load(Ordering::Relaxed),
         );
     }
 }

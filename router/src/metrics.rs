@@ -748,6 +748,12 @@ pub(crate) fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# TYPE {name} {kind}");
 }
 
+/// A family of one value without labels.
+pub(crate) fn single(w: &mut String, (name, kind, help): (&str, &str, &str), value: u64) {
+    header(w, name, kind, help);
+    let _ = writeln!(w, "{name} {value}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use crate::body::{BodyCopy, RequestBody, ResponseTap};
 use crate::config::{Protocol, Route, ShadowConfig};
 use crate::health::Health;
+use crate::metrics::header;
 use crate::upstream::Upstream;
 
 /// Marks the requests the router sends to a shadow target (and the repeats it sends to the
@@ -789,98 +790,103 @@ impl Shadows {
     }
 }
 
+impl Shadows {
+    /// One counter family by route and shadow target, split further by `label` when it has
+    /// values (`counts` holds `values.len()` counters a pair, in that order).
+    fn render_pairs(
+        &self,
+        w: &mut String,
+        (name, help): (&str, &str),
+        counts: &[AtomicU64],
+        (label, values): (&str, &[&str]),
+    ) {
+        header(w, name, "counter", help);
+        let per_pair = values.len().max(1);
+        for (r, route) in self.routes.iter().enumerate() {
+            for (t, target) in self.targets.iter().enumerate() {
+                let at = (r * self.targets.len() + t) * per_pair;
+                if values.is_empty() {
+                    let v = counts[at].load(Ordering::Relaxed);
+                    let _ = writeln!(w, "{name}{{route=\"{route}\",target=\"{target}\"}} {v}");
+                }
+                for (k, value) in values.iter().enumerate() {
+                    let v = counts[at + k].load(Ordering::Relaxed);
+                    let _ = writeln!(
+                        w,
+                        "{name}{{route=\"{route}\",target=\"{target}\",{label}=\"{value}\"}} {v}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 impl crate::metrics::Families for Shadows {
     /// The Prometheus families, by route and shadow target.
     fn render(&self, w: &mut String) {
-        let pairs = || {
-            (self.routes.iter().enumerate()).flat_map(move |(r, route)| {
-                (self.targets.iter().enumerate()).map(move |(t, target)| (r, route, t, target))
-            })
-        };
-        let n = self.targets.len();
-        crate::metrics::header(
+        let kinds = MismatchKind::ALL.map(MismatchKind::as_str);
+        let reasons = SkipReason::ALL.map(SkipReason::as_str);
+        self.render_pairs(
             w,
-            "switchyard_shadow_compared_total",
-            "counter",
-            "Shadowed requests whose answers were compared, by route and shadow target.",
+            (
+                "switchyard_shadow_compared_total",
+                "Shadowed requests whose answers were compared, by route and shadow target.",
+            ),
+            &self.compared,
+            ("", &[]),
         );
-        for (r, route, t, target) in pairs() {
-            let v = self.compared[r * n + t].load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "switchyard_shadow_compared_total{{route=\"{route}\",target=\"{target}\"}} {v}"
-            );
-        }
-        crate::metrics::header(
+        self.render_pairs(
             w,
-            "switchyard_shadow_matched_total",
-            "counter",
-            "Compared shadow answers that matched the primary's (learned noise left out).",
+            (
+                "switchyard_shadow_matched_total",
+                "Compared shadow answers that matched the primary's (learned noise left out).",
+            ),
+            &self.matched,
+            ("", &[]),
         );
-        for (r, route, t, target) in pairs() {
-            let v = self.matched[r * n + t].load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "switchyard_shadow_matched_total{{route=\"{route}\",target=\"{target}\"}} {v}"
-            );
-        }
-        crate::metrics::header(
+        self.render_pairs(
             w,
-            "switchyard_shadow_mismatched_total",
-            "counter",
-            "Compared shadow answers that differed from the primary's, by the first difference: status, header, body, or no answer at all.",
+            (
+                "switchyard_shadow_mismatched_total",
+                "Compared shadow answers that differed from the primary's, by the first difference: status, header, body, or no answer at all.",
+            ),
+            &self.mismatched,
+            ("kind", &kinds),
         );
-        for (r, route, t, target) in pairs() {
-            for kind in MismatchKind::ALL {
-                let v = self.mismatched[(r * n + t) * MismatchKind::ALL.len() + kind as usize]
-                    .load(Ordering::Relaxed);
-                let _ = writeln!(
-                    w,
-                    "switchyard_shadow_mismatched_total{{route=\"{route}\",target=\"{target}\",kind=\"{}\"}} {v}",
-                    kind.as_str()
-                );
-            }
-        }
-        crate::metrics::header(
+        self.render_pairs(
             w,
-            "switchyard_shadow_skipped_total",
-            "counter",
-            "Sampled requests not compared, by reason: method not copied, body too large, queue full, primary answer incomplete.",
+            (
+                "switchyard_shadow_skipped_total",
+                "Sampled requests not compared, by reason: method not copied, body too large, queue full, primary answer incomplete.",
+            ),
+            &self.skipped,
+            ("reason", &reasons),
         );
-        for (r, route, t, target) in pairs() {
-            for reason in SkipReason::ALL {
-                let v = self.skipped[(r * n + t) * SkipReason::ALL.len() + reason as usize]
-                    .load(Ordering::Relaxed);
-                let _ = writeln!(
-                    w,
-                    "switchyard_shadow_skipped_total{{route=\"{route}\",target=\"{target}\",reason=\"{}\"}} {v}",
-                    reason.as_str()
-                );
-            }
-        }
-        crate::metrics::header(
+        header(
             w,
             "switchyard_shadow_primary_repeats_total",
             "counter",
             "Requests sent to the primary a second time to learn which fields differ between two of its own answers.",
         );
-        crate::metrics::header(
+        for (r, route) in self.routes.iter().enumerate() {
+            let v = self.repeats[r].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "switchyard_shadow_primary_repeats_total{{route=\"{route}\"}} {v}"
+            );
+        }
+        header(
             w,
             "switchyard_shadow_noise_fields",
             "gauge",
             "Fields learned as noise (they differ between two answers of the primary), by route.",
         );
         let noise = self.noise.lock().expect("noise");
-        for (r, route) in self.routes.iter().enumerate() {
+        for (route, n) in self.routes.iter().zip(noise.iter()) {
+            let fields = n.fields.len() + n.headers.len() + usize::from(n.body);
             let _ = writeln!(
                 w,
-                "switchyard_shadow_primary_repeats_total{{route=\"{route}\"}} {}",
-                self.repeats[r].load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                w,
-                "switchyard_shadow_noise_fields{{route=\"{route}\"}} {}",
-                noise[r].fields.len() + noise[r].headers.len() + usize::from(noise[r].body)
+                "switchyard_shadow_noise_fields{{route=\"{route}\"}} {fields}"
             );
         }
     }

@@ -367,17 +367,7 @@ async fn sigterm_stops_accepting_drains_in_flight_requests_and_exits_zero() {
     setup.legacy.seen.release.notify_waiters();
     let (status, _, body) = held.await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
-    let child = &mut router.child;
-    let status = tokio::time::timeout(EVENT_TIMEOUT, async {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("switchyard did not exit after draining");
+    let status = router.exited().await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -419,17 +409,7 @@ async fn with_a_shutdown_delay_sigterm_fails_readyz_first_and_new_connections_ar
         "the delay is logged"
     );
     // Then it drains and exits as without a delay.
-    let child = &mut router.child;
-    let status = tokio::time::timeout(EVENT_TIMEOUT, async {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("switchyard did not exit after the delay and the drain");
+    let status = router.exited().await;
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(addr).await.is_err());
 }

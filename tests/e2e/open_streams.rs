@@ -101,13 +101,13 @@ async fn a_tenant_sealed_away_loses_its_tunnel_and_stream_at_once() {
     })
     .await;
     assert!(ended.is_ok(), "the stream is cut");
-    wait_for_metric(
+    wait_metric(
         &router,
         "switchyard_streams_closed_total{kind=\"tunnel\"}",
         1.0,
     )
     .await;
-    wait_for_metric(
+    wait_metric(
         &router,
         "switchyard_streams_closed_total{kind=\"response\"}",
         1.0,
@@ -119,18 +119,6 @@ async fn a_tenant_sealed_away_loses_its_tunnel_and_stream_at_once() {
     assert!(echoes(&mut ws).await);
     drop(ws);
     router.shutdown().await;
-}
-
-async fn wait_for_metric(router: &Router, name: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while metric(router, name).await != Some(want) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never reached {want}: {:?}",
-            metric(router, name).await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,18 +175,6 @@ path_prefix = "/"
     }
 }
 
-async fn wait_metric(router: &Router, name: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while metric(router, name).await != Some(want) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never reached {want}: {:?}",
-            metric(router, name).await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 fn metric_name(family: &str, labels: &str) -> String {
     format!("switchyard_shadow_{family}{{{labels}}} ")
 }

@@ -675,6 +675,34 @@ impl Binary {
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         send_signal(&self.child, signal);
     }
+
+    /// Waits for the process to exit, and returns how it did.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        tokio::time::timeout(EVENT_TIMEOUT, async {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("switchyard did not exit")
+    }
+}
+
+/// Waits until one metric line (the first starting with `name`) reads `want`.
+pub async fn wait_metric(router: &Router, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while metric(router, name).await != Some(want) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never reached {want}: {:?}",
+            metric(router, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub fn send_signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
