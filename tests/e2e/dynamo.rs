@@ -34,18 +34,30 @@ fn emulator_lib() -> PathBuf {
         .unwrap_or_else(|| panic!("DynamoDB Local is not installed under {}: run ./scripts/test.sh, which installs it", root.display()))
 }
 
+/// How long DynamoDB Local's JVM may take to answer after it is started.
+const JVM_START_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Emulator {
-    /// A fresh in-memory emulator.
+    /// A fresh in-memory emulator. A free port can be taken by another test's emulator before
+    /// this one binds it: then this one exits, and starts again on another port.
     pub async fn start() -> Emulator {
-        Self::spawn(free_port(), None).await
+        for _ in 0..3 {
+            if let Some(emulator) = Self::spawn(free_port(), None).await {
+                return emulator;
+            }
+        }
+        panic!("DynamoDB Local exited at start three times (its port taken each time?)");
     }
 
     /// An emulator keeping its data in `dir`, so it can be stopped and started again.
     pub async fn start_in(dir: &Path, port: u16) -> Emulator {
-        Self::spawn(port, Some(dir.to_owned())).await
+        Self::spawn(port, Some(dir.to_owned()))
+            .await
+            .unwrap_or_else(|| panic!("DynamoDB Local exited at start on port {port}"))
     }
 
-    async fn spawn(port: u16, db_dir: Option<PathBuf>) -> Emulator {
+    /// `None` when the emulator exits before it answers.
+    async fn spawn(port: u16, db_dir: Option<PathBuf>) -> Option<Emulator> {
         let lib = emulator_lib();
         let mut cmd = Command::new("java");
         cmd.current_dir(&lib)
@@ -67,25 +79,32 @@ impl Emulator {
             Some(dir) => cmd.arg("-dbPath").arg(dir),
             None => cmd.args(["-inMemory"]),
         };
-        let emulator = Emulator {
+        let mut emulator = Emulator {
             child: cmd.spawn().expect("java starts DynamoDB Local"),
             port,
         };
         // Ready when it answers: creating the tables is the first thing every test does anyway.
+        // A JVM starting beside a dozen others on two busy cores can take longer than a test's
+        // events are given, so its start has a bound of its own.
         let store = emulator.store().await;
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + JVM_START_TIMEOUT;
         loop {
             match store.create_tables().await {
                 Ok(_) => break,
-                Err(e) => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "DynamoDB Local did not come up: {}",
-                    flag_store::error::Chain(&e)
-                ),
+                Err(e) => {
+                    if emulator.child.try_wait().ok().flatten().is_some() {
+                        return None;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "DynamoDB Local did not come up within {JVM_START_TIMEOUT:?}: {}",
+                        flag_store::error::Chain(&e)
+                    );
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        emulator
+        Some(emulator)
     }
 
     pub fn url(&self) -> String {
