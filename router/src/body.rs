@@ -373,9 +373,14 @@ impl BodyCopy {
         self.len > self.limit
     }
 
+    /// Whether the body was sent whole within the limit.
+    pub fn is_whole(&self) -> bool {
+        self.complete && !self.too_large()
+    }
+
     /// The body, once it was sent whole within the limit.
     pub fn whole(&self) -> Option<Bytes> {
-        if !self.complete || self.too_large() {
+        if !self.is_whole() {
             return None;
         }
         let mut all = bytes::BytesMut::with_capacity(self.len as usize);

@@ -526,8 +526,7 @@ impl Shadows {
         let bytes = JOB_OVERHEAD_BYTES
             + primary.body.prefix.len() as u64
             + (copy.body.as_ref()).map_or(0, |b| b.lock().expect("body").len());
-        let body_done =
-            (copy.body.as_ref()).is_none_or(|b| b.lock().expect("body").whole().is_some());
+        let body_done = (copy.body.as_ref()).is_none_or(|b| b.lock().expect("body").is_whole());
         let (route, target) = (copy.route, copy.shadow);
         if !body_done {
             let too_large =
