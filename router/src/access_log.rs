@@ -89,7 +89,9 @@ struct Json<'a> {
 #[derive(Debug)]
 pub struct AccessLog {
     sample_percent: u32,
-    tx: SyncSender<Line>,
+    /// `None` once dropping: the writer then writes what is left and ends.
+    tx: Option<SyncSender<Line>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     written: Arc<AtomicU64>,
     dropped: AtomicU64,
 }
@@ -130,12 +132,13 @@ impl AccessLog {
         let (tx, rx) = sync_channel(config.buffer_lines);
         let written = Arc::new(AtomicU64::new(0));
         let count = written.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("switchyard-access-log".into())
             .spawn(move || write_lines(rx, out, &names, &count))?;
         Ok(Arc::new(AccessLog {
             sample_percent: config.sample_percent,
-            tx,
+            tx: Some(tx),
+            writer: Some(writer),
             written,
             dropped: AtomicU64::new(0),
         }))
@@ -164,8 +167,20 @@ impl AccessLog {
             bytes,
             duration,
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+        let sent = self.tx.as_ref().map(|tx| tx.try_send(line));
+        if let Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None = sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The last lines reach the file before the router exits: the writer drains the channel,
+/// flushes and ends once no one can send.
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
     }
 }

@@ -113,3 +113,34 @@ async fn a_sample_of_zero_logs_nothing_and_a_bad_section_is_named() {
         .to_string();
     assert!(err.contains("unknown field `format`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_lines_reach_the_file_before_the_router_exits() {
+    let mut setup = Setup::new().await;
+    setup
+        .routes
+        .push_str("[access_log]\npath = \"access.log\"\n");
+    let mut router = Binary::serve(&setup.config_path());
+    // Requests still in flight at SIGTERM finish during the drain, just before the exit.
+    let held: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = router.addr;
+            tokio::spawn(
+                async move { get(&client(), addr, "/hold", &[("x-tenant-id", "acme")]).await },
+            )
+        })
+        .collect();
+    let seen = setup.legacy.seen.clone();
+    wait_for("ten requests held upstream", || {
+        seen.holding.load(std::sync::atomic::Ordering::SeqCst) == 10
+    })
+    .await;
+    router.signal(nix::sys::signal::Signal::SIGTERM);
+    router.wait_log(&["shutdown signal received"]).await;
+    setup.legacy.seen.release.notify_waiters();
+    for h in held {
+        assert_eq!(h.await.unwrap().0, StatusCode::OK);
+    }
+    assert!(router.exited().await.success());
+    assert_eq!(lines(&setup.dir.path().join("access.log")).len(), 10);
+}
