@@ -24,10 +24,12 @@ RUN set -eu; \
     cargo build --release --locked -p switchyard --bin switchyard; \
     rm -rf flag-store/src http1/src router/src target/release/.fingerprint/flag-store-* \
            target/release/.fingerprint/http1-* target/release/.fingerprint/switchyard-*
-# Then the source: only the workspace's own crates build again.
+# Then the source: only the workspace's own crates build again. The debug sections go (94 MB
+# to 23 MB); the symbols stay, so a panic's backtrace still names its functions.
 COPY . .
 RUN cargo build --release --locked -p switchyard --bin switchyard \
-    && install -m 0755 target/release/switchyard /usr/local/bin/switchyard
+    && install -m 0755 target/release/switchyard /usr/local/bin/switchyard \
+    && strip --strip-debug /usr/local/bin/switchyard
 
 FROM debian:bookworm-slim
 COPY --from=build /usr/local/bin/switchyard /usr/local/bin/switchyard
