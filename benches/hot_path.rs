@@ -57,6 +57,7 @@ fn extraction(c: &mut Criterion) {
             parts,
             host: request_host(parts).ok().flatten(),
             path: parts.uri.path(),
+            client_cn: None,
         };
         assert_eq!(extract(&rules, &facts(parts)).unwrap().unwrap().id, "acme");
         g.bench_function(*name, |b| {

@@ -1004,6 +1004,19 @@ fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Opt
     let mut from = Vec::new();
     for (i, spec) in raw.tenant.from.iter().enumerate() {
         match Extractor::parse(spec) {
+            Ok(Extractor::ClientCertCn)
+                if raw
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.client_ca.is_none()) =>
+            {
+                problem(
+                    problems,
+                    format!("tenant.from[{i}]"),
+                    "client_cert:cn needs a TLS listener that verifies client certificates ([server.tls] client_ca)",
+                );
+            }
             Ok(x) => from.push(x),
             Err(reason) => problem(problems, format!("tenant.from[{i}]"), reason),
         }

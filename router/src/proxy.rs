@@ -413,6 +413,7 @@ impl Proxy {
             parts,
             host,
             path: &path,
+            client_cn: client.client_cn.as_deref(),
         };
         let tenant = tenant::extract(&self.rules.from, &facts).map_err(Refusal::Tenant)?;
         if let (Some(log), Some(t)) = (ctx.log.as_mut(), &tenant) {
@@ -1027,6 +1028,8 @@ pub struct Peer {
     ip_text: Bytes,
     /// The client connected over TLS (`x-forwarded-proto: https`).
     pub tls: bool,
+    /// The common name of the client certificate the TLS listener verified.
+    pub client_cn: Option<Box<str>>,
 }
 
 impl Peer {
@@ -1035,13 +1038,15 @@ impl Peer {
             addr,
             ip_text: Bytes::from(addr.ip().to_string()),
             tls: false,
+            client_cn: None,
         }
     }
 
-    /// A client of a TLS listener.
-    pub fn over_tls(addr: SocketAddr) -> Self {
+    /// A client of a TLS listener, with the common name of the certificate it was verified by.
+    pub fn over_tls(addr: SocketAddr, client_cn: Option<Box<str>>) -> Self {
         Peer {
             tls: true,
+            client_cn,
             ..Peer::new(addr)
         }
     }

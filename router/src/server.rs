@@ -549,7 +549,7 @@ async fn serve_tls(
             };
             let metrics = proxy.metrics.clone();
             metrics.connection_opened();
-            let client = Peer::over_tls(peer);
+            let client = Peer::over_tls(peer, crate::tls::client_common_name(stream.get_ref().1));
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
             } else {

@@ -22,6 +22,9 @@ pub enum Extractor {
     /// `jwt:tenant_id`: a claim of the bearer JWT (read for routing only; not verified here,
     /// the backend verifies it). Dots reach into nested objects (`org.id`).
     Jwt(Vec<String>),
+    /// `client_cert:cn`: the common name of the client certificate the TLS listener verified
+    /// (`[server.tls] client_ca`). Nothing a client sends in the request can set it.
+    ClientCertCn,
 }
 
 /// Closed set of extractor kinds, for explain output and error messages.
@@ -31,6 +34,7 @@ pub enum ExtractorKind {
     Host,
     Path,
     Jwt,
+    ClientCert,
 }
 
 impl ExtractorKind {
@@ -40,6 +44,7 @@ impl ExtractorKind {
             ExtractorKind::Host => "host",
             ExtractorKind::Path => "path",
             ExtractorKind::Jwt => "jwt",
+            ExtractorKind::ClientCert => "client_cert",
         }
     }
 }
@@ -50,9 +55,9 @@ pub const MAX_JWT_BYTES: usize = 64 * 1024;
 
 impl Extractor {
     pub fn parse(spec: &str) -> Result<Extractor, String> {
-        let (kind, arg) = spec
-            .split_once(':')
-            .ok_or_else(|| format!("{spec:?} is not KIND:ARG (kinds: header, host, path, jwt)"))?;
+        let (kind, arg) = spec.split_once(':').ok_or_else(|| {
+            format!("{spec:?} is not KIND:ARG (kinds: header, host, path, jwt, client_cert)")
+        })?;
         match kind {
             "header" => HeaderName::try_from(arg)
                 .map(Extractor::Header)
@@ -80,8 +85,12 @@ impl Extractor {
                 }
                 Ok(Extractor::Jwt(path))
             }
+            "client_cert" if arg == "cn" => Ok(Extractor::ClientCertCn),
+            "client_cert" => Err(format!(
+                "client_cert:{arg} is not known; the client certificate gives its common name: \"client_cert:cn\""
+            )),
             other => Err(format!(
-                "unknown tenant extractor {other:?} in {spec:?} (kinds: header, host, path, jwt)"
+                "unknown tenant extractor {other:?} in {spec:?} (kinds: header, host, path, jwt, client_cert)"
             )),
         }
     }
@@ -92,6 +101,7 @@ impl Extractor {
             Extractor::Host(_) => ExtractorKind::Host,
             Extractor::Path(_) => ExtractorKind::Path,
             Extractor::Jwt(_) => ExtractorKind::Jwt,
+            Extractor::ClientCertCn => ExtractorKind::ClientCert,
         }
     }
 
@@ -119,6 +129,7 @@ impl Extractor {
                 };
                 jwt_claim(auth, claim).map(|c| c.map(Cow::Owned))
             }
+            Extractor::ClientCertCn => Ok(req.client_cn.map(Cow::Borrowed)),
         }
     }
 
@@ -130,7 +141,8 @@ impl Extractor {
             Extractor::Header(name) => single(parts, name, "header").map(drop),
             Extractor::Jwt(_) => single(parts, &http::header::AUTHORIZATION, "jwt").map(drop),
             // The host is checked once for every request (`request_host`); the path is one.
-            Extractor::Host(_) | Extractor::Path(_) => Ok(()),
+            // The certificate is the connection's, once.
+            Extractor::Host(_) | Extractor::Path(_) | Extractor::ClientCertCn => Ok(()),
         }
     }
 }
@@ -181,6 +193,8 @@ pub struct RequestFacts<'a> {
     pub parts: &'a Parts,
     pub host: Option<&'a str>,
     pub path: &'a str,
+    /// The common name of the client certificate the TLS listener verified, if any.
+    pub client_cn: Option<&'a str>,
 }
 
 /// Why a request's host is refused (RFC 9112 section 3.2): the host decides the tenant for
@@ -463,8 +477,39 @@ mod tests {
             parts: &p,
             host: request_host(&p).ok().flatten(),
             path: &normal,
+            client_cn: None,
         };
         extract(&rules(), &facts).map(|t| t.map(|t| (t.id.into_owned(), t.from)))
+    }
+
+    #[test]
+    fn a_verified_client_certificate_names_the_tenant_and_no_header_can() {
+        let rules = [
+            Extractor::parse("client_cert:cn").unwrap(),
+            Extractor::parse("header:x-tenant-id").unwrap(),
+        ];
+        let p = parts(http::Request::get("/").header("x-tenant-id", "globex"));
+        let facts = |client_cn| RequestFacts {
+            parts: &p,
+            host: None,
+            path: "/",
+            client_cn,
+        };
+        let found = extract(&rules, &facts(Some("acme"))).unwrap().unwrap();
+        assert_eq!(
+            (&*found.id, found.from),
+            ("acme", ExtractorKind::ClientCert)
+        );
+        // Without a certificate, the next extractor applies.
+        let found = extract(&rules, &facts(None)).unwrap().unwrap();
+        assert_eq!(&*found.id, "globex");
+        let bad = extract(&rules, &facts(Some("not a tenant"))).unwrap_err();
+        assert_eq!(bad.from, "client_cert");
+        assert!(
+            Extractor::parse("client_cert:o")
+                .unwrap_err()
+                .contains("client_cert:cn")
+        );
     }
 
     fn jwt(payload: &str) -> String {

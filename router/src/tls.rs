@@ -272,6 +272,15 @@ fn expiry(key: &CertifiedKey) -> i64 {
         .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
 }
 
+/// The common name of the client certificate a connection was verified by (only a listener with
+/// `client_ca` verifies one; rustls hands over no certificate it did not verify).
+pub fn client_common_name(connection: &rustls::ServerConnection) -> Option<Box<str>> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.into())
+}
+
 fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }

@@ -36,7 +36,12 @@ impl Pki {
     /// A leaf for `names`, written to `DIR/FILE.crt` and `DIR/FILE.key`.
     pub fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> CertificateDer<'static> {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = rcgen::CertificateParams::new(names).unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        // The subject's common name is the file's name (a client's names its tenant).
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, file);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
@@ -715,6 +720,63 @@ async fn a_listener_with_a_client_ca_requires_or_asks_for_client_certificates() 
         );
         router.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_names_the_tenant_before_any_header() {
+    let pki = Pki::new();
+    let clients = Pki::new();
+    let setup = Setup::new().await;
+    setup.set("alice", pin("new"));
+    clients.write_ca(setup.dir.path());
+    std::fs::rename(
+        setup.dir.path().join("ca.pem"),
+        setup.dir.path().join("clients.pem"),
+    )
+    .unwrap();
+    clients.leaf(setup.dir.path(), "alice", &["alice.clients.example.com"]);
+    pki.leaf(setup.dir.path(), "api", &["api.example.com"]);
+    pki.leaf(setup.dir.path(), "tenants", &["*.tenants.example.com"]);
+    let tls = TLS_SECTION.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nclient_ca = \"clients.pem\"\nclient_auth = \"optional\"\n",
+    );
+    let text = setup
+        .config_text()
+        .replace("[flags]", &format!("{tls}[flags]"))
+        .replace(
+            "from = [\"header:x-tenant-id\",",
+            "from = [\"client_cert:cn\", \"header:x-tenant-id\",",
+        );
+    let config = switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap();
+    let router = switchyard::Router::start(config).await.unwrap();
+    let addr = router.tls_addr().unwrap();
+    // alice's certificate says alice, whatever the header says: her flag sends her to new.
+    let alice = pki.connector(
+        rustls::DEFAULT_VERSIONS,
+        &[b"http/1.1"],
+        Some((setup.dir.path(), "alice")),
+    );
+    let answer = request_over(addr, &alice).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("new"), "{answer}");
+    // No certificate: the header names the tenant (acme, on the default legacy).
+    let answer = request_over(addr, &pki.client(&[b"http/1.1"])).await;
+    assert!(answer.ends_with("legacy"), "{answer}");
+    router.shutdown().await;
+
+    // Without a listener that verifies client certificates, the extractor is refused.
+    let plain = setup.config_text().replace(
+        "from = [\"header:x-tenant-id\",",
+        "from = [\"client_cert:cn\",",
+    );
+    let err = switchyard::Config::parse(&plain, setup.dir.path(), "test")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tenant.from") && err.contains("client_ca"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
