@@ -31,6 +31,7 @@ locals {
     default_target = var.default_target
     tenant_from    = var.tenant_from
     targets        = var.targets
+    tls            = var.networks[region].tls_secret_arns != null
   }) }
 }
 
@@ -45,6 +46,7 @@ module "router_primary" {
   private_subnet_ids  = var.networks[var.primary_region].private_subnet_ids
   balancer_subnet_ids = var.networks[var.primary_region].balancer_subnet_ids
   monitoring_cidrs    = var.networks[var.primary_region].monitoring_cidrs
+  tls_secret_arns     = var.networks[var.primary_region].tls_secret_arns
   tags                = var.tags
 }
 
@@ -59,5 +61,6 @@ module "router_secondary" {
   private_subnet_ids  = var.networks[var.secondary_region].private_subnet_ids
   balancer_subnet_ids = var.networks[var.secondary_region].balancer_subnet_ids
   monitoring_cidrs    = var.networks[var.secondary_region].monitoring_cidrs
+  tls_secret_arns     = var.networks[var.secondary_region].tls_secret_arns
   tags                = var.tags
 }

@@ -21,12 +21,16 @@ variable "image" {
 }
 
 variable "networks" {
-  description = "Per region (keys: the two regions' names): the VPC, the tasks' private subnets, the balancer's subnets, and the monitoring network's CIDRs allowed to the admin port."
+  description = "Per region (keys: the two regions' names): the VPC, the tasks' private subnets, the balancer's subnets, the monitoring network's CIDRs allowed to the admin port, and optionally the Secrets Manager secrets of the router's TLS certificate chain and key in that region (the balancer then forwards 443 to the router's TLS listener)."
   type = map(object({
     vpc_id              = string
     private_subnet_ids  = list(string)
     balancer_subnet_ids = list(string)
     monitoring_cidrs    = list(string)
+    tls_secret_arns = optional(object({
+      cert = string
+      key  = string
+    }))
   }))
 }
 

@@ -9,6 +9,13 @@ data "aws_region" "current" {}
 locals {
   config_dir = "/etc/switchyard"
   state_dir  = "/var/lib/switchyard"
+  tls        = var.tls_secret_arns != null
+  # The ports the balancer forwards to the tasks: traffic, and TLS traffic when configured.
+  listeners = merge(
+    { plain = { balancer = 80, task = 8080 } },
+    local.tls ? { tls = { balancer = 443, task = 8443 } } : {},
+  )
+  task_ports = concat([for l in values(local.listeners) : l.task], [9090])
 }
 
 resource "aws_cloudwatch_log_group" "router" {
@@ -64,6 +71,22 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+# With TLS, ECS reads the certificate and key secrets into the config container.
+data "aws_iam_policy_document" "read_tls_secrets" {
+  count = local.tls ? 1 : 0
+  statement {
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.tls_secret_arns.cert, var.tls_secret_arns.key]
+  }
+}
+
+resource "aws_iam_role_policy" "read_tls_secrets" {
+  count  = local.tls ? 1 : 0
+  name   = "read-tls-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.read_tls_secrets[0].json
+}
+
 resource "aws_ecs_task_definition" "router" {
   family                   = var.name
   requires_compatibilities = ["FARGATE"]
@@ -89,11 +112,21 @@ resource "aws_ecs_task_definition" "router" {
       image                  = "public.ecr.aws/docker/library/busybox:1.36"
       essential              = false
       readonlyRootFilesystem = true
-      command = ["sh", "-c", join(" && ", [
+      command = ["sh", "-c", join(" && ", concat([
         "printf '%s' \"$ROUTER_TOML\" > ${local.config_dir}/router.toml",
         "chown 10001 ${local.state_dir}",
-      ])]
+        ], local.tls ? [
+        "mkdir -p ${local.config_dir}/tls",
+        "printf '%s' \"$TLS_CERT\" > ${local.config_dir}/tls/cert.pem",
+        "printf '%s' \"$TLS_KEY\" > ${local.config_dir}/tls/key.pem",
+        "chown 10001 ${local.config_dir}/tls/key.pem",
+        "chmod 0400 ${local.config_dir}/tls/key.pem",
+      ] : []))]
       environment = [{ name = "ROUTER_TOML", value = var.router_toml }]
+      secrets = local.tls ? [
+        { name = "TLS_CERT", valueFrom = var.tls_secret_arns.cert },
+        { name = "TLS_KEY", valueFrom = var.tls_secret_arns.key },
+      ] : []
       mountPoints = [
         { sourceVolume = "config", containerPath = local.config_dir },
         { sourceVolume = "state", containerPath = local.state_dir },
@@ -115,10 +148,7 @@ resource "aws_ecs_task_definition" "router" {
       readonlyRootFilesystem = true
       command                = ["serve", "--config", "${local.config_dir}/router.toml", "--log-format", "json"]
       dependsOn              = [{ containerName = "config", condition = "SUCCESS" }]
-      portMappings = [
-        { containerPort = 8080, protocol = "tcp" },
-        { containerPort = 9090, protocol = "tcp" },
-      ]
+      portMappings = [for port in local.task_ports : { containerPort = port, protocol = "tcp" }]
       mountPoints = [
         { sourceVolume = "config", containerPath = local.config_dir, readOnly = true },
         { sourceVolume = "state", containerPath = local.state_dir },
@@ -153,19 +183,22 @@ resource "aws_security_group" "balancer" {
   description = "Switchyard network load balancer"
   vpc_id      = var.vpc_id
 
-  ingress {
-    description = "Client traffic"
-    from_port   = 80
-    to_port     = 80
-    protocol    = "tcp"
-    cidr_blocks = var.client_cidrs
+  dynamic "ingress" {
+    for_each = local.listeners
+    content {
+      description = "Client traffic (${ingress.key})"
+      from_port   = ingress.value.balancer
+      to_port     = ingress.value.balancer
+      protocol    = "tcp"
+      cidr_blocks = var.client_cidrs
+    }
   }
 
   tags = var.tags
 }
 
 resource "aws_vpc_security_group_egress_rule" "balancer_to_tasks" {
-  for_each                     = toset(["8080", "9090"])
+  for_each                     = toset([for p in local.task_ports : tostring(p)])
   security_group_id            = aws_security_group.balancer.id
   description                  = "Traffic and the /readyz health check to the tasks"
   ip_protocol                  = "tcp"
@@ -192,7 +225,7 @@ resource "aws_security_group" "tasks" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "tasks_from_balancer" {
-  for_each                     = toset(["8080", "9090"])
+  for_each                     = toset([for p in local.task_ports : tostring(p)])
   security_group_id            = aws_security_group.tasks.id
   description                  = "Traffic and the /readyz health check from the balancer"
   ip_protocol                  = "tcp"
@@ -225,8 +258,9 @@ resource "aws_lb" "router" {
 }
 
 resource "aws_lb_target_group" "router" {
-  name                 = var.name
-  port                 = 8080
+  for_each             = local.listeners
+  name                 = "${var.name}-${each.key}"
+  port                 = each.value.task
   protocol             = "TCP"
   target_type          = "ip"
   vpc_id               = var.vpc_id
@@ -248,13 +282,14 @@ resource "aws_lb_target_group" "router" {
 resource "aws_lb_listener" "router" {
   #checkov:skip=CKV_AWS_2:A TCP listener passes the bytes through; TLS, when used, ends at the router ([server.tls]).
   #checkov:skip=CKV_AWS_103:As above: the balancer does not terminate TLS.
+  for_each          = local.listeners
   load_balancer_arn = aws_lb.router.arn
-  port              = 80
+  port              = each.value.balancer
   protocol          = "TCP"
 
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.router.arn
+    target_group_arn = aws_lb_target_group.router[each.key].arn
   }
 
   tags = var.tags
@@ -282,10 +317,13 @@ resource "aws_ecs_service" "router" {
     assign_public_ip = false
   }
 
-  load_balancer {
-    target_group_arn = aws_lb_target_group.router.arn
-    container_name   = "switchyard"
-    container_port   = 8080
+  dynamic "load_balancer" {
+    for_each = local.listeners
+    content {
+      target_group_arn = aws_lb_target_group.router[load_balancer.key].arn
+      container_name   = "switchyard"
+      container_port   = load_balancer.value.task
+    }
   }
 
   # Autoscaling owns the count once the service exists.

@@ -47,6 +47,15 @@ variable "monitoring_cidrs" {
   default     = []
 }
 
+variable "tls_secret_arns" {
+  description = "Secrets Manager secrets holding the router's TLS certificate chain and key (PEM), as { cert = ARN, key = ARN }: the balancer then forwards 443 to the router's TLS listener (8443), which the config must declare with cert = \"/etc/switchyard/tls/cert.pem\" and key = \"/etc/switchyard/tls/key.pem\". null: plaintext on 80 only."
+  type = object({
+    cert = string
+    key  = string
+  })
+  default = null
+}
+
 variable "router_policy_arn" {
   description = "The flag store's read-only policy (the flag-store module's router_policy_arn), for the task role."
   type        = string
