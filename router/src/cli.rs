@@ -419,13 +419,13 @@ fn render_report(report: &serde_json::Value) -> String {
             out,
             "    primary {}: {}",
             status("primary_status"),
-            s("primary_body")
+            s("primary_body").trim_end()
         );
         let _ = writeln!(
             out,
             "    shadow  {}: {}",
             status("shadow_status"),
-            s("shadow_body")
+            s("shadow_body").trim_end()
         );
     }
     out

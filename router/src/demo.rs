@@ -169,6 +169,9 @@ Try it (in another terminal):
   {me} flags set globex --split legacy=90,new=10 --reason "dial down" --store {store}
   {me} flags set initech --target legacy --reason "roll back" --store {store}   # refused: sealed
   {me} flags list --store {store}
+  {me} flags set hooli --target legacy --shadow new:100 --reason "compare first" --store {store}
+  curl -H 'x-tenant-id: hooli' http://{p}/hello            # answered by legacy, copied to new
+  {me} shadow report hooli --admin {a}     # the demo's sides answer differently: a mismatch
   curl 'http://{a}/explain?tenant=acme&path=/hello'
   curl http://{a}/metrics
 
