@@ -666,29 +666,31 @@ async fn request_over(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) 
     }
 }
 
+/// The `[server.tls]` section of a listener whose server certificates `pki` signs (`api`,
+/// `tenants`) and that verifies client certificates against `clients` (written as
+/// `clients.pem`) in `mode`; `alice` is a client certificate `clients` signed.
+fn client_ca_listener(dir: &Path, pki: &Pki, clients: &Pki, mode: &str) -> String {
+    std::fs::write(dir.join("clients.pem"), clients.ca.pem()).unwrap();
+    clients.leaf(dir, "alice", &["alice.clients.example.com"]);
+    pki.leaf(dir, "api", &["api.example.com"]);
+    pki.leaf(dir, "tenants", &["*.tenants.example.com"]);
+    TLS_SECTION.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nclient_ca = \"clients.pem\"\nclient_auth = \"{mode}\"\n"
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_with_a_client_ca_requires_or_asks_for_client_certificates() {
     let pki = Pki::new();
     let clients = Pki::new();
     for (mode, anonymous_ok) in [("required", false), ("optional", true)] {
         let mut setup = Setup::new().await;
-        clients.write_ca(setup.dir.path());
-        std::fs::rename(
-            setup.dir.path().join("ca.pem"),
-            setup.dir.path().join("clients.pem"),
-        )
-        .unwrap();
-        clients.leaf(setup.dir.path(), "alice", &["alice.clients.example.com"]);
+        setup.extra = client_ca_listener(setup.dir.path(), &pki, &clients, mode);
         // A certificate from another authority is refused in both modes.
         Pki::new().leaf(setup.dir.path(), "mallory", &["mallory.example.com"]);
-        pki.leaf(setup.dir.path(), "api", &["api.example.com"]);
-        pki.leaf(setup.dir.path(), "tenants", &["*.tenants.example.com"]);
-        setup.extra = TLS_SECTION.replace(
-            "listen = \"127.0.0.1:0\"\n",
-            &format!(
-                "listen = \"127.0.0.1:0\"\nclient_ca = \"clients.pem\"\nclient_auth = \"{mode}\"\n"
-            ),
-        );
         let router = setup.start().await;
         let addr = router.tls_addr().unwrap();
 
@@ -726,28 +728,14 @@ async fn a_listener_with_a_client_ca_requires_or_asks_for_client_certificates() 
 async fn a_verified_client_certificate_names_the_tenant_before_any_header() {
     let pki = Pki::new();
     let clients = Pki::new();
-    let setup = Setup::new().await;
+    let mut setup = Setup::new().await;
     setup.set("alice", pin("new"));
-    clients.write_ca(setup.dir.path());
-    std::fs::rename(
-        setup.dir.path().join("ca.pem"),
-        setup.dir.path().join("clients.pem"),
-    )
-    .unwrap();
-    clients.leaf(setup.dir.path(), "alice", &["alice.clients.example.com"]);
-    pki.leaf(setup.dir.path(), "api", &["api.example.com"]);
-    pki.leaf(setup.dir.path(), "tenants", &["*.tenants.example.com"]);
-    let tls = TLS_SECTION.replace(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nclient_ca = \"clients.pem\"\nclient_auth = \"optional\"\n",
+    let plain = setup.config_text();
+    setup.extra = client_ca_listener(setup.dir.path(), &pki, &clients, "optional");
+    let text = setup.config_text().replace(
+        "from = [\"header:x-tenant-id\",",
+        "from = [\"client_cert:cn\", \"header:x-tenant-id\",",
     );
-    let text = setup
-        .config_text()
-        .replace("[flags]", &format!("{tls}[flags]"))
-        .replace(
-            "from = [\"header:x-tenant-id\",",
-            "from = [\"client_cert:cn\", \"header:x-tenant-id\",",
-        );
     let config = switchyard::Config::parse(&text, setup.dir.path(), "test").unwrap();
     let router = switchyard::Router::start(config).await.unwrap();
     let addr = router.tls_addr().unwrap();
@@ -766,7 +754,7 @@ async fn a_verified_client_certificate_names_the_tenant_before_any_header() {
     router.shutdown().await;
 
     // Without a listener that verifies client certificates, the extractor is refused.
-    let plain = setup.config_text().replace(
+    let plain = plain.replace(
         "from = [\"header:x-tenant-id\",",
         "from = [\"client_cert:cn\",",
     );
