@@ -523,22 +523,28 @@ impl Shadows {
     }
 
     fn submit(&self, copy: RequestCopy, primary: Answer) {
-        let bytes = JOB_OVERHEAD_BYTES
-            + primary.body.prefix.len() as u64
-            + (copy.body.as_ref()).map_or(0, |b| b.lock().expect("body").len());
-        let body_done = (copy.body.as_ref()).is_none_or(|b| b.lock().expect("body").is_whole());
         let (route, target) = (copy.route, copy.shadow);
-        if !body_done {
-            let too_large =
-                (copy.body.as_ref()).is_some_and(|b| b.lock().expect("body").too_large());
-            let reason = if too_large {
-                SkipReason::BodyTooLarge
-            } else {
-                SkipReason::PrimaryIncomplete
-            };
+        // The request body as the copy holds it, read under one lock: its length, and why it
+        // cannot be sent when it cannot.
+        let (body_len, unsendable) = match &copy.body {
+            None => (0, None),
+            Some(b) => {
+                let b = b.lock().expect("body");
+                let unsendable = if b.too_large() {
+                    Some(SkipReason::BodyTooLarge)
+                } else if !b.is_whole() {
+                    Some(SkipReason::PrimaryIncomplete)
+                } else {
+                    None
+                };
+                (b.len(), unsendable)
+            }
+        };
+        if let Some(reason) = unsendable {
             self.skipped(route, target, reason);
             return;
         }
+        let bytes = JOB_OVERHEAD_BYTES + primary.body.prefix.len() as u64 + body_len;
         let held = &self.held[target.index()];
         if held.fetch_add(bytes, Ordering::AcqRel) + bytes > self.config.max_queued_bytes
             || self.queues[target.index()]
