@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
-use flag_store::TargetId;
 use http::{HeaderValue, Method, StatusCode};
 use serde::Serialize;
 
@@ -34,8 +33,9 @@ pub struct Entry {
     /// The path only: a query string may hold what should not reach a log.
     path: Box<str>,
     pub tenant: Option<Box<str>>,
-    /// The endpoint of the last try.
-    pub endpoint: Option<(TargetId, usize)>,
+    /// The endpoint of the last try, named by the config that sent it (a reload may change
+    /// the endpoints while the request is in flight).
+    pub endpoint: Option<Arc<str>>,
     /// From the request's start to the upstream's response head.
     pub upstream: Option<Duration>,
     pub failover: bool,
@@ -96,12 +96,11 @@ pub struct AccessLog {
     dropped: AtomicU64,
 }
 
-/// Names for the labels and endpoints a line shows.
+/// Names for the labels a line shows: routes and targets as [`Labels`] index them (each list
+/// ends with `none`). A config reload keeps both (it refuses a change to either).
 struct Names {
-    /// Routes and targets as [`Labels`] index them (each list ends with `none`).
     routes: Vec<String>,
     targets: Vec<String>,
-    endpoints: Vec<Vec<String>>,
 }
 
 impl AccessLog {
@@ -124,9 +123,6 @@ impl AccessLog {
             routes: routes.iter().cloned().chain(["none".into()]).collect(),
             targets: (targets.iter().map(|t| t.name.clone()))
                 .chain(["none".into()])
-                .collect(),
-            endpoints: (targets.iter())
-                .map(|t| t.endpoints.iter().map(ToString::to_string).collect())
                 .collect(),
         };
         let (tx, rx) = sync_channel(config.buffer_lines);
@@ -206,9 +202,6 @@ fn write_lines(
         text.clear();
         let e = &line.entry;
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-        let endpoint = (e.endpoint)
-            .and_then(|(t, i)| names.endpoints.get(t.index())?.get(i))
-            .map(String::as_str);
         let json = Json {
             time: humantime::format_rfc3339_millis(e.at).to_string(),
             request_id: e.request_id.to_str().unwrap_or("-"),
@@ -217,7 +210,7 @@ fn write_lines(
             tenant: e.tenant.as_deref(),
             route: names.routes.get(line.labels.route).map_or("none", |s| s),
             target: names.targets.get(line.labels.target).map_or("none", |s| s),
-            endpoint,
+            endpoint: e.endpoint.as_deref(),
             status: line.status.as_u16(),
             bytes: line.bytes,
             duration_ms: ms(line.duration),

@@ -26,6 +26,7 @@ use crate::health::Health;
 use crate::pick::{Basis, Decision, HealthView, pick};
 use crate::proxy::Proxy;
 use crate::store::Store;
+use arc_swap::ArcSwap;
 
 /// The largest admin request body read (a flag write is a few hundred bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -35,8 +36,8 @@ const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Admin {
     flags: Arc<FlagState>,
-    proxy: Arc<Proxy>,
-    health: Arc<Health>,
+    /// The current config's proxy (a reload swaps it).
+    proxy: Arc<ArcSwap<Proxy>>,
     targets: Targets,
     default_target: TargetId,
     leaving: Arc<AtomicBool>,
@@ -74,15 +75,13 @@ impl Admin {
     pub fn new(
         config: &Config,
         flags: Arc<FlagState>,
-        proxy: Arc<Proxy>,
-        health: Arc<Health>,
+        proxy: Arc<ArcSwap<Proxy>>,
         leaving: Arc<AtomicBool>,
         store: Option<Store>,
     ) -> Self {
         Admin {
             flags,
             proxy,
-            health,
             targets: config.targets.clone(),
             default_target: config.flags.default_target,
             leaving,
@@ -112,7 +111,7 @@ impl Admin {
         let query = req.uri().query().unwrap_or("");
         match path {
             "/metrics" => {
-                let mut resp = text(StatusCode::OK, self.proxy.metrics.render());
+                let mut resp = text(StatusCode::OK, self.proxy.load().metrics.render());
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -124,13 +123,13 @@ impl Admin {
             "/explain" => self.explain(query),
             "/shadow" => json_response(
                 StatusCode::OK,
-                json!({ "tenants": self.proxy.shadows().summary() }),
+                json!({ "tenants": self.proxy.load().shadows().summary() }),
             ),
             _ => match (path.strip_prefix("/flags/"), path.strip_prefix("/shadow/")) {
                 (Some(tenant), _) if !tenant.is_empty() => self.flag(&percent_decode(tenant)),
                 (_, Some(tenant)) if !tenant.is_empty() => json_response(
                     StatusCode::OK,
-                    json!(self.proxy.shadows().report(&percent_decode(tenant))),
+                    json!(self.proxy.load().shadows().report(&percent_decode(tenant))),
                 ),
                 _ => text(
                     StatusCode::NOT_FOUND,
@@ -391,7 +390,8 @@ impl Admin {
                 );
             }
         };
-        let routes = self.proxy.routes();
+        let proxy = self.proxy.load();
+        let routes = proxy.routes();
         let Some(route_id) = routes.find(&normal) else {
             return json_response(
                 StatusCode::OK,
@@ -400,8 +400,9 @@ impl Admin {
         };
         let route = routes.get(route_id);
         let snap = self.flags.load();
-        let now = self.health.now_ms();
-        let view = self.health.view(now);
+        let health = proxy.health();
+        let now = health.now_ms();
+        let view = health.view(now);
         let tenant_ref = tenant.as_deref();
         // The hash the proxy computes: of a header or cookie value, or of the client address.
         let key_hash = || {
@@ -439,7 +440,7 @@ impl Admin {
             "snapshot_version": snap.version,
             "flags_loaded": self.flags.is_loaded(),
             "flag": flag,
-            "health": self.health_view(now),
+            "health": self.health_view(health, now),
         });
         let why = match decision {
             Decision::Forward(p) => {
@@ -540,19 +541,18 @@ impl Admin {
 
 impl Admin {
     /// The health view a pick uses: each target, healthy or not, and why (its endpoints).
-    fn health_view(&self, now: u64) -> Value {
-        let view = self.health.view(now);
+    fn health_view(&self, health: &Health, now: u64) -> Value {
+        let view = health.view(now);
         self.targets
             .iter()
             .map(|(id, name)| {
-                let endpoints: Vec<Value> = self
-                    .health
+                let endpoints: Vec<Value> = health
                     .target(id)
                     .endpoints
                     .iter()
                     .enumerate()
                     .map(|(e, ep)| {
-                        let state = match (ep.is_up(), self.health.endpoint_available(id, e, now)) {
+                        let state = match (ep.is_up(), health.endpoint_available(id, e, now)) {
                             (_, true) => "available",
                             (false, _) => "down (health checks failing)",
                             (true, false) => "ejected (failures on live traffic)",

@@ -35,7 +35,8 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the proxy.
+    /// Run the proxy. SIGHUP, or a change of the config file, reloads the config; SIGTERM
+    /// drains and stops.
     Serve {
         #[arg(long, short, default_value = "router.toml")]
         config: PathBuf,
@@ -277,10 +278,11 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
             runtime(config.server.workers)?.block_on(async {
                 let router = Router::start(config).await?;
+                router.watch_config(path);
                 crate::shutdown::shutdown_signal().await;
                 tracing::info!("shutdown signal received; draining");
                 router.shutdown().await;

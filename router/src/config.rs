@@ -547,6 +547,109 @@ impl Config {
     }
 }
 
+/// What a reload of `new` over the running `old` cannot apply without a restart, each with its
+/// key: listeners, limits and the other server settings (all but `trust_forwarded_headers`),
+/// the flag store's settings, `[shadow]`, `[access_log]`, and the names and order of the
+/// targets and routes (flags and metrics are built on them). Routes, targets' endpoints and
+/// settings, and tenant rules reload.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut differ = |key: &str, old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
+        if format!("{old:?}") != format!("{new:?}") {
+            problem(&mut problems, key, "changing it needs a restart");
+        }
+    };
+    let (o, n) = (&old.server, &new.server);
+    differ("server.listen", &o.listen, &n.listen);
+    differ("server.admin_listen", &o.admin_listen, &n.admin_listen);
+    differ("server.workers", &o.workers, &n.workers);
+    differ(
+        "server.drain_timeout_ms",
+        &o.drain_timeout,
+        &n.drain_timeout,
+    );
+    differ(
+        "server.shutdown_delay_ms",
+        &o.shutdown_delay,
+        &n.shutdown_delay,
+    );
+    differ(
+        "server.header_read_timeout_ms",
+        &o.header_read_timeout,
+        &n.header_read_timeout,
+    );
+    differ(
+        "server.max_header_bytes",
+        &o.max_header_bytes,
+        &n.max_header_bytes,
+    );
+    differ(
+        "server.max_connections",
+        &o.max_connections,
+        &n.max_connections,
+    );
+    differ(
+        "server.listen_backlog",
+        &o.listen_backlog,
+        &n.listen_backlog,
+    );
+    differ(
+        "server.http2_max_concurrent_streams",
+        &o.http2_max_concurrent_streams,
+        &n.http2_max_concurrent_streams,
+    );
+    let token = |t: &Option<AdminToken>| t.as_ref().map(|t| t.0.clone());
+    differ(
+        "server.admin_token_file",
+        &token(&o.admin_token),
+        &token(&n.admin_token),
+    );
+    differ("server.tls", &o.tls, &n.tls);
+    let (o, n) = (&old.flags, &new.flags);
+    differ("flags.source", &o.store, &n.store);
+    differ("flags.default_target", &o.default_target, &n.default_target);
+    differ("flags.poll_interval_ms", &o.poll_interval, &n.poll_interval);
+    differ("flags.cache_path", &o.cache_path, &n.cache_path);
+    differ("flags.ready_max_age_ms", &o.ready_max_age, &n.ready_max_age);
+    differ(
+        "flags.reconcile_interval_ms",
+        &o.reconcile_interval,
+        &n.reconcile_interval,
+    );
+    differ(
+        "flags.reconcile_items_per_second",
+        &o.reconcile_pace,
+        &n.reconcile_pace,
+    );
+    differ(
+        "flags.close_moved_streams_after_ms",
+        &o.close_moved_streams_after,
+        &n.close_moved_streams_after,
+    );
+    differ("shadow", &old.shadow, &new.shadow);
+    differ("access_log", &old.access_log, &new.access_log);
+    let target_names =
+        |c: &Config| -> Vec<String> { c.target_configs.iter().map(|t| t.name.clone()).collect() };
+    let route_names = |c: &Config| -> Vec<String> { c.route_names().map(str::to_owned).collect() };
+    for (key, o, n) in [
+        ("targets", target_names(old), target_names(new)),
+        ("routes", route_names(old), route_names(new)),
+    ] {
+        if o != n {
+            problem(
+                &mut problems,
+                key,
+                format!(
+                    "adding, removing, renaming or reordering {key} needs a restart (running: {}; new: {})",
+                    o.join(", "),
+                    n.join(", ")
+                ),
+            );
+        }
+    }
+    problems
+}
+
 fn problem(problems: &mut Vec<Problem>, key: impl Into<String>, reason: impl Into<String>) {
     problems.push(Problem {
         key: key.into(),
@@ -1328,6 +1431,44 @@ name = "analytics"
 path_prefix = "/analytics"
 target = "legacy"
 "#;
+
+    #[test]
+    fn a_reload_names_each_key_that_needs_a_restart_and_lets_the_rest_through() {
+        let parse = |text: &str| Config::parse(text, Path::new("/etc/sy"), "router.toml").unwrap();
+        let running = parse(GOOD);
+        let keys = |text: &str| -> Vec<String> {
+            restart_needed(&running, &parse(text))
+                .into_iter()
+                .map(|p| p.key)
+                .collect()
+        };
+        assert_eq!(keys(GOOD), Vec::<String>::new());
+        // Endpoints, route settings, tenant rules and forwarded headers reload.
+        let reloadable = GOOD
+            .replace("9001", "9101")
+            .replace(
+                "path_prefix = \"/analytics\"",
+                "path_prefix = \"/stats\"\ntimeout_ms = 5",
+            )
+            .replace("\"path:/t/\", ", "")
+            .replace("[flags]", "trust_forwarded_headers = true\n[flags]");
+        assert_eq!(keys(&reloadable), Vec::<String>::new());
+        // Listeners, the flag store, and the target and route lists do not.
+        let restart = GOOD
+            .replace("127.0.0.1:8080", "127.0.0.1:8081")
+            .replace("default_target = \"legacy\"", "default_target = \"newer\"")
+            .replace("[targets.new]", "[targets.newer]")
+            .replace("name = \"analytics\"", "name = \"stats\"");
+        assert_eq!(
+            keys(&restart),
+            ["server.listen", "flags.default_target", "targets", "routes"]
+        );
+        let problems = restart_needed(&running, &parse(&restart));
+        assert_eq!(
+            problems[3].to_string(),
+            "routes: adding, removing, renaming or reordering routes needs a restart (running: api, analytics; new: api, stats)"
+        );
+    }
 
     fn errors(text: &str) -> String {
         Config::parse(text, Path::new("/etc/sy"), "router.toml")

@@ -161,6 +161,38 @@ impl Health {
         })
     }
 
+    /// The health of a reloaded config's targets (the same targets, by name and order): an
+    /// endpoint it keeps (by URL, within its target) keeps its state (down, ejected, its
+    /// ejection count), so a reload neither sends traffic to an endpoint seen down nor resets
+    /// a back-off. New endpoints start up; retry budgets start afresh under their new policy.
+    pub fn carried_over(targets: &[TargetConfig], old: &Health) -> Arc<Health> {
+        let mut health = Health::new(targets);
+        let fresh = Arc::get_mut(&mut health).expect("just made");
+        fresh.epoch = old.epoch;
+        for (new, old) in fresh.targets.iter().zip(old.targets.iter()) {
+            for endpoint in new.endpoints.iter() {
+                let Some(was) = old.endpoints.iter().find(|o| o.url == endpoint.url) else {
+                    continue;
+                };
+                let carry = |to: &AtomicU32, from: &AtomicU32| {
+                    to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+                };
+                endpoint.up.store(was.is_up(), Ordering::Relaxed);
+                (endpoint.ejected_until_ms).store(
+                    was.ejected_until_ms.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                carry(&endpoint.consecutive_failures, &was.consecutive_failures);
+                carry(&endpoint.ejection_streak, &was.ejection_streak);
+                (endpoint.ejections_total).store(
+                    was.ejections_total.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        health
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.ms_at(Instant::now())
     }
@@ -468,7 +500,12 @@ async fn check_loop(
     let uri = url
         .uri(Some(&check.path))
         .expect("a valid endpoint and path make a URI");
-    let mut state = CheckState::default();
+    // From the endpoint's state, which a reload carries over: a down endpoint needs its
+    // passing checks to come back.
+    let mut state = CheckState {
+        up: health.target(target).endpoints[endpoint].is_up(),
+        ..CheckState::default()
+    };
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -537,6 +574,50 @@ mod tests {
                 min_per_second: 0,
             },
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_the_endpoints_it_keeps() {
+        let old = Health::new(&[target(3)]);
+        let now = old.now_ms();
+        old.set_up(TargetId(0), 0, false);
+        for _ in 0..3 {
+            old.report(TargetId(0), 1, Outcome::Failure, now);
+        }
+        assert!(!old.endpoint_available(TargetId(0), 1, now), "ejected");
+        // 127.0.0.1:9003 is new; :9000 (down) and :9001 (ejected) are kept, in another order;
+        // :9002 is gone.
+        let mut config = target(4);
+        config.endpoints = vec![
+            config.endpoints[3].clone(),
+            config.endpoints[0].clone(),
+            config.endpoints[1].clone(),
+        ];
+        let new = Health::carried_over(std::slice::from_ref(&config), &old);
+        let t = TargetId(0);
+        assert!(
+            new.endpoint_available(t, 0, now),
+            "a new endpoint starts up"
+        );
+        assert!(
+            !new.target(t).endpoints[1].is_up(),
+            "a down endpoint stays down"
+        );
+        assert!(
+            !new.endpoint_available(t, 2, now),
+            "an ejection runs its course"
+        );
+        assert_eq!(
+            new.target(t).endpoints[2]
+                .ejections_total
+                .load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            new.ms_at(Instant::now()) / 100,
+            old.now_ms() / 100,
+            "one clock"
+        );
     }
 
     const T: TargetId = TargetId(0);

@@ -11,7 +11,7 @@
 //!    bodies streamed.
 //! 5. [`metrics`]: recorded when the response body completes.
 //!
-//! Around it: [`config`] (the TOML file), [`server`] (listeners, drain), [`admin`] (metrics,
+//! Around it: [`config`] (the TOML file, reloaded by [`reconfigure`]), [`server`] (listeners, drain), [`admin`] (metrics,
 //! readiness, explain) and the `flag-store` crate (flags, snapshots, reload).
 
 pub mod access_log;
@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod path;
 pub mod pick;
 pub mod proxy;
+pub mod reconfigure;
 pub mod server;
 pub mod shadow;
 pub mod shutdown;

@@ -191,7 +191,8 @@ pub struct Metrics {
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     flags: Arc<FlagState>,
-    health: Arc<Health>,
+    /// The current config's: a reload swaps it.
+    health: arc_swap::ArcSwap<Health>,
     store_reads: Option<Arc<StoreReads>>,
     streams: Option<Arc<Streams>>,
     tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
@@ -230,7 +231,7 @@ impl Metrics {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             flags,
-            health,
+            health: arc_swap::ArcSwap::new(health),
             store_reads: None,
             streams: None,
             tls: std::sync::OnceLock::new(),
@@ -245,6 +246,11 @@ impl Metrics {
     }
 
     /// Exports the TLS listener's handshake failures and certificate reloads.
+    /// The endpoints' health of a reloaded config.
+    pub fn set_health(&self, health: Arc<Health>) {
+        self.health.store(health);
+    }
+
     pub fn set_tls(&self, certificates: Arc<crate::tls::Certificates>) {
         let _ = self.tls.set(certificates);
     }
@@ -635,9 +641,10 @@ impl Metrics {
 
 impl Metrics {
     fn render_health(&self, w: &mut String) {
-        let now = self.health.now_ms();
+        let current = self.health.load();
+        let now = current.now_ms();
         let targets = &self.targets[..self.targets.len() - 1];
-        let health = self.health.targets().iter().zip(targets).enumerate();
+        let health = current.targets().iter().zip(targets).enumerate();
         header(
             w,
             "switchyard_endpoint_healthy",
@@ -646,11 +653,8 @@ impl Metrics {
         );
         for (t, (th, target)) in health.clone() {
             for (e, ep) in th.endpoints.iter().enumerate() {
-                let up = u8::from(self.health.endpoint_available(
-                    flag_store::TargetId(t as u16),
-                    e,
-                    now,
-                ));
+                let up =
+                    u8::from(current.endpoint_available(flag_store::TargetId(t as u16), e, now));
                 let _ = writeln!(
                     w,
                     "switchyard_endpoint_healthy{{target=\"{target}\",endpoint=\"{}\"}} {up}",
@@ -664,7 +668,7 @@ impl Metrics {
             "counter",
             "Passive ejections of an endpoint after consecutive failures on live traffic.",
         );
-        for (th, target) in self.health.targets().iter().zip(targets) {
+        for (th, target) in current.targets().iter().zip(targets) {
             for ep in th.endpoints.iter() {
                 let n = ep.ejections_total.load(Ordering::Relaxed);
                 let _ = writeln!(

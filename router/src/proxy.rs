@@ -60,7 +60,8 @@ pub struct Proxy {
     pub(crate) metrics: Arc<Metrics>,
     trust_forwarded: bool,
     request_ids: RequestIds,
-    pub(crate) tunnels: Tunnels,
+    /// Shared by every generation of the config: a reload never loses count of a tunnel.
+    pub(crate) tunnels: Arc<Tunnels>,
     /// Tunnels and streaming responses bound to a tenant's side, closed when it moves.
     pub(crate) streams: Arc<Streams>,
     health: Arc<Health>,
@@ -329,9 +330,43 @@ impl Proxy {
             metrics,
             trust_forwarded: config.server.trust_forwarded_headers,
             request_ids: RequestIds::new(),
-            tunnels: Tunnels::default(),
+            tunnels: Arc::default(),
             health,
         })
+    }
+
+    /// The proxy for a reloaded config, which has the same targets and routes by name (checked
+    /// by [`crate::config::restart_needed`]): new routes, tenant rules and upstreams (new
+    /// connection pools, TLS files read again) over `health`, and everything that outlives a
+    /// config shared with this one: flags, metrics, open tunnels and streams, the shadow
+    /// engine (pointed at the new upstreams) and the access log.
+    pub fn reconfigured(&self, config: &Config, health: Arc<Health>) -> Result<Proxy, String> {
+        let upstreams: Arc<[Upstream]> = (config.target_configs.iter().enumerate())
+            .map(|(t, c)| Upstream::new(c, self.metrics.upstream_connects(t)))
+            .collect::<Result<_, _>>()?;
+        self.shadows
+            .retarget(&config.target_configs, upstreams.clone(), health.clone());
+        self.metrics.set_health(health.clone());
+        Ok(Proxy {
+            routes: RouteTable::new(config.routes.clone()),
+            rules: config.tenant.clone(),
+            default_target: self.default_target,
+            flags: self.flags.clone(),
+            upstreams,
+            shadows: self.shadows.clone(),
+            access_log: self.access_log.clone(),
+            metrics: self.metrics.clone(),
+            trust_forwarded: config.server.trust_forwarded_headers,
+            request_ids: RequestIds::new(),
+            tunnels: self.tunnels.clone(),
+            streams: self.streams.clone(),
+            health,
+        })
+    }
+
+    /// The endpoints' health this proxy routes by.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// Each target's connector, in target order (for its health checks).
@@ -357,7 +392,13 @@ impl Proxy {
         &self.shadows
     }
 
-    pub async fn handle(&self, req: Request<ClientBody>, client: &Peer) -> Response<ResponseBody> {
+    /// Owns its proxy, so a request finishes on the config it started on while a reload swaps
+    /// in the next one for new requests.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<ClientBody>,
+        client: &Peer,
+    ) -> Response<ResponseBody> {
         let (mut parts, body) = req.into_parts();
         let mut ctx = RequestCtx {
             start: Instant::now(),
@@ -522,7 +563,7 @@ impl Proxy {
         };
         self.health.target(target).budget.record_request(now);
         if let Some(log) = ctx.log.as_mut() {
-            log.endpoint = Some((target, endpoint));
+            log.endpoint = Some(self.upstreams[target.index()].endpoint_name(endpoint));
         }
         // The copy a retry would send is made only when there is somewhere to retry to: the
         // split tenant's other target, or another endpoint of this one.
@@ -629,7 +670,7 @@ impl Proxy {
         if let Some(log) = ctx.log.as_mut() {
             log.retried = true;
             log.failover |= retry_target != target;
-            log.endpoint = Some((retry_target, retry_endpoint));
+            log.endpoint = Some(self.upstreams[retry_target.index()].endpoint_name(retry_endpoint));
         }
         *parts = Request::new(()).into_parts().0;
         parts.method = method;

@@ -21,12 +21,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use arc_swap::ArcSwap;
+
 use crate::admin::Admin;
 use crate::body::{ClientBody, ResponseBody};
 use crate::config::{Config, Server};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
+use crate::reconfigure::{Reconfigure, Reloaded};
 use crate::store::Store;
 use crate::streams::Streams;
 
@@ -63,8 +66,11 @@ pub struct Router {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     flags: Arc<FlagState>,
-    health: Arc<Health>,
-    proxy: Arc<Proxy>,
+    /// The current config's proxy: each request loads it, a reload swaps it.
+    live: Arc<ArcSwap<Proxy>>,
+    reconfigure: Arc<Reconfigure>,
+    /// Set at shutdown, for tasks started after [`Router::start`] (the config watch).
+    background: watch::Receiver<bool>,
     draining: Arc<AtomicBool>,
     /// Set first on shutdown: `/readyz` fails from then on, through the shutdown delay.
     leaving: Arc<AtomicBool>,
@@ -140,17 +146,11 @@ impl Router {
             flags.clone(),
             background.clone(),
         ));
-        let proxy = Arc::new(
-            Proxy::new(&config, flags.clone(), metrics, health.clone(), streams)
-                .map_err(StartError::Tls)?,
-        );
-        crate::health::spawn_checks(
-            &health,
-            &config.target_configs,
-            &proxy.connectors(),
-            &background,
-        );
-        tokio::spawn(reap_idle_connections(proxy.clone(), background.clone()));
+        let proxy = Proxy::new(&config, flags.clone(), metrics.clone(), health, streams)
+            .map_err(StartError::Tls)?;
+        let live = Arc::new(ArcSwap::from_pointee(proxy));
+        let reconfigure = Reconfigure::new(live.clone(), config.clone());
+        tokio::spawn(reap_idle_connections(live.clone(), background.clone()));
 
         let bind = |what, addr, backlog| {
             listen(addr, backlog).map_err(|source| StartError::Bind { what, addr, source })
@@ -176,8 +176,7 @@ impl Router {
         let admin = Arc::new(Admin::new(
             &config,
             flags.clone(),
-            proxy.clone(),
-            health.clone(),
+            live.clone(),
             leaving.clone(),
             admin_store,
         ));
@@ -186,7 +185,7 @@ impl Router {
         let traffic = tokio::spawn(serve_traffic(
             listener,
             slots.clone(),
-            proxy.clone(),
+            live.clone(),
             config.server.clone(),
             draining.clone(),
             accepting,
@@ -217,12 +216,12 @@ impl Router {
                     tls_listener,
                     slots.clone(),
                     edge,
-                    proxy.clone(),
+                    live.clone(),
                     config.server.clone(),
                     draining.clone(),
                     stop_accepting.subscribe(),
                 ));
-                proxy.metrics.set_tls(certificates);
+                metrics.set_tls(certificates);
                 Some((tls_addr, task))
             }
         };
@@ -230,7 +229,7 @@ impl Router {
             admin_listener,
             admin,
             config.server.clone(),
-            background,
+            background.clone(),
         ));
         let tls_addr = tls.as_ref().map(|(a, _)| *a);
         let tls_addr = tls_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
@@ -239,8 +238,9 @@ impl Router {
             addr,
             admin_addr,
             flags,
-            health,
-            proxy,
+            live,
+            reconfigure,
+            background,
             draining,
             leaving,
             shutdown_delay: config.server.shutdown_delay,
@@ -271,8 +271,25 @@ impl Router {
         &self.flags
     }
 
-    pub fn health(&self) -> &Arc<Health> {
-        &self.health
+    /// The current config's endpoint health.
+    pub fn health(&self) -> Arc<Health> {
+        self.live.load().health().clone()
+    }
+
+    /// Applies a new config while serving ([`Reconfigure::apply`]): new requests use it,
+    /// requests in flight finish on the old one; rejected whole when it changes what needs a
+    /// restart.
+    pub fn reload(&self, config: Config) -> Result<Reloaded, Vec<crate::config::Problem>> {
+        self.reconfigure.apply(config)
+    }
+
+    /// Reloads the config from `path` on SIGHUP and whenever the file changes, until shutdown.
+    pub fn watch_config(&self, path: std::path::PathBuf) {
+        tokio::spawn(
+            self.reconfigure
+                .clone()
+                .watch(path, self.background.clone()),
+        );
     }
 
     /// Stops accepting, lets in-flight requests and tunnels finish (up to the drain timeout),
@@ -299,11 +316,13 @@ impl Router {
             }
         };
         let drained = tokio::time::timeout_at(deadline, both).await.is_ok();
-        self.proxy.tunnels.drain(deadline).await;
+        let tunnels = self.live.load().tunnels.clone();
+        tunnels.drain(deadline).await;
         if !drained {
             tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing the remaining connections");
         }
         self.stop_background.send_replace(true);
+        self.reconfigure.stop_checks();
         let _ = self.admin.await;
         // The reloader stops between polls and brings the local copy up to date; a poll stuck
         // on an unreachable store is not waited for long.
@@ -350,11 +369,13 @@ async fn start_reloader<S: Source>(
     tokio::spawn(reload::run(source, flags.clone(), interval, stop.clone()))
 }
 
-async fn reap_idle_connections(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+/// Reaps the current config's pools; a config swapped out closes its pools when its last
+/// request ends.
+async fn reap_idle_connections(live: Arc<ArcSwap<Proxy>>, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(IDLE_REAP_INTERVAL);
     loop {
         tokio::select! {
-            _ = ticker.tick() => proxy.reap_idle_connections(),
+            _ = ticker.tick() => live.load().reap_idle_connections(),
             _ = crate::shutdown::until_set(&mut stop) => return,
         }
     }
@@ -403,7 +424,7 @@ async fn accept(listener: &TcpListener, what: &'static str) -> (tokio::net::TcpS
 async fn serve_traffic(
     listener: TcpListener,
     slots: Arc<Semaphore>,
-    proxy: Arc<Proxy>,
+    live: Arc<ArcSwap<Proxy>>,
     server: Server,
     draining: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
@@ -415,9 +436,9 @@ async fn serve_traffic(
     while let Some((permit, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "traffic").await
     {
-        let metrics = proxy.metrics.clone();
+        let metrics = live.load().metrics.clone();
         metrics.connection_opened();
-        let proxy = proxy.clone();
+        let live = live.clone();
         let client = Peer::new(peer);
         let watcher = graceful.watcher();
         let (builder, settings) = (builder.clone(), settings.clone());
@@ -425,14 +446,14 @@ async fn serve_traffic(
         tokio::spawn(async move {
             let _permit = permit;
             let connection = Connection {
-                proxy: &proxy,
+                live: &live,
                 client: &client,
             };
             let ended =
                 http1::server::serve(stream, peer, &connection, &settings, &draining, stop).await;
             if let http1::server::Ended::Handoff(stream) = ended {
                 // Boxed: hyper's connection is large, and most connections never need it.
-                Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
+                Box::pin(serve_with_hyper(stream, live, client, builder, watcher)).await;
             }
             metrics.connection_closed();
         });
@@ -485,7 +506,7 @@ async fn serve_tls(
     listener: TcpListener,
     slots: Arc<Semaphore>,
     edge: TlsEdge,
-    proxy: Arc<Proxy>,
+    live: Arc<ArcSwap<Proxy>>,
     server: Server,
     draining: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
@@ -502,7 +523,7 @@ async fn serve_tls(
     while let Some((permit, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "tls").await
     {
-        let (proxy, tls, acceptor) = (proxy.clone(), tls.clone(), acceptor.clone());
+        let (live, tls, acceptor) = (live.clone(), tls.clone(), acceptor.clone());
         let watcher = graceful.watcher();
         let (builder, settings) = (builder.clone(), settings.clone());
         let (draining, stop) = (draining.clone(), stop.clone());
@@ -547,14 +568,14 @@ async fn serve_tls(
                     return failed(HandshakeFailure::Timeout, &"the handshake did not finish");
                 }
             };
-            let metrics = proxy.metrics.clone();
+            let metrics = live.load().metrics.clone();
             metrics.connection_opened();
             let client = Peer::over_tls(peer, crate::tls::client_common_name(stream.get_ref().1));
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
+                Box::pin(serve_with_hyper(stream, live, client, builder, watcher)).await;
             } else {
                 let connection = Connection {
-                    proxy: &proxy,
+                    live: &live,
                     client: &client,
                 };
                 let ended = http1::server::serve(
@@ -567,7 +588,7 @@ async fn serve_tls(
                 )
                 .await;
                 if let http1::server::Ended::Handoff(stream) = ended {
-                    Box::pin(serve_with_hyper(stream, proxy, client, builder, watcher)).await;
+                    Box::pin(serve_with_hyper(stream, live, client, builder, watcher)).await;
                 }
             }
             metrics.connection_closed();
@@ -598,10 +619,11 @@ async fn refuse_plain_http(mut stream: tokio::net::TcpStream, deadline: tokio::t
     }
 }
 
-/// One client connection's requests, for the `http1` crate's server: each goes to the proxy
+/// One client connection's requests, for the `http1` crate's server: each goes to the
+/// current config's proxy (so a reload reaches kept-alive connections at their next request)
 /// in a span that names the client.
 struct Connection<'a> {
-    proxy: &'a Proxy,
+    live: &'a ArcSwap<Proxy>,
     client: &'a Peer,
 }
 
@@ -618,7 +640,7 @@ where
         request: Request<http1::server::Body<R>>,
     ) -> impl Future<Output = http::Response<ResponseBody>> + Send {
         let span = tracing::debug_span!("request", peer = %self.client.addr, method = %request.method(), path = %request.uri().path());
-        self.proxy
+        (self.live.load_full())
             .handle(request.map(ClientBody::from), self.client)
             .instrument(span)
     }
@@ -628,7 +650,7 @@ where
 /// request it handed over on.
 async fn serve_with_hyper<S>(
     stream: S,
-    proxy: Arc<Proxy>,
+    live: Arc<ArcSwap<Proxy>>,
     client: Peer,
     builder: Arc<HttpBuilder>,
     watcher: Watcher,
@@ -637,7 +659,7 @@ async fn serve_with_hyper<S>(
 {
     let peer = client.addr;
     let service = service_fn(move |req: Request<Incoming>| {
-        let proxy = proxy.clone();
+        let proxy = live.load_full();
         let client = client.clone();
         let span = tracing::debug_span!("request", %peer, method = %req.method(), path = %req.uri().path());
         let req = req.map(ClientBody::Hyper);

@@ -343,10 +343,8 @@ pub struct Shadows {
     queues: Vec<mpsc::Sender<Queued>>,
     /// Bytes each target's queued and running comparisons hold (bounded by `max_queued_bytes`).
     held: Box<[AtomicU64]>,
-    upstreams: Arc<[Upstream]>,
-    /// The shadow thread's own clients, by target.
-    clients: Vec<Client>,
-    health: Arc<Health>,
+    /// Where copies go: the current config's (a reload swaps it).
+    sides: arc_swap::ArcSwap<Sides>,
     /// (route, target)
     compared: Box<[AtomicU64]>,
     matched: Box<[AtomicU64]>,
@@ -358,6 +356,32 @@ pub struct Shadows {
     repeats: Box<[AtomicU64]>,
     records: Mutex<Records>,
     noise: Mutex<Vec<Noise>>,
+}
+
+/// The targets' endpoints a copy may go to, and how it gets there.
+#[derive(Debug)]
+struct Sides {
+    upstreams: Arc<[Upstream]>,
+    /// The shadow thread's own clients, by target.
+    clients: Vec<Client>,
+    health: Arc<Health>,
+}
+
+impl Sides {
+    fn new(
+        targets: &[crate::config::TargetConfig],
+        upstreams: Arc<[Upstream]>,
+        health: Arc<Health>,
+    ) -> Self {
+        let clients = (targets.iter().zip(upstreams.iter()))
+            .map(|(t, u)| crate::upstream::client_for(t, u.connector().clone()))
+            .collect();
+        Sides {
+            upstreams,
+            clients,
+            health,
+        }
+    }
 }
 
 impl Shadows {
@@ -379,15 +403,11 @@ impl Shadows {
                 tx
             })
             .collect();
-        let clients = (targets.iter().zip(upstreams.iter()))
-            .map(|(t, u)| crate::upstream::client_for(t, u.connector().clone()))
-            .collect();
         let shadows = Arc::new(Shadows {
             routes: routes.iter().map(|r| r.name.clone()).collect(),
             targets: upstreams.iter().map(|u| u.name.clone()).collect(),
             queues,
             held: zeros(upstreams.len()),
-            clients,
             compared: zeros(pairs),
             matched: zeros(pairs),
             mismatched: zeros(pairs * MismatchKind::ALL.len()),
@@ -395,8 +415,7 @@ impl Shadows {
             repeats: zeros(routes.len()),
             records: Mutex::default(),
             noise: Mutex::new(routes.iter().map(|_| Noise::default()).collect()),
-            upstreams,
-            health,
+            sides: arc_swap::ArcSwap::from_pointee(Sides::new(targets, upstreams, health)),
             config,
         });
         // The dispatchers hold the engine weakly: they end when the router drops it.
@@ -425,6 +444,18 @@ impl Shadows {
             tracing::warn!(error = %e, "cannot start the shadow thread; shadows are not compared");
         }
         shadows
+    }
+
+    /// Sends the copies queued from now on to a reloaded config's endpoints (the same
+    /// targets): copies already sent finish where they went.
+    pub fn retarget(
+        &self,
+        targets: &[crate::config::TargetConfig],
+        upstreams: Arc<[Upstream]>,
+        health: Arc<Health>,
+    ) {
+        self.sides
+            .store(Arc::new(Sides::new(targets, upstreams, health)));
     }
 
     /// Whether this request is copied to `shadow`: sampled by the flag's percent, of a method
@@ -603,10 +634,10 @@ impl Shadows {
         deadline: Instant,
         mark: &'static str,
     ) -> Result<Answer, String> {
-        let upstream = &self.upstreams[target.index()];
-        let endpoint = self
-            .health
-            .choose(target, self.health.now_ms(), None)
+        let sides = self.sides.load_full();
+        let upstream = &sides.upstreams[target.index()];
+        let endpoint = (sides.health)
+            .choose(target, sides.health.now_ms(), None)
             .ok_or_else(|| format!("no endpoint of {} is up", upstream.name))?;
         let path: http::uri::PathAndQuery = copy
             .path_and_query
@@ -632,7 +663,7 @@ impl Shadows {
             }
         }
         let exchange = async {
-            let resp: Response<hyper::body::Incoming> = self.clients[target.index()]
+            let resp: Response<hyper::body::Incoming> = sides.clients[target.index()]
                 .request(req)
                 .await
                 .map_err(|e| format!("{}: {}", upstream.name, flag_store::error::Chain(&e)))?;

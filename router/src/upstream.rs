@@ -22,6 +22,8 @@ pub struct Upstream {
     /// The name its certificates are verified for, when fixed (`tls_server_name`).
     pub tls_name: Option<String>,
     endpoints: Vec<Endpoint>,
+    /// Indexed like `endpoints`: how the access log names each.
+    names: Vec<Arc<str>>,
     /// Indexed like `endpoints`.
     pools: Vec<Arc<http1::client::Pool>>,
     client: Client<crate::tls::Connector, RequestBody>,
@@ -75,6 +77,9 @@ impl Upstream {
             tls: config.tls.is_some(),
             tls_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
             endpoints: config.endpoints.clone(),
+            names: (config.endpoints.iter())
+                .map(|e| Arc::from(e.to_string()))
+                .collect(),
             pools,
             client,
             connector,
@@ -83,6 +88,11 @@ impl Upstream {
 
     pub fn endpoint(&self, index: usize) -> &Endpoint {
         &self.endpoints[index]
+    }
+
+    /// The endpoint's name, for the access log.
+    pub fn endpoint_name(&self, index: usize) -> Arc<str> {
+        self.names[index].clone()
     }
 
     pub fn endpoint_count(&self) -> usize {

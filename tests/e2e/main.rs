@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod cli;
+mod config_reload;
 mod connections;
 mod deploy;
 mod differential;
