@@ -39,6 +39,15 @@ pub struct Problem {
     pub reason: String,
 }
 
+impl Problem {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.key, self.reason)
@@ -548,7 +557,8 @@ impl Config {
 }
 
 /// What a reload of `new` over the running `old` cannot apply without a restart, each with its
-/// key: listeners, limits and the other server settings (all but `trust_forwarded_headers`),
+/// key: limits and the other server settings (all but the listeners' addresses and
+/// `trust_forwarded_headers`),
 /// the flag store's settings, `[shadow]`, `[access_log]`, and the names and order of the
 /// targets and routes (flags and metrics are built on them). Routes, targets' endpoints and
 /// settings, and tenant rules reload.
@@ -560,8 +570,6 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
         }
     };
     let (o, n) = (&old.server, &new.server);
-    differ("server.listen", &o.listen, &n.listen);
-    differ("server.admin_listen", &o.admin_listen, &n.admin_listen);
     differ("server.workers", &o.workers, &n.workers);
     differ(
         "server.drain_timeout_ms",
@@ -604,7 +612,15 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
         &token(&o.admin_token),
         &token(&n.admin_token),
     );
-    differ("server.tls", &o.tls, &n.tls);
+    // The TLS listener may move; adding or removing it, or changing its certificates' files
+    // or settings, needs a restart (the certificates' contents rotate by themselves).
+    let tls_settings = |t: &Option<crate::tls::TlsListener>| {
+        t.clone().map(|t| crate::tls::TlsListener {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            ..t
+        })
+    };
+    differ("server.tls", &tls_settings(&o.tls), &tls_settings(&n.tls));
     let (o, n) = (&old.flags, &new.flags);
     differ("flags.source", &o.store, &n.store);
     differ("flags.default_target", &o.default_target, &n.default_target);
@@ -1443,8 +1459,9 @@ target = "legacy"
                 .collect()
         };
         assert_eq!(keys(GOOD), Vec::<String>::new());
-        // Endpoints, route settings, tenant rules and forwarded headers reload.
+        // Listeners, endpoints, route settings, tenant rules and forwarded headers reload.
         let reloadable = GOOD
+            .replace("127.0.0.1:8080", "127.0.0.1:8081")
             .replace("9001", "9101")
             .replace(
                 "path_prefix = \"/analytics\"",
@@ -1453,15 +1470,20 @@ target = "legacy"
             .replace("\"path:/t/\", ", "")
             .replace("[flags]", "trust_forwarded_headers = true\n[flags]");
         assert_eq!(keys(&reloadable), Vec::<String>::new());
-        // Listeners, the flag store, and the target and route lists do not.
+        // Limits, the flag store, and the target and route lists do not.
         let restart = GOOD
-            .replace("127.0.0.1:8080", "127.0.0.1:8081")
+            .replace("[flags]", "max_connections = 7\n[flags]")
             .replace("default_target = \"legacy\"", "default_target = \"newer\"")
             .replace("[targets.new]", "[targets.newer]")
             .replace("name = \"analytics\"", "name = \"stats\"");
         assert_eq!(
             keys(&restart),
-            ["server.listen", "flags.default_target", "targets", "routes"]
+            [
+                "server.max_connections",
+                "flags.default_target",
+                "targets",
+                "routes"
+            ]
         );
         let problems = restart_needed(&running, &parse(&restart));
         assert_eq!(

@@ -22,6 +22,24 @@ use crate::proxy::Proxy;
 /// How often the config file is read to see whether it changed.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The listeners: a reload moves the ones whose address changes.
+pub trait Rebind: Send + Sync + std::fmt::Debug {
+    /// Binds every listener whose address `new` changes from `old`; `Err` names each that
+    /// cannot be bound, and then nothing changes.
+    fn bind(&self, old: &Config, new: &Config) -> Result<Rebound, Vec<Problem>>;
+    /// Serves on what [`Rebind::bind`] bound, and retires the listeners they replace: those
+    /// stop accepting, and their connections finish the request in hand and close.
+    fn serve(&self, rebound: Rebound);
+}
+
+/// Listeners bound for a reload, not serving yet.
+#[derive(Debug, Default)]
+pub struct Rebound {
+    pub traffic: Option<tokio::net::TcpListener>,
+    pub tls: Option<tokio::net::TcpListener>,
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reloaded {
@@ -35,6 +53,7 @@ pub enum Reloaded {
 #[derive(Debug)]
 pub struct Reconfigure {
     live: Arc<ArcSwap<Proxy>>,
+    listeners: Arc<dyn Rebind>,
     running: Mutex<Running>,
     counts: Arc<Counts>,
 }
@@ -57,7 +76,7 @@ struct Running {
 
 impl Reconfigure {
     /// Starts the first config's health checks; its counters join the proxy's metrics.
-    pub fn new(live: Arc<ArcSwap<Proxy>>, config: Config) -> Arc<Self> {
+    pub fn new(live: Arc<ArcSwap<Proxy>>, config: Config, listeners: Arc<dyn Rebind>) -> Arc<Self> {
         let proxy = live.load_full();
         let checks = spawn_checks(&proxy, &config);
         let counts = Arc::new(Counts {
@@ -69,6 +88,7 @@ impl Reconfigure {
         proxy.metrics.add_families(counts.clone());
         Arc::new(Reconfigure {
             live,
+            listeners,
             running: Mutex::new(Running { config, checks }),
             counts,
         })
@@ -102,10 +122,7 @@ impl Reconfigure {
             Err(e) => {
                 let problems = match e {
                     ConfigError::Invalid { problems, .. } => problems,
-                    other => vec![Problem {
-                        key: path.display().to_string(),
-                        reason: other.to_string(),
-                    }],
+                    other => vec![Problem::new(path.display().to_string(), other.to_string())],
                 };
                 self.rejected(&problems);
                 Err(problems)
@@ -133,16 +150,15 @@ impl Reconfigure {
         if changed.is_empty() {
             return Ok(Reloaded::Unchanged);
         }
+        // What can fail comes first: the new sockets, then the new upstreams (TLS files).
+        let rebound = self.listeners.bind(&running.config, &new)?;
         let old = self.live.load_full();
         let health = Health::carried_over(&new.target_configs, old.health());
-        let proxy = old.reconfigured(&new, health).map_err(|reason| {
-            vec![Problem {
-                key: "targets".into(),
-                reason,
-            }]
-        })?;
+        let proxy = (old.reconfigured(&new, health))
+            .map_err(|reason| vec![Problem::new("targets", reason)])?;
         let checks = spawn_checks(&proxy, &new);
         self.live.store(Arc::new(proxy));
+        self.listeners.serve(rebound);
         running.checks.send_replace(true);
         *running = Running {
             config: new,
@@ -212,8 +228,8 @@ fn spawn_checks(proxy: &Proxy, config: &Config) -> watch::Sender<bool> {
     stop
 }
 
-/// The reloadable keys whose values differ: `targets.NAME`, `routes.NAME`, `tenant`,
-/// `server.trust_forwarded_headers`.
+/// The reloadable keys whose values differ: `targets.NAME`, `routes.NAME`, `tenant`, the
+/// listeners' addresses, `server.trust_forwarded_headers`.
 fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
@@ -230,6 +246,24 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     }
     if differs(&old.tenant, &new.tenant) {
         changed.push("tenant".into());
+    }
+    let tls_listen = |c: &Config| c.server.tls.as_ref().map(|t| t.listen);
+    for (key, o, n) in [
+        (
+            "server.listen",
+            Some(old.server.listen),
+            Some(new.server.listen),
+        ),
+        (
+            "server.admin_listen",
+            Some(old.server.admin_listen),
+            Some(new.server.admin_listen),
+        ),
+        ("server.tls.listen", tls_listen(old), tls_listen(new)),
+    ] {
+        if o != n {
+            changed.push(key.into());
+        }
     }
     if old.server.trust_forwarded_headers != new.server.trust_forwarded_headers {
         changed.push("server.trust_forwarded_headers".into());

@@ -25,11 +25,12 @@ use arc_swap::ArcSwap;
 
 use crate::admin::Admin;
 use crate::body::{ClientBody, ResponseBody};
+use crate::config::Problem;
 use crate::config::{Config, Server};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
-use crate::reconfigure::{Reconfigure, Reloaded};
+use crate::reconfigure::{Rebound, Reconfigure, Reloaded};
 use crate::store::Store;
 use crate::streams::Streams;
 
@@ -63,24 +64,18 @@ const ADMIN_BACKLOG: u32 = 1024;
 /// A running router. Dropping it does not stop it; call [`Router::shutdown`].
 #[derive(Debug)]
 pub struct Router {
-    addr: SocketAddr,
-    admin_addr: SocketAddr,
     flags: Arc<FlagState>,
     /// The current config's proxy: each request loads it, a reload swaps it.
     live: Arc<ArcSwap<Proxy>>,
     reconfigure: Arc<Reconfigure>,
     /// Set at shutdown, for tasks started after [`Router::start`] (the config watch).
     background: watch::Receiver<bool>,
-    draining: Arc<AtomicBool>,
+    /// The listeners, which a reload may rebind.
+    serving: Arc<Serving>,
     /// Set first on shutdown: `/readyz` fails from then on, through the shutdown delay.
     leaving: Arc<AtomicBool>,
     shutdown_delay: Duration,
-    stop_accepting: watch::Sender<bool>,
     stop_background: watch::Sender<bool>,
-    traffic: JoinHandle<GracefulShutdown>,
-    /// The TLS listener's address and accept loop, when there is one.
-    tls: Option<(SocketAddr, JoinHandle<GracefulShutdown>)>,
-    admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
     drain_timeout: Duration,
 }
@@ -149,7 +144,6 @@ impl Router {
         let proxy = Proxy::new(&config, flags.clone(), metrics.clone(), health, streams)
             .map_err(StartError::Tls)?;
         let live = Arc::new(ArcSwap::from_pointee(proxy));
-        let reconfigure = Reconfigure::new(live.clone(), config.clone());
         tokio::spawn(reap_idle_connections(live.clone(), background.clone()));
 
         let bind = |what, addr, backlog| {
@@ -161,17 +155,6 @@ impl Router {
             config.server.listen_backlog,
         )?;
         let admin_listener = bind("admin", config.server.admin_listen, ADMIN_BACKLOG)?;
-        let addr = listener
-            .local_addr()
-            .expect("a bound socket has an address");
-        let admin_addr = admin_listener
-            .local_addr()
-            .expect("a bound socket has an address");
-        if !admin_addr.ip().is_loopback() {
-            tracing::warn!(%admin_addr, writes = writes_enabled, "the admin listener is reachable from other hosts");
-        }
-
-        let draining = Arc::new(AtomicBool::new(false));
         let leaving = Arc::new(AtomicBool::new(false));
         let admin = Arc::new(Admin::new(
             &config,
@@ -180,18 +163,8 @@ impl Router {
             leaving.clone(),
             admin_store,
         ));
-        let (stop_accepting, accepting) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(config.server.max_connections));
-        let traffic = tokio::spawn(serve_traffic(
-            listener,
-            slots.clone(),
-            live.clone(),
-            config.server.clone(),
-            draining.clone(),
-            accepting,
-        ));
-        let tls = match &config.server.tls {
-            None => None,
+        let (tls_edge, tls_listener) = match &config.server.tls {
+            None => (None, None),
             Some(t) => {
                 let certificates =
                     crate::tls::Certificates::load(&t.certificates).map_err(StartError::Tls)?;
@@ -199,72 +172,67 @@ impl Router {
                     crate::tls::server_config(certificates.clone(), t.client_auth.as_ref())
                         .map_err(StartError::Tls)?;
                 let tls_listener = bind("tls", t.listen, config.server.listen_backlog)?;
-                let tls_addr = tls_listener
-                    .local_addr()
-                    .expect("a bound socket has an address");
                 tokio::spawn(crate::tls::watch_files(
                     certificates.clone(),
                     t.reload_interval,
                     background.clone(),
                 ));
+                metrics.set_tls(certificates.clone());
                 let edge = TlsEdge {
                     acceptor: tokio_rustls::TlsAcceptor::from(server_config),
-                    certificates: certificates.clone(),
+                    certificates,
                     handshake_timeout: t.handshake_timeout,
                 };
-                let task = tokio::spawn(serve_tls(
-                    tls_listener,
-                    slots.clone(),
-                    edge,
-                    live.clone(),
-                    config.server.clone(),
-                    draining.clone(),
-                    stop_accepting.subscribe(),
-                ));
-                metrics.set_tls(certificates);
-                Some((tls_addr, task))
+                (Some(edge), Some(tls_listener))
             }
         };
-        let admin = tokio::spawn(serve_admin(
+        let serving = Serving::start(
+            Serving {
+                slots: Arc::new(Semaphore::new(config.server.max_connections)),
+                live: live.clone(),
+                server: config.server.clone(),
+                tls_edge,
+                admin,
+                background: background.clone(),
+                current: std::sync::Mutex::new(None),
+            },
+            listener,
+            tls_listener,
             admin_listener,
-            admin,
-            config.server.clone(),
-            background.clone(),
-        ));
-        let tls_addr = tls.as_ref().map(|(a, _)| *a);
+        );
+        let (addr, admin_addr, tls_addr) = serving.addrs();
+        if !admin_addr.ip().is_loopback() {
+            tracing::warn!(%admin_addr, writes = writes_enabled, "the admin listener is reachable from other hosts");
+        }
+        let reconfigure = Reconfigure::new(live.clone(), config.clone(), serving.clone());
         let tls_addr = tls_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
         tracing::info!(%addr, %admin_addr, %tls_addr, store = %config.flags.store, "switchyard serving");
         Ok(Router {
-            addr,
-            admin_addr,
             flags,
             live,
             reconfigure,
             background,
-            draining,
+            serving,
             leaving,
             shutdown_delay: config.server.shutdown_delay,
-            stop_accepting,
             stop_background,
-            traffic,
-            tls,
-            admin,
             reloader,
             drain_timeout: config.server.drain_timeout,
         })
     }
 
+    /// The traffic listener's address (a reload may move it).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addrs().0
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.serving.addrs().1
     }
 
     /// The TLS listener's address, when one is configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().map(|(a, _)| *a)
+        self.serving.addrs().2
     }
 
     pub fn flags(&self) -> &Arc<FlagState> {
@@ -301,18 +269,14 @@ impl Router {
             tracing::info!(delay = ?self.shutdown_delay, "shutting down: /readyz fails, serving on for the shutdown delay");
             tokio::time::sleep(self.shutdown_delay).await;
         }
-        self.draining.store(true, Ordering::Release);
-        self.stop_accepting.send_replace(true);
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        let graceful = self.traffic.await.expect("the accept loop does not panic");
-        let tls_graceful = match self.tls {
-            Some((_, task)) => Some(task.await.expect("the TLS accept loop does not panic")),
-            None => None,
+        let Some(listeners) = self.serving.take() else {
+            unreachable!("only shutdown takes the listeners, and it takes the router");
         };
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        let (graceful, admin) = listeners.stop();
         let both = async {
-            graceful.shutdown().await;
-            if let Some(g) = tls_graceful {
-                g.shutdown().await;
+            for g in graceful {
+                g.await;
             }
         };
         let drained = tokio::time::timeout_at(deadline, both).await.is_ok();
@@ -323,7 +287,7 @@ impl Router {
         }
         self.stop_background.send_replace(true);
         self.reconfigure.stop_checks();
-        let _ = self.admin.await;
+        let _ = admin.task.await;
         // The reloader stops between polls and brings the local copy up to date; a poll stuck
         // on an unreachable store is not waited for long.
         let _ = tokio::time::timeout(RELOADER_STOP_WAIT, self.reloader).await;
@@ -492,10 +456,225 @@ async fn next_connection(
 
 /// What a TLS listener's connections need before HTTP: the acceptor, the certificates (which
 /// count failures) and the handshake's time limit.
+#[derive(Clone)]
 struct TlsEdge {
     acceptor: tokio_rustls::TlsAcceptor,
     certificates: Arc<crate::tls::Certificates>,
     handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsEdge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsEdge")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The listeners, and what their accept loops need: a reload starts a loop on a new address
+/// and retires the one it replaces.
+#[derive(Debug)]
+struct Serving {
+    /// `server.max_connections`, shared by the plaintext and TLS listeners, old and new.
+    slots: Arc<Semaphore>,
+    live: Arc<ArcSwap<Proxy>>,
+    server: Server,
+    tls_edge: Option<TlsEdge>,
+    admin: Arc<Admin>,
+    background: watch::Receiver<bool>,
+    /// `None` once shutdown has taken them.
+    current: std::sync::Mutex<Option<Listeners>>,
+}
+
+#[derive(Debug)]
+struct Listeners {
+    traffic: Accepting,
+    tls: Option<Accepting>,
+    admin: Accepting<()>,
+    /// The drains of listeners a reload replaced: shutdown waits for them too.
+    retired: Vec<JoinHandle<()>>,
+}
+
+/// One listener's accept loop.
+#[derive(Debug)]
+struct Accepting<T = GracefulShutdown> {
+    addr: SocketAddr,
+    /// Set: its connections finish the request in hand and close.
+    draining: Arc<AtomicBool>,
+    /// Set: the loop stops accepting, and idle connections close.
+    stop: watch::Sender<bool>,
+    task: JoinHandle<T>,
+}
+
+impl Accepting {
+    /// Stops accepting and drains the connections: each finishes the request in hand, then
+    /// closes (hyper's, HTTP/2 included, through their graceful shutdown).
+    fn retire(self) -> impl Future<Output = ()> + Send + 'static {
+        self.draining.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+        async move {
+            if let Ok(graceful) = self.task.await {
+                graceful.shutdown().await;
+            }
+        }
+    }
+}
+
+impl Serving {
+    fn start(
+        self,
+        traffic: TcpListener,
+        tls: Option<TcpListener>,
+        admin: TcpListener,
+    ) -> Arc<Self> {
+        let listeners = Listeners {
+            traffic: self.serve_traffic(traffic),
+            tls: tls.map(|l| self.serve_tls(l)),
+            admin: self.serve_admin(admin),
+            retired: Vec::new(),
+        };
+        *self.current.lock().expect("listeners lock") = Some(listeners);
+        Arc::new(self)
+    }
+
+    fn accepting<T>(
+        listener: TcpListener,
+        task: impl FnOnce(TcpListener, Arc<AtomicBool>, watch::Receiver<bool>) -> JoinHandle<T>,
+    ) -> Accepting<T> {
+        let addr = listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = watch::channel(false);
+        Accepting {
+            addr,
+            task: task(listener, draining.clone(), stopped),
+            draining,
+            stop,
+        }
+    }
+
+    fn serve_traffic(&self, listener: TcpListener) -> Accepting {
+        Self::accepting(listener, |listener, draining, stop| {
+            let (slots, live) = (self.slots.clone(), self.live.clone());
+            let server = self.server.clone();
+            tokio::spawn(serve_traffic(listener, slots, live, server, draining, stop))
+        })
+    }
+
+    fn serve_tls(&self, listener: TcpListener) -> Accepting {
+        Self::accepting(listener, |listener, draining, stop| {
+            let edge = (self.tls_edge.clone()).expect("a TLS listener has its certificates");
+            let (slots, live) = (self.slots.clone(), self.live.clone());
+            let server = self.server.clone();
+            tokio::spawn(serve_tls(
+                listener, slots, edge, live, server, draining, stop,
+            ))
+        })
+    }
+
+    fn serve_admin(&self, listener: TcpListener) -> Accepting<()> {
+        Self::accepting(listener, |listener, _, retired| {
+            let (admin, server) = (self.admin.clone(), self.server.clone());
+            let stop = self.background.clone();
+            tokio::spawn(serve_admin(listener, admin, server, retired, stop))
+        })
+    }
+
+    /// The traffic, admin and TLS listeners' addresses.
+    fn addrs(&self) -> (SocketAddr, SocketAddr, Option<SocketAddr>) {
+        let current = self.current.lock().expect("listeners lock");
+        let l = current.as_ref().expect("serving until shutdown");
+        (l.traffic.addr, l.admin.addr, l.tls.as_ref().map(|t| t.addr))
+    }
+
+    fn take(&self) -> Option<Listeners> {
+        self.current.lock().expect("listeners lock").take()
+    }
+}
+
+/// A connection drain to wait for at shutdown.
+type Drain = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Listeners {
+    /// Stops the traffic and TLS listeners; returns the drains of their connections (and of
+    /// retired listeners'), and the admin listener, which serves on until the background
+    /// stops (dropping it would stop it at once).
+    fn stop(self) -> (Vec<Drain>, Accepting<()>) {
+        let mut drains: Vec<Drain> = vec![Box::pin(self.traffic.retire())];
+        if let Some(tls) = self.tls {
+            drains.push(Box::pin(tls.retire()));
+        }
+        for retired in self.retired {
+            drains.push(Box::pin(async move {
+                let _ = retired.await;
+            }));
+        }
+        (drains, self.admin)
+    }
+}
+
+impl crate::reconfigure::Rebind for Serving {
+    fn bind(&self, old: &Config, new: &Config) -> Result<Rebound, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut bind = |key: &str, from: SocketAddr, to: SocketAddr, backlog: u32| {
+            if from == to {
+                return None;
+            }
+            listen(to, backlog)
+                .map_err(|e| {
+                    problems.push(Problem::new(key, format!("cannot listen on {to}: {e}")))
+                })
+                .ok()
+        };
+        let backlog = new.server.listen_backlog;
+        let rebound = Rebound {
+            traffic: bind(
+                "server.listen",
+                old.server.listen,
+                new.server.listen,
+                backlog,
+            ),
+            admin: bind(
+                "server.admin_listen",
+                old.server.admin_listen,
+                new.server.admin_listen,
+                ADMIN_BACKLOG,
+            ),
+            tls: match (&old.server.tls, &new.server.tls) {
+                (Some(o), Some(n)) => bind("server.tls.listen", o.listen, n.listen, backlog),
+                _ => None,
+            },
+        };
+        if problems.is_empty() {
+            Ok(rebound)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn serve(&self, rebound: Rebound) {
+        let mut current = self.current.lock().expect("listeners lock");
+        // Shutting down: the new sockets close unused.
+        let Some(listeners) = current.as_mut() else {
+            return;
+        };
+        if let Some(listener) = rebound.traffic {
+            let old = std::mem::replace(&mut listeners.traffic, self.serve_traffic(listener));
+            tracing::info!(from = %old.addr, to = %listeners.traffic.addr, "traffic listener moved; connections to the old address finish the request in hand and close");
+            listeners.retired.push(tokio::spawn(old.retire()));
+        }
+        if let (Some(listener), Some(tls)) = (rebound.tls, listeners.tls.as_mut()) {
+            let old = std::mem::replace(tls, self.serve_tls(listener));
+            tracing::info!(from = %old.addr, to = %tls.addr, "TLS listener moved; connections to the old address finish the request in hand and close");
+            listeners.retired.push(tokio::spawn(old.retire()));
+        }
+        if let Some(listener) = rebound.admin {
+            let old = std::mem::replace(&mut listeners.admin, self.serve_admin(listener));
+            tracing::info!(from = %old.addr, to = %listeners.admin.addr, "admin listener moved");
+            old.stop.send_replace(true);
+        }
+    }
 }
 
 /// The TLS listener's accept loop: each connection's handshake (bounded by the handshake
@@ -687,10 +866,13 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// The admin connections open, oldest first: each one's id and the switch that closes it.
 type AdminConnections = std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>;
 
+/// The admin listener's accept loop, until `retired` (a reload moved the listener: open
+/// connections go on) or `stop` (shutdown: they close too).
 async fn serve_admin(
     listener: TcpListener,
     admin: Arc<Admin>,
     server: Server,
+    mut retired: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -704,6 +886,7 @@ async fn serve_admin(
     loop {
         let (stream, _) = tokio::select! {
             accepted = accept(&listener, "admin") => accepted,
+            _ = crate::shutdown::until_set(&mut retired) => return,
             _ = crate::shutdown::until_set(&mut stop) => return,
         };
         let id = next_id;

@@ -252,3 +252,92 @@ async fn the_binary_reloads_on_a_changed_file_and_on_sighup_and_keeps_serving_th
     binary.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(binary.exited().await.success());
 }
+
+/// An address nothing listens on (bound, then let go).
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_moved_by_a_reload_serves_on_the_new_address_and_drains_the_old() {
+    let mut setup = Setup::new().await;
+    let router = setup.start().await;
+    let (old_addr, old_admin) = (router.addr(), router.admin_addr());
+
+    // A connection kept alive on the old address, with a request in flight.
+    let mut kept = TcpStream::connect(old_addr).await.unwrap();
+    assert_eq!(get_on(&mut kept, "/").await.1, "legacy");
+    kept.write_all(b"GET /hold HTTP/1.1\r\nhost: shop.example.com\r\nx-tenant-id: acme\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = setup.legacy.seen.clone();
+    wait_for("the request held upstream", || {
+        seen.holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // Both listeners move.
+    let (to, admin_to) = (free_addr(), free_addr());
+    let text = setup.config_text().replacen(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{to}\"\nadmin_listen = \"{admin_to}\""),
+        1,
+    );
+    std::fs::write(setup.dir.path().join("router.toml"), text).unwrap();
+    let config = switchyard::Config::load(&setup.dir.path().join("router.toml")).unwrap();
+    assert_eq!(
+        router.reload(config),
+        Ok(Reloaded::Applied(vec![
+            "server.listen".into(),
+            "server.admin_listen".into()
+        ]))
+    );
+    assert_eq!((router.addr(), router.admin_addr()), (to, admin_to));
+
+    // The new addresses serve; the old ones take no new connection.
+    let c = client();
+    let (status, _, body) = get(&c, to, "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
+    let (status, _, body) = get(&c, admin_to, "/readyz", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+    assert!(TcpStream::connect(old_addr).await.is_err());
+    assert!(TcpStream::connect(old_admin).await.is_err());
+
+    // The request in flight on the old address gets its answer, then that connection closes.
+    setup.legacy.seen.release.notify_waiters();
+    let (head, body) = read_one_response(&mut kept).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, "legacy");
+
+    // A listener that cannot be bound rejects the whole reload: the endpoint change with it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let _other = std::mem::replace(&mut setup.legacy, TestUpstream::start("legacy-b").await);
+    let text = setup.config_text().replacen(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{taken_addr}\"\nadmin_listen = \"{admin_to}\""),
+        1,
+    );
+    std::fs::write(setup.dir.path().join("router.toml"), text).unwrap();
+    let config = switchyard::Config::load(&setup.dir.path().join("router.toml")).unwrap();
+    let problems = router.reload(config).expect_err("the address is taken");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].key, "server.listen");
+    assert!(
+        problems[0]
+            .reason
+            .starts_with(&format!("cannot listen on {taken_addr}:")),
+        "{}",
+        problems[0]
+    );
+    let (status, _, body) = get(&c, to, "/", &[("x-tenant-id", "acme")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
+    assert!(router.shutdown().await);
+}

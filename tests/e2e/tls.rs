@@ -805,3 +805,43 @@ async fn a_returning_client_resumes_its_session_over_tls_1_3_and_1_2() {
     }
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_tls_listener_and_refuses_other_tls_changes() {
+    let pki = Pki::new();
+    let mut setup = Setup::new().await;
+    let router = start(&mut setup, &pki).await;
+    let old = router.tls_addr().unwrap();
+    let to = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let reload = |extra: String| {
+        let path = setup.dir.path().join("router.toml");
+        let text = setup.config_text().replace(TLS_SECTION, &extra);
+        std::fs::write(&path, text).unwrap();
+        router.reload(switchyard::Config::load(&path).unwrap())
+    };
+    let moved = TLS_SECTION.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{to}\""));
+    assert_eq!(
+        reload(moved.clone()),
+        Ok(switchyard::reconfigure::Reloaded::Applied(vec![
+            "server.tls.listen".into()
+        ]))
+    );
+    assert_eq!(router.tls_addr(), Some(to));
+    let h1 = pki.client(&[b"http/1.1"]);
+    let mut tls = handshake(to, &h1, "api.example.com").await.unwrap();
+    assert!(
+        http1_get(&mut tls, "acme")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(TcpStream::connect(old).await.is_err());
+
+    // Its settings and files need a restart.
+    let problems = reload(moved.replace("reload_interval_ms = 50", "reload_interval_ms = 60"))
+        .expect_err("a restart is needed");
+    assert_eq!(problems[0].key, "server.tls");
+    assert!(router.shutdown().await);
+}
