@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::{Path, State};
 use bytes::Bytes;
 use flag_store::{
     FlagState, FlagWrite, Found, Mode, Placement, Placing, ShadowItem, StoreError, TargetId,
     Targets, model::validate_tenant_id,
 };
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use http_body::Body;
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -90,53 +91,44 @@ impl Admin {
         }
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> AdminResponse
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let path = req.uri().path();
-        if req.method() == Method::PUT
-            && let Some(tenant) = path.strip_prefix("/flags/")
-        {
-            let tenant = percent_decode(tenant);
-            return self.put_flag(&tenant, req).await;
-        }
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET is served here, and PUT on /flags/TENANT\n",
-            );
-        }
-        let query = req.uri().query().unwrap_or("");
-        match path {
-            "/metrics" => {
-                let mut resp = text(StatusCode::OK, self.proxy.load().metrics.render());
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                resp
-            }
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => self.readyz(),
-            "/explain" => self.explain(query),
-            "/shadow" => json_response(
-                StatusCode::OK,
-                json!({ "tenants": self.proxy.load().shadows().summary() }),
-            ),
-            _ => match (path.strip_prefix("/flags/"), path.strip_prefix("/shadow/")) {
-                (Some(tenant), _) if !tenant.is_empty() => self.flag(&percent_decode(tenant)),
-                (_, Some(tenant)) if !tenant.is_empty() => json_response(
-                    StatusCode::OK,
-                    json!(self.proxy.load().shadows().report(&percent_decode(tenant))),
-                ),
-                _ => text(
+    /// The admin API as a tower service: axum routes the endpoints; the write needs the
+    /// bearer token (checked first, so nobody else's body is read), and its body is bounded
+    /// in size and in time, each by a layer.
+    pub fn service(self: Arc<Self>) -> axum::Router {
+        use axum::handler::Handler;
+        use axum::routing::get;
+        let write = put_flag
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                ADMIN_BODY_TIMEOUT,
+            ))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                MAX_ADMIN_BODY,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authorize,
+            ));
+        axum::Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { text(StatusCode::OK, "ok\n") }))
+            .route("/readyz", get(|State(admin): State<Arc<Admin>>| async move { admin.readyz() }))
+            .route("/explain", get(explain))
+            .route("/flags/{tenant}", get(flag).put(write))
+            .route("/shadow", get(shadow_summary))
+            .route("/shadow/{tenant}", get(shadow_report))
+            .fallback(|| async {
+                text(
                     StatusCode::NOT_FOUND,
                     "not found; try /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P, /shadow, /shadow/TENANT\n",
-                ),
-            },
-        }
+                )
+            })
+            .method_not_allowed_fallback(|| async {
+                text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "only GET is served here, and PUT on /flags/TENANT\n",
+                )
+            })
+            .with_state(self)
     }
 
     fn readyz(&self) -> AdminResponse {
@@ -176,56 +168,25 @@ impl Admin {
         text(StatusCode::OK, "ready\n")
     }
 
-    /// `PUT /flags/{tenant}`: authenticate, read a bounded body, then one conditional write.
-    async fn put_flag<B>(&self, tenant: &str, req: Request<B>) -> AdminResponse
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    /// `PUT /flags/{tenant}`, once [`authorize`] let it through: a body bounded by the
+    /// layers, then one conditional write.
+    async fn put_flag(&self, tenant: &str, headers: &HeaderMap, body: Body) -> AdminResponse {
         let error = |status, message: String| json_response(status, json!({ "error": message }));
-        let Some((token, store)) = &self.writes else {
-            return error(
-                StatusCode::FORBIDDEN,
-                "admin writes are disabled: set [server] admin_token_file in the router's config"
-                    .into(),
-            );
+        let Some((_, store)) = &self.writes else {
+            unreachable!("authorize refuses writes when they are disabled");
         };
-        if !bearer_matches(req.headers(), token) {
-            let mut resp = error(
-                StatusCode::UNAUTHORIZED,
-                "admin writes need the header `Authorization: Bearer TOKEN` with the token in [server] admin_token_file".into(),
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"switchyard-admin\""),
-            );
-            return resp;
-        }
         if let Err(e) = validate_tenant_id(tenant) {
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
-        let expect_version = match if_match(req.headers()) {
+        let expect_version = match if_match(headers) {
             Ok(v) => v,
             Err((status, message)) => return error(status, message),
         };
-        let body = match tokio::time::timeout(
-            ADMIN_BODY_TIMEOUT,
-            Limited::new(req.into_body(), MAX_ADMIN_BODY).collect(),
-        )
-        .await
-        {
-            Ok(Ok(body)) => body.to_bytes(),
-            Ok(Err(e)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the body (at most {MAX_ADMIN_BODY} bytes): {e}"),
-                );
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("the body did not arrive within {ADMIN_BODY_TIMEOUT:?}"),
-                );
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                let (status, why) = body_failure(&e);
+                return error(status, why);
             }
         };
         let put: PutFlag = match serde_json::from_slice(&body) {
@@ -569,6 +530,97 @@ impl Admin {
             .collect::<serde_json::Map<_, _>>()
             .into()
     }
+}
+
+type AdminState = State<Arc<Admin>>;
+
+async fn metrics(State(admin): AdminState) -> AdminResponse {
+    let mut resp = text(StatusCode::OK, admin.proxy.load().metrics.render());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+async fn explain(State(admin): AdminState, uri: http::Uri) -> AdminResponse {
+    admin.explain(uri.query().unwrap_or(""))
+}
+
+async fn flag(State(admin): AdminState, Path(tenant): Path<String>) -> AdminResponse {
+    admin.flag(&tenant)
+}
+
+async fn put_flag(
+    State(admin): AdminState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> AdminResponse {
+    admin.put_flag(&tenant, &headers, body).await
+}
+
+async fn shadow_summary(State(admin): AdminState) -> AdminResponse {
+    let summary = admin.proxy.load().shadows().summary();
+    json_response(StatusCode::OK, json!({ "tenants": summary }))
+}
+
+async fn shadow_report(State(admin): AdminState, Path(tenant): Path<String>) -> AdminResponse {
+    let report = admin.proxy.load().shadows().report(&tenant);
+    json_response(StatusCode::OK, json!(report))
+}
+
+/// The write's gate: 403 while writes are disabled, 401 without the bearer token.
+async fn authorize(
+    State(admin): AdminState,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let error = |status, message: &str| json_response(status, json!({ "error": message }));
+    let Some((token, _)) = &admin.writes else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin writes are disabled: set [server] admin_token_file in the router's config",
+        )
+        .into_response();
+    };
+    if !bearer_matches(req.headers(), token) {
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "admin writes need the header `Authorization: Bearer TOKEN` with the token in [server] admin_token_file",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"switchyard-admin\""),
+        );
+        return resp.into_response();
+    }
+    next.run(req).await
+}
+
+/// Why a write's body could not be read: over the size limit, too slow, or cut off.
+fn body_failure(e: &axum::Error) -> (StatusCode, String) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {MAX_ADMIN_BODY} bytes"),
+            );
+        }
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {ADMIN_BODY_TIMEOUT:?}"),
+            );
+        }
+        source = err.source();
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the body: {e}"),
+    )
 }
 
 /// Adds a flag's version as the response's `ETag` (the value `If-Match` takes back).

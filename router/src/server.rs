@@ -192,7 +192,7 @@ impl Router {
                 live: live.clone(),
                 server: config.server.clone(),
                 tls_edge,
-                admin,
+                admin: admin.service(),
                 background: background.clone(),
                 current: std::sync::Mutex::new(None),
             },
@@ -480,7 +480,8 @@ struct Serving {
     live: Arc<ArcSwap<Proxy>>,
     server: Server,
     tls_edge: Option<TlsEdge>,
-    admin: Arc<Admin>,
+    /// The admin API ([`Admin::service`]).
+    admin: axum::Router,
     background: watch::Receiver<bool>,
     /// `None` once shutdown has taken them.
     current: std::sync::Mutex<Option<Listeners>>,
@@ -870,7 +871,7 @@ type AdminConnections = std::collections::VecDeque<(u64, Arc<tokio::sync::Notify
 /// connections go on) or `stop` (shutdown: they close too).
 async fn serve_admin(
     listener: TcpListener,
-    admin: Arc<Admin>,
+    admin: axum::Router,
     server: Server,
     mut retired: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
@@ -901,13 +902,9 @@ async fn serve_admin(
             }
             open.push_back((id, close.clone()));
         }
-        let admin = admin.clone();
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            }),
+            hyper_util::service::TowerToHyperService::new(admin.clone()),
         );
         let (mut stop, open) = (stop.clone(), open.clone());
         tokio::spawn(async move {
