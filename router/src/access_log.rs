@@ -229,25 +229,25 @@ fn write_lines(
 }
 
 impl Families for AccessLog {
-    fn render(&self, w: &mut String) {
+    fn collect(&self, out: &mut Vec<prometheus::proto::MetricFamily>) {
         let (written, dropped) = (&self.written, &self.dropped);
         single(
-            w,
+            out,
             (
                 "switchyard_access_log_lines_total",
                 "counter",
                 "Access log lines written.",
             ),
-            written.load(Ordering::Relaxed),
+            written.load(Ordering::Relaxed) as f64,
         );
         single(
-            w,
+            out,
             (
                 "switchyard_access_log_dropped_total",
                 "counter",
                 "Access log lines dropped because the writer was behind (its buffer was full).",
             ),
-            dropped.load(Ordering::Relaxed),
+            dropped.load(Ordering::Relaxed) as f64,
         );
     }
 }

@@ -1,19 +1,26 @@
-//! Step 5 of the hot path: counters and histograms with labels from closed sets only (routes
-//! and targets from the config, status classes, error kinds), stored as flat arrays of
-//! atomics indexed by those sets, so recording a request is a few relaxed adds and no lookup,
-//! lock or allocation. Rendered as Prometheus text by the admin listener.
+//! Step 5 of the hot path, on the `prometheus` crate: typed families in one registry, with
+//! labels from closed sets only (routes and targets from the config, status classes, error
+//! kinds). Every series the hot path records into is resolved once, at start, into a flat
+//! array indexed by those sets, so recording a request is a few atomic adds and no lookup,
+//! lock or allocation. State other parts keep (flags, health, TLS, streams, the store's
+//! reads, shadows, the access log, config reloads) is read into families at scrape time
+//! ([`Families`]). The admin listener serves the registry through the text encoder.
 
-use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use flag_store::dynamodb::StoreReads;
 use flag_store::{FlagState, ReloadResult};
-
-use crate::streams::{StreamKind, Streams};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
+};
 
 use crate::health::Health;
-use flag_store::dynamodb::StoreReads;
+use crate::streams::{StreamKind, Streams};
 
 /// Status classes, the `status` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,39 +136,55 @@ const BOUNDS_SECONDS: [f64; 26] = [
     0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Debug)]
-struct Histogram {
-    /// Per bucket (not cumulative); the last is +Inf.
-    counts: [AtomicU64; BOUNDS_SECONDS.len() + 1],
-    sum_nanos: AtomicU64,
+/// Families a part of the router keeps the state of, read at every scrape.
+pub trait Families: Send + Sync + std::fmt::Debug {
+    fn collect(&self, out: &mut Vec<MetricFamily>);
 }
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
+/// One family built at scrape time: a counter or a gauge with its label names, filled with
+/// [`Family::set`] and handed to the registry's scrape with [`Family::into`].
+pub struct Family(FamilyVec);
+
+enum FamilyVec {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+}
+
+impl Family {
+    pub fn counter(name: &str, help: &str, labels: &[&str]) -> Family {
+        let vec = CounterVec::new(Opts::new(name, help), labels).expect("a valid family");
+        Family(FamilyVec::Counter(vec))
+    }
+
+    pub fn gauge(name: &str, help: &str, labels: &[&str]) -> Family {
+        let vec = GaugeVec::new(Opts::new(name, help), labels).expect("a valid family");
+        Family(FamilyVec::Gauge(vec))
+    }
+
+    /// The series for `labels` (one value each, in the family's order) reads `value`.
+    pub fn set(&self, labels: &[&str], value: f64) {
+        match &self.0 {
+            FamilyVec::Counter(v) => v.with_label_values(labels).inc_by(value.max(0.0)),
+            FamilyVec::Gauge(v) => v.with_label_values(labels).set(value),
+        }
+    }
+
+    pub fn into(self, out: &mut Vec<MetricFamily>) {
+        match self.0 {
+            FamilyVec::Counter(v) => out.extend(v.collect()),
+            FamilyVec::Gauge(v) => out.extend(v.collect()),
         }
     }
 }
 
-fn bound_nanos() -> &'static [u64; BOUNDS_SECONDS.len()] {
-    static NANOS: std::sync::OnceLock<[u64; BOUNDS_SECONDS.len()]> = std::sync::OnceLock::new();
-    NANOS.get_or_init(|| BOUNDS_SECONDS.map(|s| (s * 1e9).round() as u64))
-}
-
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let nanos = d.as_nanos().min(u128::from(u64::MAX)) as u64;
-        let i = bound_nanos().partition_point(|&b| b < nanos);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-/// Metric families a part of the router keeps and renders itself, with [`header`].
-pub trait Families: Send + Sync + std::fmt::Debug {
-    fn render(&self, w: &mut String);
+/// A family of one value without labels.
+pub fn single(out: &mut Vec<MetricFamily>, (name, kind, help): (&str, &str, &str), value: f64) {
+    let family = match kind {
+        "gauge" => Family::gauge(name, help, &[]),
+        _ => Family::counter(name, help, &[]),
+    };
+    family.set(&[], value);
+    family.into(out);
 }
 
 /// Label positions: routes and targets from the config, each followed by one `none` slot for
@@ -172,32 +195,91 @@ pub struct Labels {
     pub target: usize,
 }
 
+/// Families whose series by route, target and status are many and mostly zero: only the
+/// series that counted something are served. The other families serve every real series
+/// from the start (so a rate is defined before the first event).
+const SPARSE: [&str; 2] = [
+    "switchyard_requests_total",
+    "switchyard_request_duration_seconds",
+];
+
+/// Whether a series that has counted nothing is left out: in a sparse family, or for a slot
+/// that names no route or target (`none`), or a failover to the target it came from.
+fn left_out_when_zero(family: &str, m: &prometheus::proto::Metric) -> bool {
+    let labels = m.get_label();
+    let value = |name: &str| {
+        (labels.iter())
+            .find(|l| l.name() == name)
+            .map(|l| l.value())
+    };
+    SPARSE.contains(&family)
+        || (labels.iter())
+            .any(|l| matches!(l.name(), "route" | "target" | "from" | "to") && l.value() == "none")
+        || value("from").is_some_and(|from| value("to") == Some(from))
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     routes: Vec<String>,
     targets: Vec<String>,
-    requests: Box<[AtomicU64]>,
+    /// (route, target, class)
+    requests: Box<[IntCounter]>,
+    /// (route, target)
     durations: Box<[Histogram]>,
-    upstream_errors: Box<[AtomicU64]>,
+    /// (target, kind)
+    upstream_errors: Box<[IntCounter]>,
+    /// (route, from, to)
+    failovers: Box<[IntCounter]>,
+    /// (target, reason)
+    retries: Box<[IntCounter]>,
+    retry_budget_exhausted: Box<[IntCounter]>,
+    /// (route, target)
+    pinned_unavailable: Box<[IntCounter]>,
+    connections_open: IntGauge,
+    connections_total: IntCounter,
+    state: Arc<State>,
+}
+
+/// What the scrape reads from the rest of the router.
+#[derive(Debug)]
+struct State {
+    /// The config's targets (without `none`).
+    targets: Vec<String>,
     /// HTTP/1.1 connections opened, by target: shared with each target's pools.
     upstream_connects: Box<[Arc<AtomicU64>]>,
-    /// (route, from, to)
-    failovers: Box<[AtomicU64]>,
-    /// (target, reason)
-    retries: Box<[AtomicU64]>,
-    retry_budget_exhausted: Box<[AtomicU64]>,
-    /// (route, target)
-    pinned_unavailable: Box<[AtomicU64]>,
-    connections_open: AtomicU64,
-    connections_total: AtomicU64,
     flags: Arc<FlagState>,
     /// The current config's: a reload swaps it.
     health: arc_swap::ArcSwap<Health>,
-    store_reads: Option<Arc<StoreReads>>,
-    streams: Option<Arc<Streams>>,
-    tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
-    /// Families rendered by their owners (the shadow comparisons, the access log).
-    families: std::sync::Mutex<Vec<Arc<dyn Families>>>,
+    store_reads: OnceLock<Arc<StoreReads>>,
+    streams: OnceLock<Arc<Streams>>,
+    tls: OnceLock<Arc<crate::tls::Certificates>>,
+    /// Families kept by their owners (the shadow comparisons, the access log, reloads).
+    families: Mutex<Vec<Arc<dyn Families>>>,
+}
+
+/// Registered without descriptors: its families are read afresh at every scrape.
+struct Scraped(Arc<State>);
+
+impl Collector for Scraped {
+    fn desc(&self) -> Vec<&Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        self.0.collect(&mut out);
+        out
+    }
+}
+
+/// Registers `collector` and gives it back (a metric handle shares its state with the copy
+/// the registry holds).
+fn registered<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("each family is registered once");
+    collector
 }
 
 impl Metrics {
@@ -211,58 +293,156 @@ impl Metrics {
         routes.push("none".into());
         let mut targets = targets.to_vec();
         targets.push("none".into());
-        let pairs = routes.len() * targets.len();
-        let zeros = |n: usize| -> Box<[AtomicU64]> { (0..n).map(|_| AtomicU64::new(0)).collect() };
-        Metrics {
-            failovers: zeros(pairs * targets.len()),
-            retries: zeros(targets.len() * RetryReason::ALL.len()),
-            retry_budget_exhausted: zeros(targets.len()),
-            pinned_unavailable: zeros(pairs),
-            requests: (0..pairs * StatusClass::ALL.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            durations: (0..pairs).map(|_| Histogram::default()).collect(),
-            upstream_errors: (0..targets.len() * UpstreamErrorKind::ALL.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+        let registry = Registry::new();
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("a valid family"),
+            )
+        };
+        let requests = counters(
+            "switchyard_requests_total",
+            "Requests answered, by route, target and status class.",
+            &["route", "target", "status"],
+        );
+        let durations = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_request_duration_seconds",
+                    "Time from request received to response body finished, by route and target.",
+                )
+                .buckets(BOUNDS_SECONDS.to_vec()),
+                &["route", "target"],
+            )
+            .expect("a valid family"),
+        );
+        let upstream_errors = counters(
+            "switchyard_upstream_errors_total",
+            "Upstream failures by target and kind (connect, timeout, reset, body, tls).",
+            &["target", "kind"],
+        );
+        let failovers = counters(
+            "switchyard_failovers_total",
+            "Split-tenant requests sent away from the target their weights give, because it was unhealthy or failed.",
+            &["route", "from", "to"],
+        );
+        let retries = counters(
+            "switchyard_retries_total",
+            "Requests retried after their first attempt failed, by the failed target and why.",
+            &["target", "reason"],
+        );
+        let retry_budget_exhausted = counters(
+            "switchyard_retry_budget_exhausted_total",
+            "Retries not made because the target's retry budget was spent.",
+            &["target"],
+        );
+        let pinned_unavailable = counters(
+            "switchyard_pinned_unavailable_total",
+            "Requests of pinned tenants (or fixed routes) answered 503 because their only target was down.",
+            &["route", "target"],
+        );
+        let connections_open = registered(
+            &registry,
+            IntGauge::new(
+                "switchyard_connections_open",
+                "Client connections open now.",
+            )
+            .expect("a valid family"),
+        );
+        let connections_total = registered(
+            &registry,
+            IntCounter::new(
+                "switchyard_connections_total",
+                "Client connections accepted.",
+            )
+            .expect("a valid family"),
+        );
+        let pairs =
+            || (routes.iter()).flat_map(|r| targets.iter().map(move |t| (r.as_str(), t.as_str())));
+        let state = Arc::new(State {
+            targets: targets[..targets.len() - 1].to_vec(),
             upstream_connects: (0..targets.len()).map(|_| Arc::default()).collect(),
-            routes,
-            targets,
-            connections_open: AtomicU64::new(0),
-            connections_total: AtomicU64::new(0),
             flags,
             health: arc_swap::ArcSwap::new(health),
-            store_reads: None,
-            streams: None,
-            tls: std::sync::OnceLock::new(),
-            families: std::sync::Mutex::default(),
+            store_reads: OnceLock::new(),
+            streams: OnceLock::new(),
+            tls: OnceLock::new(),
+            families: Mutex::default(),
+        });
+        registry
+            .register(Box::new(Scraped(state.clone())))
+            .expect("one scraped collector");
+        Metrics {
+            requests: pairs()
+                .flat_map(|(r, t)| {
+                    let requests = &requests;
+                    StatusClass::ALL
+                        .iter()
+                        .map(move |c| requests.with_label_values(&[r, t, c.as_str()]))
+                })
+                .collect(),
+            durations: pairs()
+                .map(|(r, t)| durations.with_label_values(&[r, t]))
+                .collect(),
+            upstream_errors: (targets.iter())
+                .flat_map(|t| {
+                    let errors = &upstream_errors;
+                    (UpstreamErrorKind::ALL.iter())
+                        .map(move |k| errors.with_label_values(&[t.as_str(), k.as_str()]))
+                })
+                .collect(),
+            failovers: pairs()
+                .flat_map(|(r, from)| {
+                    let (failovers, targets) = (&failovers, &targets);
+                    (targets.iter()).map(move |to| failovers.with_label_values(&[r, from, to]))
+                })
+                .collect(),
+            retries: (targets.iter())
+                .flat_map(|t| {
+                    let retries = &retries;
+                    (RetryReason::ALL.iter())
+                        .map(move |k| retries.with_label_values(&[t.as_str(), k.as_str()]))
+                })
+                .collect(),
+            retry_budget_exhausted: (targets.iter())
+                .map(|t| retry_budget_exhausted.with_label_values(&[t]))
+                .collect(),
+            pinned_unavailable: pairs()
+                .map(|(r, t)| pinned_unavailable.with_label_values(&[r, t]))
+                .collect(),
+            connections_open,
+            connections_total,
+            registry,
+            routes,
+            targets,
+            state,
         }
     }
 
-    /// Exports the long-lived exchanges bound to a side, and those closed by flips.
-    pub fn with_streams(mut self, streams: Arc<Streams>) -> Self {
-        self.streams = Some(streams);
+    pub fn with_streams(self, streams: Arc<Streams>) -> Self {
+        let _ = self.state.streams.set(streams);
         self
     }
 
-    /// Exports the TLS listener's handshake failures and certificate reloads.
     /// The endpoints' health of a reloaded config.
     pub fn set_health(&self, health: Arc<Health>) {
-        self.health.store(health);
+        self.state.health.store(health);
     }
 
     pub fn set_tls(&self, certificates: Arc<crate::tls::Certificates>) {
-        let _ = self.tls.set(certificates);
+        let _ = self.state.tls.set(certificates);
     }
 
-    /// Exports families their owner renders (the shadow comparisons, the access log).
+    /// Families another part keeps, served from now on.
     pub fn add_families(&self, families: Arc<dyn Families>) {
-        self.families.lock().expect("families").push(families);
+        self.state.families.lock().expect("families").push(families);
     }
 
-    /// Exports the reads a remote flag store makes.
-    pub fn with_store_reads(mut self, reads: Option<Arc<StoreReads>>) -> Self {
-        self.store_reads = reads;
+    pub fn with_store_reads(self, reads: Option<Arc<StoreReads>>) -> Self {
+        if let Some(reads) = reads {
+            let _ = self.state.store_reads.set(reads);
+        }
         self
     }
 
@@ -279,47 +459,43 @@ impl Metrics {
     #[inline]
     pub fn record(&self, labels: Labels, class: StatusClass, elapsed: Duration) {
         let pair = labels.route * self.targets.len() + labels.target;
-        self.requests[pair * StatusClass::ALL.len() + class as usize]
-            .fetch_add(1, Ordering::Relaxed);
-        self.durations[pair].observe(elapsed);
+        self.requests[pair * StatusClass::ALL.len() + class as usize].inc();
+        self.durations[pair].observe(elapsed.as_secs_f64());
     }
 
     pub fn upstream_error(&self, target: usize, kind: UpstreamErrorKind) {
-        self.upstream_errors[target * UpstreamErrorKind::ALL.len() + kind as usize]
-            .fetch_add(1, Ordering::Relaxed);
+        self.upstream_errors[target * UpstreamErrorKind::ALL.len() + kind as usize].inc();
     }
 
     pub fn failover(&self, route: usize, from: usize, to: usize) {
         let n = self.targets.len();
-        self.failovers[(route * n + from) * n + to].fetch_add(1, Ordering::Relaxed);
+        self.failovers[(route * n + from) * n + to].inc();
     }
 
     pub fn retry(&self, target: usize, reason: RetryReason) {
-        self.retries[target * RetryReason::ALL.len() + reason as usize]
-            .fetch_add(1, Ordering::Relaxed);
+        self.retries[target * RetryReason::ALL.len() + reason as usize].inc();
     }
 
     /// The counter of HTTP/1.1 connections opened to `target`, for its pools to count into.
     pub fn upstream_connects(&self, target: usize) -> Arc<AtomicU64> {
-        self.upstream_connects[target].clone()
+        self.state.upstream_connects[target].clone()
     }
 
     pub fn retry_budget_exhausted(&self, target: usize) {
-        self.retry_budget_exhausted[target].fetch_add(1, Ordering::Relaxed);
+        self.retry_budget_exhausted[target].inc();
     }
 
     pub fn pinned_unavailable(&self, labels: Labels) {
-        self.pinned_unavailable[labels.route * self.targets.len() + labels.target]
-            .fetch_add(1, Ordering::Relaxed);
+        self.pinned_unavailable[labels.route * self.targets.len() + labels.target].inc();
     }
 
     pub fn connection_opened(&self) {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.inc();
+        self.connections_total.inc();
     }
 
     pub fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_open.dec();
     }
 
     /// Requests counted so far for (route, target, class), by name. For tests and tools.
@@ -328,434 +504,222 @@ impl Metrics {
         let t = self.targets.iter().position(|n| n == target);
         let c = StatusClass::ALL.iter().position(|c| c.as_str() == class);
         match (r, t, c) {
-            (Some(r), Some(t), Some(c)) => self.requests
-                [(r * self.targets.len() + t) * StatusClass::ALL.len() + c]
-                .load(Ordering::Relaxed),
+            (Some(r), Some(t), Some(c)) => {
+                self.requests[(r * self.targets.len() + t) * StatusClass::ALL.len() + c].get()
+            }
             _ => 0,
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every family.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        for family in &mut families {
+            let name = family.name().to_owned();
+            let mut metrics = family.take_metric();
+            metrics.retain(|m| {
+                let counted = m.get_counter().get_value() > 0.0
+                    || m.get_gauge().get_value() != 0.0
+                    || m.get_histogram().get_sample_count() > 0;
+                counted || !left_out_when_zero(&name, m)
+            });
+            family.set_metric(metrics);
+        }
+        // The text encoder refuses a family with no series.
+        families.retain(|f| !f.get_metric().is_empty());
         let mut out = String::with_capacity(16 * 1024);
-        let w = &mut out;
-        header(
-            w,
-            "switchyard_requests_total",
-            "counter",
-            "Requests answered, by route, target and status class.",
-        );
-        for (r, route) in self.routes.iter().enumerate() {
-            for (t, target) in self.targets.iter().enumerate() {
-                for (c, class) in StatusClass::ALL.iter().enumerate() {
-                    let n = self.requests
-                        [(r * self.targets.len() + t) * StatusClass::ALL.len() + c]
-                        .load(Ordering::Relaxed);
-                    if n > 0 {
-                        let _ = writeln!(
-                            w,
-                            "switchyard_requests_total{{route=\"{route}\",target=\"{target}\",status=\"{}\"}} {n}",
-                            class.as_str()
-                        );
-                    }
-                }
-            }
-        }
-        header(
-            w,
-            "switchyard_request_duration_seconds",
-            "histogram",
-            "Time from request received to response body finished, by route and target.",
-        );
-        for (r, route) in self.routes.iter().enumerate() {
-            for (t, target) in self.targets.iter().enumerate() {
-                let h = &self.durations[r * self.targets.len() + t];
-                let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-                let total: u64 = counts.iter().sum();
-                if total == 0 {
-                    continue;
-                }
-                let labels = format!("route=\"{route}\",target=\"{target}\"");
-                let mut cumulative = 0;
-                for (i, bound) in BOUNDS_SECONDS.iter().enumerate() {
-                    cumulative += counts[i];
-                    let _ = writeln!(
-                        w,
-                        "switchyard_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                    );
-                }
-                let _ = writeln!(
-                    w,
-                    "switchyard_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
-                );
-                let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-                let _ = writeln!(
-                    w,
-                    "switchyard_request_duration_seconds_sum{{{labels}}} {sum}"
-                );
-                let _ = writeln!(
-                    w,
-                    "switchyard_request_duration_seconds_count{{{labels}}} {total}"
-                );
-            }
-        }
-        header(
-            w,
-            "switchyard_upstream_errors_total",
-            "counter",
-            "Upstream failures by target and kind (connect, timeout, reset, body).",
-        );
-        for (t, target) in self.targets.iter().enumerate().take(self.targets.len() - 1) {
-            for (k, kind) in UpstreamErrorKind::ALL.iter().enumerate() {
-                let n = self.upstream_errors[t * UpstreamErrorKind::ALL.len() + k]
-                    .load(Ordering::Relaxed);
-                let _ = writeln!(
-                    w,
-                    "switchyard_upstream_errors_total{{target=\"{target}\",kind=\"{}\"}} {n}",
-                    kind.as_str()
-                );
-            }
-        }
-        header(
-            w,
+        prometheus::TextEncoder::new()
+            .encode_utf8(&families, &mut out)
+            .expect("the registry's families encode");
+        out
+    }
+}
+
+impl State {
+    fn collect(&self, out: &mut Vec<MetricFamily>) {
+        let targets = &self.targets;
+        let connects = Family::counter(
             "switchyard_upstream_connections_opened_total",
-            "counter",
             "HTTP/1.1 connections opened to the target's endpoints. Under steady load a pool that keeps up opens none.",
+            &["target"],
         );
-        for (t, target) in self.targets.iter().enumerate().take(self.targets.len() - 1) {
-            let n = self.upstream_connects[t].load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "switchyard_upstream_connections_opened_total{{target=\"{target}\"}} {n}"
-            );
+        for (target, n) in targets.iter().zip(self.upstream_connects.iter()) {
+            connects.set(&[target], n.load(Ordering::Relaxed) as f64);
         }
-        self.render_health(w);
-        for families in self.families.lock().expect("families").iter() {
-            families.render(w);
-        }
-        let snap = self.flags.load();
-        header(
-            w,
-            "switchyard_flags_version",
-            "gauge",
-            "Flag store version of the snapshot in use.",
-        );
-        let _ = writeln!(w, "switchyard_flags_version {}", snap.version);
-        header(
-            w,
-            "switchyard_flags_generation",
-            "gauge",
-            "Snapshots built by this process (0: none loaded yet).",
-        );
-        let _ = writeln!(w, "switchyard_flags_generation {}", snap.generation);
-        header(
-            w,
-            "switchyard_flags_tenants",
-            "gauge",
-            "Tenants with a flag of their own in the snapshot.",
-        );
-        let _ = writeln!(w, "switchyard_flags_tenants {}", snap.len());
-        header(
-            w,
-            "switchyard_flags_rejected_items",
-            "gauge",
-            "Flag items the store holds that the snapshot rejected.",
-        );
-        let _ = writeln!(w, "switchyard_flags_rejected_items {}", snap.rejected.len());
-        drop(snap);
-        header(
-            w,
-            "switchyard_flags_reloads_total",
-            "counter",
-            "Flag store polls that changed or failed, by result (ok, partial: some items rejected, error: store unreadable, refused: another or an older store).",
-        );
-        for result in ReloadResult::ALL {
-            let _ = writeln!(
-                w,
-                "switchyard_flags_reloads_total{{result=\"{}\"}} {}",
-                result.as_str(),
-                self.flags.reloads(result)
-            );
-        }
-        header(
-            w,
-            "switchyard_flags_age_seconds",
-            "gauge",
-            "Seconds since the flag store last confirmed the snapshot.",
-        );
-        let _ = writeln!(
-            w,
-            "switchyard_flags_age_seconds {:.3}",
-            self.flags.age().as_secs_f64()
-        );
-        header(
-            w,
-            "switchyard_flags_store_refused",
-            "gauge",
-            "1 while the flag store is refused (another identity, or its version went back): routing on the last good snapshot until `switchyard flags adopt`.",
-        );
-        let _ = writeln!(
-            w,
-            "switchyard_flags_store_refused {}",
-            u8::from(self.flags.store_refused().is_some())
-        );
+        connects.into(out);
+        self.collect_health(out);
+        self.collect_flags(out);
         if let Some(tls) = self.tls.get() {
-            header(
-                w,
+            let failures = Family::counter(
                 "switchyard_tls_handshake_failures_total",
-                "counter",
                 "TLS connections that did not get to HTTP, by reason (timeout, not_tls: plain HTTP or other bytes, unknown_name: SNI for no certificate, failed).",
+                &["reason"],
             );
             for why in crate::tls::HandshakeFailure::ALL {
-                let _ = writeln!(
-                    w,
-                    "switchyard_tls_handshake_failures_total{{reason=\"{}\"}} {}",
-                    why.as_str(),
-                    tls.failures(why)
-                );
+                failures.set(&[why.as_str()], tls.failures(why) as f64);
             }
-            header(
-                w,
+            failures.into(out);
+            let expiry = Family::gauge(
                 "switchyard_tls_certificate_expiry_seconds",
-                "gauge",
                 "Seconds until each served certificate expires (negative once it has), by the name the config gives it.",
+                &["certificate"],
             );
             for (name, seconds) in tls.expiries() {
-                let _ = writeln!(
-                    w,
-                    "switchyard_tls_certificate_expiry_seconds{{certificate=\"{name}\"}} {seconds}"
-                );
+                expiry.set(&[name], seconds as f64);
             }
-            header(
-                w,
+            expiry.into(out);
+            let reloads = Family::counter(
                 "switchyard_tls_certificate_reloads_total",
-                "counter",
                 "Certificate files reloaded after a change, by result (error: the certificate in use stays).",
+                &["result"],
             );
             for (ok, result) in [(true, "ok"), (false, "error")] {
-                let _ = writeln!(
-                    w,
-                    "switchyard_tls_certificate_reloads_total{{result=\"{result}\"}} {}",
-                    tls.reloads(ok)
-                );
+                reloads.set(&[result], tls.reloads(ok) as f64);
             }
+            reloads.into(out);
         }
-        if let Some(streams) = &self.streams {
-            header(
-                w,
-                "switchyard_streams_open",
-                "gauge",
-                "Open tunnels and streaming responses of flag-routed tenants, which follow flips.",
+        if let Some(streams) = self.streams.get() {
+            single(
+                out,
+                (
+                    "switchyard_streams_open",
+                    "gauge",
+                    "Open tunnels and streaming responses of flag-routed tenants, which follow flips.",
+                ),
+                streams.open() as f64,
             );
-            let _ = writeln!(w, "switchyard_streams_open {}", streams.open());
-            header(
-                w,
+            let closed = Family::counter(
                 "switchyard_streams_closed_total",
-                "counter",
                 "Tunnels and streaming responses closed because their tenant moved away from their side, by kind.",
+                &["kind"],
             );
             for kind in StreamKind::ALL {
-                let _ = writeln!(
-                    w,
-                    "switchyard_streams_closed_total{{kind=\"{}\"}} {}",
-                    kind.as_str(),
-                    streams.closed(kind)
-                );
+                closed.set(&[kind.as_str()], streams.closed(kind) as f64);
             }
+            closed.into(out);
         }
-        header(
-            w,
-            "switchyard_flags_out_of_band_total",
-            "counter",
-            "Tenants a reconcile found routing differently with no audit record to explain it (a write that bypassed Switchyard).",
-        );
-        let _ = writeln!(
-            w,
-            "switchyard_flags_out_of_band_total {}",
-            self.flags.out_of_band()
-        );
-        if let Some(version) = self.flags.local_copy_version() {
-            header(
-                w,
-                "switchyard_flags_local_copy_version",
-                "gauge",
-                "Flag store version the local copy on disk holds (behind switchyard_flags_version for about a second after a change).",
-            );
-            let _ = writeln!(w, "switchyard_flags_local_copy_version {version}");
-        }
-        if let Some(reads) = &self.store_reads {
-            header(
-                w,
+        if let Some(reads) = self.store_reads.get() {
+            let ops = Family::counter(
                 "switchyard_flags_store_reads_total",
-                "counter",
                 "Requests made to the flag store, by operation.",
+                &["op"],
             );
             for (op, n) in [
                 ("get", &reads.gets),
                 ("query", &reads.queries),
                 ("scan", &reads.scans),
             ] {
-                let _ = writeln!(
-                    w,
-                    "switchyard_flags_store_reads_total{{op=\"{op}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
+                ops.set(&[op], n.load(Ordering::Relaxed) as f64);
             }
-            header(
-                w,
-                "switchyard_flags_store_items_read_total",
-                "counter",
-                "Items the flag store returned.",
-            );
-            let _ = writeln!(
-                w,
-                "switchyard_flags_store_items_read_total {}",
-                reads.items.load(Ordering::Relaxed)
+            ops.into(out);
+            single(
+                out,
+                (
+                    "switchyard_flags_store_items_read_total",
+                    "counter",
+                    "Items the flag store returned.",
+                ),
+                reads.items.load(Ordering::Relaxed) as f64,
             );
         }
-        header(
-            w,
-            "switchyard_connections_open",
-            "gauge",
-            "Client connections open now.",
-        );
-        let _ = writeln!(
-            w,
-            "switchyard_connections_open {}",
-            self.connections_open.load(Ordering::Relaxed)
-        );
-        header(
-            w,
-            "switchyard_connections_total",
-            "counter",
-            "Client connections accepted.",
-        );
-        let _ = writeln!(
-            w,
-            "switchyard_connections_total {}",
-            self.connections_total.load(Ordering::Relaxed)
-        );
-        out
+        for families in self.families.lock().expect("families").iter() {
+            families.collect(out);
+        }
     }
-}
 
-impl Metrics {
-    fn render_health(&self, w: &mut String) {
+    fn collect_flags(&self, out: &mut Vec<MetricFamily>) {
+        let snap = self.flags.load();
+        for (name, help, value) in [
+            (
+                "switchyard_flags_version",
+                "Flag store version of the snapshot in use.",
+                snap.version as f64,
+            ),
+            (
+                "switchyard_flags_generation",
+                "Snapshots built by this process (0: none loaded yet).",
+                snap.generation as f64,
+            ),
+            (
+                "switchyard_flags_tenants",
+                "Tenants with a flag of their own in the snapshot.",
+                snap.len() as f64,
+            ),
+            (
+                "switchyard_flags_rejected_items",
+                "Flag items the store holds that the snapshot rejected.",
+                snap.rejected.len() as f64,
+            ),
+            (
+                "switchyard_flags_age_seconds",
+                "Seconds since the flag store last confirmed the snapshot.",
+                self.flags.age().as_secs_f64(),
+            ),
+            (
+                "switchyard_flags_store_refused",
+                "1 while the flag store is refused (another identity, or its version went back): routing on the last good snapshot until `switchyard flags adopt`.",
+                f64::from(u8::from(self.flags.store_refused().is_some())),
+            ),
+        ] {
+            single(out, (name, "gauge", help), value);
+        }
+        drop(snap);
+        let reloads = Family::counter(
+            "switchyard_flags_reloads_total",
+            "Flag store polls that changed or failed, by result (ok, partial: some items rejected, error: store unreadable, refused: another or an older store).",
+            &["result"],
+        );
+        for result in ReloadResult::ALL {
+            reloads.set(&[result.as_str()], self.flags.reloads(result) as f64);
+        }
+        reloads.into(out);
+        single(
+            out,
+            (
+                "switchyard_flags_out_of_band_total",
+                "counter",
+                "Tenants a reconcile found routing differently with no audit record to explain it (a write that bypassed Switchyard).",
+            ),
+            self.flags.out_of_band() as f64,
+        );
+        if let Some(version) = self.flags.local_copy_version() {
+            single(
+                out,
+                (
+                    "switchyard_flags_local_copy_version",
+                    "gauge",
+                    "Flag store version the local copy on disk holds (behind switchyard_flags_version for about a second after a change).",
+                ),
+                version as f64,
+            );
+        }
+    }
+
+    fn collect_health(&self, out: &mut Vec<MetricFamily>) {
         let current = self.health.load();
         let now = current.now_ms();
-        let targets = &self.targets[..self.targets.len() - 1];
-        let health = current.targets().iter().zip(targets).enumerate();
-        header(
-            w,
+        let healthy = Family::gauge(
             "switchyard_endpoint_healthy",
-            "gauge",
             "1 when the endpoint takes traffic (health checks pass and it is not ejected).",
+            &["target", "endpoint"],
         );
-        for (t, (th, target)) in health.clone() {
-            for (e, ep) in th.endpoints.iter().enumerate() {
-                let up =
-                    u8::from(current.endpoint_available(flag_store::TargetId(t as u16), e, now));
-                let _ = writeln!(
-                    w,
-                    "switchyard_endpoint_healthy{{target=\"{target}\",endpoint=\"{}\"}} {up}",
-                    ep.url
-                );
-            }
-        }
-        header(
-            w,
+        let ejections = Family::counter(
             "switchyard_ejections_total",
-            "counter",
             "Passive ejections of an endpoint after consecutive failures on live traffic.",
+            &["target", "endpoint"],
         );
-        for (th, target) in current.targets().iter().zip(targets) {
-            for ep in th.endpoints.iter() {
+        for (t, (th, target)) in current.targets().iter().zip(&self.targets).enumerate() {
+            for (e, ep) in th.endpoints.iter().enumerate() {
+                let id = flag_store::TargetId(t as u16);
+                let up = current.endpoint_available(id, e, now);
+                healthy.set(&[target, &ep.url], f64::from(u8::from(up)));
                 let n = ep.ejections_total.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    w,
-                    "switchyard_ejections_total{{target=\"{target}\",endpoint=\"{}\"}} {n}",
-                    ep.url
-                );
+                ejections.set(&[target, &ep.url], n as f64);
             }
         }
-        header(
-            w,
-            "switchyard_failovers_total",
-            "counter",
-            "Split-tenant requests sent away from the target their weights give, because it was unhealthy or failed.",
-        );
-        let n = self.targets.len();
-        for (r, route) in self.routes.iter().enumerate() {
-            for (f, from) in self.targets.iter().enumerate() {
-                for (t, to) in self.targets.iter().enumerate() {
-                    let v = self.failovers[(r * n + f) * n + t].load(Ordering::Relaxed);
-                    if v > 0 {
-                        let _ = writeln!(
-                            w,
-                            "switchyard_failovers_total{{route=\"{route}\",from=\"{from}\",to=\"{to}\"}} {v}"
-                        );
-                    }
-                }
-            }
-        }
-        header(
-            w,
-            "switchyard_retries_total",
-            "counter",
-            "Requests retried after their first attempt failed, by the failed target and why.",
-        );
-        for (t, target) in targets.iter().enumerate() {
-            for (k, reason) in RetryReason::ALL.iter().enumerate() {
-                let v = self.retries[t * RetryReason::ALL.len() + k].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    w,
-                    "switchyard_retries_total{{target=\"{target}\",reason=\"{}\"}} {v}",
-                    reason.as_str()
-                );
-            }
-        }
-        header(
-            w,
-            "switchyard_retry_budget_exhausted_total",
-            "counter",
-            "Retries not made because the target's retry budget was spent.",
-        );
-        for (t, target) in targets.iter().enumerate() {
-            let v = self.retry_budget_exhausted[t].load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "switchyard_retry_budget_exhausted_total{{target=\"{target}\"}} {v}"
-            );
-        }
-        header(
-            w,
-            "switchyard_pinned_unavailable_total",
-            "counter",
-            "Requests of pinned tenants (or fixed routes) answered 503 because their only target was down.",
-        );
-        for (r, route) in self.routes.iter().enumerate() {
-            for (t, target) in targets.iter().enumerate() {
-                let v = self.pinned_unavailable[r * n + t].load(Ordering::Relaxed);
-                if v > 0 {
-                    let _ = writeln!(
-                        w,
-                        "switchyard_pinned_unavailable_total{{route=\"{route}\",target=\"{target}\"}} {v}"
-                    );
-                }
-            }
-        }
+        healthy.into(out);
+        ejections.into(out);
     }
-}
-
-pub(crate) fn header(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {help}");
-    let _ = writeln!(w, "# TYPE {name} {kind}");
-}
-
-/// A family of one value without labels.
-pub(crate) fn single(w: &mut String, (name, kind, help): (&str, &str, &str), value: u64) {
-    header(w, name, kind, help);
-    let _ = writeln!(w, "{name} {value}");
 }
 
 #[cfg(test)]
@@ -781,13 +745,13 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains(
-                "switchyard_requests_total{route=\"api\",target=\"new\",status=\"2xx\"} 2"
+                "switchyard_requests_total{route=\"api\",status=\"2xx\",target=\"new\"} 2"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "switchyard_requests_total{route=\"api\",target=\"new\",status=\"5xx\"} 1"
+                "switchyard_requests_total{route=\"api\",status=\"5xx\",target=\"new\"} 1"
             )
         );
         assert!(text.contains("le=\"0.0001\"} 0"));

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, Problem};
 use crate::health::Health;
-use crate::metrics::{Families, header, single};
+use crate::metrics::{Families, Family, single};
 use crate::proxy::Proxy;
 
 /// How often the config file is read to see whether it changed.
@@ -272,32 +272,28 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
 }
 
 impl Families for Counts {
-    fn render(&self, w: &mut String) {
-        header(
-            w,
+    fn collect(&self, out: &mut Vec<prometheus::proto::MetricFamily>) {
+        let reloads = Family::counter(
             "switchyard_config_reloads_total",
-            "counter",
             "Config reloads (SIGHUP or a changed file): applied, unchanged (the same config), or rejected whole.",
+            &["result"],
         );
         for (result, n) in [
             ("applied", &self.applied),
             ("unchanged", &self.unchanged),
             ("rejected", &self.rejected),
         ] {
-            let _ = writeln!(
-                w,
-                "switchyard_config_reloads_total{{result=\"{result}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+            reloads.set(&[result], n.load(Ordering::Relaxed) as f64);
         }
+        reloads.into(out);
         single(
-            w,
+            out,
             (
                 "switchyard_config_last_reload_successful",
                 "gauge",
                 "1 unless the last config reload was rejected (the running config is then older than the file).",
             ),
-            u64::from(self.last_ok.load(Ordering::Relaxed)),
+            f64::from(u8::from(self.last_ok.load(Ordering::Relaxed))),
         );
     }
 }

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use crate::body::{BodyCopy, RequestBody, ResponseTap};
 use crate::config::{Protocol, Route, ShadowConfig};
 use crate::health::Health;
-use crate::metrics::header;
+use crate::metrics::Family;
 use crate::upstream::Upstream;
 
 /// Marks the requests the router sends to a shadow target (and the repeats it sends to the
@@ -829,41 +829,43 @@ impl Shadows {
 impl Shadows {
     /// One counter family by route and shadow target, split further by `label` when it has
     /// values (`counts` holds `values.len()` counters a pair, in that order).
-    fn render_pairs(
+    fn collect_pairs(
         &self,
-        w: &mut String,
+        out: &mut Vec<prometheus::proto::MetricFamily>,
         (name, help): (&str, &str),
         counts: &[AtomicU64],
         (label, values): (&str, &[&str]),
     ) {
-        header(w, name, "counter", help);
+        let labels: &[&str] = if values.is_empty() {
+            &["route", "target"]
+        } else {
+            &["route", "target", label]
+        };
+        let family = Family::counter(name, help, labels);
         let per_pair = values.len().max(1);
         for (r, route) in self.routes.iter().enumerate() {
             for (t, target) in self.targets.iter().enumerate() {
                 let at = (r * self.targets.len() + t) * per_pair;
                 if values.is_empty() {
-                    let v = counts[at].load(Ordering::Relaxed);
-                    let _ = writeln!(w, "{name}{{route=\"{route}\",target=\"{target}\"}} {v}");
+                    family.set(&[route, target], counts[at].load(Ordering::Relaxed) as f64);
                 }
                 for (k, value) in values.iter().enumerate() {
                     let v = counts[at + k].load(Ordering::Relaxed);
-                    let _ = writeln!(
-                        w,
-                        "{name}{{route=\"{route}\",target=\"{target}\",{label}=\"{value}\"}} {v}"
-                    );
+                    family.set(&[route, target, value], v as f64);
                 }
             }
         }
+        family.into(out);
     }
 }
 
 impl crate::metrics::Families for Shadows {
     /// The Prometheus families, by route and shadow target.
-    fn render(&self, w: &mut String) {
+    fn collect(&self, out: &mut Vec<prometheus::proto::MetricFamily>) {
         let kinds = MismatchKind::ALL.map(MismatchKind::as_str);
         let reasons = SkipReason::ALL.map(SkipReason::as_str);
-        self.render_pairs(
-            w,
+        self.collect_pairs(
+            out,
             (
                 "switchyard_shadow_compared_total",
                 "Shadowed requests whose answers were compared, by route and shadow target.",
@@ -871,8 +873,8 @@ impl crate::metrics::Families for Shadows {
             &self.compared,
             ("", &[]),
         );
-        self.render_pairs(
-            w,
+        self.collect_pairs(
+            out,
             (
                 "switchyard_shadow_matched_total",
                 "Compared shadow answers that matched the primary's (learned noise left out).",
@@ -880,8 +882,8 @@ impl crate::metrics::Families for Shadows {
             &self.matched,
             ("", &[]),
         );
-        self.render_pairs(
-            w,
+        self.collect_pairs(
+            out,
             (
                 "switchyard_shadow_mismatched_total",
                 "Compared shadow answers that differed from the primary's, by the first difference: status, header, body, or no answer at all.",
@@ -889,8 +891,8 @@ impl crate::metrics::Families for Shadows {
             &self.mismatched,
             ("kind", &kinds),
         );
-        self.render_pairs(
-            w,
+        self.collect_pairs(
+            out,
             (
                 "switchyard_shadow_skipped_total",
                 "Sampled requests not compared, by reason: method not copied, body too large, queue full, primary answer incomplete.",
@@ -898,33 +900,26 @@ impl crate::metrics::Families for Shadows {
             &self.skipped,
             ("reason", &reasons),
         );
-        header(
-            w,
+        let repeats = Family::counter(
             "switchyard_shadow_primary_repeats_total",
-            "counter",
             "Requests sent to the primary a second time to learn which fields differ between two of its own answers.",
+            &["route"],
         );
-        for (r, route) in self.routes.iter().enumerate() {
-            let v = self.repeats[r].load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "switchyard_shadow_primary_repeats_total{{route=\"{route}\"}} {v}"
-            );
+        for (route, n) in self.routes.iter().zip(self.repeats.iter()) {
+            repeats.set(&[route], n.load(Ordering::Relaxed) as f64);
         }
-        header(
-            w,
+        repeats.into(out);
+        let noise_fields = Family::gauge(
             "switchyard_shadow_noise_fields",
-            "gauge",
             "Fields learned as noise (they differ between two answers of the primary), by route.",
+            &["route"],
         );
         let noise = self.noise.lock().expect("noise");
         for (route, n) in self.routes.iter().zip(noise.iter()) {
             let fields = n.fields.len() + n.headers.len() + usize::from(n.body);
-            let _ = writeln!(
-                w,
-                "switchyard_shadow_noise_fields{{route=\"{route}\"}} {fields}"
-            );
+            noise_fields.set(&[route], fields as f64);
         }
+        noise_fields.into(out);
     }
 }
 

@@ -216,7 +216,7 @@ async fn killing_a_side_moves_split_tenants_without_a_failed_request() {
     let attempts = || async {
         metric(
             &router,
-            "switchyard_upstream_errors_total{target=\"new\",kind=\"connect\"}",
+            "switchyard_upstream_errors_total{kind=\"connect\",target=\"new\"}",
         )
         .await
         .unwrap()
@@ -231,7 +231,7 @@ async fn killing_a_side_moves_split_tenants_without_a_failed_request() {
     let completed = load.finish_without_failures().await;
     let failovers = metric(
         &router,
-        "switchyard_failovers_total{route=\"api\",from=\"new\",to=\"legacy\"}",
+        "switchyard_failovers_total{from=\"new\",route=\"api\",to=\"legacy\"}",
     )
     .await
     .unwrap();
@@ -449,7 +449,7 @@ async fn with_every_endpoint_failing_retries_stay_within_the_budget() {
         for reason in ["connect", "reset"] {
             retries += metric(
                 &router,
-                &format!("switchyard_retries_total{{target=\"{target}\",reason=\"{reason}\"}}"),
+                &format!("switchyard_retries_total{{reason=\"{reason}\",target=\"{target}\"}}"),
             )
             .await
             .unwrap();
@@ -457,13 +457,13 @@ async fn with_every_endpoint_failing_retries_stay_within_the_budget() {
     }
     let attempts = metric(
         &router,
-        "switchyard_upstream_errors_total{target=\"legacy\",kind=\"reset\"}",
+        "switchyard_upstream_errors_total{kind=\"reset\",target=\"legacy\"}",
     )
     .await
     .unwrap()
         + metric(
             &router,
-            "switchyard_upstream_errors_total{target=\"new\",kind=\"reset\"}",
+            "switchyard_upstream_errors_total{kind=\"reset\",target=\"new\"}",
         )
         .await
         .unwrap();
@@ -516,7 +516,7 @@ async fn a_flapping_endpoint_is_not_thrashed_in_and_out() {
         metric(
             &router,
             &format!(
-                "switchyard_endpoint_healthy{{target=\"new\",endpoint=\"{}\"}}",
+                "switchyard_endpoint_healthy{{endpoint=\"{}\",target=\"new\"}}",
                 sides.new2.url()
             )
         )
@@ -555,13 +555,13 @@ async fn a_whole_side_killed_under_load_at_default_settings_fails_no_idempotent_
     let completed = load.finish_without_failures().await;
     let retried = metric(
         &router,
-        "switchyard_retries_total{target=\"new\",reason=\"connect\"}",
+        "switchyard_retries_total{reason=\"connect\",target=\"new\"}",
     )
     .await
     .unwrap()
         + metric(
             &router,
-            "switchyard_retries_total{target=\"new\",reason=\"reset\"}",
+            "switchyard_retries_total{reason=\"reset\",target=\"new\"}",
         )
         .await
         .unwrap();
@@ -651,7 +651,7 @@ async fn requests_held_by_a_hung_side_move_when_it_is_seen_down_and_pinned_ones_
     let completed = load.finish_without_failures().await;
     let moved = metric(
         &router,
-        "switchyard_retries_total{target=\"new\",reason=\"endpoint_down\"}",
+        "switchyard_retries_total{reason=\"endpoint_down\",target=\"new\"}",
     )
     .await
     .unwrap();
@@ -704,7 +704,7 @@ async fn a_try_timeout_moves_a_slow_try_to_the_other_side() {
     assert_eq!(on_legacy, 40);
     let moved = metric(
         &router,
-        "switchyard_retries_total{target=\"new\",reason=\"try_timeout\"}",
+        "switchyard_retries_total{reason=\"try_timeout\",target=\"new\"}",
     )
     .await
     .unwrap();

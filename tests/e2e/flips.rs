@@ -117,7 +117,7 @@ async fn hundreds_of_flips_under_load_lose_no_request_and_never_reach_the_old_si
     assert_eq!(
         metric(
             &router,
-            "switchyard_requests_total{route=\"api\",target=\"legacy\",status=\"5xx\"}"
+            "switchyard_requests_total{route=\"api\",status=\"5xx\",target=\"legacy\"}"
         )
         .await,
         None
@@ -125,7 +125,7 @@ async fn hundreds_of_flips_under_load_lose_no_request_and_never_reach_the_old_si
     assert_eq!(
         metric(
             &router,
-            "switchyard_requests_total{route=\"api\",target=\"new\",status=\"5xx\"}"
+            "switchyard_requests_total{route=\"api\",status=\"5xx\",target=\"new\"}"
         )
         .await,
         None

@@ -146,7 +146,7 @@ async fn upstream_failures_answer_502_and_504_with_a_plain_reason() {
     assert_eq!(
         metric(
             &router,
-            "switchyard_upstream_errors_total{target=\"new\",kind=\"connect\"}"
+            "switchyard_upstream_errors_total{kind=\"connect\",target=\"new\"}"
         )
         .await,
         Some(1.0)
@@ -154,7 +154,7 @@ async fn upstream_failures_answer_502_and_504_with_a_plain_reason() {
     assert_eq!(
         metric(
             &router,
-            "switchyard_upstream_errors_total{target=\"legacy\",kind=\"timeout\"}"
+            "switchyard_upstream_errors_total{kind=\"timeout\",target=\"legacy\"}"
         )
         .await,
         Some(1.0)
@@ -162,7 +162,7 @@ async fn upstream_failures_answer_502_and_504_with_a_plain_reason() {
     assert_eq!(
         metric(
             &router,
-            "switchyard_requests_total{route=\"api\",target=\"new\",status=\"5xx\"}"
+            "switchyard_requests_total{route=\"api\",status=\"5xx\",target=\"new\"}"
         )
         .await,
         Some(1.0)

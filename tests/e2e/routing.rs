@@ -102,7 +102,7 @@ async fn bad_tenant_ids_and_unrouted_paths_get_clear_client_errors() {
     assert_eq!(
         metric(
             &router,
-            "switchyard_requests_total{route=\"none\",target=\"none\",status=\"4xx\"}"
+            "switchyard_requests_total{route=\"none\",status=\"4xx\",target=\"none\"}"
         )
         .await,
         Some(2.0)
@@ -110,7 +110,7 @@ async fn bad_tenant_ids_and_unrouted_paths_get_clear_client_errors() {
     assert_eq!(
         metric(
             &router,
-            "switchyard_requests_total{route=\"api\",target=\"none\",status=\"4xx\"}"
+            "switchyard_requests_total{route=\"api\",status=\"4xx\",target=\"none\"}"
         )
         .await,
         Some(1.0)

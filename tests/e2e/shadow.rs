@@ -236,7 +236,7 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
         ("header", 0.0),
         ("no_answer", 0.0),
     ] {
-        let name = metric_name("mismatched_total", &format!("{api},kind=\"{kind}\""));
+        let name = metric_name("mismatched_total", &format!("kind=\"{kind}\",{api}"));
         assert_eq!(metric(router, &name).await, Some(want), "{name}");
     }
 
@@ -249,7 +249,7 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
     assert_eq!(status, StatusCode::OK);
     wait_metric(
         router,
-        &metric_name("skipped_total", &format!("{api},reason=\"method\"")),
+        &metric_name("skipped_total", &format!("reason=\"method\",{api}")),
         1.0,
     )
     .await;
@@ -265,7 +265,7 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
     let (status, _, body) = post("/orders", big).await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(body.contains(big), "the primary got the whole body");
-    let too_large = format!("{orders},reason=\"body_too_large\"");
+    let too_large = format!("reason=\"body_too_large\",{orders}");
     wait_metric(router, &metric_name("skipped_total", &too_large), 1.0).await;
     let shadow_got = s.shadow.lock().unwrap().clone();
     assert!(
@@ -375,7 +375,7 @@ async fn a_shadow_that_hangs_costs_the_client_nothing_and_its_drops_are_counted(
         assert!(body.contains(&format!("\"path\":\"/items/{i}\"")), "{body}");
     }
     let api = "route=\"api\",target=\"new\"";
-    let queue_full = metric_name("skipped_total", &format!("{api},reason=\"queue_full\""));
+    let queue_full = metric_name("skipped_total", &format!("reason=\"queue_full\",{api}"));
     // What is not dropped is held: one copy in flight (hanging), perhaps one taken off the
     // queue and waiting for it, two queued.
     wait_for("the hung side to get its one copy", || {

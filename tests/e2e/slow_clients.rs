@@ -84,7 +84,14 @@ async fn clients_that_trickle_then_stall_get_408_and_never_eject_an_endpoint() {
         let text = answer(s).await;
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     }
-    let ejections = metric(&router, "switchyard_ejections_total{target=\"legacy\"").await;
+    let ejections = metric(
+        &router,
+        &format!(
+            "switchyard_ejections_total{{endpoint=\"{}\",target=\"legacy\"}}",
+            setup.legacy.url()
+        ),
+    )
+    .await;
     assert_eq!(
         ejections,
         Some(0.0),

@@ -590,7 +590,7 @@ async fn https_upstreams_are_verified_by_name_and_ca_over_http1_and_h2_health_ch
     assert!(
         metric(
             &router,
-            "switchyard_upstream_errors_total{target=\"legacy\",kind=\"tls\"}"
+            "switchyard_upstream_errors_total{kind=\"tls\",target=\"legacy\"}"
         )
         .await
         .unwrap()
