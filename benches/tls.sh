@@ -3,7 +3,9 @@
 # certificate (EC P-256, made here) in front of the load benchmark's upstream, measured by
 # clients nobody here wrote: `openssl s_time` (handshakes a second, one client) and `h2load`
 # (keep-alive requests a second at 64 connections over HTTP/1.1, and HTTP/2 over TLS and in
-# cleartext, 8 connections of 32 streams).
+# cleartext, 8 connections of 32 streams). Then, by benches/tls_client.py (Python's ssl, on
+# OpenSSL): p50/p99 at a fixed rate kept alive, with a full handshake a request and with a
+# resumed one, and the memory an idle TLS connection holds.
 #   benches/tls.sh                 5 s a measure
 #   benches/tls.sh --seconds 10
 # One core for the proxy under test, the other for the clients and the upstream.
@@ -26,6 +28,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 . scripts/apt-install.sh
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 PATH="$PATH:/usr/sbin"
+# A thousand idle TLS connections, each an open file on both sides.
+ulimit -n 65536 2>/dev/null || true
 
 cargo build --release -p switchyard --bin switchyard -p switchyard-benches --bin loadbench
 
@@ -190,6 +194,14 @@ measure() {
     'BEGIN { cpu = t / hz; printf "%s (%s)", r, (cpu > 0 ? sprintf("%.0f", r * s / cpu) : "-") }'
 }
 
+# p50/p99 in us at a fixed rate on one client connection: "p50 / p99 (resumed share)".
+fixed() {
+  "${pin_client[@]}" python3 benches/tls_client.py latency "$1" "$work/cert.pem" \
+    --mode "$2" --rate "$3" --seconds "$seconds" \
+    | awk '{ if ($1 ~ /^wrong/) print $0; else if ($3 > 0) printf "%s / %s (%s resumed)", $1, $2, $3; else printf "%s / %s", $1, $2 }'
+}
+
+latencies=()
 echo "each cell: per second (per proxy CPU-second); $seconds s a measure"
 printf "%-11s %20s %20s %20s %20s %20s\n" proxy "full handshakes" "-reuse handshakes" "h1 keep-alive req" "h2 (TLS) req" "h2c req"
 for name in switchyard nginx haproxy; do
@@ -205,7 +217,17 @@ for name in switchyard nginx haproxy; do
   h2=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "$url")
   h2c=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "http://127.0.0.1:$plain/")
   printf "%-11s %20s %20s %20s %20s %20s\n" "$name" "$full" "$resumed" "$h1" "$h2" "$h2c"
+  kept=$(fixed "$port" keepalive 1000)
+  new=$(fixed "$port" new 100)
+  resume=$(fixed "$port" resume 100)
+  idle=$("${pin_client[@]}" python3 benches/tls_client.py idle "$port" "$work/cert.pem" --count 1000 --pid "$pid")
+  latencies+=("$(printf "%-11s %24s %24s %30s %14s" "$name" "$kept" "$new" "$resume" "$idle")")
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   unset 'pids[-1]'
 done
+
+echo
+echo "p50 / p99 us at a fixed rate, one client (benches/tls_client.py); idle: bytes per idle TLS connection"
+printf "%-11s %24s %24s %30s %14s\n" proxy "keep-alive @1000/s" "full handshake @100/s" "resumed handshake @100/s" "idle bytes"
+printf "%s\n" "${latencies[@]}"
