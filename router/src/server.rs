@@ -672,7 +672,11 @@ impl crate::reconfigure::Rebind for Serving {
         }
         if let Some(listener) = rebound.admin {
             let old = std::mem::replace(&mut listeners.admin, self.serve_admin(listener));
-            tracing::info!(from = %old.addr, to = %listeners.admin.addr, "admin listener moved");
+            let to = listeners.admin.addr;
+            tracing::info!(from = %old.addr, %to, "admin listener moved");
+            if !to.ip().is_loopback() {
+                tracing::warn!(admin_addr = %to, "the admin listener is reachable from other hosts");
+            }
             old.stop.send_replace(true);
         }
     }
