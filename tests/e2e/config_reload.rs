@@ -207,11 +207,17 @@ async fn the_binary_reloads_on_a_changed_file_and_on_sighup_and_keeps_serving_th
     };
     assert_eq!(answer(binary.addr).await, "legacy");
 
+    // Whole files, put in place as an editor or a deploy tool does: the watch never reads
+    // half a file.
+    let put = |text: String| {
+        let edit = path.with_extension("edit");
+        std::fs::write(&edit, text).unwrap();
+        std::fs::rename(&edit, &path).unwrap();
+    };
+
     // An edit of the file is seen without a signal.
     let _old = std::mem::replace(&mut setup.legacy, TestUpstream::start("legacy-b").await);
-    let edit = path.with_extension("edit");
-    std::fs::write(&edit, setup.config_text()).unwrap();
-    std::fs::rename(&edit, &path).unwrap();
+    put(setup.config_text());
     binary
         .wait_log(&["config reloaded", "changed=targets.legacy"])
         .await;
@@ -225,7 +231,7 @@ async fn the_binary_reloads_on_a_changed_file_and_on_sighup_and_keeps_serving_th
             "path_prefix = \"/\"\ntarget = \"nwe\"",
         )
         .replace("\"jwt:tenant_id\"", "\"jwt:tenant_id\", \"cookie-ish:x\"");
-    std::fs::write(&path, broken).unwrap();
+    put(broken);
     let line = binary.wait_log(&["config reload rejected"]).await;
     assert!(line.contains("routes[0].target"), "{line}");
     assert!(line.contains("tenant.from[4]"), "{line}");
@@ -239,7 +245,7 @@ async fn the_binary_reloads_on_a_changed_file_and_on_sighup_and_keeps_serving_th
 
     // SIGHUP reloads; the file mended in the meantime applies.
     let _b = std::mem::replace(&mut setup.legacy, TestUpstream::start("legacy-c").await);
-    std::fs::write(&path, setup.config_text()).unwrap();
+    put(setup.config_text());
     binary.signal(nix::sys::signal::Signal::SIGHUP);
     binary.wait_log(&["SIGHUP: reloading the config"]).await;
     binary
