@@ -111,7 +111,7 @@ impl Admin {
         axum::Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { text(StatusCode::OK, "ok\n") }))
-            .route("/readyz", get(|State(admin): State<Arc<Admin>>| async move { admin.readyz() }))
+            .route("/readyz", get(readyz))
             .route("/explain", get(explain))
             .route("/flags/{tenant}", get(flag).put(write))
             .route("/shadow", get(shadow_summary))
@@ -541,6 +541,10 @@ async fn metrics(State(admin): AdminState) -> AdminResponse {
         header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+async fn readyz(State(admin): AdminState) -> AdminResponse {
+    admin.readyz()
 }
 
 async fn explain(State(admin): AdminState, uri: http::Uri) -> AdminResponse {
