@@ -95,10 +95,19 @@ impl Reconfigure {
     }
 
     /// Applies `new` over the running config, or rejects it whole (nothing changes) with every
-    /// problem named. Logs and counts either way.
-    pub fn apply(&self, new: Config) -> Result<Reloaded, Vec<Problem>> {
-        let result = self.swap(new);
+    /// problem named. Logs and counts either way. A config equal to the running one changes
+    /// nothing, unless `renew`: then the upstreams are built again all the same (new
+    /// connections, TLS files read again), which is what SIGHUP asks for.
+    pub fn apply(&self, new: Config, renew: bool) -> Result<Reloaded, Vec<Problem>> {
+        let result = self.swap(new, renew);
         match &result {
+            Ok(Reloaded::Applied(changed)) if changed.is_empty() => {
+                self.counts.applied.fetch_add(1, Ordering::Relaxed);
+                self.counts.last_ok.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    "config reloaded: the same config; upstream connections and TLS files renewed"
+                );
+            }
             Ok(Reloaded::Applied(changed)) => {
                 self.counts.applied.fetch_add(1, Ordering::Relaxed);
                 self.counts.last_ok.store(true, Ordering::Relaxed);
@@ -114,11 +123,15 @@ impl Reconfigure {
         result
     }
 
-    /// Reads the config at `path` and applies it; a file that cannot be read or parsed is
-    /// rejected like an invalid one.
-    pub fn apply_file(&self, path: &std::path::Path) -> Result<Reloaded, Vec<Problem>> {
+    /// Reads the config at `path` and applies it ([`Reconfigure::apply`]); a file that cannot
+    /// be read or parsed is rejected like an invalid one.
+    pub fn apply_file(
+        &self,
+        path: &std::path::Path,
+        renew: bool,
+    ) -> Result<Reloaded, Vec<Problem>> {
         match Config::load(path) {
-            Ok(config) => self.apply(config),
+            Ok(config) => self.apply(config, renew),
             Err(e) => {
                 let problems = match e {
                     ConfigError::Invalid { problems, .. } => problems,
@@ -140,14 +153,14 @@ impl Reconfigure {
         tracing::error!(problems = %all, "config reload rejected: the running config keeps serving");
     }
 
-    fn swap(&self, new: Config) -> Result<Reloaded, Vec<Problem>> {
+    fn swap(&self, new: Config, renew: bool) -> Result<Reloaded, Vec<Problem>> {
         let mut running = self.running.lock().expect("reload lock");
         let problems = crate::config::restart_needed(&running.config, &new);
         if !problems.is_empty() {
             return Err(problems);
         }
         let changed = changed_keys(&running.config, &new);
-        if changed.is_empty() {
+        if changed.is_empty() && !renew {
             return Ok(Reloaded::Unchanged);
         }
         // What can fail comes first: the new sockets, then the new upstreams (TLS files).
@@ -173,8 +186,8 @@ impl Reconfigure {
         running.checks.send_replace(true);
     }
 
-    /// Reloads on SIGHUP and whenever the file at `path` changes (read every
-    /// [`WATCH_INTERVAL`]), until `stop` is set.
+    /// Reloads on SIGHUP (renewing the upstreams even when the file is the same) and whenever
+    /// the file at `path` changes (read every [`WATCH_INTERVAL`]), until `stop` is set.
     pub async fn watch(self: Arc<Self>, path: PathBuf, mut stop: watch::Receiver<bool>) {
         let mut hangups =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -182,10 +195,11 @@ impl Reconfigure {
         let mut ticker = tokio::time::interval(WATCH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let renew = tokio::select! {
                 _ = hangup(&mut hangups) => {
                     tracing::info!(path = %path.display(), "SIGHUP: reloading the config");
                     seen = std::fs::read(&path).ok();
+                    true
                 }
                 _ = ticker.tick() => {
                     let now = std::fs::read(&path).ok();
@@ -194,13 +208,14 @@ impl Reconfigure {
                     }
                     tracing::info!(path = %path.display(), "the config file changed: reloading it");
                     seen = now;
+                    false
                 }
                 _ = crate::shutdown::until_set(&mut stop) => return,
-            }
+            };
             let this = self.clone();
             let path = path.clone();
             // Reading TLS files and building clients is blocking work.
-            let _ = tokio::task::spawn_blocking(move || this.apply_file(&path)).await;
+            let _ = tokio::task::spawn_blocking(move || this.apply_file(&path, renew)).await;
         }
     }
 }

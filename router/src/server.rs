@@ -248,7 +248,7 @@ impl Router {
     /// requests in flight finish on the old one; rejected whole when it changes what needs a
     /// restart.
     pub fn reload(&self, config: Config) -> Result<Reloaded, Vec<crate::config::Problem>> {
-        self.reconfigure.apply(config)
+        self.reconfigure.apply(config, false)
     }
 
     /// Reloads the config from `path` on SIGHUP and whenever the file changes, until shutdown.
