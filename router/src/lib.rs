@@ -11,8 +11,9 @@
 //!    bodies streamed.
 //! 5. [`metrics`]: recorded when the response body completes.
 //!
-//! Around it: [`config`] (the TOML file, reloaded by [`reconfigure`]), [`server`] (listeners, drain), [`admin`] (metrics,
-//! readiness, explain) and the `flag-store` crate (flags, snapshots, reload).
+//! Around it: [`config`] (the TOML file, reloaded by [`reconfigure`]), [`server`] (listeners,
+//! drain), [`admin`] (metrics, readiness, explain, flag writes) and the `flag-store` crate
+//! (flags, snapshots, reload).
 
 pub mod access_log;
 pub mod admin;
