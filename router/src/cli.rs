@@ -281,9 +281,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config: path } => {
             let config = Config::load(&path)?;
             runtime(config.server.workers)?.block_on(async {
+                // Listened for before anything is served (see StopSignals).
+                let mut stop = crate::shutdown::StopSignals::install()?;
+                let hangups = crate::shutdown::hangups()?;
                 let router = Router::start(config).await?;
-                router.watch_config(path);
-                crate::shutdown::shutdown_signal().await;
+                router.watch_config(path, hangups);
+                stop.recv().await;
                 tracing::info!("shutdown signal received; draining");
                 router.shutdown().await;
                 Ok(ExitCode::SUCCESS)

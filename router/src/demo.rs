@@ -149,6 +149,7 @@ pub async fn run(
     let config_path = dir.join("router.toml");
     std::fs::write(&config_path, demo_config(listen, admin_listen, legacy, new))?;
     let config = Config::load(&config_path)?;
+    let mut stop = crate::shutdown::StopSignals::install()?;
     let router = Router::start(config).await?;
     let (p, a) = (router.addr(), router.admin_addr());
     let me = self_command();
@@ -179,7 +180,7 @@ Ctrl-C stops everything."#,
         config = config_path.display(),
         flags = flags_path.display(),
     );
-    crate::shutdown::shutdown_signal().await;
+    stop.recv().await;
     println!("\nstopping: draining in-flight requests");
     router.shutdown().await;
     if temporary {

@@ -39,4 +39,4 @@ pub mod upstream;
 
 pub use config::Config;
 pub use server::{Router, StartError};
-pub use shutdown::{shutdown_signal, until_set};
+pub use shutdown::{StopSignals, until_set};

@@ -188,15 +188,18 @@ impl Reconfigure {
 
     /// Reloads on SIGHUP (renewing the upstreams even when the file is the same) and whenever
     /// the file at `path` changes (read every [`WATCH_INTERVAL`]), until `stop` is set.
-    pub async fn watch(self: Arc<Self>, path: PathBuf, mut stop: watch::Receiver<bool>) {
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    pub async fn watch(
+        self: Arc<Self>,
+        path: PathBuf,
+        mut hangups: tokio::signal::unix::Signal,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut seen = std::fs::read(&path).ok();
         let mut ticker = tokio::time::interval(WATCH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let renew = tokio::select! {
-                _ = hangup(&mut hangups) => {
+                _ = hangups.recv() => {
                     tracing::info!(path = %path.display(), "SIGHUP: reloading the config");
                     seen = std::fs::read(&path).ok();
                     true
@@ -217,16 +220,6 @@ impl Reconfigure {
             // Reading TLS files and building clients is blocking work.
             let _ = tokio::task::spawn_blocking(move || this.apply_file(&path, renew)).await;
         }
-    }
-}
-
-/// The next SIGHUP (never, when its handler could not be installed).
-async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
-    match hangups {
-        Some(h) => {
-            h.recv().await;
-        }
-        None => std::future::pending().await,
     }
 }
 

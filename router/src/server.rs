@@ -251,13 +251,11 @@ impl Router {
         self.reconfigure.apply(config, false)
     }
 
-    /// Reloads the config from `path` on SIGHUP and whenever the file changes, until shutdown.
-    pub fn watch_config(&self, path: std::path::PathBuf) {
-        tokio::spawn(
-            self.reconfigure
-                .clone()
-                .watch(path, self.background.clone()),
-        );
+    /// Reloads the config from `path` on each of `hangups` (SIGHUP, installed by the caller
+    /// before the router started) and whenever the file changes, until shutdown.
+    pub fn watch_config(&self, path: std::path::PathBuf, hangups: tokio::signal::unix::Signal) {
+        let watch = (self.reconfigure.clone()).watch(path, hangups, self.background.clone());
+        tokio::spawn(watch);
     }
 
     /// Stops accepting, lets in-flight requests and tunnels finish (up to the drain timeout),

@@ -6,18 +6,37 @@ pub async fn until_set(flag: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await.map(|_| ());
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler works on unix");
+/// The signals that ask the process to stop (SIGTERM, SIGINT), listened for from the moment
+/// this is made. Made before the listeners are bound, a SIGTERM that arrives while the router
+/// starts (a rolling deploy replacing a pod that just came up) asks for a drain like any
+/// other, instead of killing the process with requests in flight.
+#[derive(Debug)]
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (inside a runtime).
+    pub fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+/// The SIGHUP handler, installed now: the config watch takes it, so a SIGHUP that comes
+/// before the watch runs asks for a reload instead of ending the process.
+pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
