@@ -282,6 +282,28 @@ fn registered<C: Collector + Clone + 'static>(registry: &Registry, collector: C)
     collector
 }
 
+/// The series of `family` for each label prefix followed by each of `last` (or the prefix
+/// alone when `last` is empty), in that order: the flat array the hot path indexes as
+/// `prefix * last.len() + i`.
+fn handles<T: prometheus::core::MetricVecBuilder>(
+    family: &prometheus::core::MetricVec<T>,
+    prefixes: &[Vec<&str>],
+    last: &[&str],
+) -> Box<[T::M]> {
+    let mut all = Vec::with_capacity(prefixes.len() * last.len().max(1));
+    for prefix in prefixes {
+        if last.is_empty() {
+            all.push(family.with_label_values(prefix));
+        }
+        for value in last {
+            let mut labels = prefix.clone();
+            labels.push(value);
+            all.push(family.with_label_values(&labels));
+        }
+    }
+    all.into_boxed_slice()
+}
+
 impl Metrics {
     pub fn new(
         routes: &[String],
@@ -358,8 +380,11 @@ impl Metrics {
             )
             .expect("a valid family"),
         );
-        let pairs =
-            || (routes.iter()).flat_map(|r| targets.iter().map(move |t| (r.as_str(), t.as_str())));
+        let each_target: Vec<Vec<&str>> = targets.iter().map(|t| vec![t.as_str()]).collect();
+        let pairs: Vec<Vec<&str>> = (routes.iter())
+            .flat_map(|r| targets.iter().map(move |t| vec![r.as_str(), t.as_str()]))
+            .collect();
+        let target_names: Vec<&str> = targets.iter().map(String::as_str).collect();
         let state = Arc::new(State {
             targets: targets[..targets.len() - 1].to_vec(),
             upstream_connects: (0..targets.len()).map(|_| Arc::default()).collect(),
@@ -374,43 +399,25 @@ impl Metrics {
             .register(Box::new(Scraped(state.clone())))
             .expect("one scraped collector");
         Metrics {
-            requests: pairs()
-                .flat_map(|(r, t)| {
-                    let requests = &requests;
-                    StatusClass::ALL
-                        .iter()
-                        .map(move |c| requests.with_label_values(&[r, t, c.as_str()]))
-                })
-                .collect(),
-            durations: pairs()
-                .map(|(r, t)| durations.with_label_values(&[r, t]))
-                .collect(),
-            upstream_errors: (targets.iter())
-                .flat_map(|t| {
-                    let errors = &upstream_errors;
-                    (UpstreamErrorKind::ALL.iter())
-                        .map(move |k| errors.with_label_values(&[t.as_str(), k.as_str()]))
-                })
-                .collect(),
-            failovers: pairs()
-                .flat_map(|(r, from)| {
-                    let (failovers, targets) = (&failovers, &targets);
-                    (targets.iter()).map(move |to| failovers.with_label_values(&[r, from, to]))
-                })
-                .collect(),
-            retries: (targets.iter())
-                .flat_map(|t| {
-                    let retries = &retries;
-                    (RetryReason::ALL.iter())
-                        .map(move |k| retries.with_label_values(&[t.as_str(), k.as_str()]))
-                })
-                .collect(),
-            retry_budget_exhausted: (targets.iter())
-                .map(|t| retry_budget_exhausted.with_label_values(&[t]))
-                .collect(),
-            pinned_unavailable: pairs()
-                .map(|(r, t)| pinned_unavailable.with_label_values(&[r, t]))
-                .collect(),
+            requests: handles(
+                &requests,
+                &pairs,
+                &StatusClass::ALL.map(StatusClass::as_str),
+            ),
+            durations: handles(&durations, &pairs, &[]),
+            upstream_errors: handles(
+                &upstream_errors,
+                &each_target,
+                &UpstreamErrorKind::ALL.map(UpstreamErrorKind::as_str),
+            ),
+            failovers: handles(&failovers, &pairs, &target_names),
+            retries: handles(
+                &retries,
+                &each_target,
+                &RetryReason::ALL.map(RetryReason::as_str),
+            ),
+            retry_budget_exhausted: handles(&retry_budget_exhausted, &each_target, &[]),
+            pinned_unavailable: handles(&pinned_unavailable, &pairs, &[]),
             connections_open,
             connections_total,
             registry,
