@@ -556,6 +556,12 @@ impl Config {
     }
 }
 
+/// Whether two parts of a config differ, read as they print: every config type prints
+/// every value it holds (an admin token prints redacted, so it is compared by value).
+pub fn differs(a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug) -> bool {
+    format!("{a:?}") != format!("{b:?}")
+}
+
 /// What a reload of `new` over the running `old` cannot apply without a restart, each with its
 /// key: limits and the other server settings (all but the listeners' addresses and
 /// `trust_forwarded_headers`),
@@ -565,7 +571,7 @@ impl Config {
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut differ = |key: &str, old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
-        if format!("{old:?}") != format!("{new:?}") {
+        if differs(old, new) {
             problem(&mut problems, key, "changing it needs a restart");
         }
     };

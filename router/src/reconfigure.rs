@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, Problem};
+use crate::config::{Config, ConfigError, Problem, differs};
 use crate::health::Health;
 use crate::metrics::{Families, Family, single};
 use crate::proxy::Proxy;
@@ -239,8 +239,6 @@ fn spawn_checks(proxy: &Proxy, config: &Config) -> watch::Sender<bool> {
 /// The reloadable keys whose values differ: `targets.NAME`, `routes.NAME`, `tenant`, the
 /// listeners' addresses, `server.trust_forwarded_headers`.
 fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut changed = Vec::new();
     for (o, n) in old.target_configs.iter().zip(&new.target_configs) {
         if differs(o, n) {
