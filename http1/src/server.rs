@@ -947,6 +947,14 @@ impl<T: Transport> Rewind<T> {
     }
 }
 
+impl<T> Rewind<T> {
+    /// Whether the connection was handed over for HTTP/2: it opened with the connection
+    /// preface (prior knowledge), which is then still to be read.
+    pub fn is_http2(&self) -> bool {
+        self.read.starts_with(H2_PREFACE)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

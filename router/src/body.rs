@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +77,8 @@ pub enum ClientBody {
     H1(http1::server::Body<OwnedReadHalf>),
     /// HTTP/1.1 over TLS, read by the same server.
     H1Tls(http1::server::Body<TlsReadHalf>),
+    /// HTTP/2, read by [`crate::http2`].
+    H2(H2Body),
     Hyper(Incoming),
     /// A copy the router sends itself (a shadow's), whole.
     Copied(Option<Bytes>),
@@ -108,6 +110,7 @@ impl Body for ClientBody {
         match self.get_mut() {
             ClientBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::H1Tls(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Copied(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
@@ -117,6 +120,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::H1Tls(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
             ClientBody::Copied(b) => b.is_none(),
         }
@@ -126,8 +130,70 @@ impl Body for ClientBody {
         match self {
             ClientBody::H1(b) => b.size_hint(),
             ClientBody::H1Tls(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
             ClientBody::Copied(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A request's body from an HTTP/2 stream. Each frame read is handed back to the connection's
+/// window at once: how much waits is bounded by the proxy's reading, not by the window.
+#[derive(Debug)]
+pub struct H2Body {
+    stream: h2::RecvStream,
+    /// Bytes still to come, when the request said (`h2` checks that it keeps its word).
+    remaining: Option<u64>,
+    data_done: bool,
+}
+
+impl H2Body {
+    pub fn new(stream: h2::RecvStream, length: Option<u64>) -> Self {
+        H2Body {
+            data_done: stream.is_end_stream(),
+            stream,
+            remaining: length,
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let me = self.get_mut();
+        if !me.data_done {
+            match ready!(me.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = me.stream.flow_control().release_capacity(data.len());
+                    if let Some(left) = me.remaining.as_mut() {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => me.data_done = true,
+            }
+        }
+        match ready!(me.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(left) => SizeHint::with_exact(left),
+            None => SizeHint::default(),
         }
     }
 }

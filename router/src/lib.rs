@@ -2,7 +2,7 @@
 //!
 //! The hot path, in the order a request meets it (read [`proxy`] top to bottom):
 //! 0. The request head, from a client's HTTP/1.1 connection (the `http1` crate's server;
-//!    hyper's server takes HTTP/2 and the requests it hands over).
+//!    hyper's takes the requests it hands over) or HTTP/2 stream ([`http2`]).
 //! 1. [`pick::RouteTable::find`]: the route, by longest path prefix.
 //! 2. [`tenant::extract`]: the tenant id, from the configured extractors.
 //! 3. [`pick::pick`]: one snapshot load, one lookup, the target (a pure function).
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http2;
 pub mod metrics;
 pub mod path;
 pub mod pick;

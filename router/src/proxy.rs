@@ -1015,15 +1015,23 @@ impl Proxy {
     }
 
     /// Keeps a sane incoming `x-request-id`, or makes one.
+    ///
+    /// Marked sensitive: HTTP/2's header compression then writes it as a literal instead of
+    /// adding it to the connection's table. A value that never repeats gains nothing there,
+    /// and each one would evict an entry that does repeat (and make every lookup longer).
     fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(id) = headers.get(&X_REQUEST_ID)
-            && (1..=200).contains(&id.len())
-            && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
-        {
-            return id.clone();
-        }
-        // `forward` sets it on the request, after the hop-by-hop headers are gone.
-        self.request_ids.next()
+        let mut id = match headers.get(&X_REQUEST_ID) {
+            Some(id)
+                if (1..=200).contains(&id.len())
+                    && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+            {
+                id.clone()
+            }
+            // `forward` sets it on the request, after the hop-by-hop headers are gone.
+            _ => self.request_ids.next(),
+        };
+        id.set_sensitive(true);
+        id
     }
 
     fn set_forwarded(&self, headers: &mut HeaderMap, client: &Peer, host: Option<&HeaderValue>) {

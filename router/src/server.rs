@@ -28,6 +28,7 @@ use crate::body::{ClientBody, ResponseBody};
 use crate::config::Problem;
 use crate::config::{Config, Server};
 use crate::health::Health;
+use crate::http2;
 use crate::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
 use crate::reconfigure::{Rebound, Reconfigure, Reloaded};
@@ -345,8 +346,32 @@ async fn reap_idle_connections(live: Arc<ArcSwap<Proxy>>, mut stop: watch::Recei
 
 type HttpBuilder = auto::Builder<TokioExecutor>;
 
+/// How the connections the `http1` crate's server hands over are served: HTTP/2 by
+/// [`http2`], the rest (upgrades, HTTP/1.0, heads it refuses) by hyper's server.
+#[derive(Debug)]
+struct Handoff {
+    hyper: HttpBuilder,
+    h2: http2::Settings,
+}
+
+impl Handoff {
+    fn new(server: &Server) -> Arc<Self> {
+        Arc::new(Handoff {
+            hyper: http_builder(server),
+            h2: http2::Settings {
+                idle_timeout: server.header_read_timeout,
+                max_concurrent_streams: server.http2_max_concurrent_streams,
+                max_header_list_size: server.max_header_bytes as u32,
+                keep_alive_interval: Duration::from_secs(30),
+                keep_alive_timeout: Duration::from_secs(10),
+            },
+        })
+    }
+}
+
+/// hyper's server, for HTTP/1 only: HTTP/2 never reaches it ([`serve_handoff`]).
 fn http_builder(server: &Server) -> HttpBuilder {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -356,13 +381,6 @@ fn http_builder(server: &Server) -> HttpBuilder {
         // than a vectored write (about 2% more requests a second in the load benchmark).
         .writev(false)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(server.http2_max_concurrent_streams)
-        .max_header_list_size(server.max_header_bytes as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
 
@@ -393,7 +411,7 @@ async fn serve_traffic(
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     // Shared: each connection's task holds a pointer to it, not a 240-byte copy.
-    let builder = Arc::new(http_builder(&server));
+    let handoff = Handoff::new(&server);
     let settings = http1_settings(&server);
     while let Some((permit, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "traffic").await
@@ -403,7 +421,7 @@ async fn serve_traffic(
         let live = live.clone();
         let client = Peer::new(peer);
         let watcher = graceful.watcher();
-        let (builder, settings) = (builder.clone(), settings.clone());
+        let (handoff, settings) = (handoff.clone(), settings.clone());
         let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
@@ -411,11 +429,19 @@ async fn serve_traffic(
                 live: &live,
                 client: &client,
             };
-            let ended =
-                http1::server::serve(stream, peer, &connection, &settings, &draining, stop).await;
+            let ended = http1::server::serve(
+                stream,
+                peer,
+                &connection,
+                &settings,
+                &draining,
+                stop.clone(),
+            )
+            .await;
             if let http1::server::Ended::Handoff(stream) = ended {
-                // Boxed: hyper's connection is large, and most connections never need it.
-                Box::pin(serve_with_hyper(stream, live, client, builder, watcher)).await;
+                // Boxed: the other servers' connections are large, and most connections never
+                // need them.
+                Box::pin(serve_handoff(stream, live, client, handoff, watcher, stop)).await;
             }
             metrics.connection_closed();
         });
@@ -700,14 +726,14 @@ async fn serve_tls(
         handshake_timeout,
     } = edge;
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(http_builder(&server));
+    let handoff = Handoff::new(&server);
     let settings = http1_settings(&server);
     while let Some((permit, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "tls").await
     {
         let (live, tls, acceptor) = (live.clone(), tls.clone(), acceptor.clone());
         let watcher = graceful.watcher();
-        let (builder, settings) = (builder.clone(), settings.clone());
+        let (handoff, settings) = (handoff.clone(), settings.clone());
         let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
@@ -754,7 +780,7 @@ async fn serve_tls(
             metrics.connection_opened();
             let client = Peer::over_tls(peer, crate::tls::client_common_name(stream.get_ref().1));
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                Box::pin(serve_with_hyper(stream, live, client, builder, watcher)).await;
+                Box::pin(serve_h2(stream, live, client, handoff, watcher, stop)).await;
             } else {
                 let connection = Connection {
                     live: &live,
@@ -766,11 +792,11 @@ async fn serve_tls(
                     &connection,
                     &settings,
                     &draining,
-                    stop,
+                    stop.clone(),
                 )
                 .await;
                 if let http1::server::Ended::Handoff(stream) = ended {
-                    Box::pin(serve_with_hyper(stream, live, client, builder, watcher)).await;
+                    Box::pin(serve_handoff(stream, live, client, handoff, watcher, stop)).await;
                 }
             }
             metrics.connection_closed();
@@ -828,13 +854,49 @@ where
     }
 }
 
-/// Serves a connection handed over by [`http1::server::serve`] with hyper's server, from the
-/// request it handed over on.
+/// Serves a connection handed over by [`http1::server::serve`], from the request it handed
+/// over on: HTTP/2 by [`http2`], the rest by hyper's server.
+async fn serve_handoff<S>(
+    stream: http1::server::Rewind<S>,
+    live: Arc<ArcSwap<Proxy>>,
+    client: Peer,
+    handoff: Arc<Handoff>,
+    watcher: Watcher,
+    stop: watch::Receiver<bool>,
+) where
+    http1::server::Rewind<S>: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    if stream.is_http2() {
+        serve_h2(stream, live, client, handoff, watcher, stop).await;
+    } else {
+        serve_with_hyper(stream, live, client, &handoff.hyper, watcher).await;
+    }
+}
+
+/// Serves an HTTP/2 connection ([`http2::serve`]). The watcher it holds makes shutdown wait
+/// for it; `stop` starts its graceful close.
+async fn serve_h2<S>(
+    stream: S,
+    live: Arc<ArcSwap<Proxy>>,
+    client: Peer,
+    handoff: Arc<Handoff>,
+    watcher: Watcher,
+    stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _counted = watcher;
+    if let Err(e) = http2::serve(stream, &live, &client, &handoff.h2, stop).await {
+        tracing::debug!(error = %e, peer = %client.addr, "client connection ended with an error");
+    }
+}
+
+/// Serves a connection with hyper's server.
 async fn serve_with_hyper<S>(
     stream: S,
     live: Arc<ArcSwap<Proxy>>,
     client: Peer,
-    builder: Arc<HttpBuilder>,
+    builder: &HttpBuilder,
     watcher: Watcher,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,

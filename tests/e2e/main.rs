@@ -15,6 +15,7 @@ mod edge;
 mod failover;
 mod flips;
 mod forwarding;
+mod http2;
 mod layout;
 mod open_streams;
 mod reload;

@@ -1,0 +1,248 @@
+//! HTTP/2 from clients, as the router's own HTTP/2 server serves it: a reset stream cancels
+//! its upstream request, shutdown sends GOAWAY and finishes the streams in flight, bodies larger
+//! than the windows stream both ways, responses carry no HTTP/1.1 connection headers, and an
+//! idle connection is closed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// An HTTP/2 client on the `h2` crate, for what hyper's client does not expose (resets, the
+/// connection's end). The connection's task reports how it ended.
+async fn h2_connect(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn get_request(addr: SocketAddr, path: &str) -> Request<()> {
+    Request::get(format!("http://{addr}{path}"))
+        .header("x-tenant-id", "acme")
+        .body(())
+        .unwrap()
+}
+
+/// What a raw HTTP/1.1 upstream saw of one connection.
+enum Seen {
+    Head(String),
+    Closed,
+}
+
+/// An upstream that reports each request head and each connection's end, and answers with
+/// `answer` (or never, when it is `None`).
+async fn raw_upstream(answer: Option<&'static str>) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut more = [0u8; 4096];
+                    let n = s.read(&mut more).await.unwrap_or(0);
+                    if n == 0 {
+                        let _ = tx.send(Seen::Closed);
+                        return;
+                    }
+                    buf.extend_from_slice(&more[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let _ = tx.send(Seen::Head(head));
+                        if let Some(answer) = answer {
+                            s.write_all(answer.as_bytes()).await.unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(EVENT_TIMEOUT, seen.recv())
+        .await
+        .expect("the upstream saw nothing")
+        .expect("the upstream's channel is open")
+}
+
+/// A setup whose `/raw/` route goes to `upstream`.
+async fn with_raw(upstream: SocketAddr) -> Setup {
+    let mut setup = Setup::new().await;
+    setup.routes = format!(
+        "[targets.raw]\nendpoints = [\"http://{upstream}\"]\n{}[[routes]]\nname = \"raw\"\npath_prefix = \"/raw/\"\ntarget = \"raw\"\n",
+        setup.routes
+    );
+    setup
+}
+
+#[tokio::test]
+async fn a_stream_the_client_resets_cancels_its_upstream_request() {
+    let (upstream, mut seen) = raw_upstream(None).await;
+    let setup = with_raw(upstream).await;
+    let router = setup.start().await;
+    let (mut send, conn) = h2_connect(router.addr()).await;
+    let (response, mut stream) = send
+        .send_request(get_request(router.addr(), "/raw/held"), true)
+        .unwrap();
+    match next(&mut seen).await {
+        Seen::Head(head) => assert!(head.starts_with("GET /raw/held HTTP/1.1"), "{head}"),
+        Seen::Closed => panic!("the upstream connection closed before the request"),
+    }
+    // The client gives up on the stream: the router drops the exchange, and the upstream's
+    // connection (which cannot carry another request with an answer pending) closes.
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(response);
+    assert!(matches!(next(&mut seen).await, Seen::Closed));
+    // The connection itself goes on.
+    let mut send = send.ready().await.unwrap();
+    let (response, _) = send
+        .send_request(get_request(router.addr(), "/after"), true)
+        .unwrap();
+    let response = tokio::time::timeout(EVENT_TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(setup.legacy.seen.total(), 1);
+    drop(send);
+    conn.abort();
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_finishes_the_streams_in_flight() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let addr = router.addr();
+    let (mut send, conn) = h2_connect(addr).await;
+    let (held, _) = send.send_request(get_request(addr, "/hold"), true).unwrap();
+    let holding = &setup.legacy.seen.holding;
+    wait_for("the upstream to hold the request", || {
+        holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let shutdown = tokio::spawn(router.shutdown());
+    // The connection is told to open no more streams (GOAWAY): a new one is refused by the
+    // client itself, and never reaches an upstream.
+    let refused = tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            let Ok(mut ready) = send.clone().ready().await else {
+                return;
+            };
+            match ready.send_request(get_request(addr, "/late"), true) {
+                Err(_) => return,
+                Ok((late, _)) => {
+                    if late.await.is_err() {
+                        return;
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    // A stream sent before GOAWAY might have been answered: only /hold and such count.
+    refused
+        .await
+        .expect("new streams are refused after shutdown");
+    setup.legacy.seen.release.notify_waiters();
+    let held = tokio::time::timeout(EVENT_TIMEOUT, held)
+        .await
+        .unwrap()
+        .expect("the stream in flight is answered");
+    assert_eq!(held.status(), StatusCode::OK);
+    let mut body = held.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(text, b"legacy");
+    // Then the router closes the connection, cleanly, and its shutdown has drained.
+    let ended = tokio::time::timeout(EVENT_TIMEOUT, conn).await.unwrap();
+    assert!(ended.unwrap().is_ok(), "the connection ended with an error");
+    assert!(shutdown.await.unwrap(), "shutdown reports a drain");
+}
+
+#[tokio::test]
+async fn bodies_larger_than_the_windows_stream_both_ways() {
+    // An h2c upstream echoes the body as it comes, while the rest is still being sent.
+    let setup = Setup::with_h2c_new().await;
+    setup.set("acme", pin("new"));
+    let router = setup.start().await;
+    // 3 MiB: three times the router's windows, and far over the client's own 64 KiB.
+    let sent = Bytes::from(pattern(3 << 20));
+    let request = Request::post(format!("http://{}/echo", router.addr()))
+        .header("x-tenant-id", "acme")
+        .body(Full::new(sent.clone()))
+        .unwrap();
+    let response = tokio::time::timeout(EVENT_TIMEOUT, h2_client().request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = tokio::time::timeout(EVENT_TIMEOUT, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(echoed.len(), sent.len());
+    assert!(echoed == sent, "the echo differs from what was sent");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn responses_carry_a_date_and_no_connection_headers() {
+    let answer = "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\nx-hop: 1\r\nx-kept: 1\r\nContent-Length: 2\r\n\r\nok";
+    let (upstream, _seen) = raw_upstream(Some(answer)).await;
+    let setup = with_raw(upstream).await;
+    let router = setup.start().await;
+    let (status, headers, body) = get(&h2_client(), router.addr(), "/raw/x", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    for gone in ["connection", "keep-alive", "x-hop"] {
+        assert!(!headers.contains_key(gone), "{gone} in {headers:?}");
+    }
+    assert_eq!(headers["x-kept"], "1");
+    // The router adds one where the upstream sent none: `Mon, 30 Nov 2026 19:14:15 GMT`.
+    let date = headers["date"].to_str().unwrap();
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_with_no_stream_open_is_closed_after_the_header_read_timeout() {
+    let mut setup = Setup::new().await;
+    setup.extra = "header_read_timeout_ms = 300\n".into();
+    let router = setup.start().await;
+    // The preface, and not the SETTINGS frame that must follow it, nor a stream: as an idle
+    // HTTP/1.1 connection, it is closed.
+    let mut s = TcpStream::connect(router.addr()).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(EVENT_TIMEOUT, async {
+        let mut sink = [0u8; 1024];
+        while s.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    closed.await.expect("the stalled connection is closed");
+    // It held a connection slot no longer: the router serves on.
+    let (status, _, _) = get(&h2_client(), router.addr(), "/x", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    router.shutdown().await;
+}
