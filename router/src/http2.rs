@@ -10,8 +10,9 @@
 //! What the connection does besides: it answers `PING`s and sends its own every
 //! `keep_alive_interval` (no answer within `keep_alive_timeout` closes it); when `stop` is set
 //! it sends `GOAWAY` and finishes the streams it has; with no stream open for `idle_timeout`
-//! it closes; a stream the client resets is dropped, and with it the upstream request. Headers that only HTTP/1.1 knows are taken out of
-//! responses (`h2` refuses them), and `Date` is added where a response has none.
+//! it closes; a stream the client resets is dropped, and with it the upstream request.
+//! Headers that only HTTP/1.1 knows are taken out of responses (`h2` refuses them), and
+//! `Date` is added where a response has none.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
