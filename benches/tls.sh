@@ -5,18 +5,22 @@
 # (keep-alive requests a second at 64 connections over HTTP/1.1, and HTTP/2 over TLS and in
 # cleartext, 8 connections of 32 streams). Then, by benches/tls_client.py (Python's ssl, on
 # OpenSSL): p50/p99 at a fixed rate kept alive, with a full handshake a request and with a
-# resumed one, and the memory an idle TLS connection holds.
-#   benches/tls.sh                 5 s a measure
-#   benches/tls.sh --seconds 10
+# resumed one, in rounds that take the three proxies in turn (the median of the rounds is
+# shown, so that a slow spell of the machine does not land on one proxy only), and the
+# memory an idle TLS connection holds.
+#   benches/tls.sh                 5 s a measure, 3 latency rounds
+#   benches/tls.sh --seconds 10 --rounds 5
 # One core for the proxy under test, the other for the clients and the upstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=5
+rounds=3
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
-    *) echo "usage: benches/tls.sh [--seconds N]" >&2; exit 64 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    *) echo "usage: benches/tls.sh [--seconds N] [--rounds N]" >&2; exit 64 ;;
   esac
 done
 
@@ -194,40 +198,62 @@ measure() {
     'BEGIN { cpu = t / hz; printf "%s (%s)", r, (cpu > 0 ? sprintf("%.0f", r * s / cpu) : "-") }'
 }
 
-# p50/p99 in us at a fixed rate on one client connection: "p50 / p99 (resumed share)".
+# p50 and p99 in us at a fixed rate on one client connection: "p50 p99", or "wrong ...".
 fixed() {
   "${pin_client[@]}" python3 benches/tls_client.py latency "$1" "$work/cert.pem" \
     --mode "$2" --rate "$3" --seconds "$seconds" \
-    | awk '{ if ($1 ~ /^wrong/) print $0; else if ($3 > 0) printf "%s / %s (%s resumed)", $1, $2, $3; else printf "%s / %s", $1, $2 }'
+    | awk '{ if ($1 ~ /^wrong/) print $0; else if ($3 < 1 && "'"$2"'" == "resume") print "wrong(not resumed)"; else print $1, $2 }'
 }
 
-latencies=()
+# The median of the numbers given (the middle one; the lower middle of an even count).
+median() { printf "%s\n" "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+names=(switchyard nginx haproxy)
+declare -A port plain pid
+for name in "${names[@]}"; do
+  port[$name]=$(free_port)
+  plain[$name]=$(free_port)
+  "start_$name" "${port[$name]}" "${plain[$name]}"
+  pid[$name]=${pids[-1]}
+done
+for name in "${names[@]}"; do wait_tls "${port[$name]}"; done
+
 echo "each cell: per second (per proxy CPU-second); $seconds s a measure"
 printf "%-11s %20s %20s %20s %20s %20s\n" proxy "full handshakes" "-reuse handshakes" "h1 keep-alive req" "h2 (TLS) req" "h2c req"
-for name in switchyard nginx haproxy; do
-  port=$(free_port)
-  plain=$(free_port)
-  "start_$name" "$port" "$plain"
-  pid=${pids[-1]}
-  wait_tls "$port"
-  url="https://localhost:$port/"
-  full=$(measure "$pid" handshakes "$port" -new)
-  resumed=$(measure "$pid" handshakes "$port" -reuse)
-  h1=$(measure "$pid" h2rate --h1 -c 64 -D "$seconds" -H 'x-tenant-id: acme' "$url")
-  h2=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "$url")
-  h2c=$(measure "$pid" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "http://127.0.0.1:$plain/")
+for name in "${names[@]}"; do
+  p=${pid[$name]}
+  url="https://localhost:${port[$name]}/"
+  full=$(measure "$p" handshakes "${port[$name]}" -new)
+  resumed=$(measure "$p" handshakes "${port[$name]}" -reuse)
+  h1=$(measure "$p" h2rate --h1 -c 64 -D "$seconds" -H 'x-tenant-id: acme' "$url")
+  h2=$(measure "$p" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "$url")
+  h2c=$(measure "$p" h2rate -c 8 -m 32 -D "$seconds" -H 'x-tenant-id: acme' "http://127.0.0.1:${plain[$name]}/")
   printf "%-11s %20s %20s %20s %20s %20s\n" "$name" "$full" "$resumed" "$h1" "$h2" "$h2c"
-  kept=$(fixed "$port" keepalive 1000)
-  new=$(fixed "$port" new 100)
-  resume=$(fixed "$port" resume 100)
-  idle=$("${pin_client[@]}" python3 benches/tls_client.py idle "$port" "$work/cert.pem" --count 1000 --pid "$pid")
-  latencies+=("$(printf "%-11s %24s %24s %30s %14s" "$name" "$kept" "$new" "$resume" "$idle")")
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset 'pids[-1]'
+done
+
+# Latency in rounds, each round taking the proxies in turn.
+declare -A samples
+for round in $(seq 1 "$rounds"); do
+  for name in "${names[@]}"; do
+    for row in "keepalive 1000" "new 100" "resume 100"; do
+      set -- $row
+      got=$(fixed "${port[$name]}" "$1" "$2")
+      case "$got" in wrong*) echo "$name $1: $got" >&2; exit 1 ;; esac
+      samples[$name.$1.p50]+=" ${got% *}"
+      samples[$name.$1.p99]+=" ${got#* }"
+    done
+  done
 done
 
 echo
-echo "p50 / p99 us at a fixed rate, one client (benches/tls_client.py); idle: bytes per idle TLS connection"
-printf "%-11s %24s %24s %30s %14s\n" proxy "keep-alive @1000/s" "full handshake @100/s" "resumed handshake @100/s" "idle bytes"
-printf "%s\n" "${latencies[@]}"
+echo "p50 / p99 us at a fixed rate, one client (benches/tls_client.py), median of $rounds rounds; idle: bytes per idle TLS connection"
+printf "%-11s %24s %24s %24s %14s\n" proxy "keep-alive @1000/s" "full handshake @100/s" "resumed handshake @100/s" "idle bytes"
+for name in "${names[@]}"; do
+  cells=()
+  for mode in keepalive new resume; do
+    # shellcheck disable=SC2086 # the samples are space-separated numbers
+    cells+=("$(median ${samples[$name.$mode.p50]}) / $(median ${samples[$name.$mode.p99]})")
+  done
+  idle=$("${pin_client[@]}" python3 benches/tls_client.py idle "${port[$name]}" "$work/cert.pem" --count 1000 --pid "${pid[$name]}")
+  printf "%-11s %24s %24s %24s %14s\n" "$name" "${cells[0]}" "${cells[1]}" "${cells[2]}" "$idle"
+done
