@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -145,7 +145,7 @@ async fn serve_stream(
     mut respond: SendResponse<Bytes>,
     client: &Peer,
 ) {
-    let length = content_length(req.headers());
+    let length = crate::proxy::content_length(req.headers());
     let req = req.map(|stream| ClientBody::H2(H2Body::new(stream, length)));
     let span = tracing::debug_span!("request", peer = %client.addr, method = %req.method(), path = %req.uri().path());
     let mut handling = pin!(proxy.handle(req, client).instrument(span));
@@ -163,7 +163,8 @@ async fn serve_stream(
         return;
     };
     let (mut head, body) = resp.into_parts();
-    strip_connection_headers(&mut head.headers);
+    // The proxy has taken them out already; `h2` refuses a response that has one, so make sure.
+    crate::proxy::strip_hop_by_hop(&mut head.headers, false);
     if !head.headers.contains_key(header::DATE) {
         let mut date = Vec::with_capacity(29);
         http1::codec::http_date(&mut date);
@@ -250,48 +251,6 @@ async fn wait_for_window(send: &mut SendStream<Bytes>, len: usize) -> bool {
         }
     })
     .await
-}
-
-/// The request's `content-length`, when it has one it means.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = values.next()?.to_str().ok()?.parse().ok()?;
-    values
-        .all(|v| v.to_str().ok().and_then(|v| v.parse().ok()) == Some(first))
-        .then_some(first)
-}
-
-/// Headers that name connection options of HTTP/1.1, which HTTP/2 forbids. The proxy has
-/// taken them out of upstream responses already; one pass over the names makes sure, and
-/// only a response that has one pays for the removals.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    let connection_specific = |name: &header::HeaderName| {
-        name == header::CONNECTION
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::TE
-            || name == "keep-alive"
-            || name == "proxy-connection"
-    };
-    if !headers.keys().any(connection_specific) {
-        return;
-    }
-    if let Some(listed) = headers.remove(header::CONNECTION)
-        && let Ok(listed) = listed.to_str()
-    {
-        for name in listed.split(',') {
-            headers.remove(name.trim());
-        }
-    }
-    for name in [
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
 }
 
 /// How long a connection has had no stream open.

@@ -1106,7 +1106,8 @@ impl Peer {
     }
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// The `content-length` a message declares (its first field), when it is a number.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
