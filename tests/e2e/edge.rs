@@ -99,10 +99,7 @@ async fn raw_until(addr: SocketAddr, request: &str, end: &str) -> String {
 async fn with_raw(switch_to: &'static str) -> (Setup, RawUpstream) {
     let raw = RawUpstream::start(switch_to).await;
     let mut setup = Setup::new().await;
-    setup.routes = format!(
-        "[targets.raw]\nendpoints = [\"http://{}\"]\n{}[[routes]]\nname = \"raw\"\npath_prefix = \"/raw/\"\ntarget = \"raw\"\n",
-        raw.addr, setup.routes
-    );
+    setup.route_raw(raw.addr);
     (setup, raw)
 }
 

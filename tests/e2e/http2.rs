@@ -86,10 +86,7 @@ async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 /// A setup whose `/raw/` route goes to `upstream`.
 async fn with_raw(upstream: SocketAddr) -> Setup {
     let mut setup = Setup::new().await;
-    setup.routes = format!(
-        "[targets.raw]\nendpoints = [\"http://{upstream}\"]\n{}[[routes]]\nname = \"raw\"\npath_prefix = \"/raw/\"\ntarget = \"raw\"\n",
-        setup.routes
-    );
+    setup.route_raw(upstream);
     setup
 }
 

@@ -339,6 +339,14 @@ impl Setup {
         setup
     }
 
+    /// Adds a target `raw` at `upstream`, routed from `/raw/`.
+    pub fn route_raw(&mut self, upstream: SocketAddr) {
+        self.routes = format!(
+            "[targets.raw]\nendpoints = [\"http://{upstream}\"]\n{}[[routes]]\nname = \"raw\"\npath_prefix = \"/raw/\"\ntarget = \"raw\"\n",
+            self.routes
+        );
+    }
+
     pub fn flags_path(&self) -> PathBuf {
         self.dir.path().join("flags.json")
     }
