@@ -7,7 +7,12 @@
 //! request. Here the exchange runs in the request's task and the response body reads the
 //! socket when hyper's server polls it. Each endpoint keeps its idle connections in a
 //! [`Pool`], most recently used first. A connection goes back to the pool only when the
-//! response was read to its exact end and nothing followed it.
+//! request was written whole and the response read to its exact end, with nothing after it.
+//!
+//! A request body is written while the response head is awaited, and, when the head comes
+//! first (an upstream that echoes or streams as it reads), while the response body is read:
+//! both directions move at once. Once the response is complete, what is left of the request
+//! body is not sent, and the connection closes.
 //!
 //! Responses are framed as RFC 9112 section 6.3 says: no body for HEAD, 1xx, 204 and 304;
 //! `Transfer-Encoding` ending in `chunked` wins over `Content-Length` (and the connection
@@ -32,7 +37,7 @@ use http::uri::Authority;
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::Error;
@@ -45,15 +50,10 @@ pub const MAX_HEADERS: usize = 100;
 const READ_SIZE: usize = 16 * 1024;
 
 /// A request body the client can send: any body of bytes whose error says what failed.
-pub trait SendBody:
-    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
-{
-}
+pub trait SendBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
 
-impl<B> SendBody for B where
-    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
-{
-}
+impl<B> SendBody for B where B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{}
 
 /// The idle keep-alive connections to one endpoint.
 #[derive(Debug)]
@@ -121,11 +121,11 @@ impl Pool {
         encode_head(&mut conn.out, parts, chunked);
         if has_body {
             return self
-                .exchange(conn, Some((body, chunked)), no_body)
+                .exchange(conn, Some(Upload::new(body, chunked)), no_body)
                 .await
                 .map_err(|(e, _)| e);
         }
-        match self.exchange(conn, None::<(B, bool)>, no_body).await {
+        match self.exchange(conn, None, no_body).await {
             Err((_, true)) if reused && parts.method.is_idempotent() => {}
             result => return result.map_err(|(e, _)| e),
         }
@@ -133,9 +133,7 @@ impl Pool {
         Box::pin(async {
             let mut conn = self.connect().await?;
             encode_head(&mut conn.out, parts, chunked);
-            self.exchange(conn, None::<(B, bool)>, no_body)
-                .await
-                .map_err(|(e, _)| e)
+            self.exchange(conn, None, no_body).await.map_err(|(e, _)| e)
         })
         .await
     }
@@ -233,38 +231,42 @@ impl Pool {
 
     /// Writes the request and reads the response head. On error, says whether nothing at all
     /// came back (the mark of a connection the upstream had already closed).
-    async fn exchange<B: SendBody>(
+    async fn exchange(
         self: &Arc<Self>,
         mut conn: Conn,
-        body: Option<(B, bool)>,
+        upload: Option<Box<Upload>>,
         no_body: bool,
     ) -> Result<Response<Body>, (Error, bool)> {
         let silent = |e: Error, conn: &Conn| {
             let silent = conn.buf.is_empty() && matches!(e, Error::Closed | Error::Io(_));
             (e, silent)
         };
-        let complete = match body {
+        let (resp, sent) = match upload {
             None => {
                 if let Err(e) = conn.stream.write_all(&conn.out).await {
                     return Err((Error::Io(e), true));
                 }
-                match read_head_from(&mut conn.stream, &mut conn.buf).await {
-                    Ok(parsed) => (parsed, true),
+                let Conn { stream, buf, .. } = &mut conn;
+                match std::future::poll_fn(|cx| poll_head(stream, buf, cx)).await {
+                    Ok(parsed) => (parsed, Sent::Whole),
                     Err(e) => return Err(silent(e, &conn)),
                 }
             }
-            Some((body, chunked)) => match Box::pin(send_with_body(&mut conn, body, chunked)).await
-            {
+            Some(upload) => match Box::pin(send_with_body(&mut conn, upload)).await {
                 Ok(done) => done,
                 Err(e) => return Err(silent(e, &conn)),
             },
         };
-        let (resp, request_complete) = complete;
         let framing = framing(&resp, no_body).map_err(|e| (e, false))?;
-        let reusable = request_complete && framing.reusable;
+        let (reusable, upload) = match sent {
+            Sent::Whole => (framing.reusable, None),
+            Sent::Going(upload) => (framing.reusable, Some(upload)),
+            Sent::Cut => (false, None),
+        };
         let (parts, ()) = resp.into_parts();
         let mut body = Body {
             conn: Some(conn),
+            upload,
             pool: self.clone(),
             state: framing.state,
             reusable,
@@ -340,97 +342,227 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// How far the request got when its response head arrived.
+enum Sent {
+    /// All of it.
+    Whole,
+    /// The head, and the body is still going: the upstream answered as it read (an echo, a
+    /// stream). The rest is written alongside the response body.
+    Going(Box<Upload>),
+    /// Not all of it, and no more will be: the connection cannot carry another request.
+    Cut,
+}
+
 /// Writes the head and the body while watching for the response: an upstream may answer
-/// (a 413, a 401) before it has read the whole body. Returns the response head and whether
-/// the request went out whole.
-async fn send_with_body<B: SendBody>(
+/// (a 413, a 401, an echo) before it has read the whole body.
+async fn send_with_body(
     conn: &mut Conn,
-    body: B,
-    chunked: bool,
-) -> Result<(Response<()>, bool), Error> {
+    mut upload: Box<Upload>,
+) -> Result<(Response<()>, Sent), Error> {
     let Conn { stream, buf, out } = conn;
-    let head = &out[..];
-    let (mut rd, mut wr) = stream.split();
-    let writing = async {
-        wr.write_all(head).await.map_err(Error::Io)?;
-        let mut body = std::pin::pin!(body);
-        let mut chunk_head = Vec::with_capacity(24);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Error::Body(e.into()))?;
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers are not sent on: the head announced none
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                chunk_head.clear();
-                chunk_size_line(&mut chunk_head, data.len());
-                // Size line, data and CRLF in one vectored write, not three.
-                let mut chunk = Buf::chain(Buf::chain(&chunk_head[..], data), &b"\r\n"[..]);
-                wr.write_all_buf(&mut chunk).await.map_err(Error::Io)?;
-            } else {
-                wr.write_all(&data).await.map_err(Error::Io)?;
-            }
-        }
-        if chunked {
-            wr.write_all(b"0\r\n\r\n").await.map_err(Error::Io)?;
-        }
-        Ok::<(), Error>(())
-    };
-    let reading = read_head_from(&mut rd, buf);
-    let mut writing = std::pin::pin!(writing);
-    let mut reading = std::pin::pin!(reading);
+    let mut head_written = 0;
     let mut write_error = None;
     let mut sent = false;
-    loop {
-        tokio::select! {
-            biased;
-            head = &mut reading => {
-                return match (head, write_error) {
-                    (Ok(head), _) => Ok((head, sent)),
-                    // Nothing readable came back: the failed write is the better account.
-                    (Err(Error::Closed | Error::Io(_)), Some(e)) => Err(e),
-                    (Err(e), _) => Err(e),
-                };
-            }
-            written = &mut writing, if !sent && write_error.is_none() => match written {
-                Ok(()) => sent = true,
-                Err(e @ Error::Body(_)) => return Err(e),
-                Err(e) => write_error = Some(e),
-            },
+    let head = std::future::poll_fn(|cx| {
+        // Reading first: a head that is there ends the wait, however the writing stands.
+        if let Poll::Ready(head) = poll_head(stream, buf, cx) {
+            return Poll::Ready(match (head, write_error.is_some()) {
+                // Nothing readable came back: the failed write is the better account.
+                (Err(Error::Closed | Error::Io(_)), true) => Err(write_error.take().unwrap()),
+                (head, _) => head,
+            });
         }
+        if sent || write_error.is_some() {
+            return Poll::Pending;
+        }
+        let written = match poll_write_from(stream, out, &mut head_written, cx) {
+            Poll::Ready(Ok(())) => upload.poll_send(stream, cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
+            Poll::Pending => Poll::Pending,
+        };
+        match written {
+            Poll::Ready(Ok(())) => sent = true,
+            Poll::Ready(Err(e @ Error::Body(_))) => return Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => write_error = Some(e),
+            Poll::Pending => {}
+        }
+        Poll::Pending
+    })
+    .await?;
+    let sent = if sent {
+        Sent::Whole
+    } else if write_error.is_none() && head_written == out.len() {
+        Sent::Going(upload)
+    } else {
+        Sent::Cut
+    };
+    Ok((head, sent))
+}
+
+/// Writes `out[*written..]`, counting what went.
+fn poll_write_from(
+    stream: &mut TcpStream,
+    out: &[u8],
+    written: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    use tokio::io::AsyncWrite;
+    while *written < out.len() {
+        match ready!(Pin::new(&mut *stream).poll_write(cx, &out[*written..]))? {
+            0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            n => *written += n,
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way to the upstream, written as the socket takes it. It is polled
+/// beside the read of the response head, and, when the head comes first, beside the read of
+/// the response body.
+pub(crate) struct Upload {
+    body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
+    chunked: bool,
+    /// Taken from the body and not written yet: a chunk's size line, its data, its end.
+    out: VecDeque<Bytes>,
+    /// The body has ended and its end is in `out`.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("chunked", &self.chunked)
+            .field("unwritten", &self.out.iter().map(Bytes::len).sum::<usize>())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Upload {
+    fn new<B: SendBody + 'static>(body: B, chunked: bool) -> Box<Upload> {
+        Box::new(Upload {
+            body: body.map_err(Into::into).boxed_unsync(),
+            chunked,
+            out: VecDeque::with_capacity(4),
+            ended: false,
+        })
+    }
+
+    /// Ready when the whole body and its end have been written.
+    fn poll_send(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            ready!(self.poll_write_out(stream, cx)).map_err(Error::Io)?;
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(http_body::Body::poll_frame(Pin::new(&mut self.body), cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not sent on: the head announced none.
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        if self.chunked {
+                            let mut line = Vec::with_capacity(24);
+                            chunk_size_line(&mut line, data.len());
+                            self.out.push_back(line.into());
+                            self.out.push_back(data);
+                            self.out.push_back(Bytes::from_static(b"\r\n"));
+                        } else {
+                            self.out.push_back(data);
+                        }
+                    }
+                    // A body that knows it is done says so now, not on the next poll.
+                    if http_body::Body::is_end_stream(&self.body) {
+                        self.end();
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(Error::Body(e))),
+                None => self.end(),
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if self.chunked {
+            self.out.push_back(Bytes::from_static(b"0\r\n\r\n"));
+        }
+        self.ended = true;
+    }
+
+    /// Writes what was taken from the body, in one vectored write where the socket takes it.
+    fn poll_write_out(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        use tokio::io::AsyncWrite;
+        while !self.out.is_empty() {
+            let mut slices = [io::IoSlice::new(&[]); 4];
+            let n = self
+                .out
+                .iter()
+                .zip(&mut slices)
+                .map(|(bytes, slice)| *slice = io::IoSlice::new(bytes))
+                .count();
+            let mut written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            while let Some(front) = self.out.front_mut() {
+                if front.len() > written {
+                    front.advance(written);
+                    break;
+                }
+                written -= front.len();
+                self.out.pop_front();
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
 /// Reads until a final response head is complete and parses it, skipping interim 1xx ones.
-async fn read_head_from<R: AsyncRead + Unpin>(
-    rd: &mut R,
+fn poll_head(
+    stream: &mut TcpStream,
     buf: &mut BytesMut,
-) -> Result<Response<()>, Error> {
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<()>, Error>> {
     loop {
         if !buf.is_empty() {
-            match parse_head(buf)? {
-                Some(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    return Err(Error::malformed(
+            match parse_head(buf) {
+                Ok(Some(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Poll::Ready(Err(Error::malformed(
                         "101 Switching Protocols to a request that asked for no upgrade",
-                    ));
-                }
-                Some(resp) if resp.status().is_informational() => continue,
-                Some(resp) => return Ok(resp),
-                None if buf.len() >= MAX_HEAD_BYTES => {
-                    return Err(Error::malformed(format!(
-                        "the response head is larger than {MAX_HEAD_BYTES} bytes"
                     )));
                 }
-                None => {}
+                Ok(Some(resp)) if resp.status().is_informational() => continue,
+                Ok(Some(resp)) => return Poll::Ready(Ok(resp)),
+                Ok(None) if buf.len() >= MAX_HEAD_BYTES => {
+                    return Poll::Ready(Err(Error::malformed(format!(
+                        "the response head is larger than {MAX_HEAD_BYTES} bytes"
+                    ))));
+                }
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         if buf.capacity() - buf.len() < READ_SIZE / 4 {
             buf.reserve(READ_SIZE);
         }
-        if rd.read_buf(buf).await.map_err(Error::Io)? == 0 {
-            return Err(Error::Closed);
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut *stream),
+            cx,
+            buf
+        )) {
+            Ok(0) => return Poll::Ready(Err(Error::Closed)),
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Error::Io(e))),
         }
     }
 }
@@ -574,11 +706,15 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
     })
 }
 
-/// A response body read straight from the upstream connection. When it has been read to its
-/// end, the connection goes back to its pool; dropped before that, the connection closes.
+/// A response body read straight from the upstream connection, with the rest of the request
+/// body written beside it when the upstream answered before reading all of that. When the
+/// response has been read to its end, and the request written whole, the connection goes back
+/// to its pool; otherwise it closes.
 #[derive(Debug)]
 pub struct Body {
     conn: Option<Conn>,
+    /// The request body still being sent.
+    upload: Option<Box<Upload>>,
     pool: Arc<Pool>,
     state: Decoder,
     reusable: bool,
@@ -586,13 +722,38 @@ pub struct Body {
 
 impl Body {
     fn finish_if_done(&mut self) {
-        if self.state.is_done()
-            && let Some(conn) = self.conn.take()
-            && self.reusable
-            && conn.buf.is_empty()
-        {
-            self.pool.checkin(conn);
+        if self.state.is_done() {
+            // A request still being sent when the answer is complete is not sent on.
+            let upload = self.upload.take();
+            if let Some(conn) = self.conn.take()
+                && self.reusable
+                && upload.is_none()
+                && conn.buf.is_empty()
+            {
+                self.pool.checkin(conn);
+            }
         }
+    }
+
+    /// Writes what the socket takes of the request body still being sent. An error of the
+    /// body being sent ends the exchange; a failed write only ends the sending, since the
+    /// upstream may have stopped reading and still answer whole.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let (Some(upload), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) else {
+            return Ok(());
+        };
+        match upload.poll_send(&mut conn.stream, cx) {
+            Poll::Pending => return Ok(()),
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e @ Error::Body(_))) => {
+                self.conn = None;
+                self.upload = None;
+                return Err(e);
+            }
+            Poll::Ready(Err(_)) => self.reusable = false,
+        }
+        self.upload = None;
+        Ok(())
     }
 }
 
@@ -605,6 +766,9 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
+        if let Err(e) = this.poll_upload(cx) {
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -654,7 +818,7 @@ impl http_body::Body for Body {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     fn head(text: &str) -> Response<()> {
@@ -927,5 +1091,62 @@ pub(crate) mod tests {
         let resp = send_get(&pool).await;
         let err = resp.into_body().collect().await.unwrap_err();
         assert!(matches!(err, Error::Closed), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_body_goes_on_after_an_answer_that_came_first() {
+        // The upstream answers as soon as the head is in, then reads the body and reports
+        // each chunk of it as it comes: an echo's shape.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                stream.read_buf(&mut buf).await.unwrap();
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            // The body is chunked: echo each size line's chunk until the last one.
+            while !buf.ends_with(b"0\r\n\r\n") {
+                let n = stream.read_buf(&mut buf).await.unwrap();
+                assert!(n > 0, "the client stopped sending: {buf:?}");
+                stream.write_all(b"1\r\n.\r\n").await.unwrap();
+            }
+            stream.write_all(b"0\r\n\r\n").await.unwrap();
+            String::from_utf8(buf.to_vec()).unwrap()
+        });
+        let pool = Arc::new(Pool::new(
+            authority,
+            8,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Arc::default(),
+        ));
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(1);
+        tx.send_data(Bytes::from_static(b"first")).await.unwrap();
+        let resp = pool.send(&get(Method::POST), body).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // Only now, with the answer in hand, the rest of the body.
+        let sending = tokio::spawn(async move {
+            tx.send_data(Bytes::from_static(b"second")).await.unwrap();
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(10), read(resp))
+            .await
+            .expect("the rest of the body reached the upstream");
+        sending.await.unwrap();
+        assert_eq!(answer.0, StatusCode::OK);
+        let got = upstream.await.unwrap();
+        assert!(
+            got.ends_with("5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"),
+            "{got:?}"
+        );
+        assert_eq!(
+            pool.idle(),
+            1,
+            "sent and read whole: the connection is kept"
+        );
     }
 }

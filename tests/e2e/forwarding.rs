@@ -269,6 +269,38 @@ async fn an_upstream_that_answers_before_the_body_ends_is_heard() {
 }
 
 #[tokio::test]
+async fn an_http1_upstream_that_echoes_as_it_reads_gets_the_whole_body() {
+    // The upstream's answer starts with the first bytes it reads; the rest of the body must
+    // still go to it, while its answer streams back, from an HTTP/1.1 and an HTTP/2 client.
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    // 3 MiB: far more than the sockets on either side hold, so neither end can finish alone.
+    let sent = bytes::Bytes::from(pattern(3 << 20));
+    for (protocol, client) in [("HTTP/1.1", client()), ("HTTP/2", h2_client())] {
+        let request = http::Request::post(format!("http://{}/echo", router.addr()))
+            .body(http_body_util::Full::new(sent.clone()))
+            .unwrap();
+        let echoed = tokio::time::timeout(EVENT_TIMEOUT, async {
+            let response = client.request(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{protocol}");
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{protocol}: the echo stalled"));
+        assert_eq!(echoed.len(), sent.len(), "{protocol}");
+        assert!(echoed == sent, "{protocol}: the echo differs from the body");
+    }
+    // Each exchange ended whole, so its upstream connection was kept: one for both.
+    let opened = metric(
+        &router,
+        "switchyard_upstream_connections_opened_total{target=\"legacy\"}",
+    )
+    .await;
+    assert_eq!(opened, Some(1.0));
+    router.shutdown().await;
+}
+
+#[tokio::test]
 async fn websockets_pass_through_to_the_tenants_side() {
     let setup = Setup::new().await;
     setup.set("acme", pin("new"));
