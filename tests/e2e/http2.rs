@@ -1,7 +1,7 @@
 //! HTTP/2 from clients, as the router's own HTTP/2 server serves it: a reset stream cancels
 //! its upstream request, shutdown sends GOAWAY and finishes the streams in flight, bodies larger
-//! than the windows stream both ways, responses carry no HTTP/1.1 connection headers, and an
-//! idle connection is closed.
+//! than the windows stream both ways, responses carry no HTTP/1.1 connection headers, an idle
+//! connection is closed, and streams opened in the place of ended ones keep their answers apart.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -241,5 +241,63 @@ async fn a_connection_with_no_stream_open_is_closed_after_the_header_read_timeou
     // It held a connection slot no longer: the router serves on.
     let (status, _, _) = get(&h2_client(), router.addr(), "/x", &[]).await;
     assert_eq!(status, StatusCode::OK);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_streams_of_one_connection_each_get_their_own_answer() {
+    // Streams finish out of order (each waits its own time upstream), and each ended stream's
+    // place is taken by a new one, 300 times: each answer still belongs to its request.
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    let (send, conn) = h2_connect(router.addr()).await;
+    // One answer first: the client then knows the router's limit of open streams, and queues
+    // what is over it rather than sending it to be refused.
+    let (first, _) = send
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(get_request(router.addr(), "/"), true)
+        .unwrap();
+    assert_eq!(first.await.unwrap().status(), StatusCode::OK);
+    let mut waiting = tokio::task::JoinSet::new();
+    // 64 open at a time: each new stream opens as an earlier one ends.
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    for i in 0..300u32 {
+        let slot = open.clone().acquire_owned().await.unwrap();
+        let mut send = send.clone().ready().await.unwrap();
+        let mut request = get_request(router.addr(), &format!("/slow/{}", i % 7));
+        request
+            .headers_mut()
+            .insert("x-request-id", format!("stream-{i}").parse().unwrap());
+        let (response, _) = send.send_request(request, true).unwrap();
+        waiting.spawn(async move {
+            let response = response.await.unwrap();
+            let id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let mut body = response.into_body();
+            let mut text = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                body.flow_control().release_capacity(chunk.len()).unwrap();
+                text.extend_from_slice(&chunk);
+            }
+            drop(slot);
+            (i, id, text)
+        });
+    }
+    let answers = tokio::time::timeout(EVENT_TIMEOUT, waiting.join_all())
+        .await
+        .expect("every stream is answered");
+    assert_eq!(answers.len(), 300);
+    for (i, id, text) in answers {
+        assert_eq!(id, format!("stream-{i}"));
+        assert_eq!(text, b"legacy", "stream {i}");
+    }
+    drop(send);
+    assert!(conn.await.unwrap().is_ok(), "the connection ended cleanly");
     router.shutdown().await;
 }
