@@ -421,7 +421,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body on its way to the upstream, written as the socket takes it. It is polled
 /// beside the read of the response head, and, when the head comes first, beside the read of
 /// the response body.
-pub(crate) struct Upload {
+struct Upload {
     body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
     chunked: bool,
     /// Taken from the body and not written yet: a chunk's size line, its data, its end.
@@ -441,7 +441,7 @@ impl std::fmt::Debug for Upload {
 }
 
 impl Upload {
-    fn new<B: SendBody + 'static>(body: B, chunked: bool) -> Box<Upload> {
+    fn new<B: SendBody>(body: B, chunked: bool) -> Box<Upload> {
         Box::new(Upload {
             body: body.map_err(Into::into).boxed_unsync(),
             chunked,
