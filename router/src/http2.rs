@@ -95,7 +95,8 @@ where
         settings,
     );
     let mut streams = FuturesUnordered::new();
-    // The boxes of the streams done since the last one opened, for the next ones to reuse.
+    // Boxes of ended streams for the next ones to take, kept while the connection lives (the
+    // idle close bounds that): at most `MAX_SPENT`, about 128 KB.
     let mut spent = Vec::new();
     let mut idle = Idle::new(settings.idle_timeout);
     let mut closing = *stop.borrow();
