@@ -80,8 +80,9 @@ pub enum ClientBody {
     /// HTTP/2, read by [`crate::http2`].
     H2(H2Body),
     Hyper(Incoming),
-    /// A copy the router sends itself (a shadow's), whole.
-    Copied(Option<Bytes>),
+    /// A body the router holds whole: a shadow's copy, or none (an HTTP/2 request that ended
+    /// with its headers, whose stream is then not asked again).
+    Whole(Option<Bytes>),
 }
 
 /// The read half of a client's TLS connection.
@@ -112,7 +113,7 @@ impl Body for ClientBody {
             ClientBody::H1Tls(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ClientBody::Copied(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ClientBody::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -122,7 +123,7 @@ impl Body for ClientBody {
             ClientBody::H1Tls(b) => b.is_end_stream(),
             ClientBody::H2(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
-            ClientBody::Copied(b) => b.is_none(),
+            ClientBody::Whole(b) => b.is_none(),
         }
     }
 
@@ -132,7 +133,7 @@ impl Body for ClientBody {
             ClientBody::H1Tls(b) => b.size_hint(),
             ClientBody::H2(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
-            ClientBody::Copied(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ClientBody::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -283,7 +284,7 @@ impl RequestBody {
     /// A whole body the router sends itself (a shadow's copy).
     pub fn copied(bytes: Bytes) -> Self {
         RequestBody {
-            inner: Some(ClientBody::Copied((!bytes.is_empty()).then_some(bytes))),
+            inner: Some(ClientBody::Whole((!bytes.is_empty()).then_some(bytes))),
             sent: 0,
             limit: None,
             idle: IdleTimer::new(Duration::MAX),

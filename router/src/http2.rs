@@ -131,7 +131,12 @@ where
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     idle.busy();
                     let length = crate::proxy::content_length(req.headers());
-                    let req = req.map(|stream| ClientBody::H2(H2Body::new(stream, length)));
+                    // Most requests end with their headers: asking the stream once here saves
+                    // the proxy's later asks, each of which takes the connection's lock.
+                    let req = req.map(|stream| match stream.is_end_stream() {
+                        true => ClientBody::Whole(None),
+                        false => ClientBody::H2(H2Body::new(stream, length)),
+                    });
                     let stream = serve_stream(live.load_full(), req, respond, client);
                     // Boxed: the set then moves a pointer, not the stream's whole future.
                     let boxed = match spent.pop() {
@@ -255,10 +260,12 @@ async fn send_body(body: ResponseBody, mut send: SendStream<Bytes>) {
         };
         let frame = match frame.into_data() {
             Ok(data) => {
-                if !data.is_empty() && !wait_for_window(&mut send, data.len()).await {
+                // The last frame is handed to the stream at once: it holds it until the
+                // client's window takes it, as this future would, and the stream ends now.
+                let end = body.is_end_stream();
+                if !end && !data.is_empty() && !wait_for_window(&mut send, data.len()).await {
                     return;
                 }
-                let end = body.is_end_stream();
                 if send.send_data(data, end).is_err() || end {
                     return;
                 }
