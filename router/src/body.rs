@@ -51,13 +51,23 @@ impl IdleTimer {
         IdleTimer { limit, sleep: None }
     }
 
-    /// Called when the inner body is pending: true once the body has idled past the limit.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Called when the inner body is pending: true once the body has idled past the limit, and
+    /// so has the exchange's other direction (`other`: when it last moved, where that is
+    /// known). An exchange idles only when neither side moves: a client that keeps its
+    /// request open and silent while the answer streams, or an upstream that answers once the
+    /// whole upload is in, is not cut.
+    fn expired(&mut self, cx: &mut Context<'_>, other: impl Fn() -> Option<Instant>) -> bool {
         let limit = self.limit;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        sleep.as_mut().poll(cx).is_ready()
+        while sleep.as_mut().poll(cx).is_ready() {
+            match other().and_then(|moved| moved.checked_add(limit)) {
+                Some(deadline) if deadline > Instant::now() => sleep.as_mut().reset(deadline),
+                _ => return true,
+            }
+        }
+        false
     }
 
     /// Called when the inner body made progress.
@@ -215,7 +225,8 @@ pub struct RequestBody {
 /// How a request body's sending goes, shared by the body and the proxy that waits for the
 /// upstream's answer: the response timeout runs from the body's end, and a body that stops
 /// moving is the client's fault while it waits on the client (its idle timeout, 408) and the
-/// upstream's while it waits on the upstream (which stopped reading).
+/// upstream's while it waits on the upstream (which stopped reading). Once the answer streams,
+/// each direction's idle timeout also looks at the other's last move.
 #[derive(Debug)]
 pub struct BodyProgress {
     since: Instant,
@@ -225,6 +236,8 @@ pub struct BodyProgress {
     done_ms: AtomicU64,
     /// The upstream side asked for the next frame and the client has not sent it yet.
     waiting_on_client: AtomicBool,
+    /// Milliseconds from `since` of the answer's last body frame; `u64::MAX` before the first.
+    answer_ms: AtomicU64,
 }
 
 /// Where a body being sent stands.
@@ -245,6 +258,20 @@ impl BodyProgress {
             last_ms: AtomicU64::new(0),
             done_ms: AtomicU64::new(u64::MAX),
             waiting_on_client: AtomicBool::new(false),
+            answer_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// When the client's body last moved (its start, before its first frame).
+    fn request_moved(&self) -> Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Ordering::Acquire))
+    }
+
+    /// When the answer's body last moved, once it has.
+    fn answer_moved(&self) -> Option<Instant> {
+        match self.answer_ms.load(Ordering::Acquire) {
+            u64::MAX => None,
+            ms => Some(self.since + Duration::from_millis(ms)),
         }
     }
 
@@ -337,7 +364,8 @@ impl Body for RequestBody {
         }
         match polled {
             Poll::Pending => {
-                if this.idle.expired(cx) {
+                let progress = &this.progress;
+                if (this.idle).expired(cx, || progress.as_ref().and_then(|p| p.answer_moved())) {
                     return Poll::Ready(Some(Err(BodyError::ClientIdle(this.idle.limit))));
                 }
                 Poll::Pending
@@ -574,15 +602,19 @@ enum Kind {
         inner: UpstreamBody,
         idle: IdleTimer,
         target: usize,
+        /// The client's body, when it had data to come: the other direction of the exchange.
+        request: Option<Arc<BodyProgress>>,
     },
     Local(Option<Bytes>),
 }
 
 impl ResponseBody {
+    /// An upstream's body; `request` is how the client's body goes, when it had data to come.
     pub fn upstream(
         inner: UpstreamBody,
         idle: Duration,
         target: usize,
+        request: Option<Arc<BodyProgress>>,
         completion: Completion,
     ) -> Self {
         ResponseBody {
@@ -590,6 +622,7 @@ impl ResponseBody {
                 inner,
                 idle: IdleTimer::new(idle),
                 target,
+                request,
             },
             _completion: Some(completion),
             closing: None,
@@ -652,11 +685,12 @@ impl Body for ResponseBody {
                 inner,
                 idle,
                 target,
+                request,
             } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let result = match polled {
                     Poll::Pending => {
-                        if !idle.expired(cx) {
+                        if !idle.expired(cx, || request.as_ref().map(|p| p.request_moved())) {
                             return Poll::Pending;
                         }
                         Err(BodyError::UpstreamIdle(idle.limit))
@@ -664,6 +698,9 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(e))) => Err(BodyError::Upstream(e)),
                     Poll::Ready(other) => {
                         idle.reset();
+                        if let Some(p) = request {
+                            p.answer_ms.store(p.ms(), Ordering::Release);
+                        }
                         if let (Some(Ok(frame)), Some(c)) = (&other, &mut this._completion)
                             && let Some(data) = frame.data_ref()
                         {

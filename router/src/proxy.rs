@@ -219,6 +219,8 @@ struct Bound<'a> {
     tenant: &'a TenantKey,
     /// The target that answered (the retry's, after a retry).
     target: TargetId,
+    /// How the client's body went, when it had data to come (a retry has none).
+    request: Option<&'a Arc<BodyProgress>>,
 }
 
 impl Bound<'_> {
@@ -595,6 +597,7 @@ impl Proxy {
         }
         let body =
             RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
+        let request = body.progress();
         // A request that could go elsewhere does not wait on an endpoint seen down (or past
         // the route's try timeout): a hung side's requests move as soon as its health check
         // fails, instead of at the route's timeout.
@@ -628,6 +631,7 @@ impl Proxy {
                     pick: &pick,
                     tenant: &tenant,
                     target,
+                    request: request.as_ref(),
                 };
                 return self.respond(resp, client_upgrade, bound, in_flight, ctx);
             }
@@ -706,6 +710,7 @@ impl Proxy {
                     pick: &pick,
                     tenant: &tenant,
                     target: retry_target,
+                    request: None,
                 };
                 self.respond(resp, None, bound, in_flight, ctx)
             }
@@ -882,8 +887,13 @@ impl Proxy {
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
                 .with_in_flight(in_flight)
                 .with_log(ctx.log.zip(self.access_log.clone()));
-        let mut body =
-            ResponseBody::upstream(rbody, route.idle_timeout, target.index(), completion);
+        let mut body = ResponseBody::upstream(
+            rbody,
+            route.idle_timeout,
+            target.index(),
+            bound.request.cloned(),
+            completion,
+        );
         if !upgraded
             && is_streaming(&body)
             && let Some(binding) = bound.binding(StreamKind::Response)

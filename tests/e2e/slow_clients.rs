@@ -1,6 +1,7 @@
 //! A slow client is the client's: the route's timeout is for the upstream's answer, so it
 //! runs from the end of the request body, and a client that stalls never counts against an
 //! endpoint's health.
+//! Once the answer streams, the exchange idles only when neither direction moves.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -152,5 +153,114 @@ async fn an_upstream_that_stops_taking_the_body_times_out() {
     assert!(text.starts_with("HTTP/1.1 504"), "{text}");
     writer.abort();
     held.abort();
+    router.shutdown().await;
+}
+
+/// An exchange idles only when neither direction moves. Over an HTTP/1.1 upstream and an h2c
+/// one: a client that keeps its body open and silent while the answer streams (a
+/// subscription that speaks when it has something to say) is not cut at the idle timeout.
+#[tokio::test]
+async fn a_silent_open_upload_beside_a_streaming_answer_is_not_cut() {
+    for h2c in [false, true] {
+        let mut setup = match h2c {
+            true => Setup::with_h2c_new().await,
+            false => Setup::new().await,
+        };
+        setup.routes =
+            "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
+        let router = setup.start().await;
+        let target = if h2c { "new" } else { "legacy" };
+        let version = setup.set("acme", pin(target));
+        wait_version(&router, version).await;
+        let mut s = TcpStream::connect(router.addr()).await.unwrap();
+        s.write_all(
+            b"POST /ticks HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n",
+        )
+        .await
+        .unwrap();
+        // A tick every 10 ms: the hundredth comes three times the idle timeout after the
+        // client's last byte.
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let got = tokio::time::timeout(EVENT_TIMEOUT, async {
+            while !String::from_utf8_lossy(&seen).contains("tick 100\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return false;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            true
+        })
+        .await
+        .expect("ticks within the event timeout");
+        let text = String::from_utf8_lossy(&seen);
+        assert!(got, "{target}: the answer was cut: {text}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{target}: {text}");
+        assert!(text.contains(&format!("x-upstream: {target}")), "{text}");
+        router.shutdown().await;
+    }
+}
+
+/// The other direction: an upstream that answers at once and sends its body only when the
+/// whole upload is in is not cut while the client keeps sending, however long that takes.
+#[tokio::test]
+async fn a_silent_answer_beside_a_moving_upload_is_not_cut() {
+    for h2c in [false, true] {
+        let mut setup = match h2c {
+            true => Setup::with_h2c_new().await,
+            false => Setup::new().await,
+        };
+        setup.routes =
+            "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
+        let router = setup.start().await;
+        let target = if h2c { "new" } else { "legacy" };
+        let version = setup.set("acme", pin(target));
+        wait_version(&router, version).await;
+        let mut s = TcpStream::connect(router.addr()).await.unwrap();
+        s.write_all(
+            b"POST /tally HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\nContent-Length: 15000\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // Fifteen pieces, 100 ms apart: 1.5 s in all, five times the idle timeout, each pause
+        // under it. The pace is the scenario's, not a wait for an event.
+        let piece = vec![b'u'; 1000];
+        for _ in 0..15 {
+            s.write_all(&piece).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let text = answer(&mut s).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{target}: {text}");
+        assert!(
+            text.contains("15000 bytes") && text.ends_with("0\r\n\r\n"),
+            "{target}: the answer was cut: {text}"
+        );
+        router.shutdown().await;
+    }
+}
+
+/// When neither direction moves, the exchange is idle: a client that stops half-way through
+/// its body, to an upstream that answered at once and waits for the rest, is cut at the idle
+/// timeout, its answer's body left unended.
+#[tokio::test]
+async fn an_exchange_where_neither_side_moves_is_cut() {
+    let mut setup = Setup::new().await;
+    setup.routes =
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
+    let router = setup.start().await;
+    let mut s = TcpStream::connect(router.addr()).await.unwrap();
+    s.write_all(
+        b"POST /tally HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s.write_all(&[b'u'; 1000]).await.unwrap();
+    let text = answer(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.contains("bytes") && !text.ends_with("0\r\n\r\n"),
+        "the idle exchange was answered whole: {text}"
+    );
     router.shutdown().await;
 }

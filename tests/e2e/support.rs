@@ -221,6 +221,15 @@ async fn handle(
             }
         }
         Response::new(full(format!("{bytes} {hash:x}")))
+    } else if path == "/tally" {
+        // Answers at once, and sends its body only once the request's has ended: how many
+        // bytes came.
+        let body = req.into_body();
+        let tally = futures_util::stream::once(async move {
+            let bytes = body.collect().await.map_or(0, |b| b.to_bytes().len());
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("{bytes} bytes"))))
+        });
+        Response::new(BodyExt::boxed(StreamBody::new(tally)))
     } else if let Some(n) = path.strip_prefix("/source/") {
         let n: u64 = n.parse().unwrap();
         let chunk = Bytes::from(pattern(64 * 1024));
