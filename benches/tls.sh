@@ -8,19 +8,25 @@
 # resumed one, in rounds that take the three proxies in turn (the median of the rounds is
 # shown, so that a slow spell of the machine does not land on one proxy only), and the
 # memory an idle TLS connection holds.
+# The peers do Switchyard's job, as in the load benchmark: `Host` kept, `X-Forwarded-For`,
+# `-Proto` and `-Host` set, and an `X-Request-ID` kept or made, sent on and returned to the
+# client. `--no-ids` spares them the request ids (Switchyard always has them).
 #   benches/tls.sh                 5 s a measure, 3 latency rounds
 #   benches/tls.sh --seconds 10 --rounds 5
+#   benches/tls.sh --no-ids
 # One core for the proxy under test, the other for the clients and the upstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=5
 rounds=3
+ids=true
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    *) echo "usage: benches/tls.sh [--seconds N] [--rounds N]" >&2; exit 64 ;;
+    --no-ids) ids=false; shift ;;
+    *) echo "usage: benches/tls.sh [--seconds N] [--rounds N] [--no-ids]" >&2; exit 64 ;;
   esac
 done
 
@@ -29,6 +35,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-li
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 . scripts/apt-install.sh
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 PATH="$PATH:/usr/sbin"
@@ -90,8 +97,12 @@ EOF
 }
 
 start_nginx() {
-  local port=$1 plain=$2 dir="$work/nginx"
+  local port=$1 plain=$2 dir="$work/nginx" request_ids=""
   mkdir -p "$dir"
+  if $ids; then
+    request_ids='proxy_set_header X-Request-ID $request_id_out;
+      add_header X-Request-ID $request_id_out always;'
+  fi
   cat > "$dir/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -101,6 +112,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream app { server $upstream; keepalive 128; }
+  map \$http_x_request_id \$request_id_out { "" \$request_id; default \$http_x_request_id; }
   server {
     listen 127.0.0.1:$port ssl http2;
     listen 127.0.0.1:$plain http2;
@@ -114,9 +126,11 @@ http {
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$http_host;
+      $request_ids
     }
   }
 }
@@ -126,8 +140,15 @@ EOF
 }
 
 start_haproxy() {
-  local port=$1 plain=$2 dir="$work/haproxy"
+  local port=$1 plain=$2 dir="$work/haproxy" request_ids=""
   mkdir -p "$dir"
+  # A cheap unique-id format (hex): process, start second, request counter.
+  if $ids; then
+    request_ids='unique-id-format %{+X}o%pid-%Ts-%rt
+  http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }
+  http-request set-var(txn.request_id) req.hdr(x-request-id)
+  http-response set-header X-Request-ID %[var(txn.request_id)]'
+  fi
   cat > "$dir/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -143,7 +164,10 @@ frontend tls
   bind 127.0.0.1:$port ssl crt $work/both.pem alpn h2,http/1.1
   bind 127.0.0.1:$plain proto h2
   option forwardfor
-  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http unless { ssl_fc }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  $request_ids
   default_backend app
 backend app
   http-reuse always
@@ -217,6 +241,15 @@ for name in "${names[@]}"; do
   pid[$name]=${pids[-1]}
 done
 for name in "${names[@]}"; do wait_tls "${port[$name]}"; done
+# Each answers over HTTP/2 and TLS, and returns the request's id unless spared it.
+for name in "${names[@]}"; do
+  head=$(curl -s --http2 --cacert "$work/cert.pem" -D - -o /dev/null -H 'x-tenant-id: acme' \
+    "https://localhost:${port[$name]}/")
+  case "$head" in "HTTP/2 200"*) ;; *) echo "$name did not answer 200 over HTTP/2: $head" >&2; exit 1 ;; esac
+  if $ids && ! grep -qi '^x-request-id: ' <<<"$head"; then
+    echo "$name returned no X-Request-ID: $head" >&2; exit 1
+  fi
+done
 
 echo "each cell: per second (per proxy CPU-second); $seconds s a measure"
 printf "%-11s %20s %20s %20s %20s %20s\n" proxy "full handshakes" "-reuse handshakes" "h1 keep-alive req" "h2 (TLS) req" "h2c req"
