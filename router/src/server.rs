@@ -346,24 +346,17 @@ async fn reap_idle_connections(live: Arc<ArcSwap<Proxy>>, mut stop: watch::Recei
 
 type HttpBuilder = auto::Builder<TokioExecutor>;
 
-/// How a listener's client connections are served: first by the `http1` crate's server, then,
-/// for what it hands over, HTTP/2 by [`http2`] and the rest (upgrades, HTTP/1.0, heads it
-/// refuses) by hyper's server.
+/// How the connections the `http1` crate's server hands over are served: HTTP/2 by
+/// [`http2`], the rest (upgrades, HTTP/1.0, heads it refuses) by hyper's server.
 #[derive(Debug)]
-struct Servers {
-    http1: http1::server::Settings,
+struct Handoff {
     hyper: HttpBuilder,
     h2: http2::Settings,
 }
 
-impl Servers {
+impl Handoff {
     fn new(server: &Server) -> Arc<Self> {
-        Arc::new(Servers {
-            http1: http1::server::Settings {
-                header_read_timeout: server.header_read_timeout,
-                max_header_bytes: server.max_header_bytes,
-                added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
-            },
+        Arc::new(Handoff {
             hyper: http_builder(server),
             h2: http2::Settings {
                 idle_timeout: server.header_read_timeout,
@@ -418,7 +411,8 @@ async fn serve_traffic(
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     // Shared: each connection's task holds a pointer to it, not a 240-byte copy.
-    let servers = Servers::new(&server);
+    let handoff = Handoff::new(&server);
+    let settings = http1_settings(&server);
     while let Some((permit, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "traffic").await
     {
@@ -427,14 +421,41 @@ async fn serve_traffic(
         let live = live.clone();
         let client = Peer::new(peer);
         let watcher = graceful.watcher();
-        let (servers, draining, stop) = (servers.clone(), draining.clone(), stop.clone());
+        let (handoff, settings) = (handoff.clone(), settings.clone());
+        let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            serve_client(stream, live, client, servers, &draining, watcher, stop).await;
+            let connection = Connection {
+                live: &live,
+                client: &client,
+            };
+            let ended = http1::server::serve(
+                stream,
+                peer,
+                &connection,
+                &settings,
+                &draining,
+                stop.clone(),
+            )
+            .await;
+            if let http1::server::Ended::Handoff(stream) = ended {
+                // Boxed: the other servers' connections are large, and most connections never
+                // need them.
+                Box::pin(serve_handoff(stream, live, client, handoff, watcher, stop)).await;
+            }
             metrics.connection_closed();
         });
     }
     graceful
+}
+
+/// The settings of the `http1` crate's server, for every listener.
+fn http1_settings(server: &Server) -> http1::server::Settings {
+    http1::server::Settings {
+        header_read_timeout: server.header_read_timeout,
+        max_header_bytes: server.max_header_bytes,
+        added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
+    }
 }
 
 /// The next client connection and the slot it holds (`server.max_connections` slots shared by
@@ -705,13 +726,15 @@ async fn serve_tls(
         handshake_timeout,
     } = edge;
     let graceful = GracefulShutdown::new();
-    let servers = Servers::new(&server);
+    let handoff = Handoff::new(&server);
+    let settings = http1_settings(&server);
     while let Some((permit, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "tls").await
     {
         let (live, tls, acceptor) = (live.clone(), tls.clone(), acceptor.clone());
         let watcher = graceful.watcher();
-        let (servers, draining, stop) = (servers.clone(), draining.clone(), stop.clone());
+        let (handoff, settings) = (handoff.clone(), settings.clone());
+        let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let deadline = tokio::time::Instant::now() + handshake_timeout;
@@ -757,10 +780,24 @@ async fn serve_tls(
             metrics.connection_opened();
             let client = Peer::over_tls(peer, crate::tls::client_common_name(stream.get_ref().1));
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                Box::pin(serve_h2(stream, live, client, servers, watcher, stop)).await;
+                Box::pin(serve_h2(stream, live, client, handoff, watcher, stop)).await;
             } else {
-                let stream = http1::server::Split(stream);
-                serve_client(stream, live, client, servers, &draining, watcher, stop).await;
+                let connection = Connection {
+                    live: &live,
+                    client: &client,
+                };
+                let ended = http1::server::serve(
+                    http1::server::Split(stream),
+                    peer,
+                    &connection,
+                    &settings,
+                    &draining,
+                    stop.clone(),
+                )
+                .await;
+                if let http1::server::Ended::Handoff(stream) = ended {
+                    Box::pin(serve_handoff(stream, live, client, handoff, watcher, stop)).await;
+                }
             }
             metrics.connection_closed();
         });
@@ -819,55 +856,20 @@ where
 
 /// Serves a connection handed over by [`http1::server::serve`], from the request it handed
 /// over on: HTTP/2 by [`http2`], the rest by hyper's server.
-/// Serves a client connection (plaintext, or TLS without ALPN `h2`) on the `http1` crate's
-/// server, then on the server it hands the connection over to, if it does.
-async fn serve_client<T>(
-    stream: T,
-    live: Arc<ArcSwap<Proxy>>,
-    client: Peer,
-    servers: Arc<Servers>,
-    draining: &AtomicBool,
-    watcher: Watcher,
-    stop: watch::Receiver<bool>,
-) where
-    T: http1::server::Transport,
-    ClientBody: From<http1::server::Body<T::Read>>,
-    http1::server::Rewind<T>: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let connection = Connection {
-        live: &live,
-        client: &client,
-    };
-    let ended = http1::server::serve(
-        stream,
-        client.addr,
-        &connection,
-        &servers.http1,
-        draining,
-        stop.clone(),
-    )
-    .await;
-    if let http1::server::Ended::Handoff(stream) = ended {
-        // Boxed: the other servers' connections are large, and most connections never need
-        // them.
-        Box::pin(serve_handoff(stream, live, client, servers, watcher, stop)).await;
-    }
-}
-
 async fn serve_handoff<S>(
     stream: http1::server::Rewind<S>,
     live: Arc<ArcSwap<Proxy>>,
     client: Peer,
-    servers: Arc<Servers>,
+    handoff: Arc<Handoff>,
     watcher: Watcher,
     stop: watch::Receiver<bool>,
 ) where
     http1::server::Rewind<S>: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     if stream.is_http2() {
-        serve_h2(stream, live, client, servers, watcher, stop).await;
+        serve_h2(stream, live, client, handoff, watcher, stop).await;
     } else {
-        serve_with_hyper(stream, live, client, &servers.hyper, watcher).await;
+        serve_with_hyper(stream, live, client, &handoff.hyper, watcher).await;
     }
 }
 
@@ -877,14 +879,14 @@ async fn serve_h2<S>(
     stream: S,
     live: Arc<ArcSwap<Proxy>>,
     client: Peer,
-    servers: Arc<Servers>,
+    handoff: Arc<Handoff>,
     watcher: Watcher,
     stop: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let _counted = watcher;
-    if let Err(e) = http2::serve(stream, &live, &client, &servers.h2, stop).await {
+    if let Err(e) = http2::serve(stream, &live, &client, &handoff.h2, stop).await {
         tracing::debug!(error = %e, peer = %client.addr, "client connection ended with an error");
     }
 }
