@@ -211,6 +211,15 @@ async fn answer_within<F: Future>(
     }
 }
 
+/// An upstream's answer, with what the rest of the exchange needs of its attempt.
+struct Answer {
+    resp: Response<UpstreamBody>,
+    in_flight: InFlight,
+    /// How the client's body goes, when it had data to come: the other direction of the
+    /// answer's idle timeout.
+    request: Option<Arc<BodyProgress>>,
+}
+
 /// Where a response came from and for whom, for binding a long-lived exchange to its side.
 #[derive(Clone, Copy)]
 struct Bound<'a> {
@@ -219,8 +228,6 @@ struct Bound<'a> {
     tenant: &'a TenantKey,
     /// The target that answered (the retry's, after a retry).
     target: TargetId,
-    /// How the client's body went, when it had data to come (a retry has none).
-    request: Option<&'a Arc<BodyProgress>>,
 }
 
 impl Bound<'_> {
@@ -597,7 +604,6 @@ impl Proxy {
         }
         let body =
             RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
-        let request = body.progress();
         // A request that could go elsewhere does not wait on an endpoint seen down (or past
         // the route's try timeout): a hung side's requests move as soon as its health check
         // fails, instead of at the route's timeout.
@@ -625,15 +631,14 @@ impl Proxy {
             .await
         };
         let failure = match outcome {
-            Ok((resp, in_flight)) => {
+            Ok(answer) => {
                 let bound = Bound {
                     route,
                     pick: &pick,
                     tenant: &tenant,
                     target,
-                    request: request.as_ref(),
                 };
-                return self.respond(resp, client_upgrade, bound, in_flight, ctx);
+                return self.respond(answer, client_upgrade, bound, ctx);
             }
             Err(failure) => failure,
         };
@@ -704,15 +709,14 @@ impl Proxy {
             second.await
         };
         match outcome {
-            Ok((resp, in_flight)) => {
+            Ok(answer) => {
                 let bound = Bound {
                     route,
                     pick: &pick,
                     tenant: &tenant,
                     target: retry_target,
-                    request: None,
                 };
-                self.respond(resp, None, bound, in_flight, ctx)
+                self.respond(answer, None, bound, ctx)
             }
             Err(failure) => {
                 self.refuse(Refusal::Upstream(failure, retry_target, route.timeout), ctx)
@@ -764,7 +768,7 @@ impl Proxy {
         (target, endpoint): (TargetId, usize),
         host: Option<&HeaderValue>,
         sent_at: Instant,
-    ) -> Result<(Response<UpstreamBody>, InFlight), Failure> {
+    ) -> Result<Answer, Failure> {
         let upstream = &self.upstreams[target.index()];
         // The route's timeout counts from `sent_at` (the request's start for a first try), or,
         // for a body still to come, from the body's end (`answer_within`).
@@ -799,18 +803,18 @@ impl Proxy {
         // Bodies wait in a box: most requests have none, and their future stays small.
         let sent = if own_client {
             let sending = upstream.pool(endpoint).send(parts, body);
-            match progress {
+            match &progress {
                 None => tokio::time::timeout_at(deadline, sending).await.ok(),
-                Some(p) => Box::pin(answer_within(sending, deadline, route, &p)).await,
+                Some(p) => Box::pin(answer_within(sending, deadline, route, p)).await,
             }
             .map(|r| r.map(|r| r.map(UpstreamBody::H1)).map_err(SendError::H1))
         } else {
             // The request is passed by reference down to here; hyper's client takes it whole.
             let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
             let sending = upstream.client().request(Request::from_parts(parts, body));
-            match progress {
+            match &progress {
                 None => tokio::time::timeout_at(deadline, sending).await.ok(),
-                Some(p) => Box::pin(answer_within(sending, deadline, route, &p)).await,
+                Some(p) => Box::pin(answer_within(sending, deadline, route, p)).await,
             }
             .map(|r| {
                 r.map(|r| r.map(UpstreamBody::Hyper))
@@ -818,10 +822,18 @@ impl Proxy {
             })
         };
         let (outcome, result) = match sent {
-            Some(Ok(resp)) if resp.status().is_server_error() => {
-                (Outcome::Failure, Ok((resp, in_flight)))
+            Some(Ok(resp)) => {
+                let outcome = match resp.status().is_server_error() {
+                    true => Outcome::Failure,
+                    false => Outcome::Success,
+                };
+                let answer = Answer {
+                    resp,
+                    in_flight,
+                    request: progress,
+                };
+                (outcome, Ok(answer))
             }
-            Some(Ok(resp)) => (Outcome::Success, Ok((resp, in_flight))),
             Some(Err(e)) => match Failure::of(&e) {
                 client @ Failure::Client(..) => return Err(client),
                 failure => {
@@ -849,12 +861,16 @@ impl Proxy {
     /// The upstream's response, on its way to the client.
     fn respond(
         &self,
-        mut resp: Response<UpstreamBody>,
+        answer: Answer,
         client_upgrade: Option<Box<ClientUpgrade>>,
         bound: Bound<'_>,
-        in_flight: InFlight,
         mut ctx: RequestCtx,
     ) -> Response<ResponseBody> {
+        let Answer {
+            mut resp,
+            in_flight,
+            request,
+        } = answer;
         let Bound { route, target, .. } = bound;
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let Some(log) = ctx.log.as_mut() {
@@ -891,7 +907,7 @@ impl Proxy {
             rbody,
             route.idle_timeout,
             target.index(),
-            bound.request.cloned(),
+            request,
             completion,
         );
         if !upgraded
