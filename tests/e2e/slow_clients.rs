@@ -156,22 +156,29 @@ async fn an_upstream_that_stops_taking_the_body_times_out() {
     router.shutdown().await;
 }
 
+/// A router whose route idles out in 300 ms, with tenant `acme` pinned to an HTTP/1.1 upstream
+/// (`legacy`) or, with `h2c`, to an h2c one (`new`); and that target's name.
+async fn idle_in_300_ms(h2c: bool) -> (Setup, switchyard::Router, &'static str) {
+    let mut setup = match h2c {
+        true => Setup::with_h2c_new().await,
+        false => Setup::new().await,
+    };
+    setup.routes =
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
+    let router = setup.start().await;
+    let target = if h2c { "new" } else { "legacy" };
+    let version = setup.set("acme", pin(target));
+    wait_version(&router, version).await;
+    (setup, router, target)
+}
+
 /// An exchange idles only when neither direction moves. Over an HTTP/1.1 upstream and an h2c
 /// one: a client that keeps its body open and silent while the answer streams (a
 /// subscription that speaks when it has something to say) is not cut at the idle timeout.
 #[tokio::test]
 async fn a_silent_open_upload_beside_a_streaming_answer_is_not_cut() {
     for h2c in [false, true] {
-        let mut setup = match h2c {
-            true => Setup::with_h2c_new().await,
-            false => Setup::new().await,
-        };
-        setup.routes =
-            "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
-        let router = setup.start().await;
-        let target = if h2c { "new" } else { "legacy" };
-        let version = setup.set("acme", pin(target));
-        wait_version(&router, version).await;
+        let (_setup, router, target) = idle_in_300_ms(h2c).await;
         let mut s = TcpStream::connect(router.addr()).await.unwrap();
         s.write_all(
             b"POST /ticks HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n",
@@ -207,16 +214,7 @@ async fn a_silent_open_upload_beside_a_streaming_answer_is_not_cut() {
 #[tokio::test]
 async fn a_silent_answer_beside_a_moving_upload_is_not_cut() {
     for h2c in [false, true] {
-        let mut setup = match h2c {
-            true => Setup::with_h2c_new().await,
-            false => Setup::new().await,
-        };
-        setup.routes =
-            "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
-        let router = setup.start().await;
-        let target = if h2c { "new" } else { "legacy" };
-        let version = setup.set("acme", pin(target));
-        wait_version(&router, version).await;
+        let (_setup, router, target) = idle_in_300_ms(h2c).await;
         let mut s = TcpStream::connect(router.addr()).await.unwrap();
         s.write_all(
             b"POST /tally HTTP/1.1\r\nHost: a\r\nx-tenant-id: acme\r\nContent-Length: 15000\r\nConnection: close\r\n\r\n",
