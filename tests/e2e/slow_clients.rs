@@ -243,10 +243,7 @@ async fn a_silent_answer_beside_a_moving_upload_is_not_cut() {
 /// timeout, its answer's body left unended.
 #[tokio::test]
 async fn an_exchange_where_neither_side_moves_is_cut() {
-    let mut setup = Setup::new().await;
-    setup.routes =
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\nidle_timeout_ms = 300\n".into();
-    let router = setup.start().await;
+    let (_setup, router, _) = idle_in_300_ms(false).await;
     let mut s = TcpStream::connect(router.addr()).await.unwrap();
     s.write_all(
         b"POST /tally HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n",
