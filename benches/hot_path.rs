@@ -10,10 +10,10 @@ use std::time::Duration;
 use base64::Engine;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flag_store::{FlagState, Load, TargetId, Update};
-use switchyard::config::{Route, RouteKind};
-use switchyard::path::normalize;
-use switchyard::pick::{AllHealthy, pick};
-use switchyard::tenant::{Extractor, RequestFacts, extract, request_host};
+use switchyard::policy::path::normalize;
+use switchyard::policy::pick::{AllHealthy, pick};
+use switchyard::policy::tenant::{Extractor, RequestFacts, extract, request_host};
+use switchyard::policy::{Route, RouteKind};
 use switchyard_benches::*;
 
 fn extraction(c: &mut Criterion) {

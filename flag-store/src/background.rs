@@ -9,8 +9,8 @@
 //!
 //! A lower priority alone does not keep a load from delaying requests: the kernel lets a
 //! running thread finish its time slice (milliseconds) before a proxy thread that woke meanwhile
-//! runs. So every long step of a load calls [`give_way`], which yields the CPU once the load
-//! has run [`SLICE`] since it last did, and the kernel's own long steps are cut up too (a file
+//! runs. So every long step of a load calls `give_way`, which yields the CPU once the load
+//! has run `SLICE` since it last did, and the kernel's own long steps are cut up too (a file
 //! is read in slices: the kernel does not preempt a read in progress).
 //!
 //! Writing the local copy of the flags is the same kind of work on a second thread of its own

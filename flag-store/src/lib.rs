@@ -15,6 +15,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod source;
 pub mod sticky;
+pub mod store;
 pub mod write;
 
 pub use error::{ItemError, StoreError};
@@ -27,6 +28,7 @@ pub use model::{
 pub use reload::{FlagState, ReloadResult};
 pub use snapshot::{Drift, FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};
 pub use source::{Source, Update};
+pub use store::Store;
 pub use write::{FlagWrite, Placing};
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! pointer of its own, held inline in an open-addressing table; the tenant ids sit end to end
 //! in one string; placements (each target, each distinct split) and audit records (one per
 //! batch, not per tenant) are small shared lists the entries index. The tenants are spread
-//! over [`SHARDS`] such tables by the hash of their id, and a snapshot shares every shard a
+//! over `SHARDS` such tables by the hash of their id, and a snapshot shares every shard a
 //! delta does not change with the snapshot before it. A lookup reads the shard's header, its
 //! control bytes, the entry and the tenant id: nothing else, however many tenants.
 

@@ -140,7 +140,7 @@ impl Chunked {
     }
 
     /// The next frame: `Ok(None)` when more bytes are needed, or when the body ended (then
-    /// `step` is [`Step::End`]).
+    /// `step` is `Step::End`).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
         loop {
             match self.step {

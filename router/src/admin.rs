@@ -22,12 +22,12 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{AdminToken, Config, RouteKind};
+use crate::config::{AdminToken, Config};
 use crate::health::Health;
-use crate::pick::{Basis, Decision, HealthView, pick};
+use crate::policy::{Basis, Decision, HealthView, RouteKind, pick};
 use crate::proxy::Proxy;
-use crate::store::Store;
 use arc_swap::ArcSwap;
+use flag_store::store::Store;
 
 /// The largest admin request body read (a flag write is a few hundred bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -342,7 +342,7 @@ impl Admin {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }));
         }
         // Routed as the proxy routes it: on the path's normal form.
-        let normal = match crate::path::normalize(&path) {
+        let normal = match crate::policy::path::normalize(&path) {
             Ok(normal) => normal,
             Err(e) => {
                 return json_response(
@@ -370,7 +370,7 @@ impl Admin {
             let tenant = tenant_ref.unwrap_or("");
             match (&key, client_ip) {
                 (Some(k), _) => flag_store::sticky::key_hash(tenant, k.as_bytes()),
-                (None, Some(ip)) => crate::tenant::client_ip_hash(tenant, ip),
+                (None, Some(ip)) => crate::policy::tenant::client_ip_hash(tenant, ip),
                 (None, None) => flag_store::sticky::key_hash(tenant, b""),
             }
         };

@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
 
-use crate::access_log::{AccessLog, Entry};
 use crate::health::InFlight;
-use crate::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
+use crate::observe::access_log::{AccessLog, Entry};
+use crate::observe::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
 use crate::streams::Registration;
 
 /// Why a streamed body stopped.
@@ -87,7 +87,7 @@ pub enum ClientBody {
     H1(http1::server::Body<OwnedReadHalf>),
     /// HTTP/1.1 over TLS, read by the same server.
     H1Tls(http1::server::Body<TlsReadHalf>),
-    /// HTTP/2, read by [`crate::http2`].
+    /// HTTP/2, read by [`crate::server::http2`].
     H2(H2Body),
     Hyper(Incoming),
     /// A body the router holds whole: a shadow's copy, or none (an HTTP/2 request that ended

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{ActiveCheck, Ejection, Endpoint, RetryPolicy, TargetConfig};
-use crate::pick::HealthView;
+use crate::policy::pick::HealthView;
 
 /// Consecutive active-check results against thresholds: the pure state machine behind one
 /// endpoint's up/down state.

@@ -1,40 +1,46 @@
 //! Switchyard: a tenant-aware reverse proxy that routes each tenant by a hot-reloaded flag.
 //!
-//! The hot path, in the order a request meets it (read [`proxy`] top to bottom):
-//! 0. The request head, from a client's HTTP/1.1 connection (the `http1` crate's server;
-//!    hyper's takes the requests it hands over) or HTTP/2 stream ([`http2`]).
-//! 1. [`pick::RouteTable::find`]: the route, by longest path prefix.
-//! 2. [`tenant::extract`]: the tenant id, from the configured extractors.
-//! 3. [`pick::pick`]: one snapshot load, one lookup, the target (a pure function).
-//! 4. [`proxy::Proxy::handle`]: forward over a pooled keep-alive connection to the chosen
-//!    endpoint (the `http1` crate's client for HTTP/1.1, hyper's for HTTP/2 and upgrades),
-//!    bodies streamed.
-//! 5. [`metrics`]: recorded when the response body completes.
+//! The hot path, in the order a request meets it (read [`proxy`] top to bottom); every
+//! module that holds a step names it by this numbering:
+//! 0. The request head, from a client's HTTP/1.1 connection (the `http1` crate's server) or
+//!    HTTP/2 stream ([`server::http2`]).
+//! 1. The route: the path as upstreams read it ([`policy::path`]), then the longest prefix
+//!    ([`policy::RouteTable::find`]).
+//! 2. The tenant id, from the configured extractors ([`policy::tenant::extract`]).
+//! 3. One snapshot load, one lookup, the target ([`fn@policy::pick`], a pure function).
+//! 4. Forward over a pooled keep-alive connection to the chosen endpoint, bodies streamed
+//!    ([`proxy::Proxy::handle`]).
+//! 5. Metrics and the access log, recorded when the response body completes ([`observe`]).
 //!
-//! Around it: [`config`] (the TOML file, reloaded by [`reconfigure`]), [`server`] (listeners,
-//! drain), [`admin`] (metrics, readiness, explain, flag writes) and the `flag-store` crate
-//! (flags, snapshots, reload).
+//! The folders, one layer each (a folder imports only the ones below it and the leaves;
+//! `tests/e2e/layout.rs` checks it):
+//! - [`cli`]: the commands an operator runs (`serve`, `check`, `demo`, `flags`, batches).
+//! - [`server`]: listeners, connections, HTTP/2 serving, config reload, drain.
+//! - [`admin`]: the admin listener (metrics, readiness, explain, flag reads and writes).
+//! - [`proxy`]: the hot path, steps 1 to 5 in order, with its refusals, header policy,
+//!   tunnels and the client's peer.
+//! - [`shadow`]: copies of a tenant's requests to another side, and the comparison.
+//! - [`observe`]: metrics and the access log.
+//! - [`config`]: the TOML file, its validation and what a reload may change.
+//! - [`policy`]: steps 1 to 3 as pure functions: no I/O, no clock, no async.
+//!
+//! The shared leaves, used by several layers: [`body`] (streamed bodies, their limits and
+//! timeouts), [`upstream`] (each target's clients), [`health`] (endpoints' health, choice,
+//! retry budgets), [`streams`] (long-lived exchanges bound to a side), [`tls`], [`shutdown`].
+//! The flags themselves (model, snapshot, stores, reload) are the `flag-store` crate.
 
-pub mod access_log;
 pub mod admin;
-pub mod batch;
 pub mod body;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod health;
-pub mod http2;
-pub mod metrics;
-pub mod path;
-pub mod pick;
+pub mod observe;
+pub mod policy;
 pub mod proxy;
-pub mod reconfigure;
 pub mod server;
 pub mod shadow;
 pub mod shutdown;
-pub mod store;
 pub mod streams;
-pub mod tenant;
 pub mod tls;
 pub mod upstream;
 

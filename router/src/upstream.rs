@@ -1,6 +1,6 @@
 //! The upstream side of each target: for HTTP/1.1, a pool of kept-alive connections per
-//! endpoint ([`crate::h1`]); for HTTP/2 and for upgrades, hyper's pooled client. Only
-//! configured endpoints are ever dialled. Each `h1` pool dials its own endpoint and sends only
+//! endpoint (the `http1` crate's client); for HTTP/2 and for upgrades, hyper's pooled
+//! client. Only configured endpoints are ever dialled. Each such pool dials its own endpoint and sends only
 //! the path; for hyper's client the request's URI is rebuilt from the endpoint
 //! [`crate::health`] chose. So no header, Host or absolute-form URI can pick the host.
 

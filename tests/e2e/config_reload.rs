@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use http::StatusCode;
-use switchyard::reconfigure::Reloaded;
+use switchyard::server::reconfigure::Reloaded;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

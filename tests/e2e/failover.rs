@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use flag_store::TargetId;
 use http::StatusCode;
 use switchyard::Router;
-use switchyard::pick::HealthView;
+use switchyard::policy::pick::HealthView;
 
 use crate::support::*;
 

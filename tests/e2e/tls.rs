@@ -825,7 +825,7 @@ async fn a_reload_moves_the_tls_listener_and_refuses_other_tls_changes() {
     let moved = TLS_SECTION.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{to}\""));
     assert_eq!(
         reload(moved.clone()),
-        Ok(switchyard::reconfigure::Reloaded::Applied(vec![
+        Ok(switchyard::server::reconfigure::Reloaded::Applied(vec![
             "server.tls.listen".into()
         ]))
     );

@@ -1,4 +1,4 @@
-//! Step 1 of the hot path: which tenant a request belongs to, and the request key that keeps
+//! Step 2 of the hot path: which tenant a request belongs to, and the request key that keeps
 //! a split tenant's users sticky. Extractors run in config order; the first that finds a
 //! tenant wins. Nothing here allocates unless a host needs lowercasing or a JWT is decoded.
 
@@ -187,7 +187,7 @@ fn host_label<'a>(host: &'a str, suffix: &str) -> Option<Cow<'a, str>> {
 }
 
 /// What the extractors read: the request, its checked host ([`request_host`]) and the path
-/// routes match ([`crate::path::normalize`]).
+/// routes match ([`crate::policy::path::normalize`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub parts: &'a Parts,
@@ -262,7 +262,7 @@ fn check_host(host: &str) -> Result<(), HostError> {
                 Some((name, port)) => (name, Some(port)),
                 None => (host, None),
             };
-            let ok = !name.is_empty() && name.bytes().all(crate::path::is_unreserved);
+            let ok = !name.is_empty() && name.bytes().all(crate::policy::path::is_unreserved);
             (ok, port)
         }
     };
@@ -472,7 +472,7 @@ mod tests {
 
     fn tenant(req: http::request::Builder) -> Result<Option<(String, ExtractorKind)>, BadTenant> {
         let p = parts(req);
-        let normal = crate::path::normalize(p.uri.path()).unwrap();
+        let normal = crate::policy::path::normalize(p.uri.path()).unwrap();
         let facts = RequestFacts {
             parts: &p,
             host: request_host(&p).ok().flatten(),

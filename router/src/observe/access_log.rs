@@ -5,7 +5,7 @@
 //! and when the response is finished or dropped its completion hands the entry over with the
 //! status, bytes and duration. Handing over is a `try_send` on a bounded channel to a writer
 //! thread, which formats and writes the lines, flushes whenever it has caught up, and then
-//! sleeps for [`WRITER_PAUSE`] rather than wait on the channel: a sender never has to wake it
+//! sleeps for `WRITER_PAUSE` rather than wait on the channel: a sender never has to wake it
 //! (a wake-up a line cost more than the line). A full channel drops the line and counts it: a
 //! slow disk never holds up a request.
 
@@ -19,7 +19,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde::Serialize;
 
 use crate::config::{AccessLogConfig, LogDestination, TargetConfig};
-use crate::metrics::{Families, Labels, single};
+use crate::observe::metrics::{Families, Labels, single};
 
 /// How long the writer sleeps once it has caught up: how late a line may reach the file.
 const WRITER_PAUSE: Duration = Duration::from_millis(10);

@@ -26,7 +26,7 @@ use flag_store::{
 };
 use serde::Deserialize;
 
-use crate::store::{Store, WriteResult};
+use flag_store::store::{Store, WriteResult};
 
 /// One row that parsed: where the batch wants the tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,11 +1,11 @@
-//! One interface over the flag stores for the CLI: the file store (local, synchronous) and the
-//! DynamoDB store (remote, transactional, audited).
+//! One face over the flag stores for the operator's commands (the CLI, the admin API): the file
+//! store (local, synchronous) and the DynamoDB store (remote, transactional, audited).
 
 use std::collections::HashMap;
 
-use flag_store::dynamodb::{AuditRecord, Created, DynamoStore};
-use flag_store::write::Current;
-use flag_store::{FileStore, FlagItem, FlagWrite, LoadedItem, StoreError, StoreUrl, Targets};
+use crate::dynamodb::{AuditRecord, Created, DynamoStore};
+use crate::write::Current;
+use crate::{FileStore, FlagItem, FlagWrite, LoadedItem, StoreError, StoreUrl, Targets};
 
 /// What one write did: (previous item, new item), or why it was refused.
 pub type WriteResult = Result<(Option<FlagItem>, FlagItem), StoreError>;
@@ -83,7 +83,7 @@ impl Store {
                     Ok(results) => results,
                     Err(e) => {
                         // Nothing was written: every write fails with the same cause.
-                        let cause = flag_store::error::Chain(&e).to_string();
+                        let cause = crate::error::Chain(&e).to_string();
                         writes
                             .iter()
                             .map(|_| {

@@ -2,6 +2,9 @@
 //! shutdown stop accepting, drain in-flight requests and tunnels (bounded by the drain
 //! timeout), then stop the reloader and the admin listener.
 
+pub mod http2;
+pub mod reconfigure;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,12 +31,11 @@ use crate::body::{ClientBody, ResponseBody};
 use crate::config::Problem;
 use crate::config::{Config, Server};
 use crate::health::Health;
-use crate::http2;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
-use crate::reconfigure::{Rebound, Reconfigure, Reloaded};
-use crate::store::Store;
+use crate::server::reconfigure::{Rebound, Reconfigure, Reloaded};
 use crate::streams::Streams;
+use flag_store::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -639,7 +641,7 @@ impl Listeners {
     }
 }
 
-impl crate::reconfigure::Rebind for Serving {
+impl crate::server::reconfigure::Rebind for Serving {
     fn bind(&self, old: &Config, new: &Config) -> Result<Rebound, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut bind = |key: &str, from: SocketAddr, to: SocketAddr, backlog: u32| {
@@ -708,8 +710,9 @@ impl crate::reconfigure::Rebind for Serving {
 
 /// The TLS listener's accept loop: each connection's handshake (bounded by the handshake
 /// timeout) runs in its own task; then HTTP/1.1 goes to the same server as plaintext, and
-/// ALPN `h2` to hyper's. A client that speaks plain HTTP to the port is answered 400 saying
-/// so; every failed handshake is logged at debug and counted by reason.
+/// ALPN `h2` to [`http2`], the router's own HTTP/2 server on the `h2` crate. A client that
+/// speaks plain HTTP to the port is answered 400 saying so; every failed handshake is logged
+/// at debug and counted by reason.
 async fn serve_tls(
     listener: TcpListener,
     slots: Arc<Semaphore>,

@@ -1,63 +1,10 @@
-//! Steps 2 and 3 of the hot path as pure functions: which route a path belongs to, and which
-//! target a request goes to given the snapshot, the request's facts and the health view. No
-//! I/O, no clock, no async: the proxy, `/explain` and the tests all call exactly this.
+//! Step 3 of the hot path as a pure function: which target a request goes to, given the
+//! snapshot, the route, the tenant and the health view. No I/O, no clock, no async: the
+//! proxy, `/explain` and the tests all call exactly this.
 
 use flag_store::{Found, Mode, Placement, Shadow, Snapshot, TargetId, model::bucket_of};
 
-use crate::config::{Route, RouteKind};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RouteId(pub u16);
-
-impl RouteId {
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-/// Routes matched by longest path prefix. A prefix matches at a segment boundary: `/api`
-/// matches `/api` and `/api/x` but not `/apix`; a prefix ending in `/` matches what follows.
-#[derive(Debug, Clone)]
-pub struct RouteTable {
-    routes: Vec<Route>,
-    /// Route ids, longest prefix first.
-    by_length: Vec<RouteId>,
-}
-
-impl RouteTable {
-    pub fn new(routes: Vec<Route>) -> Self {
-        let mut by_length: Vec<RouteId> = (0..routes.len()).map(|i| RouteId(i as u16)).collect();
-        by_length.sort_by_key(|id| std::cmp::Reverse(routes[id.index()].path_prefix.len()));
-        RouteTable { routes, by_length }
-    }
-
-    #[inline]
-    pub fn find(&self, path: &str) -> Option<RouteId> {
-        self.by_length
-            .iter()
-            .copied()
-            .find(|id| prefix_matches(&self.routes[id.index()].path_prefix, path))
-    }
-
-    pub fn get(&self, id: RouteId) -> &Route {
-        &self.routes[id.index()]
-    }
-
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-}
-
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes()[prefix.len()] == b'/')
-}
+use crate::policy::route::{Route, RouteKind};
 
 /// Which targets can take traffic now.
 pub trait HealthView {
@@ -206,7 +153,6 @@ mod tests {
     use super::*;
     use flag_store::{FlagItem, ItemError, Load, LoadedItem, Targets};
     use proptest::prelude::*;
-    use std::time::Duration;
 
     const LEGACY: TargetId = TargetId(0);
     const NEW: TargetId = TargetId(1);
@@ -216,18 +162,7 @@ mod tests {
     }
 
     fn route(prefix: &str, kind: RouteKind) -> Route {
-        Route {
-            name: prefix.trim_matches('/').replace('/', "-"),
-            path_prefix: prefix.into(),
-            kind,
-            require_tenant: false,
-            timeout: Duration::from_secs(1),
-            try_timeout: None,
-            idle_timeout: Duration::from_secs(1),
-            max_body_bytes: None,
-            upgrades: vec!["websocket".into()],
-            shadow_methods: Vec::new(),
-        }
+        Route::for_test(prefix, kind)
     }
 
     fn snapshot(items: &[String]) -> Snapshot {
@@ -267,22 +202,6 @@ mod tests {
             Decision::Forward(p) => p.target,
             other => panic!("not forwarded: {other:?}"),
         }
-    }
-
-    #[test]
-    fn longest_prefix_wins_at_segment_boundaries() {
-        let table = RouteTable::new(vec![
-            route("/", RouteKind::Flagged),
-            route("/api", RouteKind::Flagged),
-            route("/api/admin/", RouteKind::Fixed(LEGACY)),
-        ]);
-        let name = |p: &str| table.find(p).map(|id| table.get(id).path_prefix.clone());
-        assert_eq!(name("/api").as_deref(), Some("/api"));
-        assert_eq!(name("/api/x").as_deref(), Some("/api"));
-        assert_eq!(name("/apix").as_deref(), Some("/"));
-        assert_eq!(name("/api/admin/users").as_deref(), Some("/api/admin/"));
-        let no_root = RouteTable::new(vec![route("/api", RouteKind::Flagged)]);
-        assert_eq!(no_root.find("/other"), None);
     }
 
     #[test]
@@ -489,9 +408,9 @@ mod tests {
             let on_legacy = (0..n)
                 .filter(|i| {
                     let parts = http::Request::builder().header("x-user", i.to_string()).body(()).unwrap().into_parts().0;
-                    let keys = [crate::tenant::StickyKey::parse("header:x-user").unwrap()];
+                    let keys = [crate::policy::tenant::StickyKey::parse("header:x-user").unwrap()];
                     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-                    target(pick(&snap, &r, Some("acme"), || crate::tenant::sticky_hash(&keys, "acme", &parts, ip), LEGACY, &AllHealthy)) == LEGACY
+                    target(pick(&snap, &r, Some("acme"), || crate::policy::tenant::sticky_hash(&keys, "acme", &parts, ip), LEGACY, &AllHealthy)) == LEGACY
                 })
                 .count() as f64;
             let share = on_legacy / f64::from(n) * 100.0;

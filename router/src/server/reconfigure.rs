@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, Problem, differs};
 use crate::health::Health;
-use crate::metrics::{Families, Family, single};
+use crate::observe::metrics::{Families, Family, single};
 use crate::proxy::Proxy;
 
 /// How often the config file is read to see whether it changed.

@@ -1,51 +1,49 @@
-//! The hot path, top to bottom: route, tenant id, flag lookup and pick, forward, metrics.
+//! Step 4, and the hot path read top to bottom: route, tenant id, flag lookup and pick,
+//! forward, metrics.
 //!
 //! [`Proxy::handle`] reads in that order: `decide` (steps 1 to 3, no wait; the snapshot
-//! guard lives in it and nowhere else), then `forward`. A request's labels, start and id
-//! travel together in one `RequestCtx`. Every answer the router gives itself (400, 404, 405,
-//! 413, 502, 503, 504) is a `Refusal` turned into a status and a short plain body in one
-//! place, `Proxy::refuse`; whether and where a failed try is retried is the pure
-//! `retry_plan`.
+//! guard lives in it and nowhere else), then `forward`, whose synchronous half is `prepare`.
+//! A request's labels, start and id travel together in one `RequestCtx`. Whether and where a
+//! failed try is retried is the pure `retry_plan`. Beside it: [`refusal`] (every answer the
+//! router gives itself, turned into a status and a short plain body in one place),
+//! [`headers`] (the header policy), [`tunnels`] (upgraded connections) and [`peer`] (the
+//! client end of a connection).
 
-use std::net::SocketAddr;
+pub mod headers;
+pub mod peer;
+pub mod refusal;
+pub mod tunnels;
+
+pub use headers::strip_hop_by_hop;
+pub(crate) use headers::{ADDED_REQUEST_HEADERS, content_length};
+use headers::{ClientUpgrade, RequestIds, X_REQUEST_ID, allowed_upgrade, join_cookies};
+pub use peer::Peer;
+use refusal::Refusal;
+pub use tunnels::Tunnels;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use flag_store::{FlagState, TargetId};
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::sync::{Notify, watch};
 // Tokio's clock, as the health view reads it: one reading serves both (and tests can pause it).
 use tokio::time::Instant;
 
-use crate::access_log::{self, AccessLog};
 use crate::body::{
     BodyError, BodyProgress, ClientBody, Completion, RequestBody, ResponseBody, Sending,
     UpstreamBody,
 };
-use crate::config::{Config, Protocol, Route, RouteKind, TenantRules};
+use crate::config::{Config, Protocol, TenantRules};
 use crate::health::{Health, InFlight, Outcome};
-use crate::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
-use crate::pick::{Decision, Pick, RouteTable, pick};
+use crate::observe::access_log::{self, AccessLog};
+use crate::observe::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
+use crate::policy::tenant::{self, sticky_hash};
+use crate::policy::{Decision, Pick, Route, RouteKind, RouteTable, pick};
 use crate::shadow::{self, Shadows};
-use crate::streams::{Binding, Registration, StreamKind, Streams, TenantKey};
-use crate::tenant::{self, sticky_hash};
+use crate::streams::{Binding, StreamKind, Streams, TenantKey};
 use crate::upstream::Upstream;
-
-/// How many headers the proxy may add to a request: `x-request-id`, the three
-/// `x-forwarded-*` and `host`. The parser sizes the header map for them.
-pub(crate) const ADDED_REQUEST_HEADERS: usize = 5;
-
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -157,32 +155,6 @@ struct RequestCtx {
     log: Option<Box<access_log::Entry>>,
 }
 
-/// Why the router answers a request itself; [`Proxy::refuse`] turns each into its status and
-/// body, in one place.
-#[derive(Debug)]
-enum Refusal {
-    Connect,
-    Path(crate::path::PathError),
-    Host(tenant::HostError),
-    Tenant(tenant::BadTenant),
-    TenantRequired,
-    NoRoute,
-    FlagsNotLoaded,
-    /// The tenant's only target is down (a pinned tenant, or a fixed route).
-    TargetUnavailable(TargetId),
-    NoHealthyTarget,
-    /// The tenant's item was rejected and it has no last good flag: why.
-    RejectedFlag(String),
-    BodyTooLarge {
-        len: u64,
-        limit: u64,
-    },
-    /// The upstream answered 101 to a protocol the request did not ask for.
-    UnaskedUpgrade(TargetId),
-    /// The exchange with this target failed; the route's timeout, for the 504's words.
-    Upstream(Failure, TargetId, std::time::Duration),
-}
-
 /// Waits for the upstream's answer to a request whose body is still to come. The route's
 /// timeout is for the upstream's answer, so it runs from the body's end, however long a slow
 /// client takes to send it: the client's pauses are its body's idle timeout to judge (408,
@@ -209,6 +181,28 @@ async fn answer_within<F: Future>(
             return None;
         }
     }
+}
+
+/// What steps 1 to 3 decided for one request: its route, the pick, and its tenant (kept by
+/// value for a flag-routed request, in case its exchange outlives the response head and must
+/// follow a flip).
+struct Decided<'a> {
+    route: &'a Route,
+    pick: Pick,
+    tenant: TenantKey,
+}
+
+/// A request made ready to send by [`Proxy::prepare`].
+struct Prepared {
+    body: RequestBody,
+    endpoint: usize,
+    /// The Host header, else the request target's authority.
+    host: Option<HeaderValue>,
+    /// Boxed: it is held across the upstream exchange, and upgrades are rare.
+    client_upgrade: Option<Box<ClientUpgrade>>,
+    /// The copy a retry would send (method, target, headers), when there is somewhere to
+    /// retry to.
+    saved: Option<(Method, http::Uri, HeaderMap)>,
 }
 
 /// An upstream's answer, with what the rest of the exchange needs of its attempt.
@@ -427,12 +421,12 @@ impl Proxy {
         }
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
         let now_ms = self.health.ms_at(ctx.start);
-        let (route, pick, tenant) = match self.decide(&parts, client, now_ms, &mut ctx) {
+        let decided = match self.decide(&parts, client, now_ms, &mut ctx) {
             Ok(decided) => decided,
             Err(refusal) => return self.refuse(refusal, ctx),
         };
         // 4. Forward (and 5, metrics, when the response body completes).
-        self.forward(&mut parts, body, route, (pick, tenant), ctx, client, now_ms)
+        self.forward(&mut parts, body, decided, ctx, client, now_ms)
             .await
     }
 
@@ -445,14 +439,14 @@ impl Proxy {
         client: &Peer,
         now_ms: u64,
         ctx: &mut RequestCtx,
-    ) -> Result<(&Route, Pick, TenantKey), Refusal> {
+    ) -> Result<Decided<'_>, Refusal> {
         // A reverse proxy never opens tunnels to a host the client names.
         if parts.method == Method::CONNECT {
             return Err(Refusal::Connect);
         }
-        // 1. Route, on the path as upstreams read it (crate::path), and the host, which
+        // 1. Route, on the path as upstreams read it (crate::policy::path), and the host, which
         // must read one way only: both decide where the request goes.
-        let path = crate::path::normalize(parts.uri.path()).map_err(Refusal::Path)?;
+        let path = crate::policy::path::normalize(parts.uri.path()).map_err(Refusal::Path)?;
         let host = tenant::request_host(parts).map_err(Refusal::Host)?;
         let route_id = self.routes.find(&path).ok_or(Refusal::NoRoute)?;
         let route = self.routes.get(route_id);
@@ -522,88 +516,40 @@ impl Proxy {
             RouteKind::Flagged => TenantKey::new(tenant_id),
             RouteKind::Fixed(_) => TenantKey::None,
         };
-        Ok((route, pick, tenant))
+        Ok(Decided {
+            route,
+            pick,
+            tenant,
+        })
     }
 
     /// Forwards to the picked target, and retries once when [`retry_plan`] says so and the
     /// target's retry budget allows it.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         parts: &mut Parts,
         body: ClientBody,
-        route: &Route,
-        (pick, tenant): (Pick, TenantKey),
+        decided: Decided<'_>,
         mut ctx: RequestCtx,
         client: &Peer,
         now: u64,
     ) -> Response<ResponseBody> {
-        if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
-            && len > limit
-        {
-            return self.refuse(Refusal::BodyTooLarge { len, limit }, ctx);
-        }
-        // Boxed: it is held across the upstream exchange, and upgrades are rare.
-        let client_upgrade = match allowed_upgrade(parts, route) {
-            Some(asked) => parts
-                .extensions
-                .remove::<OnUpgrade>()
-                .map(|on| Box::new(ClientUpgrade { on, asked })),
-            None => None,
+        let Decided {
+            route,
+            pick,
+            tenant,
+        } = decided;
+        let Prepared {
+            body,
+            endpoint,
+            host,
+            client_upgrade,
+            saved,
+        } = match self.prepare(parts, body, (route, &pick, &tenant), &mut ctx, client, now) {
+            Ok(prepared) => prepared,
+            Err(refusal) => return self.refuse(refusal, ctx),
         };
-        // The host was checked in `decide`: the Host header, else the target's authority.
-        let host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
-        strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
-        if parts.version == Version::HTTP_2 {
-            join_cookies(&mut parts.headers);
-        }
-        self.set_forwarded(&mut parts.headers, client, host.as_ref());
-        parts
-            .headers
-            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-
         let target = pick.target;
-        let Some(endpoint) = self.health.choose(target, now, None) else {
-            // Its last endpoint went down between the pick and now.
-            return self.refuse(Refusal::TargetUnavailable(target), ctx);
-        };
-        self.health.target(target).budget.record_request(now);
-        if let Some(log) = ctx.log.as_mut() {
-            log.endpoint = Some(self.upstreams[target.index()].endpoint_name(endpoint));
-        }
-        // The copy a retry would send is made only when there is somewhere to retry to: the
-        // split tenant's other target, or another endpoint of this one.
-        let replayable = http_body::Body::is_end_stream(&body)
-            && client_upgrade.is_none()
-            && (pick.alternative.is_some() || self.upstreams[target.index()].endpoint_count() > 1);
-        let saved = replayable.then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
-        // A shadowed request is copied before it is sent: its body as it streams.
-        let mut body_copy = None;
-        if let Some(shadow) = pick.shadow {
-            let body_len = if http_body::Body::is_end_stream(&body) {
-                Some(0)
-            } else {
-                http_body::Body::size_hint(&body).exact()
-            };
-            let route_at = (ctx.labels.route, route);
-            if let Some(Ok(copy)) =
-                (self.shadows).copy(route_at, tenant.as_str(), shadow, target, parts, body_len)
-            {
-                body_copy = Shadows::body_copy(&copy);
-                ctx.shadow = Some(Box::new(copy));
-            }
-        }
-        let body =
-            RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
         // A request that could go elsewhere does not wait on an endpoint seen down (or past
         // the route's try timeout): a hung side's requests move as soon as its health check
         // fails, instead of at the route's timeout.
@@ -722,6 +668,92 @@ impl Proxy {
                 self.refuse(Refusal::Upstream(failure, retry_target, route.timeout), ctx)
             }
         }
+    }
+
+    /// Step 4's synchronous half: the body limit, the header policy ([`headers`]), the
+    /// endpoint, the copy a retry would send and the shadow's copy; nothing waits.
+    fn prepare(
+        &self,
+        parts: &mut Parts,
+        body: ClientBody,
+        (route, pick, tenant): (&Route, &Pick, &TenantKey),
+        ctx: &mut RequestCtx,
+        client: &Peer,
+        now: u64,
+    ) -> Result<Prepared, Refusal> {
+        if let (Some(limit), Some(len)) = (route.max_body_bytes, content_length(&parts.headers))
+            && len > limit
+        {
+            return Err(Refusal::BodyTooLarge { len, limit });
+        }
+        // Boxed: it is held across the upstream exchange, and upgrades are rare.
+        let client_upgrade = match allowed_upgrade(parts, route) {
+            Some(asked) => parts
+                .extensions
+                .remove::<OnUpgrade>()
+                .map(|on| Box::new(ClientUpgrade { on, asked })),
+            None => None,
+        };
+        // The host was checked in `decide`: the Host header, else the target's authority.
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
+        self.set_forwarded(&mut parts.headers, client, host.as_ref());
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+
+        let target = pick.target;
+        let Some(endpoint) = self.health.choose(target, now, None) else {
+            // Its last endpoint went down between the pick and now.
+            return Err(Refusal::TargetUnavailable(target));
+        };
+        self.health.target(target).budget.record_request(now);
+        if let Some(log) = ctx.log.as_mut() {
+            log.endpoint = Some(self.upstreams[target.index()].endpoint_name(endpoint));
+        }
+        // The copy a retry would send is made only when there is somewhere to retry to: the
+        // split tenant's other target, or another endpoint of this one.
+        let replayable = http_body::Body::is_end_stream(&body)
+            && client_upgrade.is_none()
+            && (pick.alternative.is_some() || self.upstreams[target.index()].endpoint_count() > 1);
+        let saved = replayable.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        // A shadowed request is copied before it is sent: its body as it streams.
+        let mut body_copy = None;
+        if let Some(shadow) = pick.shadow {
+            let body_len = if http_body::Body::is_end_stream(&body) {
+                Some(0)
+            } else {
+                http_body::Body::size_hint(&body).exact()
+            };
+            let route_at = (ctx.labels.route, route);
+            if let Some(Ok(copy)) =
+                (self.shadows).copy(route_at, tenant.as_str(), shadow, target, parts, body_len)
+            {
+                body_copy = Shadows::body_copy(&copy);
+                ctx.shadow = Some(Box::new(copy));
+            }
+        }
+        let body =
+            RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
+        Ok(Prepared {
+            body,
+            endpoint,
+            host,
+            client_upgrade,
+            saved,
+        })
     }
 
     /// Resolves when the endpoint is no longer available (a failed health check, an ejection),
@@ -921,501 +953,11 @@ impl Proxy {
         }
         Response::from_parts(rparts, body)
     }
-
-    /// The one place an answer of the router's own is made: the status and the one-line
-    /// plain body for each reason it refuses or fails a request.
-    fn refuse(&self, refusal: Refusal, mut ctx: RequestCtx) -> Response<ResponseBody> {
-        let name = |t: TargetId| &self.upstreams[t.index()].name;
-        let (status, msg): (StatusCode, std::borrow::Cow<'_, str>) = match refusal {
-            Refusal::Connect => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported".into(),
-            ),
-            Refusal::Path(e) => (StatusCode::BAD_REQUEST, e.to_string().into()),
-            Refusal::Host(e) => (StatusCode::BAD_REQUEST, e.to_string().into()),
-            Refusal::Tenant(e) => (StatusCode::BAD_REQUEST, e.to_string().into()),
-            Refusal::TenantRequired => (
-                StatusCode::BAD_REQUEST,
-                "this route needs a tenant id and the request carries none".into(),
-            ),
-            Refusal::NoRoute => (StatusCode::NOT_FOUND, "no route matches this path".into()),
-            Refusal::FlagsNotLoaded => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "tenant flags are not loaded yet".into(),
-            ),
-            Refusal::TargetUnavailable(target) => {
-                // A pinned tenant never fails over: its target down is its 503.
-                ctx.labels.target = target.index();
-                self.metrics.pinned_unavailable(ctx.labels);
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the tenant's target {:?} is unavailable", name(target)).into(),
-                )
-            }
-            Refusal::NoHealthyTarget => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy target for this tenant".into(),
-            ),
-            Refusal::RejectedFlag(why) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the tenant's flag item is invalid and it has no last good flag: {why}")
-                    .into(),
-            ),
-            Refusal::BodyTooLarge { len, limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body of {len} bytes exceeds the route's limit of {limit} bytes")
-                    .into(),
-            ),
-            Refusal::UnaskedUpgrade(target) => (
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "target {:?} switched to a protocol the request did not ask for",
-                    name(target)
-                )
-                .into(),
-            ),
-            Refusal::Upstream(failure, target, timeout) => match failure {
-                Failure::Connect => (
-                    StatusCode::BAD_GATEWAY,
-                    format!("could not connect to target {:?}", name(target)).into(),
-                ),
-                Failure::Reset => (
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "target {:?} closed the connection before responding",
-                        name(target)
-                    )
-                    .into(),
-                ),
-                Failure::Timeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "target {:?} did not respond within {timeout:?}",
-                        name(target)
-                    )
-                    .into(),
-                ),
-                Failure::EndpointDown => (
-                    StatusCode::BAD_GATEWAY,
-                    format!("target {:?} went down before it responded", name(target)).into(),
-                ),
-                Failure::Tls(why) => (StatusCode::BAD_GATEWAY, {
-                    let verified_as = match &self.upstreams[target.index()].tls_name {
-                        Some(n) => format!(" (verified as {n:?})"),
-                        None => String::new(),
-                    };
-                    format!(
-                        "TLS to target {:?} failed{verified_as}: {why}",
-                        name(target)
-                    )
-                    .into()
-                }),
-                Failure::TryTimeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "target {:?} did not respond within the route's try timeout",
-                        name(target)
-                    )
-                    .into(),
-                ),
-                // The client's own body at fault (413, 408, 400).
-                Failure::Client(status, msg) => (status, msg.into()),
-                Failure::BadTarget => (
-                    StatusCode::BAD_REQUEST,
-                    "the request target cannot be forwarded".into(),
-                ),
-            },
-        };
-        let completion = Completion::new(self.metrics.clone(), ctx.labels, status, ctx.start)
-            .with_log(ctx.log.zip(self.access_log.clone()));
-        let body = Bytes::from(format!("switchyard: {msg}\n"));
-        let mut resp = Response::new(ResponseBody::local(body, Some(completion)));
-        *resp.status_mut() = status;
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(X_REQUEST_ID.clone(), ctx.request_id);
-        resp
-    }
-
-    /// Keeps a sane incoming `x-request-id`, or makes one.
-    ///
-    /// Marked sensitive: HTTP/2's header compression then writes it as a literal instead of
-    /// adding it to the connection's table. A value that never repeats gains nothing there,
-    /// and each one would evict an entry that does repeat (and make every lookup longer).
-    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
-        let mut id = match headers.get(&X_REQUEST_ID) {
-            Some(id)
-                if (1..=200).contains(&id.len())
-                    && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
-            {
-                id.clone()
-            }
-            // `forward` sets it on the request, after the hop-by-hop headers are gone.
-            _ => self.request_ids.next(),
-        };
-        id.set_sensitive(true);
-        id
-    }
-
-    fn set_forwarded(&self, headers: &mut HeaderMap, client: &Peer, host: Option<&HeaderValue>) {
-        // One lookup for the read and the write: `entry`, not `get_all` then `insert`.
-        match headers.entry(&X_FORWARDED_FOR) {
-            Entry::Vacant(slot) => {
-                slot.insert(client.ip_header());
-            }
-            Entry::Occupied(mut present) => {
-                let prior = present
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let joined = if prior.is_empty() {
-                    Ok(client.ip_header())
-                } else {
-                    HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip()))
-                };
-                if let Ok(v) = joined {
-                    present.insert(v);
-                }
-            }
-        }
-        if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
-            let proto = if client.tls { "https" } else { "http" };
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-        }
-        if !(self.trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
-            match host {
-                Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-                None => headers.remove(&X_FORWARDED_HOST),
-            };
-        }
-    }
-}
-
-/// The client end of a connection, with its address already written out for
-/// `X-Forwarded-For`: made once per connection, not per request.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    ip_text: Bytes,
-    /// The client connected over TLS (`x-forwarded-proto: https`).
-    pub tls: bool,
-    /// The common name of the client certificate the TLS listener verified.
-    pub client_cn: Option<Box<str>>,
-}
-
-impl Peer {
-    pub fn new(addr: SocketAddr) -> Self {
-        Peer {
-            addr,
-            ip_text: Bytes::from(addr.ip().to_string()),
-            tls: false,
-            client_cn: None,
-        }
-    }
-
-    /// A client of a TLS listener, with the common name of the certificate it was verified by.
-    pub fn over_tls(addr: SocketAddr, client_cn: Option<Box<str>>) -> Self {
-        Peer {
-            tls: true,
-            client_cn,
-            ..Peer::new(addr)
-        }
-    }
-
-    fn ip_header(&self) -> HeaderValue {
-        HeaderValue::from_maybe_shared(self.ip_text.clone())
-            .expect("an IP address is a valid header value")
-    }
-}
-
-/// The `content-length` a message declares (its first field), when it is a number.
-pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    (headers.get_all(header::CONNECTION).iter())
-        .flat_map(tokens)
-        .any(|t| t.eq_ignore_ascii_case(token))
-}
-
-/// A client's upgrade request on its way: its connection's upgrade, and the protocols sent
-/// upstream in `Upgrade`.
-struct ClientUpgrade {
-    on: OnUpgrade,
-    asked: HeaderValue,
-}
-
-impl ClientUpgrade {
-    /// True when a 101 names one protocol, and one the request asked for.
-    fn accepts(&self, response: &HeaderMap) -> bool {
-        let mut chosen = response.get_all(header::UPGRADE).iter().flat_map(tokens);
-        let (Some(protocol), None) = (chosen.next(), chosen.next()) else {
-            return false;
-        };
-        tokens(&self.asked).any(|asked| asked.eq_ignore_ascii_case(protocol))
-    }
-}
-
-/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
-fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
-    value
-        .to_str()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// For an HTTP/1.1 upgrade request, the protocols it may upgrade to on `route`, read as one
-/// list over all its `Upgrade` fields (RFC 9110 section 7.8); `Upgrade` is rewritten to those
-/// alone. `None` when there are none: the request goes on as an ordinary one, and `Upgrade`
-/// is dropped with the other hop-by-hop headers. `h2c` is never allowed (the route config
-/// refuses it): after its 101 the upstream would take HTTP/2 requests the router never sees.
-fn allowed_upgrade(parts: &mut Parts, route: &Route) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 || !connection_has(&parts.headers, "upgrade") {
-        return None;
-    }
-    let mut allowed = String::new();
-    for protocol in parts
-        .headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .flat_map(tokens)
-    {
-        if route.allows_upgrade(protocol) {
-            if !allowed.is_empty() {
-                allowed.push_str(", ");
-            }
-            allowed.push_str(protocol);
-        }
-    }
-    let value = HeaderValue::from_str(&allowed)
-        .ok()
-        .filter(|_| !allowed.is_empty())?;
-    parts.headers.insert(header::UPGRADE, value.clone());
-    Some(value)
-}
-
-/// HTTP/2 may split `cookie` into one field per pair; HTTP/1.1 allows one field, so the
-/// pieces go on joined with `; ` (RFC 9113 section 8.2.3).
-fn join_cookies(headers: &mut HeaderMap) {
-    let mut pieces = headers.get_all(header::COOKIE).iter();
-    if pieces.next().is_none() || pieces.next().is_none() {
-        return;
-    }
-    let joined: Vec<u8> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, value);
-    }
-}
-
-/// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
-/// names, plus the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the names instead of a lookup each.
-    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
-            .flat_map(tokens)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
-            }
-        }
-        headers.remove(header::CONNECTION);
-    }
-    for name in ALWAYS_HOP_BY_HOP {
-        headers.remove(name);
-    }
-    // `TE: trailers` is end-to-end meaningful (gRPC needs it); any other TE is hop-by-hop.
-    if headers
-        .get(header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        headers.remove(header::TE);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// The hop-by-hop headers removed whatever the message says.
-static ALWAYS_HOP_BY_HOP: [&HeaderName; 6] = [
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-];
-
-/// A header that may be hop-by-hop: the fixed list, plus `Connection` (which names others)
-/// and `TE` and `Upgrade` (hop-by-hop unless kept on purpose).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    ALWAYS_HOP_BY_HOP.contains(&name)
-        || [header::CONNECTION, header::TE, header::UPGRADE].contains(name)
-}
-
-/// Request ids: 128 random bits as 32 hex digits, from a thread's CSPRNG (ChaCha, seeded and
-/// reseeded from the OS). Unique without coordination between routers, and they tell nobody
-/// how many requests a router has served or what the next id will be.
-#[derive(Debug, Default)]
-struct RequestIds;
-
-impl RequestIds {
-    fn new() -> Self {
-        RequestIds
-    }
-
-    fn next(&self) -> HeaderValue {
-        use rand::Rng;
-        let value: u128 = rand::rng().random();
-        let mut id = [0u8; 32];
-        for (i, digit) in id.iter_mut().enumerate() {
-            *digit = b"0123456789abcdef"[(value >> (124 - 4 * i)) as usize & 0xf];
-        }
-        HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
-    }
-}
-
-/// Upgraded connections (WebSocket and the like) after the 101: they outlive the HTTP
-/// connection they came from, so they are counted here and drained at shutdown.
-#[derive(Debug)]
-pub struct Tunnels {
-    open: Arc<(AtomicUsize, Notify)>,
-    stop: watch::Sender<bool>,
-}
-
-impl Default for Tunnels {
-    fn default() -> Self {
-        Tunnels {
-            open: Arc::new((AtomicUsize::new(0), Notify::new())),
-            stop: watch::channel(false).0,
-        }
-    }
-}
-
-struct TunnelGuard(Arc<(AtomicUsize, Notify)>);
-
-impl Drop for TunnelGuard {
-    fn drop(&mut self) {
-        if self.0.0.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.1.notify_waiters();
-        }
-    }
-}
-
-impl Tunnels {
-    fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade, registration: Option<Registration>) {
-        self.open.0.fetch_add(1, Ordering::AcqRel);
-        let guard = TunnelGuard(self.open.clone());
-        let mut stop = self.stop.subscribe();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let moved = async {
-                match &registration {
-                    Some(r) => r.closed().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let (client, upstream) = match tokio::try_join!(client, upstream) {
-                Ok(both) => both,
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade did not complete");
-                    return;
-                }
-            };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            tokio::select! {
-                result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "tunnel closed with an error");
-                    }
-                }
-                _ = crate::shutdown::until_set(&mut stop) => {}
-                () = moved => tracing::debug!("tunnel closed: its tenant moved away from its side"),
-            }
-        });
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.0.load(Ordering::Acquire)
-    }
-
-    /// Waits for open tunnels to close, until `deadline`; then closes the rest.
-    pub async fn drain(&self, deadline: tokio::time::Instant) {
-        loop {
-            let notified = self.open.1.notified();
-            if self.open() == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
-            }
-        }
-        self.stop.send_replace(true);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("proxy-authorization", "Basic x".parse().unwrap());
-        h.insert(header::TE, "gzip".parse().unwrap());
-        h.insert(header::UPGRADE, "websocket".parse().unwrap());
-        h.insert("x-keep", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("x-keep"));
-
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
-        h.insert(header::UPGRADE, "websocket".parse().unwrap());
-        h.insert(header::TE, "trailers".parse().unwrap());
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
-        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
-        assert_eq!(h.get(header::TE).unwrap(), "trailers");
-    }
-
-    #[test]
-    fn http2_cookie_pieces_go_on_as_one_field() {
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "a=1".parse().unwrap());
-        h.append(header::COOKIE, "b=2".parse().unwrap());
-        h.append(header::COOKIE, "c=3".parse().unwrap());
-        join_cookies(&mut h);
-        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
-        assert_eq!(all, ["a=1; b=2; c=3"]);
-    }
 
     #[test]
     fn retries_go_where_the_tenants_data_is_and_only_when_safe() {
@@ -1546,25 +1088,5 @@ mod tests {
             ),
             None
         );
-    }
-
-    #[test]
-    fn request_ids_are_unique_and_well_formed() {
-        let ids = RequestIds::new();
-        let a = ids.next();
-        let b = ids.next();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
-        // Random, not a counter: consecutive ids share no prefix or suffix to speak of.
-        let (a, b) = (a.as_bytes(), b.as_bytes());
-        let same_prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-        let same_suffix = a
-            .iter()
-            .rev()
-            .zip(b.iter().rev())
-            .take_while(|(x, y)| x == y)
-            .count();
-        assert!(same_prefix < 8 && same_suffix < 8, "{a:?} {b:?}");
     }
 }

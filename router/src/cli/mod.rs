@@ -1,5 +1,8 @@
 //! The `switchyard` command line: `serve`, `check`, `demo` and `flags list|get|set`.
 
+pub mod batch;
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +13,7 @@ use flag_store::{FlagItem, FlagWrite, Load, Placing, ShadowItem, StoreUrl, Targe
 
 use crate::config::{Config, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
 use crate::server::Router;
-use crate::store::Store;
+use flag_store::store::Store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -298,7 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin_listen,
             dir,
         } => {
-            runtime(2)?.block_on(crate::demo::run(listen, admin_listen, dir))?;
+            runtime(2)?.block_on(crate::cli::demo::run(listen, admin_listen, dir))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags(cmd) => flags(cmd),
@@ -693,7 +696,7 @@ async fn apply_batch(
     admin: Option<SocketAddr>,
     args: &StoreArgs,
 ) -> anyhow::Result<ExitCode> {
-    use crate::batch;
+    use crate::cli::batch;
     let text = if batch == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).context("cannot read the batch from stdin")?
     } else {
