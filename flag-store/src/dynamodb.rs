@@ -9,6 +9,8 @@
 //!   (N, the meta version the write made). Each record holds `tenant`, `old` and `new` (the
 //!   flag items as JSON), `by`, `at`, `reason`. Index `by_tenant` (`tenant`, `seq`) serves
 //!   `flags history`.
+//! - Fleet table `TABLE-fleet`, partition key `pk` (S), TTL on `expires_at`: the routers'
+//!   presence records ([`crate::fleet`]), which churn and never bump the flag version.
 //!
 //! A write is one transaction: bump the meta version (conditional on the version read), put the
 //! flag (conditional on the tenant's version), put the audit record. So no flip is ever
@@ -138,6 +140,11 @@ impl DynamoUrl {
         format!("{}-audit", self.table)
     }
 
+    /// The table of high-churn records: routers' presence ([`crate::fleet`]).
+    pub fn fleet_table(&self) -> String {
+        format!("{}-fleet", self.table)
+    }
+
     /// A loopback plain-HTTP endpoint: a local emulator, which takes any credentials.
     fn is_local(&self) -> bool {
         self.endpoint.as_deref().is_some_and(|e| {
@@ -233,6 +240,14 @@ impl DynamoStore {
         }
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn url(&self) -> &DynamoUrl {
+        &self.url
+    }
+
     pub fn reads(&self) -> Arc<StoreReads> {
         self.reads.clone()
     }
@@ -293,10 +308,62 @@ impl DynamoStore {
             .send()
             .await;
         ignore_existing(audit.map(|_| ()), "create audit table")?;
-        for table in [self.url.table.clone(), self.url.audit_table()] {
+        let fleet = self
+            .client
+            .create_table()
+            .table_name(self.url.fleet_table())
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .send()
+            .await;
+        ignore_existing(fleet.map(|_| ()), "create fleet table")?;
+        for table in [
+            self.url.table.clone(),
+            self.url.audit_table(),
+            self.url.fleet_table(),
+        ] {
             self.wait_active(&table).await?;
         }
+        self.expire_fleet_records().await?;
         self.create_meta().await
+    }
+
+    /// Turns on the fleet table's TTL on `expires_at` (kept when it is on already).
+    async fn expire_fleet_records(&self) -> Result<(), StoreError> {
+        let table = self.url.fleet_table();
+        let current = self
+            .client
+            .describe_time_to_live()
+            .table_name(&table)
+            .send()
+            .await
+            .map_err(sdk_err("describe the fleet table's TTL"))?;
+        let enabled = (current.time_to_live_description())
+            .and_then(|d| d.time_to_live_status())
+            .is_some_and(|s| {
+                matches!(
+                    s,
+                    aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled
+                        | aws_sdk_dynamodb::types::TimeToLiveStatus::Enabling
+                )
+            });
+        if enabled {
+            return Ok(());
+        }
+        let spec = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+            .attribute_name("expires_at")
+            .enabled(true)
+            .build()
+            .map_err(build_err)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&table)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(sdk_err("turn on the fleet table's TTL"))?;
+        Ok(())
     }
 
     /// Makes the meta item of a new store, gives an existing one the identity it lacks, or

@@ -9,6 +9,7 @@ pub mod background;
 pub mod dynamodb;
 pub mod error;
 pub mod file;
+pub mod fleet;
 pub mod identity;
 pub mod model;
 pub mod reload;

@@ -42,6 +42,14 @@ impl Store {
         }
     }
 
+    /// The store's version (a file store reads its file).
+    pub async fn version(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::File(f) => f.load().map(|l| l.version),
+            Store::Dynamo(d) => d.version().await,
+        }
+    }
+
     pub async fn get(&self, tenant: &str) -> Result<Option<FlagItem>, StoreError> {
         match self {
             Store::File(f) => f.get(tenant),

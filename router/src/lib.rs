@@ -16,6 +16,7 @@
 //! `tests/e2e/layout.rs` checks it):
 //! - [`cli`]: the commands an operator runs (`serve`, `check`, `demo`, `flags`, batches).
 //! - [`server`]: listeners, connections, HTTP/2 serving, config reload, drain.
+//! - [`cutover`]: migration control across the fleet: each router's presence record.
 //! - [`admin`]: the admin listener (metrics, readiness, explain, flag reads and writes).
 //! - [`proxy`]: the hot path, steps 1 to 5 in order, with its refusals, header policy,
 //!   tunnels and the client's peer.
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cutover;
 pub mod health;
 pub mod observe;
 pub mod policy;

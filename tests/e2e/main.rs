@@ -13,6 +13,7 @@ mod differential;
 mod dynamo;
 mod edge;
 mod failover;
+mod fleet;
 mod flips;
 mod forwarding;
 mod http2;

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod demo;
+pub mod fleet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,19 @@ enum Command {
     /// Shadow comparisons, as a running router holds them (read from its admin listener).
     #[command(subcommand)]
     Shadow(ShadowCommand),
+    /// The routers serving from the store: each one's flag version, snapshot age, last seen
+    /// and drained holds. Exits 1 when the live routers disagree on the version, or one has
+    /// not confirmed its flags, for longer than --max-lag.
+    Fleet {
+        /// How long routers may disagree (a flip takes about a poll interval to reach all).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        max_lag: std::time::Duration,
+        /// A router not seen for this long is stale: listed, not judged.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        fleet_timeout: std::time::Duration,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,6 +319,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags(cmd) => flags(cmd),
+        Command::Fleet {
+            max_lag,
+            fleet_timeout,
+            store: args,
+        } => {
+            let (url, _) = store_url(&args)?;
+            let report = runtime(1)?.block_on(fleet::report(&url, max_lag, fleet_timeout))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", fleet::render(&report, &url.to_string()));
+            }
+            Ok(fleet::exit_code(&report))
+        }
         Command::Ready { admin, config } => {
             let admin = admin_addr(admin, config.as_deref())?;
             let (status, body) = runtime(1)?.block_on(admin_get(admin, "/readyz"))?;

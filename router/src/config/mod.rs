@@ -76,6 +76,16 @@ pub struct Config {
     pub shadow: ShadowConfig,
     /// Off unless `[access_log]` is given.
     pub access_log: Option<AccessLogConfig>,
+    pub fleet: FleetConfig,
+}
+
+/// How the router shows itself to the fleet (`[fleet]`): its presence record in the store.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The router's id; `None`: its host name and a random suffix, new at each start.
+    pub id: Option<String>,
+    /// How often the presence record is refreshed (and at once when the flag version moves).
+    pub heartbeat: Duration,
 }
 
 /// The access log (`[access_log]`).

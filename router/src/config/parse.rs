@@ -12,8 +12,8 @@ use http::uri::Scheme;
 use http::{HeaderName, Method};
 
 use super::raw::{
-    RawAccessLog, RawConfig, RawFlags, RawHealth, RawRoute, RawServer, RawShadow, RawTarget,
-    RawTenant, RawTls,
+    RawAccessLog, RawConfig, RawFlags, RawFleet, RawHealth, RawRoute, RawServer, RawShadow,
+    RawTarget, RawTenant, RawTls,
 };
 use super::*;
 use crate::policy::tenant::{Extractor, StickyKey};
@@ -32,6 +32,7 @@ pub(super) fn validate(
     let routes = routes(&raw.routes, &targets, problems);
     let shadow = shadow_config(&raw.shadow, problems);
     let access_log = (raw.access_log.as_ref()).map(|a| access_log(a, base_dir, problems));
+    let fleet = fleet(&raw.fleet, problems);
     Some(Config {
         base_dir: base_dir.to_owned(),
         server,
@@ -42,6 +43,7 @@ pub(super) fn validate(
         routes,
         shadow,
         access_log,
+        fleet,
     })
 }
 
@@ -691,6 +693,26 @@ fn access_log(a: &RawAccessLog, base_dir: &Path, problems: &mut Vec<Problem>) ->
         },
         sample_percent: a.sample_percent.unwrap_or(100).min(100),
         buffer_lines: a.buffer_lines.unwrap_or(10_000).max(1) as usize,
+    }
+}
+
+/// `[fleet]`: the router's id names a file and a key, so it is a plain label.
+fn fleet(raw: &RawFleet, problems: &mut Vec<Problem>) -> FleetConfig {
+    if let Some(id) = &raw.id
+        && (!valid_label(id) && !id.split('.').all(valid_label))
+    {
+        problem(
+            problems,
+            "fleet.id",
+            format!(
+                "{id:?}: a router id uses letters, digits, '-', '_' and '.' (up to 64 each part)"
+            ),
+        );
+    }
+    positive(problems, "fleet.heartbeat_ms", raw.heartbeat_ms);
+    FleetConfig {
+        id: raw.id.clone(),
+        heartbeat: ms(raw.heartbeat_ms, 5_000),
     }
 }
 

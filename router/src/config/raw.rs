@@ -20,6 +20,15 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) shadow: RawShadow,
     pub(super) access_log: Option<RawAccessLog>,
+    #[serde(default)]
+    pub(super) fleet: RawFleet,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) id: Option<String>,
+    pub(super) heartbeat_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ pub fn differs(a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug) -> bool {
 /// What a reload of `new` over the running `old` cannot apply without a restart, each with its
 /// key: limits and the other server settings (all but the listeners' addresses and
 /// `trust_forwarded_headers`),
-/// the flag store's settings, `[shadow]`, `[access_log]`, and the names and order of the
+/// the flag store's settings, `[shadow]`, `[access_log]`, `[fleet]`, and the names and order of the
 /// targets and routes (flags and metrics are built on them). Routes, targets' endpoints and
 /// settings, and tenant rules reload.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
@@ -99,6 +99,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
     );
     differ("shadow", &old.shadow, &new.shadow);
     differ("access_log", &old.access_log, &new.access_log);
+    differ("fleet", &old.fleet, &new.fleet);
     let target_names =
         |c: &Config| -> Vec<String> { c.target_configs.iter().map(|t| t.name.clone()).collect() };
     let route_names = |c: &Config| -> Vec<String> { c.route_names().map(str::to_owned).collect() };

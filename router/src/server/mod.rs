@@ -2,6 +2,7 @@
 //! shutdown stop accepting, drain in-flight requests and tunnels (bounded by the drain
 //! timeout), then stop the reloader and the admin listener.
 
+mod admin_listener;
 pub mod http2;
 pub mod reconfigure;
 
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flag_store::dynamodb::{DynamoSource, DynamoStore};
+use flag_store::fleet::Fleet;
+use flag_store::store::Store;
 use flag_store::{FileSource, FileStore, FlagState, Source, StoreUrl, reload};
 use http::Request;
 use hyper::body::Incoming;
@@ -26,16 +29,17 @@ use tracing::Instrument;
 
 use arc_swap::ArcSwap;
 
+use self::admin_listener::serve_admin;
 use crate::admin::Admin;
 use crate::body::{ClientBody, ResponseBody};
 use crate::config::Problem;
 use crate::config::{Config, Server};
+use crate::cutover::presence::{DEREGISTER_WAIT, Heartbeat};
 use crate::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
 use crate::server::reconfigure::{Rebound, Reconfigure, Reloaded};
 use crate::streams::Streams;
-use flag_store::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,12 +60,6 @@ const IDLE_REAP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for the reloader's last local-copy write.
 const RELOADER_STOP_WAIT: Duration = Duration::from_secs(5);
-/// Admin connections open at once; when all are taken, a new one closes the oldest, so idle
-/// connections can never lock out a readiness probe, a scrape or an operator's write.
-const ADMIN_CONNECTIONS: usize = 256;
-/// How long an admin connection may wait to send a request head (its first, or its next):
-/// probes, scrapes and operators send theirs at once.
-const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const ADMIN_BACKLOG: u32 = 1024;
 
 /// A running router. Dropping it does not stop it; call [`Router::shutdown`].
@@ -81,6 +79,9 @@ pub struct Router {
     stop_background: watch::Sender<bool>,
     reloader: JoinHandle<()>,
     drain_timeout: Duration,
+    /// This router's id in the fleet, and its presence record's heartbeat.
+    id: String,
+    presence: JoinHandle<()>,
 }
 
 impl Router {
@@ -207,9 +208,18 @@ impl Router {
         if !admin_addr.ip().is_loopback() {
             tracing::warn!(%admin_addr, writes = writes_enabled, "the admin listener is reachable from other hosts");
         }
+        let id = crate::cutover::presence::router_id(config.fleet.id.as_deref());
+        let heartbeat = Heartbeat {
+            fleet: Fleet::open(&config.flags.store).await,
+            id: id.clone(),
+            flags: flags.clone(),
+            interval: config.fleet.heartbeat,
+            drained: watch::channel(Vec::new()).1,
+        };
+        let presence = tokio::spawn(heartbeat.run(background.clone()));
         let reconfigure = Reconfigure::new(live.clone(), config.clone(), serving.clone());
         let tls_addr = tls_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
-        tracing::info!(%addr, %admin_addr, %tls_addr, store = %config.flags.store, "switchyard serving");
+        tracing::info!(router = %id, %addr, %admin_addr, %tls_addr, store = %config.flags.store, "switchyard serving");
         Ok(Router {
             flags,
             live,
@@ -221,6 +231,8 @@ impl Router {
             stop_background,
             reloader,
             drain_timeout: config.server.drain_timeout,
+            id,
+            presence,
         })
     }
 
@@ -240,6 +252,11 @@ impl Router {
 
     pub fn flags(&self) -> &Arc<FlagState> {
         &self.flags
+    }
+
+    /// This router's id in the fleet (its presence record's name).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The current config's endpoint health.
@@ -292,6 +309,8 @@ impl Router {
         // The reloader stops between polls and brings the local copy up to date; a poll stuck
         // on an unreachable store is not waited for long.
         let _ = tokio::time::timeout(RELOADER_STOP_WAIT, self.reloader).await;
+        // The presence record goes last: the fleet sees this router until it has drained.
+        let _ = tokio::time::timeout(DEREGISTER_WAIT * 2, self.presence).await;
         tracing::info!(drained, "switchyard stopped");
         drained
     }
@@ -929,61 +948,4 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
-}
-
-/// The admin connections open, oldest first: each one's id and the switch that closes it.
-type AdminConnections = std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>;
-
-/// The admin listener's accept loop, until `retired` (a reload moved the listener: open
-/// connections go on) or `stop` (shutdown: they close too).
-async fn serve_admin(
-    listener: TcpListener,
-    admin: axum::Router,
-    server: Server,
-    mut retired: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Some(server.header_read_timeout.min(ADMIN_HEADER_TIMEOUT)))
-        .max_buf_size(16 * 1024);
-    // Open connections, oldest first, each with the switch that closes it.
-    let open: Arc<std::sync::Mutex<AdminConnections>> = Arc::default();
-    let mut next_id = 0u64;
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = accept(&listener, "admin") => accepted,
-            _ = crate::shutdown::until_set(&mut retired) => return,
-            _ = crate::shutdown::until_set(&mut stop) => return,
-        };
-        let id = next_id;
-        next_id += 1;
-        let close = Arc::new(tokio::sync::Notify::new());
-        {
-            let mut open = open.lock().expect("admin connections lock");
-            if open.len() >= ADMIN_CONNECTIONS
-                && let Some((_, oldest)) = open.pop_front()
-            {
-                oldest.notify_one();
-            }
-            open.push_back((id, close.clone()));
-        }
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(admin.clone()),
-        );
-        let (mut stop, open) = (stop.clone(), open.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                () = close.notified() => {}
-                _ = crate::shutdown::until_set(&mut stop) => {}
-            }
-            let mut open = open.lock().expect("admin connections lock");
-            if let Some(at) = open.iter().position(|(i, _)| *i == id) {
-                open.remove(at);
-            }
-        });
-    }
 }

@@ -1,5 +1,6 @@
-# Two policies: routers only read; operators (the CLI, and a router that serves admin writes)
-# read and write flags and append audit records. Neither may delete items or tables.
+# Two policies: routers only read the flags and keep their own presence record in the fleet
+# table; operators (the CLI, and a router that serves admin writes) read and write flags and
+# append audit records. Neither may delete flags, audit records or tables.
 
 locals {
   # Every region's copy of each table (a replica has the same name in its own region).
@@ -8,6 +9,8 @@ locals {
   audit_arns = [for r in concat([data.aws_region.current.name], var.replica_regions) :
   "arn:${data.aws_partition.current.partition}:dynamodb:${r}:${data.aws_caller_identity.current.account_id}:table/${local.audit_table_name}"]
   audit_index_arns = [for a in local.audit_arns : "${a}/index/by_tenant"]
+  fleet_arns = [for r in concat([data.aws_region.current.name], var.replica_regions) :
+  "arn:${data.aws_partition.current.partition}:dynamodb:${r}:${data.aws_caller_identity.current.account_id}:table/${local.fleet_table_name}"]
 }
 
 data "aws_region" "current" {}
@@ -27,6 +30,14 @@ data "aws_iam_policy_document" "router" {
     # Query of the audit stream after the last version seen: reads proportional to the change.
     actions   = ["dynamodb:Query"]
     resources = local.audit_arns
+  }
+
+  statement {
+    sid = "KeepPresence"
+    # The router's presence record: PutItem every heartbeat, DeleteItem at a clean shutdown,
+    # Scan for `switchyard fleet`.
+    actions   = ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Scan"]
+    resources = local.fleet_arns
   }
 }
 
@@ -74,7 +85,7 @@ data "aws_iam_policy_document" "operator" {
 
 resource "aws_iam_policy" "router" {
   name        = "${var.table_name}-router-read"
-  description = "Switchyard routers: read the flag table ${var.table_name} and its audit stream."
+  description = "Switchyard routers: read the flag table ${var.table_name} and its audit stream; keep a presence record."
   policy      = data.aws_iam_policy_document.router.json
   tags        = var.tags
 }

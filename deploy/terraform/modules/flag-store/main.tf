@@ -1,9 +1,11 @@
 # The layout `switchyard flags create-table` creates, for production: the flags table (one item
-# per tenant plus the "#meta" version item) and the audit table (one record per write, in the
-# same transaction as the flag).
+# per tenant plus the "#meta" version item), the audit table (one record per write, in the
+# same transaction as the flag) and the fleet table (routers' presence records, which churn and
+# expire by TTL).
 
 locals {
   audit_table_name = "${var.table_name}-audit"
+  fleet_table_name = "${var.table_name}-fleet"
   # Replicas need a stream of new and old images; a single-region table needs none.
   global = length(var.replica_regions) > 0
 }
@@ -71,6 +73,47 @@ resource "aws_dynamodb_table" "audit" {
     hash_key        = "tenant"
     range_key       = "seq"
     projection_type = "ALL"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = var.kms_key_arn
+  }
+
+  dynamic "replica" {
+    for_each = var.replica_regions
+    content {
+      region_name            = replica.value
+      point_in_time_recovery = true
+    }
+  }
+
+  tags = var.tags
+}
+
+# Routers' presence records (`switchyard fleet`): one item per router, rewritten every heartbeat
+# and deleted at a clean shutdown; a router that vanished is swept by the TTL a day later. Never
+# part of a flag write, so a heartbeat never bumps the flag version.
+resource "aws_dynamodb_table" "fleet" {
+  name                        = local.fleet_table_name
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "pk"
+  deletion_protection_enabled = var.deletion_protection
+  stream_enabled              = local.global
+  stream_view_type            = local.global ? "NEW_AND_OLD_IMAGES" : null
+
+  attribute {
+    name = "pk"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
   }
 
   point_in_time_recovery {

@@ -12,11 +12,16 @@ output "audit_table_arn" {
 }
 
 output "router_policy_arn" {
-  description = "Attach to the routers' role: read-only."
+  description = "Attach to the routers' role: read-only on the flags, plus each router's presence record."
   value       = aws_iam_policy.router.arn
 }
 
 output "operator_policy_arn" {
   description = "Attach to operators' roles (and a router that serves admin writes)."
   value       = aws_iam_policy.operator.arn
+}
+
+output "fleet_table_arn" {
+  description = "Routers' presence records (TTL on expires_at)."
+  value       = aws_dynamodb_table.fleet.arn
 }
