@@ -81,6 +81,14 @@ pub enum StoreError {
     Sealed { tenant: String, target: String },
     #[error("tenant {0:?} has no flag")]
     NotFound(String),
+    #[error(
+        "tenant {tenant:?} is held by the move {hold} for {left_ms} ms more: it cannot be written until that move flips it or ends"
+    )]
+    Held {
+        tenant: String,
+        hold: String,
+        left_ms: u64,
+    },
 }
 
 /// Displays an error with its causes, `outer: inner: innermost`, for logs and messages.

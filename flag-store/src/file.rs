@@ -553,6 +553,7 @@ mod tests {
 
     fn set(tenant: &str, target: &str) -> FlagWrite {
         FlagWrite {
+            hold: Default::default(),
             tenant: tenant.into(),
             placing: Some(Placing::Pinned(target.into())),
             seal: None,

@@ -17,7 +17,7 @@
 //! `switchyard fleet` shows.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -60,12 +60,7 @@ impl Presence {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::model::now_ms;
 
 /// What a listing found: the readable records, and the ones that could not be read (named).
 #[derive(Debug, Default)]

@@ -23,14 +23,14 @@ pub use error::{ItemError, StoreError};
 pub use file::{FileSource, FileStore};
 pub use identity::StoreIdentity;
 pub use model::{
-    BUCKETS, DEFAULT_TENANT, Flag, FlagItem, Mode, Placement, Routing, Shadow, ShadowItem, Split,
-    TargetId, Targets,
+    BUCKETS, DEFAULT_TENANT, Flag, FlagItem, HoldItem, Mode, Placement, Routing, Shadow,
+    ShadowItem, Split, TargetId, Targets,
 };
 pub use reload::{FlagState, ReloadResult};
 pub use snapshot::{Drift, FlagRef, Found, Load, LoadedItem, Rejected, Snapshot};
 pub use source::{Source, Update};
 pub use store::Store;
-pub use write::{FlagWrite, Placing};
+pub use write::{FlagWrite, HoldWrite, Placing};
 
 use std::path::{Path, PathBuf};
 

@@ -97,6 +97,50 @@ pub struct FlagItem {
     pub updated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A cutover in progress: while it lasts, every router queues the tenant's new requests
+    /// instead of sending them anywhere ([`HoldItem`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldItem>,
+}
+
+/// A hold on a tenant, written by `switchyard flags move` on every tenant of the move: the
+/// hold's id, how many tenants it holds (a router acknowledges it only once it has seen them
+/// all), and its absolute deadline, which every router enforces on its own: past it, the hold
+/// is over whatever was written, and queued requests go where the flag says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldItem {
+    pub id: String,
+    pub tenants: u32,
+    /// Milliseconds since the Unix epoch.
+    pub deadline_ms: u64,
+}
+
+impl HoldItem {
+    /// Whether the hold still holds at `now_ms`.
+    pub fn active_at(&self, now_ms: u64) -> bool {
+        now_ms < self.deadline_ms
+    }
+
+    /// A hold names at least one tenant and has an id a log line can carry.
+    pub fn check(&self) -> Result<(), ItemError> {
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ItemError::Shape(format!(
+                "has a hold id {:?}; it is 1 to 64 of letters, digits, '-' and '_'",
+                self.id
+            )));
+        }
+        if self.tenants == 0 {
+            return Err(ItemError::Shape("has a hold of 0 tenants".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A shadow as stored: `{"target":"new","percent":10}`.
@@ -353,6 +397,8 @@ impl Flag {
             updated_by: self.audit.updated_by.as_deref().map(str::to_owned),
             updated_at: self.audit.updated_at.map(format_timestamp),
             reason: self.audit.reason.as_deref().map(str::to_owned),
+            // Holds live beside the flags in the snapshot (`Snapshot::hold`).
+            hold: None,
         }
     }
 }
@@ -395,6 +441,9 @@ impl FlagItem {
     /// Validates this item against the configured targets and compiles it.
     pub fn compile(&self, targets: &Targets, interner: &mut Interner) -> Result<Flag, ItemError> {
         validate_tenant_id(&self.tenant)?;
+        if let Some(hold) = &self.hold {
+            hold.check()?;
+        }
         let placement = match self.effective_mode()? {
             Mode::Pinned => {
                 if self.weights.is_some() {
@@ -513,6 +562,13 @@ pub fn parse_timestamp(s: &str) -> Result<u64, String> {
 }
 
 /// Now, in seconds since the epoch.
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -22,7 +22,7 @@ use hashbrown::HashTable;
 use crate::error::ItemError;
 use crate::identity::StoreIdentity;
 use crate::model::{
-    Audit, DEFAULT_TENANT, Flag, FlagItem, Interner, Placement, Routing, Shadow, Targets,
+    Audit, DEFAULT_TENANT, Flag, FlagItem, HoldItem, Interner, Placement, Routing, Shadow, Targets,
 };
 
 type Hasher = foldhash::fast::RandomState;
@@ -493,6 +493,9 @@ pub struct Snapshot {
     pub rejected: Vec<Rejected>,
     /// Tenants with a rejected item and no flag, by their index in `rejected`.
     unflagged: HashMap<String, usize>,
+    /// Tenants under a hold (a cutover in progress), apart from the flags: empty but for the
+    /// seconds of a move, so the hot path pays one check for them.
+    holds: HashMap<Box<str>, Arc<HoldItem>>,
 }
 
 impl Snapshot {
@@ -507,6 +510,7 @@ impl Snapshot {
             built_at: SystemTime::now(),
             rejected: Vec::new(),
             unflagged: HashMap::new(),
+            holds: HashMap::new(),
         }
     }
 
@@ -525,6 +529,7 @@ impl Snapshot {
         // Tenants whose item carries the force record (rare).
         let mut forced: HashSet<String> = HashSet::new();
 
+        let mut holds = HashMap::new();
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
             if let Ok(item) = &item
@@ -532,6 +537,7 @@ impl Snapshot {
             {
                 forced.insert(item.tenant.clone());
             }
+            let hold = hold_of(&item);
             // The seals are checked after the loop, shard by shard (`breaking_seals`).
             match compile_into(
                 &mut table,
@@ -542,7 +548,11 @@ impl Snapshot {
                 None,
             ) {
                 Ok((tenant, true)) => duplicates.push(tenant),
-                Ok((_, false)) => {}
+                Ok((tenant, false)) => {
+                    if let Some(hold) = hold {
+                        holds.insert(tenant.into_boxed_str(), hold);
+                    }
+                }
                 Err((tenant, error)) => rejected.push(Rejected {
                     tenant,
                     location,
@@ -550,6 +560,9 @@ impl Snapshot {
                     kept_previous: false,
                 }),
             }
+        }
+        for tenant in &duplicates {
+            holds.remove(tenant.as_str());
         }
         for tenant in duplicates {
             table.remove(&tenant);
@@ -584,6 +597,7 @@ impl Snapshot {
             }
         }
         table.shrink_to_fit();
+        holds.retain(|tenant, _| table.get(tenant).is_some());
         Snapshot {
             unflagged: unflagged(&table, &rejected),
             table,
@@ -593,6 +607,7 @@ impl Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             built_at: SystemTime::now(),
             rejected,
+            holds,
         }
     }
 
@@ -619,8 +634,15 @@ impl Snapshot {
             .filter(|r| r.tenant.as_ref().is_none_or(|t| !changed.contains(t)))
             .cloned()
             .collect();
+        let mut holds = self.holds.clone();
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
+            let hold = hold_of(&item);
+            if !holds.is_empty()
+                && let Some(tenant) = tenant_of(&item)
+            {
+                holds.remove(tenant);
+            }
             let compiled = compile_into(
                 &mut table,
                 item,
@@ -629,6 +651,9 @@ impl Snapshot {
                 &mut interning,
                 Some(&self.table),
             );
+            if let (Ok((tenant, _)), Some(hold)) = (&compiled, hold) {
+                holds.insert(tenant.as_str().into(), hold);
+            }
             if let Err((tenant, error)) = compiled {
                 let kept_previous = tenant.as_deref().is_some_and(|t| table.get(t).is_some());
                 rejected.push(Rejected {
@@ -651,6 +676,7 @@ impl Snapshot {
             generation: self.generation + 1,
             built_at: SystemTime::now(),
             rejected,
+            holds,
         }
     }
 
@@ -663,7 +689,11 @@ impl Snapshot {
             .into_iter()
             .chain(self.iter().enumerate().map(|(i, (t, f))| {
                 crate::background::give_way_at(i);
-                f.to_flag().to_item(t, &self.targets)
+                let mut item = f.to_flag().to_item(t, &self.targets);
+                if !self.holds.is_empty() {
+                    item.hold = self.holds.get(t).map(|h| HoldItem::clone(h));
+                }
+                item
             }))
             .collect()
     }
@@ -686,6 +716,22 @@ impl Snapshot {
             Some(flag) => Found::Default(flag),
             None => Found::Nothing,
         }
+    }
+
+    /// Whether any tenant is under a hold: the hot path's one check while none is.
+    #[inline]
+    pub fn has_holds(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// The hold on a tenant, as written (its deadline is the caller's to judge).
+    pub fn hold(&self, tenant: &str) -> Option<&Arc<HoldItem>> {
+        self.holds.get(tenant)
+    }
+
+    /// Every held tenant and its hold.
+    pub fn holds(&self) -> impl Iterator<Item = (&str, &Arc<HoldItem>)> {
+        self.holds.iter().map(|(t, h)| (&**t, h))
     }
 
     /// The tenant's own flag (not the default; `*` is the default's own).
@@ -856,6 +902,19 @@ fn unflagged(table: &Table, rejected: &[Rejected]) -> HashMap<String, usize> {
 
 /// A shareable snapshot.
 pub type SharedSnapshot = Arc<Snapshot>;
+
+/// The hold an item carries, when it parsed.
+fn hold_of(item: &Result<FlagItem, (Option<String>, ItemError)>) -> Option<Arc<HoldItem>> {
+    item.as_ref().ok()?.hold.clone().map(Arc::new)
+}
+
+/// The tenant an item names, parsed or not.
+fn tenant_of(item: &Result<FlagItem, (Option<String>, ItemError)>) -> Option<&str> {
+    match item {
+        Ok(item) => Some(&item.tenant),
+        Err((tenant, _)) => tenant.as_deref(),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{ItemError, StoreError};
 use crate::model::{
-    FlagItem, Interner, Mode, ShadowItem, Targets, format_timestamp, validate_tenant_id,
+    FlagItem, HoldItem, Interner, Mode, ShadowItem, Targets, format_timestamp, validate_tenant_id,
 };
 
 /// Where the writer wants the tenant to go.
@@ -58,6 +58,21 @@ pub struct FlagWrite {
     pub expect_version: Option<u64>,
     /// Allows moving or unsealing a sealed tenant.
     pub force: bool,
+    /// What the write does to a hold on the tenant.
+    pub hold: HoldWrite,
+}
+
+/// A write's effect on a hold. Only the move that holds a tenant may write it while the hold
+/// lasts; a hold past its deadline is over and is dropped by the next write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HoldWrite {
+    /// An ordinary write: refused while the tenant is held.
+    #[default]
+    None,
+    /// Holds the tenant (refused while another move holds it).
+    Set(HoldItem),
+    /// Ends this hold (the move's flip, or its abort).
+    End(String),
 }
 
 /// What the stored item currently says, as far as a writer needs it. A malformed item still
@@ -108,6 +123,28 @@ impl Current {
 }
 
 impl FlagWrite {
+    /// The hold the next item carries, or why the write is refused: a tenant held by a move
+    /// (its deadline not passed) is written only by that move.
+    fn hold_after(&self, current: &Current) -> Result<Option<HoldItem>, StoreError> {
+        let now = crate::model::now_ms();
+        let active = (current.item.as_ref())
+            .and_then(|i| i.hold.as_ref())
+            .filter(|h| h.active_at(now));
+        let held = |h: &HoldItem| StoreError::Held {
+            tenant: self.tenant.clone(),
+            hold: h.id.clone(),
+            left_ms: h.deadline_ms.saturating_sub(now),
+        };
+        match (&self.hold, active) {
+            (HoldWrite::None, None) => Ok(None),
+            (HoldWrite::Set(next), None) => Ok(Some(next.clone())),
+            (HoldWrite::Set(next), Some(h)) if next.id == h.id => Ok(Some(next.clone())),
+            (HoldWrite::End(id), Some(h)) if *id == h.id => Ok(None),
+            (HoldWrite::End(_), None) => Ok(None),
+            (_, Some(h)) => Err(held(h)),
+        }
+    }
+
     /// Applies this write to the current item and returns the new item, validated against the
     /// targets when they are known. Nothing is written here; the store writes the result.
     pub fn apply(
@@ -153,6 +190,7 @@ impl FlagWrite {
                 return Err(StoreError::NotFound(self.tenant.clone()));
             }
         };
+        let hold = self.hold_after(current)?;
         let shadow = match &self.shadow {
             Some(set) => set.clone(),
             None => (current.item.as_ref())
@@ -171,6 +209,7 @@ impl FlagWrite {
             updated_by: Some(self.by.clone()),
             updated_at: Some(format_timestamp(now_secs)),
             reason: Some(self.reason.clone()),
+            hold,
         };
         let breaks_seal = current.sealed && (current.moves_to(&next) || !next.sealed);
         // The force record every router checks for: who and why are the item's own.
@@ -209,6 +248,7 @@ mod tests {
 
     fn write(placing: Option<Placing>) -> FlagWrite {
         FlagWrite {
+            hold: Default::default(),
             tenant: "acme".into(),
             placing,
             seal: None,
@@ -360,5 +400,75 @@ mod tests {
         assert!(Placing::parse_split("legacy").is_err());
         assert!(Placing::parse_split("legacy=x").is_err());
         assert!(Placing::parse_split("a=1,a=2").is_err());
+    }
+
+    fn held(deadline_ms: u64) -> Current {
+        let mut current = pinned("legacy", 3, false);
+        if let Some(item) = current.item.as_mut() {
+            item.hold = Some(HoldItem {
+                id: "h1".into(),
+                tenants: 2,
+                deadline_ms,
+            });
+        }
+        current
+    }
+
+    #[test]
+    fn a_held_tenant_is_written_only_by_its_move_until_the_deadline() {
+        let later = crate::model::now_ms() + 60_000;
+        let current = held(later);
+        // An ordinary write is refused, naming the hold.
+        let err = write(Some(Placing::Pinned("new".into())))
+            .apply(&current, Some(&targets()), 0)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Held { hold, left_ms, .. } if hold == "h1" && *left_ms > 50_000),
+            "{err}"
+        );
+        assert!(err.to_string().contains("held by the move h1"), "{err}");
+        // Another move cannot take it.
+        let other = HoldItem {
+            id: "h2".into(),
+            tenants: 1,
+            deadline_ms: later,
+        };
+        let take = FlagWrite {
+            hold: HoldWrite::Set(other),
+            ..write(None)
+        };
+        assert!(matches!(
+            take.apply(&current, Some(&targets()), 0),
+            Err(StoreError::Held { .. })
+        ));
+        // Its own move flips it and ends the hold in one write.
+        let flip = FlagWrite {
+            hold: HoldWrite::End("h1".into()),
+            ..write(Some(Placing::Pinned("new".into())))
+        };
+        let next = flip.apply(&current, Some(&targets()), 0).unwrap();
+        assert_eq!((next.target.as_deref(), next.hold), (Some("new"), None));
+        // Past its deadline the hold is over: an ordinary write goes through and drops it.
+        let expired = held(crate::model::now_ms() - 1);
+        let next = write(Some(Placing::Pinned("new".into())))
+            .apply(&expired, Some(&targets()), 0)
+            .unwrap();
+        assert_eq!(next.hold, None);
+        // A hold of no tenant, or with an id a log cannot carry, is refused as an item.
+        let bad = FlagWrite {
+            hold: HoldWrite::Set(HoldItem {
+                id: "no spaces".into(),
+                tenants: 1,
+                deadline_ms: later,
+            }),
+            ..write(None)
+        };
+        let err = bad
+            .apply(&pinned("legacy", 3, false), Some(&targets()), 0)
+            .unwrap_err();
+        assert!(
+            err.source().unwrap().to_string().contains("hold id"),
+            "{err}"
+        );
     }
 }

@@ -224,6 +224,7 @@ impl Admin {
             }
         };
         let write = FlagWrite {
+            hold: Default::default(),
             tenant: tenant.to_owned(),
             placing,
             seal: put.seal,
@@ -244,7 +245,9 @@ impl Admin {
             }
             Err(e) => {
                 let status = match &e {
-                    StoreError::Conflict { .. } | StoreError::Sealed { .. } => StatusCode::CONFLICT,
+                    StoreError::Conflict { .. }
+                    | StoreError::Sealed { .. }
+                    | StoreError::Held { .. } => StatusCode::CONFLICT,
                     StoreError::Item { .. } => StatusCode::BAD_REQUEST,
                     StoreError::NotFound(_) => StatusCode::NOT_FOUND,
                     _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -439,6 +442,20 @@ impl Admin {
                 "the tenant's flag item is rejected and it has no last good flag: the router answers 503, never a default"
                     .into()
             }
+        };
+        let held = (route.kind == RouteKind::Flagged)
+            .then(|| tenant_ref.and_then(|t| snap.hold(t)))
+            .flatten();
+        let why = match held {
+            Some(h) if h.active_at(flag_store::fleet::now_ms()) => {
+                out["hold"] = json!(**h);
+                format!(
+                    "held by the move {} until its flip or its deadline (in {} ms): the request waits in this router's queue; then {why}",
+                    h.id,
+                    h.deadline_ms.saturating_sub(flag_store::fleet::now_ms())
+                )
+            }
+            _ => why,
         };
         out["why"] = json!(why);
         json_response(StatusCode::OK, out)

@@ -499,6 +499,8 @@ pub struct Completion {
     log: Option<(Box<Entry>, Arc<AccessLog>)>,
     /// Keeps the endpoint's in-flight count up until the response is done.
     _in_flight: Option<InFlight>,
+    /// Keeps the tenant's in-flight count up (what a hold's drain waits on).
+    _tenant: Option<crate::cutover::hold::InFlight>,
 }
 
 impl Completion {
@@ -516,11 +518,17 @@ impl Completion {
             bytes: 0,
             log: None,
             _in_flight: None,
+            _tenant: None,
         }
     }
 
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
+        self
+    }
+
+    pub fn with_tenant(mut self, tenant: Option<crate::cutover::hold::InFlight>) -> Self {
+        self._tenant = tenant;
         self
     }
 

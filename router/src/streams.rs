@@ -139,6 +139,13 @@ impl Streams {
 
     /// Whether `binding` may stay on its side under `snapshot`.
     pub fn judge(&self, snapshot: &Snapshot, binding: &Binding) -> Option<Leave> {
+        // A tenant being moved keeps nothing open on any side: its hold drains it.
+        if snapshot.has_holds()
+            && let Some(hold) = binding.tenant.as_deref().and_then(|t| snapshot.hold(t))
+            && hold.active_at(flag_store::fleet::now_ms())
+        {
+            return Some(Leave::Now);
+        }
         let (placement, sealed) = match snapshot.lookup(binding.tenant.as_deref()) {
             Found::Tenant(f) | Found::Default(f) => (f.placement().clone(), f.sealed()),
             // Where its data is is not known: nothing says it moved.

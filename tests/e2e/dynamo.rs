@@ -155,6 +155,7 @@ pub fn free_port() -> u16 {
 
 pub fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u64>) -> FlagWrite {
     FlagWrite {
+        hold: Default::default(),
         tenant: tenant.into(),
         placing,
         seal: None,

@@ -370,6 +370,7 @@ pub async fn plan(
     for row in rows {
         let current = currents.remove(&row.tenant).unwrap_or_default();
         let write = FlagWrite {
+            hold: Default::default(),
             tenant: row.tenant.clone(),
             placing: Some(row.placing),
             seal: row.seal.then_some(true),

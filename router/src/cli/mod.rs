@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod demo;
 pub mod fleet;
+pub mod hold;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,7 +131,7 @@ fn admin_addr(admin: Option<SocketAddr>, config: Option<&Path>) -> anyhow::Resul
 }
 
 #[derive(Args, Debug, Clone)]
-struct StoreArgs {
+pub struct StoreArgs {
     /// The flag store, e.g. file:flags.json (default: the one in --config).
     #[arg(long)]
     store: Option<String>,
@@ -231,6 +232,11 @@ enum FlagsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Move tenants with a hold: every router queues their requests, their requests in flight
+    /// on the old side finish, the gate says the new side caught up, then one write a tenant
+    /// flips them and the queued requests go to the new side. Exits 0 moved, 2 aborted (the
+    /// tenants stay where they were), 1 on a bad command.
+    Move(hold::MoveArgs),
     /// Create what the store needs (the DynamoDB tables and meta item, or an empty flag file).
     /// An existing store is kept; a lost meta item is rebuilt from the audit stream.
     CreateTable {
@@ -594,6 +600,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => None,
             };
             let write = FlagWrite {
+                hold: Default::default(),
                 tenant,
                 placing,
                 seal: seal.then_some(true),
@@ -605,6 +612,12 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             };
             write_flag(&args, write).await?;
         }
+        FlagsCommand::Move(args) => {
+            let (url, targets) = store_url(&args.store)?;
+            let by = author(args.by.clone())?;
+            let m = args.into_move(by);
+            return hold::run(&url, targets.as_ref(), m).await;
+        }
         FlagsCommand::Seal {
             tenant,
             reason,
@@ -612,6 +625,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             store: args,
         } => {
             let write = FlagWrite {
+                hold: Default::default(),
                 tenant,
                 placing: None,
                 seal: Some(true),
@@ -895,7 +909,16 @@ fn describe(item: &FlagItem) -> String {
         format!(" (shadow {} {}%)", s.target, s.percent)
     });
     let sealed = if item.sealed { " (sealed)" } else { "" };
-    format!("{place}{shadow}{sealed}")
+    let now = flag_store::fleet::now_ms();
+    let hold = match &item.hold {
+        Some(h) if h.active_at(now) => format!(
+            " (held by move {} for {}s more)",
+            h.id,
+            (h.deadline_ms - now).div_ceil(1000)
+        ),
+        _ => String::new(),
+    };
+    format!("{place}{shadow}{sealed}{hold}")
 }
 
 fn print_table(items: &[FlagItem]) {

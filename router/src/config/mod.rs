@@ -86,6 +86,9 @@ pub struct FleetConfig {
     pub id: Option<String>,
     /// How often the presence record is refreshed (and at once when the flag version moves).
     pub heartbeat: Duration,
+    /// Requests of held tenants this router queues at most, and the bytes of their heads.
+    pub hold_queue: usize,
+    pub hold_queue_bytes: u64,
 }
 
 /// The access log (`[access_log]`).

@@ -710,9 +710,13 @@ fn fleet(raw: &RawFleet, problems: &mut Vec<Problem>) -> FleetConfig {
         );
     }
     positive(problems, "fleet.heartbeat_ms", raw.heartbeat_ms);
+    positive(problems, "fleet.hold_queue", raw.hold_queue);
+    positive(problems, "fleet.hold_queue_bytes", raw.hold_queue_bytes);
     FleetConfig {
         id: raw.id.clone(),
         heartbeat: ms(raw.heartbeat_ms, 5_000),
+        hold_queue: raw.hold_queue.unwrap_or(10_000) as usize,
+        hold_queue_bytes: raw.hold_queue_bytes.unwrap_or(64 << 20),
     }
 }
 

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
 pub(super) struct RawFleet {
     pub(super) id: Option<String>,
     pub(super) heartbeat_ms: Option<u64>,
+    pub(super) hold_queue: Option<u64>,
+    pub(super) hold_queue_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

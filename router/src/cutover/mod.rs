@@ -4,5 +4,9 @@
 //!   flag version it routes by, when it was last seen, the holds it has drained), so the
 //!   commands that move tenants know which routers must follow, and `switchyard fleet` shows
 //!   whether they do.
+//! - [`hold`]: a tenant being moved waits on every router while its requests in flight on
+//!   the old side finish; each router acknowledges that in its presence record, and releases
+//!   the waiting requests when the move flips the tenant or its deadline passes.
 
+pub mod hold;
 pub mod presence;

@@ -250,6 +250,14 @@ impl RequestIds {
     }
 }
 
+/// What a waiting request's head holds of the hold queue's bytes.
+pub(super) fn head_bytes(parts: &Parts) -> u64 {
+    let headers: usize = (parts.headers.iter())
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (headers + parts.uri.to_string().len()) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,10 @@ pub mod peer;
 pub mod refusal;
 pub mod tunnels;
 
+use crate::cutover::hold::{Holds, InFlight as TenantInFlight};
 pub use headers::strip_hop_by_hop;
 pub(crate) use headers::{ADDED_REQUEST_HEADERS, content_length};
-use headers::{ClientUpgrade, RequestIds, X_REQUEST_ID, allowed_upgrade, join_cookies};
+use headers::{ClientUpgrade, RequestIds, X_REQUEST_ID, allowed_upgrade, head_bytes, join_cookies};
 pub use peer::Peer;
 use refusal::Refusal;
 pub use tunnels::Tunnels;
@@ -62,6 +63,8 @@ pub struct Proxy {
     pub(crate) tunnels: Arc<Tunnels>,
     /// Tunnels and streaming responses bound to a tenant's side, closed when it moves.
     pub(crate) streams: Arc<Streams>,
+    /// Requests of tenants being moved, waiting; shared by every generation of the config.
+    pub(crate) holds: Arc<Holds>,
     health: Arc<Health>,
 }
 
@@ -153,6 +156,8 @@ struct RequestCtx {
     shadow: Option<Box<shadow::RequestCopy>>,
     /// A request sampled for the access log: what its line will say.
     log: Option<Box<access_log::Entry>>,
+    /// A flag-routed tenant's request, counted in flight until its response ends.
+    tenant: Option<TenantInFlight>,
 }
 
 /// Waits for the upstream's answer to a request whose body is still to come. The route's
@@ -299,6 +304,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         streams: Arc<Streams>,
+        holds: Arc<Holds>,
     ) -> Result<Self, String> {
         let upstreams: Arc<[Upstream]> = (config.target_configs.iter().enumerate())
             .map(|(t, c)| Upstream::new(c, metrics.upstream_connects(t)))
@@ -323,6 +329,7 @@ impl Proxy {
         };
         Ok(Proxy {
             streams,
+            holds,
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
             default_target: config.flags.default_target,
@@ -363,6 +370,7 @@ impl Proxy {
             request_ids: RequestIds::new(),
             tunnels: self.tunnels.clone(),
             streams: self.streams.clone(),
+            holds: self.holds.clone(),
             health,
         })
     }
@@ -412,6 +420,7 @@ impl Proxy {
             },
             shadow: None,
             log: None,
+            tenant: None,
         };
         if let Some(log) = &self.access_log
             && log.sampled()
@@ -420,11 +429,29 @@ impl Proxy {
             ctx.log = Some(Box::new(entry));
         }
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
-        let now_ms = self.health.ms_at(ctx.start);
-        let decided = match self.decide(&parts, client, now_ms, &mut ctx) {
-            Ok(decided) => decided,
-            Err(refusal) => return self.refuse(refusal, ctx),
+        let mut now_ms = self.health.ms_at(ctx.start);
+        // Whether the request waited on a hold, and whether its deadline ended the wait.
+        let mut waited = None;
+        let decided = loop {
+            match self.decide(&parts, client, now_ms, &mut ctx) {
+                Ok(decided) => break decided,
+                // A tenant being moved waits here, then is decided again. Boxed: its wait
+                // stays out of every other request's future.
+                Err(Refusal::Held(hold)) => {
+                    let head = head_bytes(&parts);
+                    let wait = self.holds.wait(&hold, head, waited.is_none());
+                    match Box::pin(wait).await {
+                        Ok(expired) => waited = Some(expired),
+                        Err(_) => return self.refuse(Refusal::HoldQueueFull(hold), ctx),
+                    }
+                    now_ms = self.health.now_ms();
+                }
+                Err(refusal) => return self.refuse(refusal, ctx),
+            }
         };
+        if let Some(expired) = waited {
+            self.holds.released(expired);
+        }
         // 4. Forward (and 5, metrics, when the response body completes).
         self.forward(&mut parts, body, decided, ctx, client, now_ms)
             .await
@@ -470,9 +497,17 @@ impl Proxy {
             return Err(Refusal::FlagsNotLoaded);
         }
 
-        // 3. Flag lookup and pick, on one snapshot and one health view.
+        // 3. Flag lookup and pick, on one snapshot and one health view. A tenant being moved
+        // goes nowhere until its hold ends (one check while no tenant is held).
         let tenant_id = tenant.as_ref().map(|t| &*t.id);
         let snapshot = self.flags.load();
+        if snapshot.has_holds()
+            && route.kind == RouteKind::Flagged
+            && let Some(hold) = tenant_id.and_then(|t| snapshot.hold(t))
+            && hold.active_at(flag_store::fleet::now_ms())
+        {
+            return Err(Refusal::Held(hold.clone()));
+        }
         let view = self.health.view(now_ms);
         let decision = pick(
             &snapshot,
@@ -513,7 +548,10 @@ impl Proxy {
         }
         ctx.labels.target = pick.target.index();
         let tenant = match route.kind {
-            RouteKind::Flagged => TenantKey::new(tenant_id),
+            RouteKind::Flagged => {
+                ctx.tenant = tenant_id.map(TenantInFlight::enter);
+                TenantKey::new(tenant_id)
+            }
             RouteKind::Fixed(_) => TenantKey::None,
         };
         Ok(Decided {
@@ -934,6 +972,7 @@ impl Proxy {
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
                 .with_in_flight(in_flight)
+                .with_tenant(ctx.tenant)
                 .with_log(ctx.log.zip(self.access_log.clone()));
         let mut body = ResponseBody::upstream(
             rbody,

@@ -2,8 +2,12 @@
 //! 504) is a `Refusal`, turned into its status and a one-line plain body here and nowhere
 //! else, with its metrics and access-log line.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use flag_store::HoldItem;
 use flag_store::TargetId;
+use flag_store::fleet::now_ms;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -34,6 +38,10 @@ pub(super) enum Refusal {
     },
     /// The upstream answered 101 to a protocol the request did not ask for.
     UnaskedUpgrade(TargetId),
+    /// The tenant is being moved (a hold): its requests wait, and reach here only when the
+    /// queue is full.
+    Held(Arc<HoldItem>),
+    HoldQueueFull(Arc<HoldItem>),
     /// The exchange with this target failed; the route's timeout, for the 504's words.
     Upstream(Failure, TargetId, std::time::Duration),
 }
@@ -43,7 +51,25 @@ impl Proxy {
     /// plain body for each reason it refuses or fails a request.
     pub(super) fn refuse(&self, refusal: Refusal, mut ctx: RequestCtx) -> Response<ResponseBody> {
         let name = |t: TargetId| &self.upstreams[t.index()].name;
+        let mut retry_after = None;
         let (status, msg): (StatusCode, std::borrow::Cow<'_, str>) = match refusal {
+            Refusal::Held(hold) | Refusal::HoldQueueFull(hold) => {
+                // The client may come back once the move is over.
+                retry_after = Some(
+                    hold.deadline_ms
+                        .saturating_sub(now_ms())
+                        .div_ceil(1000)
+                        .max(1),
+                );
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the tenant is being moved (hold {}) and this router's queue of waiting requests is full",
+                        hold.id
+                    )
+                    .into(),
+                )
+            }
             Refusal::Connect => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported".into(),
@@ -144,6 +170,7 @@ impl Proxy {
             },
         };
         let completion = Completion::new(self.metrics.clone(), ctx.labels, status, ctx.start)
+            .with_tenant(ctx.tenant)
             .with_log(ctx.log.zip(self.access_log.clone()));
         let body = Bytes::from(format!("switchyard: {msg}\n"));
         let mut resp = Response::new(ResponseBody::local(body, Some(completion)));
@@ -154,6 +181,9 @@ impl Proxy {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(X_REQUEST_ID.clone(), ctx.request_id);
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         resp
     }
 }

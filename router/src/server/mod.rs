@@ -34,6 +34,7 @@ use crate::admin::Admin;
 use crate::body::{ClientBody, ResponseBody};
 use crate::config::Problem;
 use crate::config::{Config, Server};
+use crate::cutover::hold::Holds;
 use crate::cutover::presence::{DEREGISTER_WAIT, Heartbeat};
 use crate::health::Health;
 use crate::observe::metrics::Metrics;
@@ -145,8 +146,22 @@ impl Router {
             flags.clone(),
             background.clone(),
         ));
-        let proxy = Proxy::new(&config, flags.clone(), metrics.clone(), health, streams)
-            .map_err(StartError::Tls)?;
+        let holds = Holds::new(config.fleet.hold_queue, config.fleet.hold_queue_bytes);
+        tokio::spawn(crate::cutover::hold::follow(
+            holds.clone(),
+            flags.clone(),
+            background.clone(),
+        ));
+        metrics.add_families(holds.clone());
+        let proxy = Proxy::new(
+            &config,
+            flags.clone(),
+            metrics.clone(),
+            health,
+            streams,
+            holds.clone(),
+        )
+        .map_err(StartError::Tls)?;
         let live = Arc::new(ArcSwap::from_pointee(proxy));
         tokio::spawn(reap_idle_connections(live.clone(), background.clone()));
 
@@ -214,7 +229,7 @@ impl Router {
             id: id.clone(),
             flags: flags.clone(),
             interval: config.fleet.heartbeat,
-            drained: watch::channel(Vec::new()).1,
+            drained: holds.drained(),
         };
         let presence = tokio::spawn(heartbeat.run(background.clone()));
         let reconfigure = Reconfigure::new(live.clone(), config.clone(), serving.clone());

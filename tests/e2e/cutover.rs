@@ -1,0 +1,315 @@
+//! The cutover's proof: a replicating pair of upstreams (writes on `legacy` reach `new` after
+//! a lag, last writer wins), clients on three routers writing then reading their own keys of
+//! one tenant while it moves. A plain flip shows stale reads (so the harness is seen to catch
+//! them); a move with a hold shows none, no error, no lost update, and no request on `legacy`
+//! once every router has acknowledged the hold.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard::Router;
+
+use crate::support::*;
+
+const LAG: Duration = Duration::from_millis(500);
+
+/// Two sides of one database: `legacy` replicates its writes to `new` after [`LAG`].
+#[derive(Default)]
+struct Pair {
+    sides: [Mutex<HashMap<String, u64>>; 2],
+    /// Writes made on legacy not yet applied on new.
+    pending: AtomicUsize,
+    /// Requests each side served.
+    served: [AtomicU64; 2],
+}
+
+impl Pair {
+    async fn start(self: &Arc<Self>, side: usize) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pair = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let pair = pair.clone();
+                let service = service_fn(move |req| {
+                    let pair = pair.clone();
+                    async move { Ok::<_, Infallible>(pair.serve(side, req)) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn serve(self: &Arc<Self>, side: usize, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let answer = |s: String| Response::new(Full::new(Bytes::from(s)));
+        if path == "/lag" {
+            // The gate: caught up when nothing is left to replicate.
+            let mut resp = answer(self.pending.load(Ordering::SeqCst).to_string());
+            if self.pending.load(Ordering::SeqCst) > 0 {
+                *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            return resp;
+        }
+        self.served[side].fetch_add(1, Ordering::SeqCst);
+        let parts: Vec<&str> = path.trim_start_matches("/kv/").split('/').collect();
+        match (req.method().as_str(), parts.as_slice()) {
+            ("POST", [key, n]) => {
+                let n: u64 = n.parse().unwrap();
+                self.sides[side]
+                    .lock()
+                    .unwrap()
+                    .insert((*key).to_owned(), n);
+                if side == 0 {
+                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    let (pair, key) = (self.clone(), (*key).to_owned());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LAG).await;
+                        // Last writer wins: a late copy overwrites a newer write on new.
+                        pair.sides[1].lock().unwrap().insert(key, n);
+                        pair.pending.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                answer(n.to_string())
+            }
+            ("GET", [key]) => {
+                let v = self.sides[side].lock().unwrap().get(*key).copied();
+                answer(v.unwrap_or(0).to_string())
+            }
+            _ => {
+                let mut resp = answer(String::new());
+                *resp.status_mut() = StatusCode::NOT_FOUND;
+                resp
+            }
+        }
+    }
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+struct Tally {
+    writes: AtomicU64,
+    stale: AtomicU64,
+    errors: AtomicU64,
+    longest_ms: AtomicU64,
+    /// The last acknowledged write of each client's key.
+    last: Mutex<HashMap<String, u64>>,
+}
+
+/// Eight clients spread over the routers, each writing then reading its own key, until `stop`.
+fn clients(
+    routers: &[SocketAddr],
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..8)
+        .map(|i| {
+            let (addr, stop, tally) = (routers[i % routers.len()], stop.clone(), tally.clone());
+            tokio::spawn(async move {
+                let client = client();
+                let key = format!("k{i}");
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let started = Instant::now();
+                    let req = Request::post(format!("http://{addr}/kv/{key}/{n}"));
+                    let (status, _, _) =
+                        send(&client, req, &[("x-tenant-id", "acme")], Full::default()).await;
+                    let (read_status, _, read) = get(
+                        &client,
+                        addr,
+                        &format!("/kv/{key}"),
+                        &[("x-tenant-id", "acme")],
+                    )
+                    .await;
+                    let took = started.elapsed().as_millis() as u64;
+                    tally.longest_ms.fetch_max(took, Ordering::SeqCst);
+                    if status != StatusCode::OK || read_status != StatusCode::OK {
+                        tally.errors.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    tally.writes.fetch_add(1, Ordering::SeqCst);
+                    tally.last.lock().unwrap().insert(key.clone(), n);
+                    if read.parse::<u64>().unwrap() < n {
+                        tally.stale.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Writes acknowledged that the new side no longer holds once replication has settled.
+fn lost(pair: &Pair, tally: &Tally) -> usize {
+    let new = pair.sides[1].lock().unwrap();
+    let last = tally.last.lock().unwrap();
+    last.iter()
+        .filter(|(k, n)| new.get(*k).copied().unwrap_or(0) < **n)
+        .count()
+}
+
+struct Harness {
+    setup: Setup,
+    pair: Arc<Pair>,
+    routers: Vec<Router>,
+    config: String,
+    /// The legacy side's address, whose `/lag` is the move's gate.
+    legacy: SocketAddr,
+}
+
+async fn harness() -> Harness {
+    let mut setup = Setup::new().await;
+    let pair = Arc::new(Pair::default());
+    let (legacy, new) = (pair.start(0).await, pair.start(1).await);
+    setup.routes = format!(
+        "[targets.replica_legacy]\nendpoints = [\"http://{legacy}\"]\n[targets.replica_new]\nendpoints = [\"http://{new}\"]\n{}",
+        setup.routes
+    );
+    let mut routers = Vec::new();
+    let mut config = String::new();
+    for id in ["r1", "r2", "r3"] {
+        let text = setup.config_text() + &format!("[fleet]\nid = \"{id}\"\nheartbeat_ms = 50\n");
+        let path = setup.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        config = path.to_str().unwrap().to_owned();
+        routers.push(
+            Router::start(switchyard::Config::load(&path).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let version = setup.set("acme", pin("replica_legacy"));
+    for r in &routers {
+        wait_version(r, version).await;
+    }
+    Harness {
+        setup,
+        pair,
+        routers,
+        config,
+        legacy,
+    }
+}
+
+/// Runs the clients for a moment before and after `moving` has moved acme.
+async fn run_clients<F: std::future::Future<Output = ()>>(h: &Harness, moving: F) -> Arc<Tally> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let addrs: Vec<SocketAddr> = h.routers.iter().map(Router::addr).collect();
+    let running = clients(&addrs, stop.clone(), tally.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    moving.await;
+    // Long enough after the move for a late copy to land.
+    tokio::time::sleep(LAG * 2).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in running {
+        c.await.unwrap();
+    }
+    // Replication settles.
+    while h.pair.pending.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_flip_is_seen_to_serve_stale_reads() {
+    let h = harness().await;
+    let tally = run_clients(&h, async {
+        let version = h.setup.set("acme", pin("replica_new"));
+        for r in &h.routers {
+            wait_version(r, version).await;
+        }
+    })
+    .await;
+    let stale = tally.stale.load(Ordering::SeqCst);
+    assert!(
+        stale > 0 || lost(&h.pair, &tally) > 0,
+        "the harness must catch what a plain flip does: {tally:?}"
+    );
+    assert!(stale > 0, "{tally:?}");
+    for r in h.routers {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_with_a_hold_serves_no_stale_read_loses_no_write_and_fails_nothing() {
+    let h = harness().await;
+    let legacy_served_at_ack = Arc::new(AtomicU64::new(u64::MAX));
+    let tally = run_clients(&h, async {
+        // The gate: the pair's lag endpoint.
+        let gate_url = format!("http://{}/lag", h.legacy);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["flags", "move", "acme", "--to", "replica_new", "--seal"])
+            .args(["--hold-max", "10s", "--gate-url", &gate_url])
+            .args(["--reason", "cutover test", "--config", &h.config])
+            .env("USER", "alice")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // When every router has acknowledged, count what legacy has served.
+        let fleet = h.setup.dir.path().join("flags.fleet");
+        let served = legacy_served_at_ack.clone();
+        let pair = h.pair.clone();
+        let watch = tokio::spawn(async move {
+            loop {
+                let acked = ["r1", "r2", "r3"].iter().all(|id| {
+                    std::fs::read_to_string(fleet.join(format!("{id}.json")))
+                        .is_ok_and(|r| r.contains("\"drained\""))
+                });
+                if acked {
+                    served.store(pair.served[0].load(Ordering::SeqCst), Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("3. the gate passed"), "{text}");
+        watch.await.unwrap();
+    })
+    .await;
+    assert_eq!(tally.errors.load(Ordering::SeqCst), 0, "{tally:?}");
+    assert_eq!(tally.stale.load(Ordering::SeqCst), 0, "{tally:?}");
+    assert_eq!(lost(&h.pair, &tally), 0, "{tally:?}");
+    assert!(tally.writes.load(Ordering::SeqCst) > 100, "{tally:?}");
+    let at_ack = legacy_served_at_ack.load(Ordering::SeqCst);
+    assert_eq!(
+        h.pair.served[0].load(Ordering::SeqCst),
+        at_ack,
+        "no request reached legacy once every router had acknowledged"
+    );
+    // The longest a client waited: under the hold's maximum plus a second.
+    assert!(
+        tally.longest_ms.load(Ordering::SeqCst) < 11_000,
+        "{tally:?}"
+    );
+    for r in h.routers {
+        r.shutdown().await;
+    }
+}
