@@ -522,8 +522,15 @@ impl Completion {
         }
     }
 
-    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
+    /// Keeps the endpoint's and the tenant's in-flight counts up until the response is done
+    /// (one call: each builder step moves the whole completion).
+    pub fn with_in_flight(
+        mut self,
+        in_flight: InFlight,
+        tenant: Option<crate::cutover::hold::InFlight>,
+    ) -> Self {
         self._in_flight = Some(in_flight);
+        self._tenant = tenant;
         self
     }
 

@@ -304,6 +304,9 @@ async fn acknowledged(
     loop {
         let (waiting, stale) = match fleet.list().await {
             Ok(listing) => {
+                if listing.routers.is_empty() && said.is_empty() {
+                    steps.say("2. no router is registered in the fleet: none to wait for");
+                }
                 let now = now_ms();
                 let mut waiting = Vec::new();
                 let mut stale = Vec::new();

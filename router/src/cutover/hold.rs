@@ -37,15 +37,18 @@ fn slot(tenant: &str) -> usize {
     foldhash::fast::FixedState::with_seed(0x0515_7a7d).hash_one(tenant) as usize % SLOTS
 }
 
-/// A request of a tenant in flight until dropped (with its response body).
+const _: () = assert!(SLOTS == 1 << 16, "a slot is a u16");
+
+/// A request of a tenant in flight until dropped (with its response body). Its slot fits in
+/// two bytes, so it rides in the padding of the structs that carry it.
 #[derive(Debug)]
-pub struct InFlight(u32);
+pub struct InFlight(u16);
 
 impl InFlight {
     pub fn enter(tenant: &str) -> InFlight {
         let at = slot(tenant);
         IN_FLIGHT[at].fetch_add(1, Ordering::Relaxed);
-        InFlight(at as u32)
+        InFlight(at as u16)
     }
 }
 

@@ -971,8 +971,7 @@ impl Proxy {
             .map(|copy| Box::new(self.shadows.tap(*copy, rparts.status, &rparts.headers)) as _);
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
-                .with_in_flight(in_flight)
-                .with_tenant(ctx.tenant)
+                .with_in_flight(in_flight, ctx.tenant)
                 .with_log(ctx.log.zip(self.access_log.clone()));
         let mut body = ResponseBody::upstream(
             rbody,
