@@ -130,6 +130,11 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
     if m.tenants.is_empty() {
         bail!("name at least one tenant to move");
     }
+    if m.tenants.iter().any(|t| t == flag_store::DEFAULT_TENANT) {
+        bail!(
+            "the default flag (*) cannot be moved with a hold: requests without a tenant cannot be held; move the tenants by name, or set * with `flags set`"
+        );
+    }
     if let Some(t) = targets
         && t.id(&m.to).is_none()
     {

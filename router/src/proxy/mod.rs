@@ -10,6 +10,7 @@
 //! client end of a connection).
 
 pub mod headers;
+mod held;
 pub mod peer;
 pub mod refusal;
 pub mod tunnels;
@@ -17,7 +18,7 @@ pub mod tunnels;
 use crate::cutover::hold::{Holds, InFlight as TenantInFlight};
 pub use headers::strip_hop_by_hop;
 pub(crate) use headers::{ADDED_REQUEST_HEADERS, content_length};
-use headers::{ClientUpgrade, RequestIds, X_REQUEST_ID, allowed_upgrade, head_bytes, join_cookies};
+use headers::{ClientUpgrade, RequestIds, X_REQUEST_ID, allowed_upgrade, join_cookies};
 pub use peer::Peer;
 use refusal::Refusal;
 pub use tunnels::Tunnels;
@@ -429,29 +430,16 @@ impl Proxy {
             ctx.log = Some(Box::new(entry));
         }
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
-        let mut now_ms = self.health.ms_at(ctx.start);
-        // Whether the request waited on a hold, and whether its deadline ended the wait.
-        let mut waited = None;
-        let decided = loop {
-            match self.decide(&parts, client, now_ms, &mut ctx) {
-                Ok(decided) => break decided,
-                // A tenant being moved waits here, then is decided again. Boxed: its wait
-                // stays out of every other request's future.
-                Err(Refusal::Held(hold)) => {
-                    let head = head_bytes(&parts);
-                    let wait = self.holds.wait(&hold, head, waited.is_none());
-                    match Box::pin(wait).await {
-                        Ok(expired) => waited = Some(expired),
-                        Err(_) => return self.refuse(Refusal::HoldQueueFull(hold), ctx),
-                    }
-                    now_ms = self.health.now_ms();
-                }
-                Err(refusal) => return self.refuse(refusal, ctx),
+        let now_ms = self.health.ms_at(ctx.start);
+        let decided = match self.decide(&parts, client, now_ms, &mut ctx) {
+            Ok(decided) => decided,
+            // A tenant being moved waits, in a future of its own: every other request's
+            // stays as it was.
+            Err(Refusal::Held(hold)) => {
+                return Box::pin(self.held(parts, body, hold, ctx, client)).await;
             }
+            Err(refusal) => return self.refuse(refusal, ctx),
         };
-        if let Some(expired) = waited {
-            self.holds.released(expired);
-        }
         // 4. Forward (and 5, metrics, when the response body completes).
         self.forward(&mut parts, body, decided, ctx, client, now_ms)
             .await
