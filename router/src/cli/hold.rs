@@ -144,6 +144,11 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
             t.known_list()
         );
     }
+    // A tenant named twice is held once (a router acknowledges a hold once it has seen as
+    // many tenants as the hold says).
+    let mut seen = std::collections::HashSet::new();
+    let mut m = m;
+    m.tenants.retain(|t| seen.insert(t.clone()));
     let steps = Steps(Instant::now());
     let store = Store::open(url).await;
     let fleet = Fleet::open(url).await;
@@ -205,6 +210,14 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
             });
         }
         w.placing = default.clone();
+    }
+    // The deadline counts from the hold's write, not from the reads before it.
+    let deadline_ms = now_ms() + m.hold_max.as_millis() as u64;
+    for w in &mut writes {
+        w.hold = HoldWrite::Set(HoldItem {
+            deadline_ms,
+            ..hold.clone()
+        });
     }
     let results = store.write_each(&writes, targets, |_| {}).await;
     let failed: Vec<String> = (m.tenants.iter().zip(&results))
