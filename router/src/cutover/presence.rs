@@ -57,11 +57,12 @@ impl Heartbeat {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A sender gone (never while the router runs) leaves the heartbeat to the tick.
             tokio::select! {
                 biased;
                 _ = crate::shutdown::until_set(&mut stop) => break,
-                _ = versions.changed() => {}
-                _ = self.drained.changed() => {}
+                Ok(()) = versions.changed() => {}
+                Ok(()) = self.drained.changed() => {}
                 _ = tick.tick() => {}
             }
             let now = now_ms();
