@@ -22,9 +22,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use crate::StoreUrl;
 use crate::dynamodb::DynamoStore;
 use crate::error::StoreError;
+use crate::store::Store;
 
 /// How long DynamoDB keeps a record nobody refreshes (its TTL): long after any fleet timeout,
 /// so a dead router is listed as stale for a day before it disappears.
@@ -78,11 +78,12 @@ pub enum Fleet {
 }
 
 impl Fleet {
-    /// The fleet of the flag store at `url`.
-    pub async fn open(url: &StoreUrl) -> Fleet {
-        match url {
-            StoreUrl::File(path) => Fleet::File(Self::folder(path)),
-            StoreUrl::Dynamo(d) => Fleet::Dynamo(DynamoStore::connect(d).await),
+    /// The fleet of a flag store already open: its folder, or its DynamoDB client (no
+    /// second connection).
+    pub fn of(store: &Store) -> Fleet {
+        match store {
+            Store::File(f) => Fleet::File(Self::folder(f.path())),
+            Store::Dynamo(d) => Fleet::Dynamo(d.clone()),
         }
     }
 

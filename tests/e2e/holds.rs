@@ -23,6 +23,30 @@ async fn router(setup: &Setup, extra: &str) -> (Router, String) {
     )
 }
 
+/// A router on DynamoDB Local (tables made by `flags create-table`) with `tenant` pinned to
+/// legacy by the CLI before it starts; and its config file.
+async fn dynamo_router(
+    setup: &Setup,
+    emulator: &crate::dynamo::Emulator,
+    tenant: &str,
+) -> (Router, String) {
+    let config = crate::dynamo::router_config_file(setup, &emulator.url());
+    let (code, out, err) = switchyard(&["flags", "create-table", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = switchyard(&[
+        "flags", "set", tenant, "--target", "legacy", "--reason", "start", "--config", &config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text =
+        std::fs::read_to_string(&config).unwrap() + "[fleet]\nid = \"d1\"\nheartbeat_ms = 50\n";
+    std::fs::write(&config, &text).unwrap();
+    let config_path = std::path::Path::new(&config);
+    let router = Router::start(switchyard::Config::load(config_path).unwrap())
+        .await
+        .unwrap();
+    (router, config)
+}
+
 /// `switchyard flags move` started in the background, its output captured.
 fn start_move(config: &str, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -304,19 +328,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_a_held_tenant_refuses_oth
 async fn on_dynamodb_a_move_holds_flips_and_seals_with_every_step_audited() {
     let emulator = crate::dynamo::Emulator::start().await;
     let setup = Setup::new().await;
-    let config = crate::dynamo::router_config_file(&setup, &emulator.url());
-    let (code, out, err) = switchyard(&["flags", "create-table", "--config", &config]);
-    assert_eq!(code, 0, "{out}{err}");
-    let text =
-        std::fs::read_to_string(&config).unwrap() + "[fleet]\nid = \"d1\"\nheartbeat_ms = 50\n";
-    std::fs::write(&config, &text).unwrap();
-    let router = Router::start(switchyard::Config::load(std::path::Path::new(&config)).unwrap())
-        .await
-        .unwrap();
-    let (code, out, err) = switchyard(&[
-        "flags", "set", "*", "--target", "legacy", "--reason", "default", "--config", &config,
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (router, config) = dynamo_router(&setup, &emulator, "*").await;
     let gate = setup.dir.path().join("caught-up");
     let gate_cmd = format!("test -e {}", gate.display());
     let mv = start_move(
@@ -446,19 +458,7 @@ async fn a_killed_router_blocks_a_move_until_it_is_named_gone() {
 async fn a_store_lost_mid_hold_leaves_every_router_to_release_at_the_deadline() {
     let mut emulator = crate::dynamo::Emulator::start().await;
     let setup = Setup::new().await;
-    let config = crate::dynamo::router_config_file(&setup, &emulator.url());
-    let (code, out, err) = switchyard(&["flags", "create-table", "--config", &config]);
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = switchyard(&[
-        "flags", "set", "acme", "--target", "legacy", "--reason", "start", "--config", &config,
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let text =
-        std::fs::read_to_string(&config).unwrap() + "[fleet]\nid = \"d1\"\nheartbeat_ms = 50\n";
-    std::fs::write(&config, &text).unwrap();
-    let router = Router::start(switchyard::Config::load(std::path::Path::new(&config)).unwrap())
-        .await
-        .unwrap();
+    let (router, config) = dynamo_router(&setup, &emulator, "acme").await;
     let mv = start_move(
         &config,
         &[

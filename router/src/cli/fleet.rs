@@ -39,9 +39,10 @@ pub async fn report(
     max_lag: Duration,
     timeout: Duration,
 ) -> anyhow::Result<Report> {
-    let listing = Fleet::open(url).await.list().await?;
+    let store = Store::open(url).await;
+    let listing = Fleet::of(&store).list().await?;
     // The store's own version, for the header; a store that cannot say is not the fleet's fault.
-    let store_version = Store::open(url).await.version().await.ok();
+    let store_version = store.version().await.ok();
     Ok(judge(
         listing.routers,
         listing.unreadable,

@@ -151,77 +151,55 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
     m.tenants.retain(|t| seen.insert(t.clone()));
     let steps = Steps(Instant::now());
     let store = Store::open(url).await;
-    let fleet = Fleet::open(url).await;
+    let fleet = Fleet::of(&store);
     let id = format!("h{}-{:04x}", now_ms(), rand::random::<u16>());
-    let deadline_ms = now_ms() + m.hold_max.as_millis() as u64;
-    let hold = HoldItem {
-        id: id.clone(),
-        tenants: m.tenants.len() as u32,
-        deadline_ms,
-    };
     let ignoring = match m.ignore_routers.is_empty() {
         true => String::new(),
         false => format!(" (ignoring routers {})", m.ignore_routers.join(", ")),
     };
-    let write = |placing: Option<Placing>, seal, hold: HoldWrite, why: &str| FlagWrite {
-        tenant: String::new(),
-        placing,
-        seal,
-        shadow: None,
-        by: m.by.clone(),
-        reason: format!("{why}: {}", m.reason),
-        expect_version: None,
-        force: m.force,
-        hold,
-    };
-    let for_each = |w: FlagWrite| -> Vec<FlagWrite> {
-        (m.tenants.iter())
-            .map(|t| FlagWrite {
-                tenant: t.clone(),
-                ..w.clone()
-            })
-            .collect()
-    };
-
     // 1. The hold. A tenant that follows the default flag is held where the default puts it
     // (it gets an item of its own).
+    let currents = store.currents(&m.tenants).await?;
+    let mut placings = Vec::with_capacity(m.tenants.len());
     let mut default = None;
-    let mut writes = for_each(write(
-        None,
-        None,
-        HoldWrite::Set(hold.clone()),
-        &format!("hold {id} for a move to {}{ignoring}", m.to),
-    ));
-    for w in &mut writes {
-        if store.get(&w.tenant).await?.is_some() {
-            continue;
+    for t in &m.tenants {
+        match currents.get(t) {
+            Some(c) if c.item.is_some() => placings.push(None),
+            // A malformed item: the store's read says what is wrong with it.
+            Some(_) => {
+                store.get(t).await?;
+                placings.push(None);
+            }
+            None => {
+                if default.is_none() {
+                    let Some(item) = store.get(flag_store::DEFAULT_TENANT).await? else {
+                        bail!("tenant {t:?} has no flag and the store has no default flag (*)");
+                    };
+                    default = Some(match (item.target, item.weights) {
+                        (Some(target), _) => Placing::Pinned(target),
+                        (None, Some(weights)) => Placing::Split(weights),
+                        (None, None) => bail!("the default flag (*) places nobody"),
+                    });
+                }
+                placings.push(default.clone());
+            }
         }
-        if default.is_none() {
-            let Some(item) = store.get(flag_store::DEFAULT_TENANT).await? else {
-                bail!(
-                    "tenant {:?} has no flag and the store has no default flag (*)",
-                    w.tenant
-                );
-            };
-            default = Some(match (item.target, item.weights) {
-                (Some(target), _) => Placing::Pinned(target),
-                (None, Some(weights)) => Placing::Split(weights),
-                (None, None) => bail!("the default flag (*) places nobody"),
-            });
-        }
-        w.placing = default.clone();
     }
     // The deadline counts from the hold's write, not from the reads before it.
     let deadline_ms = now_ms() + m.hold_max.as_millis() as u64;
-    for w in &mut writes {
-        w.hold = HoldWrite::Set(HoldItem {
-            deadline_ms,
-            ..hold.clone()
-        });
+    let hold = HoldWrite::Set(HoldItem {
+        id: id.clone(),
+        tenants: m.tenants.len() as u32,
+        deadline_ms,
+    });
+    let why = format!("hold {id} for a move to {}{ignoring}", m.to);
+    let mut writes = writes_for(&m, &m.tenants, None, None, m.force, hold, &why);
+    for (w, placing) in writes.iter_mut().zip(placings) {
+        w.placing = placing;
     }
     let results = store.write_each(&writes, targets, |_| {}).await;
-    let failed: Vec<String> = (m.tenants.iter().zip(&results))
-        .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t}: {}", chain(e))))
+    let failed: Vec<String> = (refusals(&m.tenants, &results).into_iter())
+        .map(|(t, e)| format!("{t}: {e}"))
         .collect();
     if !failed.is_empty() {
         steps.say(format!(
@@ -269,17 +247,13 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
     }
 
     // 4. The flip, which ends the hold.
+    let why = format!("move to {} (hold {id})", m.to);
+    let placing = Some(Placing::Pinned(m.to.clone()));
     let seal = m.seal.then_some(true);
-    let writes = for_each(write(
-        Some(Placing::Pinned(m.to.clone())),
-        seal,
-        HoldWrite::End(id.clone()),
-        &format!("move to {} (hold {id})", m.to),
-    ));
+    let end = HoldWrite::End(id.clone());
+    let writes = writes_for(&m, &m.tenants, placing, seal, m.force, end, &why);
     let results = store.write_each(&writes, targets, |_| {}).await;
-    let failed: Vec<(String, String)> = (m.tenants.iter().zip(&results))
-        .filter_map(|(t, r)| r.as_ref().err().map(|e| (t.clone(), chain(e))))
-        .collect();
+    let failed = refusals(&m.tenants, &results);
     if !failed.is_empty() {
         for (t, e) in &failed {
             steps.say(format!("3. flip refused for {t}: {e}"));
@@ -400,22 +374,12 @@ async fn abort(
     why: &str,
 ) -> anyhow::Result<ExitCode> {
     steps.say(format!("aborted: {why}"));
-    let writes: Vec<FlagWrite> = (tenants.iter())
-        .map(|t| FlagWrite {
-            tenant: t.clone(),
-            placing: None,
-            seal: None,
-            shadow: None,
-            by: m.by.clone(),
-            reason: format!("abort hold {id}: {why}: {}", m.reason),
-            expect_version: None,
-            force: false,
-            hold: HoldWrite::End(id.to_owned()),
-        })
-        .collect();
+    let why = format!("abort hold {id}: {why}");
+    let end = HoldWrite::End(id.to_owned());
+    let writes = writes_for(m, tenants, None, None, false, end, &why);
     let results = store.write_each(&writes, targets, |_| {}).await;
-    let failed: Vec<String> = (tenants.iter().zip(&results))
-        .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t}: {}", chain(e))))
+    let failed: Vec<String> = (refusals(tenants, &results).into_iter())
+        .map(|(t, e)| format!("{t}: {e}"))
         .collect();
     if failed.is_empty() {
         steps.say(format!(
@@ -504,6 +468,41 @@ async fn ask_cmd(cmd: &str, tenants: &str, id: &str, within: Duration) -> Result
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(format!("it exited with {status}")),
     }
+}
+
+/// One write a tenant, each stating who and why (`why: reason`).
+fn writes_for(
+    m: &Move,
+    tenants: &[String],
+    placing: Option<Placing>,
+    seal: Option<bool>,
+    force: bool,
+    hold: HoldWrite,
+    why: &str,
+) -> Vec<FlagWrite> {
+    (tenants.iter())
+        .map(|t| FlagWrite {
+            tenant: t.clone(),
+            placing: placing.clone(),
+            seal,
+            shadow: None,
+            by: m.by.clone(),
+            reason: format!("{why}: {}", m.reason),
+            expect_version: None,
+            force,
+            hold: hold.clone(),
+        })
+        .collect()
+}
+
+/// The tenants whose write was refused, with why.
+fn refusals(
+    tenants: &[String],
+    results: &[flag_store::store::WriteResult],
+) -> Vec<(String, String)> {
+    (tenants.iter().zip(results))
+        .filter_map(|(t, r)| r.as_ref().err().map(|e| (t.clone(), chain(e))))
+        .collect()
 }
 
 fn chain(e: &flag_store::StoreError) -> String {

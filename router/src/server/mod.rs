@@ -94,7 +94,7 @@ impl Router {
         let (stop_background, background) = watch::channel(false);
         let writes_enabled = config.server.admin_token.is_some();
         let mut admin_store = None;
-        let (store_reads, reloader) = match &config.flags.store {
+        let (store_reads, reloader, fleet) = match &config.flags.store {
             StoreUrl::File(path) => {
                 if writes_enabled {
                     admin_store = Some(Store::File(FileStore::new(path)));
@@ -108,11 +108,12 @@ impl Router {
                     &background,
                 )
                 .await;
-                (None, reloader)
+                (None, reloader, Fleet::File(Fleet::folder(path)))
             }
             StoreUrl::Dynamo(url) => {
                 let store = DynamoStore::connect(url).await;
                 let reads = store.reads();
+                let fleet = Fleet::Dynamo(store.clone());
                 if writes_enabled {
                     admin_store = Some(Store::Dynamo(store.clone()));
                 }
@@ -126,7 +127,7 @@ impl Router {
                     &background,
                 )
                 .await;
-                (Some(reads), reloader)
+                (Some(reads), reloader, fleet)
             }
         };
         let route_names: Vec<String> = config.route_names().map(str::to_owned).collect();
@@ -225,7 +226,7 @@ impl Router {
         }
         let id = crate::cutover::presence::router_id(config.fleet.id.as_deref());
         let heartbeat = Heartbeat {
-            fleet: Fleet::open(&config.flags.store).await,
+            fleet,
             id: id.clone(),
             flags: flags.clone(),
             interval: config.fleet.heartbeat,
