@@ -82,6 +82,8 @@ enum Command {
     /// not confirmed its flags, for longer than --max-lag.
     Fleet {
         /// How long routers may disagree (a flip takes about a poll interval to reach all).
+        /// Keep it above the routers' `[fleet] heartbeat_ms`: a record is as old as its last
+        /// heartbeat, and its snapshot age is judged as of now.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         max_lag: std::time::Duration,
         /// A router not seen for this long is stale: listed, not judged.
