@@ -662,21 +662,42 @@ impl Binary {
 
     /// Waits for a log line containing every one of `words`, and returns it.
     pub async fn wait_log(&self, words: &[&str]) -> String {
+        self.wait_log_after(0, words).await.1
+    }
+
+    /// How many lines the process has logged so far: a mark taken before an action, so
+    /// [`Binary::wait_log_after`] sees only the lines the action caused.
+    pub fn log_mark(&self) -> usize {
+        self.logs.lock().unwrap().len()
+    }
+
+    /// Waits for a line logged after `mark` containing every one of `words`; returns the mark
+    /// just past it, and the line.
+    pub async fn wait_log_after(&self, mark: usize, words: &[&str]) -> (usize, String) {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
-            if let Some(line) = self.log_lines(words).into_iter().next() {
-                return line;
+            {
+                let logs = self.logs.lock().unwrap();
+                let mut found = logs.iter().enumerate().skip(mark);
+                if let Some((at, line)) = found.find(|(_, l)| words.iter().all(|w| l.contains(w))) {
+                    return (at + 1, line.clone());
+                }
             }
             if tokio::time::Instant::now() > deadline {
-                let logs = self.logs.lock().unwrap();
-                let tail = &logs[logs.len().saturating_sub(20)..];
                 panic!(
-                    "timed out waiting for a log line with {words:?}; the last lines:\n{}",
-                    tail.join("\n")
+                    "timed out waiting for a log line with {words:?}; {}",
+                    self.log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The last lines logged, for a failure's message.
+    fn log_tail(&self) -> String {
+        let logs = self.logs.lock().unwrap();
+        let tail = &logs[logs.len().saturating_sub(20)..];
+        format!("the last lines:\n{}", tail.join("\n"))
     }
 
     /// Peak resident memory of the process so far, in bytes (VmHWM).
@@ -706,7 +727,7 @@ impl Binary {
             }
         })
         .await
-        .expect("switchyard did not exit")
+        .unwrap_or_else(|_| panic!("switchyard did not exit; {}", self.log_tail()))
     }
 }
 

@@ -290,6 +290,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Longest the process waits, once the router has stopped, for blocking work still running.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -304,18 +307,26 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config: path } => {
+            // Read before the config is: an edit that lands while the router starts differs
+            // from it, and is reloaded.
+            let loaded = std::fs::read(&path).ok();
             let config = Config::load(&path)?;
-            runtime(config.server.workers)?.block_on(async {
+            let runtime = runtime(config.server.workers)?;
+            let code = runtime.block_on(async {
                 // Listened for before anything is served (see StopSignals).
                 let mut stop = crate::shutdown::StopSignals::install()?;
                 let hangups = crate::shutdown::hangups()?;
                 let router = Router::start(config).await?;
-                router.watch_config(path, hangups);
+                router.watch_config(path, loaded, hangups);
                 stop.recv().await;
                 tracing::info!("shutdown signal received; draining");
                 router.shutdown().await;
-                Ok(ExitCode::SUCCESS)
-            })
+                anyhow::Ok(ExitCode::SUCCESS)
+            })?;
+            // Everything the router waits for has ended; a blocking read stuck on a dead
+            // disk does not hold the exit.
+            runtime.shutdown_timeout(EXIT_WAIT);
+            Ok(code)
         }
         Command::Check { config: path } => check(&path),
         Command::Demo {

@@ -288,9 +288,17 @@ impl Router {
     }
 
     /// Reloads the config from `path` on each of `hangups` (SIGHUP, installed by the caller
-    /// before the router started) and whenever the file changes, until shutdown.
-    pub fn watch_config(&self, path: std::path::PathBuf, hangups: tokio::signal::unix::Signal) {
-        let watch = (self.reconfigure.clone()).watch(path, hangups, self.background.clone());
+    /// before the router started) and whenever the file changes from `loaded` (its bytes read
+    /// before the running config was, so an edit made while the router started is seen),
+    /// until shutdown.
+    pub fn watch_config(
+        &self,
+        path: std::path::PathBuf,
+        loaded: Option<Vec<u8>>,
+        hangups: tokio::signal::unix::Signal,
+    ) {
+        let reconfigure = self.reconfigure.clone();
+        let watch = reconfigure.watch(path, loaded, hangups, self.background.clone());
         tokio::spawn(watch);
     }
 

@@ -187,14 +187,15 @@ impl Reconfigure {
     }
 
     /// Reloads on SIGHUP (renewing the upstreams even when the file is the same) and whenever
-    /// the file at `path` changes (read every [`WATCH_INTERVAL`]), until `stop` is set.
+    /// the file at `path` differs from `seen` (read every [`WATCH_INTERVAL`]), until `stop`
+    /// is set.
     pub async fn watch(
         self: Arc<Self>,
         path: PathBuf,
+        mut seen: Option<Vec<u8>>,
         mut hangups: tokio::signal::unix::Signal,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut seen = std::fs::read(&path).ok();
         let mut ticker = tokio::time::interval(WATCH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
