@@ -777,151 +777,289 @@ impl DynamoStore {
     /// Applies one write in one transaction: the flag, its audit record and the version bump.
     /// A race with a write to another tenant is retried; a race on the same tenant is a
     /// conflict (when the writer named the version it read) naming the winner.
-    pub async fn write(
+    pub async fn write(&self, write: &FlagWrite, targets: Option<&Targets>) -> Written {
+        let mut results = self.write_many(std::slice::from_ref(write), targets).await;
+        results.pop().expect("one result a write")
+    }
+
+    /// Applies writes [`PER_TRANSACTION`] tenants at a time, each transaction bumping the
+    /// version once by as many changes as it holds (each change keeping its own sequence
+    /// number and audit record), so a batch of a thousand tenants takes about twenty round
+    /// trips, not three thousand. Each tenant's result is its own: a write whose check fails
+    /// (a seal, a conflict on the version it named) is left out and the rest of its
+    /// transaction is sent again.
+    pub async fn write_many(
         &self,
-        write: &FlagWrite,
+        writes: &[FlagWrite],
         targets: Option<&Targets>,
-    ) -> Result<(Option<FlagItem>, FlagItem), StoreError> {
-        for _ in 0..20 {
-            let version = self.version().await?;
-            let current = self.current(&write.tenant).await?;
-            let next = write.apply(&current, targets, now_secs())?;
-            let seq = version + 1;
-            let flag_condition = if current.version == 0 && current.item.is_none() {
-                "attribute_not_exists(tenant)"
-            } else {
-                "version = :v"
-            };
-            let mut put = Put::builder()
-                .table_name(&self.url.table)
-                .set_item(Some(to_item(
-                    &serde_json::to_value(&next).expect("a flag item serialises"),
-                )))
-                .condition_expression(flag_condition);
-            if flag_condition != "attribute_not_exists(tenant)" {
-                put = put.expression_attribute_values(
-                    ":v",
-                    AttributeValue::N(current.version.to_string()),
-                );
-            }
-            let bump = Update::builder()
-                .table_name(&self.url.table)
-                .key("tenant", AttributeValue::S(META.into()))
-                .update_expression("SET version = :next")
-                .condition_expression("version = :cur")
-                .expression_attribute_values(":next", AttributeValue::N(seq.to_string()))
-                .expression_attribute_values(":cur", AttributeValue::N(version.to_string()))
-                .build()
-                .map_err(build_err)?;
-            let mut audit = HashMap::from([
-                ("stream".to_owned(), AttributeValue::S(STREAM.into())),
-                ("seq".to_owned(), AttributeValue::N(seq.to_string())),
-                ("tenant".to_owned(), AttributeValue::S(write.tenant.clone())),
-                (
-                    "new".to_owned(),
-                    AttributeValue::S(
-                        serde_json::to_string(&next).expect("a flag item serialises"),
-                    ),
-                ),
-                ("by".to_owned(), AttributeValue::S(write.by.clone())),
-                (
-                    "at".to_owned(),
-                    AttributeValue::S(next.updated_at.clone().unwrap_or_default()),
-                ),
-                ("reason".to_owned(), AttributeValue::S(write.reason.clone())),
-            ]);
-            if let Some(old) = &current.item {
-                audit.insert(
-                    "old".into(),
-                    AttributeValue::S(serde_json::to_string(old).expect("a flag item serialises")),
-                );
-            }
-            let record = Put::builder()
-                .table_name(self.url.audit_table())
-                .set_item(Some(audit))
-                .condition_expression("attribute_not_exists(seq)")
-                .build()
-                .map_err(build_err)?;
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().update(bump).build())
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .put(put.build().map_err(build_err)?)
-                        .build(),
-                )
-                .transact_items(TransactWriteItem::builder().put(record).build())
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok((current.item, next)),
-                Err(e) => {
-                    let reasons: Vec<Option<String>> = e
-                        .as_service_error()
-                        .and_then(|s| match s {
-                            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                                Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
-                            }
-                            _ => None,
-                        })
-                        .unwrap_or_default();
-                    let failed = |i: usize| {
-                        reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed")
-                    };
-                    if failed(1) {
-                        // The tenant changed under us: a conflict if the writer named a version,
-                        // else read again and re-check (a seal may have appeared).
-                        if write.expect_version.is_some() {
-                            let now = self.current(&write.tenant).await?;
-                            return Err(StoreError::Conflict {
-                                tenant: write.tenant.clone(),
-                                expected: current.version,
-                                actual: now.version,
-                                by: now.updated_by,
-                            });
+    ) -> Vec<Written> {
+        let mut results: Vec<Option<Written>> =
+            std::iter::repeat_with(|| None).take(writes.len()).collect();
+        let indices: Vec<usize> = (0..writes.len()).collect();
+        for chunk in indices.chunks(PER_TRANSACTION) {
+            let mut pending = chunk.to_vec();
+            let mut attempts = 0;
+            while !pending.is_empty() {
+                attempts += 1;
+                if attempts > 20 {
+                    for i in pending.drain(..) {
+                        results[i] = Some(Err(StoreError::Remote {
+                            op: "write flag",
+                            source: "the store's version kept moving under 20 attempts; try again"
+                                .into(),
+                        }));
+                    }
+                    break;
+                }
+                match self.write_chunk(writes, &pending, targets).await {
+                    Chunk::Written(done) => {
+                        for (i, r) in pending.drain(..).zip(done) {
+                            results[i] = Some(Ok(r));
                         }
-                        continue;
                     }
-                    if failed(0)
-                        || reasons
-                            .iter()
-                            .any(|r| r.as_deref() == Some("TransactionConflict"))
-                    {
-                        continue; // another tenant's write took this version: take the next
+                    Chunk::Retry(settled) => {
+                        for (i, r) in settled {
+                            results[i] = Some(r);
+                            pending.retain(|p| *p != i);
+                        }
                     }
-                    if failed(2) {
-                        return Err(StoreError::Remote {
-                            op: "write flag",
-                            source: format!(
-                                "{audit} already holds change {seq}, so the version in {table}'s {META} item ({version}) is behind its audit stream ({META} was reset or edited by hand). Nothing was written. Run `switchyard flags create-table` to check the store, and `switchyard flags adopt` once it is right",
-                                audit = self.url.audit_table(),
-                                table = self.url.table,
-                            )
-                            .into(),
-                        });
+                    Chunk::Failed(e) => {
+                        // The same cause for each (the error itself goes to the last).
+                        let cause = crate::error::Chain(&e).to_string();
+                        let last = pending.pop().expect("a chunk has a write");
+                        for i in pending.drain(..) {
+                            results[i] = Some(Err(StoreError::Remote {
+                                op: "write flag",
+                                source: cause.clone().into(),
+                            }));
+                        }
+                        results[last] = Some(Err(e));
                     }
-                    if !reasons.is_empty() {
-                        return Err(StoreError::Remote {
-                            op: "write flag",
-                            source: format!(
-                                "DynamoDB cancelled the write (the {META} version bump: {}; the flag: {}; the audit record: {}). Nothing was written",
-                                reason_words(reasons.first()),
-                                reason_words(reasons.get(1)),
-                                reason_words(reasons.get(2)),
-                            )
-                            .into(),
-                        });
-                    }
-                    return Err(sdk_err("write flag")(e));
                 }
             }
         }
-        Err(StoreError::Remote {
-            op: "write flag",
-            source: "the store's version kept moving under 20 attempts; try again".into(),
-        })
+        (results.into_iter())
+            .map(|r| r.expect("every write gets a result"))
+            .collect()
     }
+
+    /// One transaction for the writes at `pending`: the version bump, then each tenant's flag
+    /// and audit record.
+    async fn write_chunk(
+        &self,
+        writes: &[FlagWrite],
+        pending: &[usize],
+        targets: Option<&Targets>,
+    ) -> Chunk {
+        let version = match self.version().await {
+            Ok(v) => v,
+            Err(e) => return Chunk::Failed(e),
+        };
+        // Consistent reads, 16 in flight at a time.
+        let mut currents = Vec::with_capacity(pending.len());
+        for part in pending.chunks(16) {
+            let mut reads = tokio::task::JoinSet::new();
+            for (n, &i) in part.iter().enumerate() {
+                let (store, tenant) = (self.clone(), writes[i].tenant.clone());
+                reads.spawn(async move { (n, store.current(&tenant).await) });
+            }
+            let mut read = reads.join_all().await;
+            read.sort_by_key(|(n, _)| *n);
+            for (n, r) in read {
+                match r {
+                    Ok(c) => currents.push(c),
+                    Err(e) => return Chunk::Retry(vec![(part[n], Err(e))]),
+                }
+            }
+        }
+        // Checked before anything is sent: a refused write leaves the transaction.
+        let now = now_secs();
+        let mut refused = Vec::new();
+        let mut nexts = Vec::with_capacity(pending.len());
+        for (&i, current) in pending.iter().zip(&currents) {
+            match writes[i].apply(current, targets, now) {
+                Ok(next) => nexts.push(next),
+                Err(e) => refused.push((i, Err(e))),
+            }
+        }
+        if !refused.is_empty() {
+            return Chunk::Retry(refused);
+        }
+        let last = version + pending.len() as u64;
+        let bump = Update::builder()
+            .table_name(&self.url.table)
+            .key("tenant", AttributeValue::S(META.into()))
+            .update_expression("SET version = :next")
+            .condition_expression("version = :cur")
+            .expression_attribute_values(":next", AttributeValue::N(last.to_string()))
+            .expression_attribute_values(":cur", AttributeValue::N(version.to_string()))
+            .build()
+            .map_err(build_err);
+        let mut items = vec![match bump {
+            Ok(b) => TransactWriteItem::builder().update(b).build(),
+            Err(e) => return Chunk::Failed(e),
+        }];
+        for (n, ((&i, current), next)) in pending.iter().zip(&currents).zip(&nexts).enumerate() {
+            let seq = version + 1 + n as u64;
+            match self.change_items(&writes[i], current, next, seq) {
+                Ok([flag, audit]) => items.extend([flag, audit]),
+                Err(e) => return Chunk::Failed(e),
+            }
+        }
+        let result = (self.client.transact_write_items())
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let e = match result {
+            Ok(_) => {
+                return Chunk::Written(currents.into_iter().map(|c| c.item).zip(nexts).collect());
+            }
+            Err(e) => e,
+        };
+        let reasons: Vec<Option<String>> = e
+            .as_service_error()
+            .and_then(|s| match s {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                    Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let failed = |at: usize| {
+            reasons.get(at).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed")
+        };
+        // A tenant changed under us: a conflict if the writer named a version, else read
+        // again and re-check (a seal may have appeared).
+        let mut conflicts = Vec::new();
+        for (n, (&i, current)) in pending.iter().zip(&currents).enumerate() {
+            if failed(1 + 2 * n) && writes[i].expect_version.is_some() {
+                let now = self.current(&writes[i].tenant).await;
+                conflicts.push((
+                    i,
+                    Err(match now {
+                        Ok(now) => StoreError::Conflict {
+                            tenant: writes[i].tenant.clone(),
+                            expected: current.version,
+                            actual: now.version,
+                            by: now.updated_by,
+                        },
+                        Err(e) => e,
+                    }),
+                ));
+            }
+        }
+        let flag_failed = (0..pending.len()).any(|n| failed(1 + 2 * n));
+        if !conflicts.is_empty() || flag_failed {
+            return Chunk::Retry(conflicts);
+        }
+        if failed(0)
+            || reasons
+                .iter()
+                .any(|r| r.as_deref() == Some("TransactionConflict"))
+        {
+            return Chunk::Retry(Vec::new()); // another write took this version: take the next
+        }
+        if let Some(n) = (0..pending.len()).find(|n| failed(2 + 2 * n)) {
+            return Chunk::Failed(StoreError::Remote {
+                op: "write flag",
+                source: format!(
+                    "{audit} already holds change {}, so the version in {table}'s {META} item ({version}) is behind its audit stream ({META} was reset or edited by hand). Nothing was written. Run `switchyard flags create-table` to check the store, and `switchyard flags adopt` once it is right",
+                    version + 1 + n as u64,
+                    audit = self.url.audit_table(),
+                    table = self.url.table,
+                )
+                .into(),
+            });
+        }
+        if !reasons.is_empty() {
+            let worst = |first: usize| {
+                (first..reasons.len())
+                    .step_by(2)
+                    .map(|at| reasons.get(at))
+                    .find(|r| !matches!(r.and_then(|r| r.as_deref()), None | Some("None")))
+                    .flatten()
+            };
+            return Chunk::Failed(StoreError::Remote {
+                op: "write flag",
+                source: format!(
+                    "DynamoDB cancelled the write (the {META} version bump: {}; the flags: {}; the audit records: {}). Nothing was written",
+                    reason_words(reasons.first()),
+                    reason_words(worst(1)),
+                    reason_words(worst(2)),
+                )
+                .into(),
+            });
+        }
+        Chunk::Failed(sdk_err("write flag")(e))
+    }
+
+    /// A change's two items: the flag (conditional on the tenant's version) and its audit
+    /// record at `seq` (conditional on the sequence number being free).
+    fn change_items(
+        &self,
+        write: &FlagWrite,
+        current: &Current,
+        next: &FlagItem,
+        seq: u64,
+    ) -> Result<[TransactWriteItem; 2], StoreError> {
+        let json = |item: &FlagItem| serde_json::to_string(item).expect("a flag item serialises");
+        let fresh = current.version == 0 && current.item.is_none();
+        let mut put = Put::builder()
+            .table_name(&self.url.table)
+            .set_item(Some(to_item(
+                &serde_json::to_value(next).expect("a flag item serialises"),
+            )));
+        put = match fresh {
+            true => put.condition_expression("attribute_not_exists(tenant)"),
+            false => put
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(current.version.to_string())),
+        };
+        let mut audit = HashMap::from([
+            ("stream".to_owned(), AttributeValue::S(STREAM.into())),
+            ("seq".to_owned(), AttributeValue::N(seq.to_string())),
+            ("tenant".to_owned(), AttributeValue::S(write.tenant.clone())),
+            ("new".to_owned(), AttributeValue::S(json(next))),
+            ("by".to_owned(), AttributeValue::S(write.by.clone())),
+            (
+                "at".to_owned(),
+                AttributeValue::S(next.updated_at.clone().unwrap_or_default()),
+            ),
+            ("reason".to_owned(), AttributeValue::S(write.reason.clone())),
+        ]);
+        if let Some(old) = &current.item {
+            audit.insert("old".into(), AttributeValue::S(json(old)));
+        }
+        let record = Put::builder()
+            .table_name(self.url.audit_table())
+            .set_item(Some(audit))
+            .condition_expression("attribute_not_exists(seq)")
+            .build()
+            .map_err(build_err)?;
+        Ok([
+            TransactWriteItem::builder()
+                .put(put.build().map_err(build_err)?)
+                .build(),
+            TransactWriteItem::builder().put(record).build(),
+        ])
+    }
+}
+
+/// Tenants one transaction writes at most: each takes its flag and its audit record, and the
+/// version bump is the 99th of DynamoDB's 100 actions.
+pub const PER_TRANSACTION: usize = 49;
+
+/// One write's outcome: the tenant's old item and new one, or why not.
+type Written = Result<(Option<FlagItem>, FlagItem), StoreError>;
+
+/// What one transaction of [`DynamoStore::write_many`] did.
+enum Chunk {
+    /// Every write at the pending places: each tenant's old item and new one.
+    Written(Vec<(Option<FlagItem>, FlagItem)>),
+    /// Nothing was written; these writes are settled (refused), the rest are sent again.
+    Retry(Vec<(usize, Written)>),
+    /// Nothing was written, and nothing pending will be: every one fails so.
+    Failed(StoreError),
 }
 
 fn ignore_existing<E>(

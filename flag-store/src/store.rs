@@ -69,10 +69,11 @@ impl Store {
         }
     }
 
-    /// Applies writes one tenant at a time, each atomic on its own, calling `progress` with the
-    /// number done after each. The file store applies them under one lock and one replace;
-    /// DynamoDB writes go one after another (every write bumps the one meta item, so
-    /// concurrent writes would only conflict and retry).
+    /// Applies writes, each tenant's atomic on its own, calling `progress` with the number
+    /// done. The file store applies them under one lock and one replace; DynamoDB writes go
+    /// one transaction of up to [`crate::dynamodb::PER_TRANSACTION`] tenants after another
+    /// (every write bumps the one meta item, so concurrent writes would only conflict and
+    /// retry).
     pub async fn write_each(
         &self,
         writes: &[FlagWrite],
@@ -105,10 +106,11 @@ impl Store {
                 }
             }
             Store::Dynamo(d) => {
+                let per = crate::dynamodb::PER_TRANSACTION;
                 let mut results = Vec::with_capacity(writes.len());
-                for (i, w) in writes.iter().enumerate() {
-                    results.push(d.write(w, targets).await);
-                    progress(i + 1);
+                for chunk in writes.chunks(per) {
+                    results.extend(d.write_many(chunk, targets).await);
+                    progress(results.len());
                 }
                 results
             }

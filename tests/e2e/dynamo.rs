@@ -784,3 +784,71 @@ async fn a_batch_prints_its_plan_writes_only_when_told_and_rejects_bad_rows_alon
     assert_eq!(h["x-upstream"], "new");
     router.shutdown().await;
 }
+
+/// A batch goes in shared transactions (49 tenants each), yet each tenant's write stands on
+/// its own: a sealed tenant and one whose version moved are refused by name inside a chunk,
+/// the rest are written, and every change keeps its own sequence number and audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_shares_transactions_but_refuses_each_bad_write_alone() {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let (code, _, err) = switchyard(&["flags", "create-table", "--store", &url]);
+    assert_eq!(code, 0, "{err}");
+    let store = emulator.store().await;
+    let mut sealed = write("sealed", pin("legacy"), "bob", None);
+    sealed.seal = Some(true);
+    store.write(&sealed, None).await.unwrap();
+    store
+        .write(&write("moved", pin("legacy"), "bob", None), None)
+        .await
+        .unwrap();
+    let before = store.version().await.unwrap();
+
+    // 60 tenants, with the two bad writes in the first transaction.
+    let mut writes: Vec<FlagWrite> = (0..60)
+        .map(|i| write(&format!("b{i:02}"), pin("new"), "alice", Some(0)))
+        .collect();
+    writes.insert(10, write("sealed", pin("new"), "alice", None));
+    writes.insert(20, write("moved", pin("new"), "alice", Some(0)));
+    let results = store.write_many(&writes, None).await;
+    for (w, r) in writes.iter().zip(&results) {
+        match w.tenant.as_str() {
+            "sealed" => assert!(matches!(r, Err(StoreError::Sealed { .. })), "{r:?}"),
+            "moved" => assert!(
+                matches!(r, Err(StoreError::Conflict { actual: 1, .. })),
+                "{r:?}"
+            ),
+            t => assert!(r.is_ok(), "{t}: {r:?}"),
+        }
+    }
+    assert_eq!(store.version().await.unwrap(), before + 60);
+    // One audit record a change, each at its own sequence number.
+    let records = emulator
+        .sdk()
+        .query()
+        .table_name("flags-audit")
+        .key_condition_expression("#s = :s AND seq > :v")
+        .expression_attribute_names("#s", "stream")
+        .expression_attribute_values(":s", AttributeValue::S("changes".into()))
+        .expression_attribute_values(":v", AttributeValue::N(before.to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let tenants: HashSet<String> = (records.items())
+        .iter()
+        .map(|r| r["tenant"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!((records.items().len(), tenants.len()), (60, 60));
+    assert!(!tenants.contains("sealed") && !tenants.contains("moved"));
+    assert_eq!(
+        store
+            .get("sealed")
+            .await
+            .unwrap()
+            .unwrap()
+            .target
+            .as_deref(),
+        Some("legacy")
+    );
+}
