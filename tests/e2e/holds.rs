@@ -103,10 +103,10 @@ fn requests(
 async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() {
     let setup = Setup::new().await;
     let (router, config) = router(&setup, "").await;
-    let version = setup.set("acme", pin("legacy"));
+    let version = setup.set("hold-acme", pin("legacy"));
     wait_version(&router, version).await;
     // A request in flight on legacy before the move: the hold waits for it.
-    let in_flight = requests(&router, "acme", "/hold", 1);
+    let in_flight = requests(&router, "hold-acme", "/hold", 1);
     wait_for("the request held by legacy", || {
         setup
             .legacy
@@ -122,7 +122,7 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
     let mv = start_move(
         &config,
         &[
-            "acme",
+            "hold-acme",
             "--to",
             "new",
             "--seal",
@@ -132,16 +132,16 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
             &gate_cmd,
         ],
     );
-    until_held(&router, "acme").await;
-    let held = requests(&router, "acme", "/", 3);
+    until_held(&router, "hold-acme").await;
+    let held = requests(&router, "hold-acme", "/", 3);
     wait_metric(&router, "switchyard_hold_queued", 3.0).await;
     assert_eq!(
-        setup.new.seen.tenant("acme"),
+        setup.new.seen.tenant("hold-acme"),
         0,
         "nothing reaches new while held"
     );
-    let legacy_before = setup.legacy.seen.tenant("acme");
-    // Not drained while legacy still works on acme's request.
+    let legacy_before = setup.legacy.seen.tenant("hold-acme");
+    // Not drained while legacy still works on the tenant's request.
     let drained = || {
         std::fs::read_to_string(setup.dir.path().join("flags.fleet/r1.json"))
             .is_ok_and(|r| r.contains("\"drained\""))
@@ -152,7 +152,7 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
     assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
     wait_for("the router's acknowledgement", drained).await;
 
-    // The gate passes: one write flips acme, and the queued requests go to new.
+    // The gate passes: one write flips the tenant, and the queued requests go to new.
     std::fs::write(&gate, "").unwrap();
     let (code, out) = finished(mv).await;
     assert_eq!(code, 0, "{out}");
@@ -169,11 +169,11 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
         assert_eq!((status, body.as_str()), (StatusCode::OK, "new"));
     }
     assert_eq!(
-        setup.legacy.seen.tenant("acme"),
+        setup.legacy.seen.tenant("hold-acme"),
         legacy_before,
         "none went to legacy"
     );
-    let item = setup.store().get("acme").unwrap().unwrap();
+    let item = setup.store().get("hold-acme").unwrap().unwrap();
     assert_eq!(
         (item.target.as_deref(), item.sealed, item.hold),
         (Some("new"), true, None)
@@ -181,6 +181,21 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
     let snapshot = router.flags().load();
     assert!(!snapshot.has_holds());
     drop(snapshot);
+    // The three waited under the hold, and their wait is counted apart from their latency.
+    let waits = metrics(
+        &router,
+        &[
+            "switchyard_hold_requests_total{outcome=\"released\"}",
+            "switchyard_hold_wait_seconds_count",
+            "switchyard_hold_wait_seconds_bucket{le=\"0.005\"}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        waits,
+        [Some(3.0), Some(3.0), Some(0.0)],
+        "they waited for the gate"
+    );
     wait_for("the acknowledgement withdrawn", || !drained()).await;
     router.shutdown().await;
 }
@@ -192,18 +207,18 @@ async fn a_gate_that_never_passes_aborts_and_the_tenant_stays_where_its_data_is(
     let mv = start_move(
         &config,
         &[
-            "acme",
-            "globex",
+            "hold-acme",
+            "hold-globex",
             "--to",
             "new",
             "--hold-max",
-            "1500ms",
+            "3500ms",
             "--gate-cmd",
             "exit 3",
         ],
     );
-    until_held(&router, "globex").await;
-    let held = requests(&router, "globex", "/", 2);
+    until_held(&router, "hold-globex").await;
+    let held = requests(&router, "hold-globex", "/", 2);
     let (code, out) = finished(mv).await;
     assert_eq!(code, 2, "{out}");
     assert!(
@@ -223,7 +238,7 @@ async fn a_gate_that_never_passes_aborts_and_the_tenant_stays_where_its_data_is(
         assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
     }
     // Both followed the default flag: each now has an item of its own, on legacy, unheld.
-    for tenant in ["acme", "globex"] {
+    for tenant in ["hold-acme", "hold-globex"] {
         let item = setup.store().get(tenant).unwrap().unwrap();
         assert_eq!((item.target.as_deref(), item.hold), (Some("legacy"), None));
     }
@@ -237,17 +252,17 @@ async fn a_move_killed_mid_hold_is_released_by_every_router_at_the_deadline() {
     let mut mv = start_move(
         &config,
         &[
-            "acme",
+            "hold-acme",
             "--to",
             "new",
             "--hold-max",
-            "1500ms",
+            "4s",
             "--gate-cmd",
             "sleep 30",
         ],
     );
-    until_held(&router, "acme").await;
-    let held = requests(&router, "acme", "/", 2);
+    until_held(&router, "hold-acme").await;
+    let held = requests(&router, "hold-acme", "/", 2);
     wait_metric(&router, "switchyard_hold_queued", 2.0).await;
     mv.kill().unwrap();
     mv.wait().unwrap();
@@ -256,10 +271,25 @@ async fn a_move_killed_mid_hold_is_released_by_every_router_at_the_deadline() {
         let (status, body) = r.await.unwrap();
         assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Released at the deadline (4 s from the hold), not later.
+    assert!(started.elapsed() < Duration::from_secs(6));
     // Nobody ended the hold: it is still written, and past its deadline it holds nothing.
-    assert!(setup.store().get("acme").unwrap().unwrap().hold.is_some());
-    let (status, _, body) = get(&client(), router.addr(), "/", &[("x-tenant-id", "acme")]).await;
+    assert!(
+        setup
+            .store()
+            .get("hold-acme")
+            .unwrap()
+            .unwrap()
+            .hold
+            .is_some()
+    );
+    let (status, _, body) = get(
+        &client(),
+        router.addr(),
+        "/",
+        &[("x-tenant-id", "hold-acme")],
+    )
+    .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
     assert_eq!(
         metric(
@@ -282,7 +312,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_a_held_tenant_refuses_oth
         deadline_ms: flag_store::fleet::now_ms() + 60_000,
     };
     let write = |hold: flag_store::HoldWrite| flag_store::FlagWrite {
-        tenant: "acme".into(),
+        tenant: "hold-acme".into(),
         placing: Some(pin("legacy")),
         seal: None,
         shadow: None,
@@ -296,21 +326,40 @@ async fn a_full_queue_answers_503_with_retry_after_and_a_held_tenant_refuses_oth
         .store()
         .write(&write(flag_store::HoldWrite::Set(hold)), None)
         .unwrap();
-    until_held(&router, "acme").await;
-    let first = requests(&router, "acme", "/", 1);
+    until_held(&router, "hold-acme").await;
+    let first = requests(&router, "hold-acme", "/", 1);
     wait_metric(&router, "switchyard_hold_queued", 1.0).await;
-    let (status, headers, body) =
-        get(&client(), router.addr(), "/", &[("x-tenant-id", "acme")]).await;
+    let (status, headers, body) = get(
+        &client(),
+        router.addr(),
+        "/",
+        &[("x-tenant-id", "hold-acme")],
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("being moved (hold h-test)"), "{body}");
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     // Another tenant is not held.
-    let (status, _, _) = get(&client(), router.addr(), "/", &[("x-tenant-id", "globex")]).await;
+    let (status, _, _) = get(
+        &client(),
+        router.addr(),
+        "/",
+        &[("x-tenant-id", "hold-globex")],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     // An ordinary write of the held tenant is refused, naming the hold.
     let (code, _, err) = switchyard(&[
-        "flags", "set", "acme", "--target", "new", "--reason", "x", "--config", &config,
+        "flags",
+        "set",
+        "hold-acme",
+        "--target",
+        "new",
+        "--reason",
+        "x",
+        "--config",
+        &config,
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("held by the move h-test"), "{err}");
@@ -334,7 +383,7 @@ async fn on_dynamodb_a_move_holds_flips_and_seals_with_every_step_audited() {
     let mv = start_move(
         &config,
         &[
-            "acme",
+            "hold-acme",
             "--to",
             "new",
             "--seal",
@@ -344,8 +393,8 @@ async fn on_dynamodb_a_move_holds_flips_and_seals_with_every_step_audited() {
             &gate_cmd,
         ],
     );
-    until_held(&router, "acme").await;
-    let held = requests(&router, "acme", "/", 2);
+    until_held(&router, "hold-acme").await;
+    let held = requests(&router, "hold-acme", "/", 2);
     wait_metric(&router, "switchyard_hold_queued", 2.0).await;
     // The router's acknowledgement, as `switchyard fleet` reads it from the fleet table.
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
@@ -368,14 +417,14 @@ async fn on_dynamodb_a_move_holds_flips_and_seals_with_every_step_audited() {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "new"));
     }
     // The audit trail names the hold and the move.
-    let (code, history, err) = switchyard(&["flags", "history", "acme", "--config", &config]);
+    let (code, history, err) = switchyard(&["flags", "history", "hold-acme", "--config", &config]);
     assert_eq!(code, 0, "{err}");
     assert!(
         history.contains("hold h") && history.contains("for a move to new"),
         "{history}"
     );
     assert!(history.contains("move to new (hold h"), "{history}");
-    let (_, get, _) = switchyard(&["flags", "get", "acme", "--config", &config, "--json"]);
+    let (_, get, _) = switchyard(&["flags", "get", "hold-acme", "--config", &config, "--json"]);
     let item: serde_json::Value = serde_json::from_str(&get).unwrap();
     assert_eq!(
         (item["target"].as_str(), item["sealed"].as_bool()),
@@ -407,11 +456,11 @@ async fn a_killed_router_blocks_a_move_until_it_is_named_gone() {
     let mv = start_move(
         config,
         &[
-            "acme",
+            "hold-acme",
             "--to",
             "new",
             "--hold-max",
-            "2s",
+            "4s",
             "--fleet-timeout",
             "300ms",
         ],
@@ -426,7 +475,7 @@ async fn a_killed_router_blocks_a_move_until_it_is_named_gone() {
     assert_eq!(
         setup
             .store()
-            .get("acme")
+            .get("hold-acme")
             .unwrap()
             .unwrap()
             .target
@@ -437,7 +486,7 @@ async fn a_killed_router_blocks_a_move_until_it_is_named_gone() {
     let mv = start_move(
         config,
         &[
-            "acme",
+            "hold-acme",
             "--to",
             "new",
             "--hold-max",
@@ -450,7 +499,7 @@ async fn a_killed_router_blocks_a_move_until_it_is_named_gone() {
     );
     let (code, out) = finished(mv).await;
     assert_eq!(code, 0, "{out}");
-    let (_, _, body) = get(&client(), _alive.addr, "/", &[("x-tenant-id", "acme")]).await;
+    let (_, _, body) = get(&client(), _alive.addr, "/", &[("x-tenant-id", "hold-acme")]).await;
     assert_eq!(body, "new");
 }
 
@@ -458,21 +507,21 @@ async fn a_killed_router_blocks_a_move_until_it_is_named_gone() {
 async fn a_store_lost_mid_hold_leaves_every_router_to_release_at_the_deadline() {
     let mut emulator = crate::dynamo::Emulator::start().await;
     let setup = Setup::new().await;
-    let (router, config) = dynamo_router(&setup, &emulator, "acme").await;
+    let (router, config) = dynamo_router(&setup, &emulator, "hold-acme").await;
     let mv = start_move(
         &config,
         &[
-            "acme",
+            "hold-acme",
             "--to",
             "new",
             "--hold-max",
-            "3s",
+            "6s",
             "--gate-cmd",
             "exit 1",
         ],
     );
-    until_held(&router, "acme").await;
-    let held = requests(&router, "acme", "/", 2);
+    until_held(&router, "hold-acme").await;
+    let held = requests(&router, "hold-acme", "/", 2);
     wait_metric(&router, "switchyard_hold_queued", 2.0).await;
     // The store goes away mid-hold: nobody can end the hold, the deadline does.
     emulator.stop();

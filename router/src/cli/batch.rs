@@ -19,7 +19,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
 
 use flag_store::{
     FlagItem, FlagWrite, Placing, ShadowItem, StoreError, Targets, model::validate_tenant_id,
@@ -54,6 +58,143 @@ impl std::fmt::Display for BadRow {
             None => write!(f, "line {}: {}", self.line, self.reason),
         }
     }
+}
+
+/// `switchyard flags apply`: parses, plans, prints the plan; with `--yes` writes it (with
+/// `--hold-max`, as one move with a hold). Exits 2 when a row was rejected or a write failed.
+pub(super) async fn command(
+    batch: &Path,
+    reason: String,
+    by: Option<String>,
+    (yes, force): (bool, bool),
+    admin: Option<SocketAddr>,
+    hold: super::hold::HoldArgs,
+    args: &super::StoreArgs,
+) -> anyhow::Result<ExitCode> {
+    let text = if batch == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the batch from stdin")?
+    } else {
+        std::fs::read_to_string(batch)
+            .with_context(|| format!("cannot read the batch {}", batch.display()))?
+    };
+    if reason.trim().is_empty() {
+        bail!("--reason is empty; every write must say why");
+    }
+    if hold.hold_max.is_some() && args.json {
+        bail!("--json and --hold-max do not go together: a move with a hold prints its steps");
+    }
+    let by = super::author(by)?;
+    let (url, targets) = super::store_url(args)?;
+    if targets.is_none() {
+        eprintln!(
+            "note: no --config given, so target names are not checked here (routers reject unknown targets)"
+        );
+    }
+    let store = Store::open(&url).await;
+    let (rows, bad) = parse(&text);
+    let mut plan = plan(&store, rows, bad, targets.as_ref(), &by, &reason, force).await?;
+    if let Some(admin) = admin {
+        match super::admin_json(admin, "/shadow").await {
+            Ok(summary) => plan.match_rates = Some(super::match_rates(&summary)),
+            Err(e) => eprintln!("note: no shadow match rates in the plan: {e:#}"),
+        }
+    }
+    if !args.json {
+        println!("batch {} against {}", batch.display(), store.describe());
+        print!("{}", plan.render(super::describe));
+    }
+    if let Some(hold_max) = hold.hold_max
+        && yes
+        && !plan.changes.is_empty()
+    {
+        let flips = plan.changes.iter().map(|c| c.write.clone()).collect();
+        let to = format!("the batch's placements ({})", batch.display());
+        let moved = super::hold::run(
+            &store,
+            targets.as_ref(),
+            hold.into_move(hold_max, flips, to),
+        )
+        .await?;
+        return Ok(match plan.rejected.is_empty() {
+            true => moved,
+            false => {
+                println!(
+                    "{} row(s) rejected, left out of the move",
+                    plan.rejected.len()
+                );
+                ExitCode::from(2)
+            }
+        });
+    }
+    let mut failed = Vec::new();
+    let mut written = Vec::new();
+    if yes && !plan.changes.is_empty() {
+        let results = apply(&store, &plan, targets.as_ref()).await;
+        for (change, result) in plan.changes.iter().zip(results) {
+            match result {
+                Ok((_, new)) => written.push(new),
+                Err(e) => failed.push((
+                    change.write.tenant.clone(),
+                    reason_of(&change.write.tenant, &e),
+                )),
+            }
+        }
+    }
+    if args.json {
+        let changes: Vec<_> = plan
+            .changes
+            .iter()
+            .map(|c| serde_json::json!({ "tenant": c.write.tenant, "from": c.from, "to": c.to, "moves_sealed": c.moves_sealed }))
+            .collect();
+        let rejected: Vec<_> = plan
+            .rejected
+            .iter()
+            .map(|r| serde_json::json!({ "line": r.line, "tenant": r.tenant, "reason": r.reason }))
+            .collect();
+        let failed_json: Vec<_> = failed
+            .iter()
+            .map(|(t, e)| serde_json::json!({ "tenant": t, "error": e }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "applied": yes,
+                "changes": changes,
+                "unchanged": plan.unchanged,
+                "rejected": rejected,
+                "written": written,
+                "failed": failed_json,
+            }))?
+        );
+    } else if !yes {
+        if plan.changes.is_empty() {
+            println!("nothing to write");
+        } else {
+            println!(
+                "nothing written: re-run with --yes to write these changes ({})",
+                plan.changes.len()
+            );
+        }
+    } else {
+        for (tenant, error) in &failed {
+            println!("failed: tenant {tenant:?}: {error}");
+        }
+        println!(
+            "written: {}, failed: {}, unchanged: {}, rejected: {}",
+            written.len(),
+            failed.len(),
+            plan.unchanged.len(),
+            plan.rejected.len()
+        );
+        if !failed.is_empty() {
+            println!("re-running the same batch retries only what is not yet written");
+        }
+    }
+    Ok(if plan.rejected.is_empty() && failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// Parses a whole batch file. Duplicate tenants are rejected on every line they appear: which
@@ -542,64 +683,7 @@ fn placement(item: &FlagItem) -> String {
 /// Writes the plan's changes; returns each tenant's result in plan order.
 pub async fn apply(store: &Store, plan: &Plan, targets: Option<&Targets>) -> Vec<WriteResult> {
     let writes: Vec<FlagWrite> = plan.changes.iter().map(|c| c.write.clone()).collect();
-    let mut bar = Progress::new(writes.len());
-    let results = store
-        .write_each(&writes, targets, |done| bar.update(done))
-        .await;
-    bar.finish();
-    results
-}
-
-/// Batches at least this long show progress while they are written.
-pub const PROGRESS_FROM: usize = 200;
-
-/// A progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise.
-struct Progress {
-    total: usize,
-    shown: bool,
-    terminal: bool,
-    last_tenth: usize,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress {
-            total,
-            shown: total >= PROGRESS_FROM,
-            terminal: std::io::stderr().is_terminal(),
-            last_tenth: 0,
-        }
-    }
-
-    fn update(&mut self, done: usize) {
-        if !self.shown {
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        if self.terminal {
-            let filled = done * 30 / self.total.max(1);
-            let _ = write!(
-                err,
-                "\r[{}{}] {done}/{} written",
-                "#".repeat(filled),
-                " ".repeat(30 - filled),
-                self.total
-            );
-            let _ = err.flush();
-        } else {
-            let tenth = done * 10 / self.total.max(1);
-            if tenth > self.last_tenth {
-                self.last_tenth = tenth;
-                let _ = writeln!(err, "progress: {done}/{} written", self.total);
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if self.shown && self.terminal {
-            let _ = writeln!(std::io::stderr());
-        }
-    }
+    super::progress::write_all(store, &writes, targets).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,11 @@
 //! 4. one write a tenant flips it (and seals it) and ends the hold: the routers release its
 //!    queued requests to the new side, in arrival order.
 //!
+//! `switchyard flags apply BATCH --hold-max` runs the same steps for a whole batch, each
+//! tenant to the placement its row says: a thousand tenants move in one pause. Its hold's
+//! writes are conditional on the versions the plan read, so a tenant changed since is not
+//! held (and the move aborts).
+//!
 //! Whatever fails ends the hold where it is, with the tenants where their data is: the
 //! command writes the abort (the hold ended, the placement kept) and exits 2; a command
 //! killed outright leaves the routers to release everything at the deadline, on their own.
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use flag_store::fleet::{Fleet, now_ms};
 use flag_store::store::Store;
-use flag_store::{FlagWrite, HoldItem, HoldWrite, Placing, StoreUrl, Targets};
+use flag_store::{FlagWrite, HoldItem, HoldWrite, Placing, Targets};
 
 use super::StoreArgs;
 
@@ -36,17 +41,57 @@ pub enum Gate {
 /// One move with a hold, as the command line states it.
 #[derive(Debug, Clone)]
 pub struct Move {
-    pub tenants: Vec<String>,
+    /// Each tenant's flip: where it goes, its seal and shadow, who and why; its expected
+    /// version (if any) is checked by the hold's write.
+    pub flips: Vec<FlagWrite>,
+    /// Where they go, in words (a target's name, or a batch's).
     pub to: String,
-    pub seal: bool,
-    pub force: bool,
     pub hold_max: Duration,
     pub gate: Gate,
-    pub reason: String,
-    pub by: String,
     /// Routers not seen for this long are stale (they block unless ignored).
     pub fleet_timeout: Duration,
     pub ignore_routers: Vec<String>,
+}
+
+/// The hold's part of `flags move` and `flags apply`: its maximum, the gate, the fleet.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HoldArgs {
+    /// The longest the tenants' requests are held; every router releases them at this
+    /// deadline on its own, whatever happened (`flags move`: 10s unless given; `flags
+    /// apply` holds the batch only when it is given).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub hold_max: Option<std::time::Duration>,
+    /// Passes when `GET URL?tenants=a,b` answers 2xx (polled until the deadline).
+    #[arg(long, conflicts_with = "gate_cmd", requires = "hold_max")]
+    pub gate_url: Option<String>,
+    /// Passes when `sh -c CMD` exits 0; it gets SWITCHYARD_TENANTS=a,b and SWITCHYARD_HOLD.
+    #[arg(long, requires = "hold_max")]
+    pub gate_cmd: Option<String>,
+    /// A router not seen for this long must be named with --ignore-router to move on.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub fleet_timeout: std::time::Duration,
+    /// A router known gone: the move does not wait for its acknowledgement (audited).
+    #[arg(long, requires = "hold_max")]
+    pub ignore_router: Vec<String>,
+}
+
+impl HoldArgs {
+    /// The move of `flips` with this hold (`hold_max` given).
+    pub fn into_move(self, hold_max: Duration, flips: Vec<FlagWrite>, to: String) -> Move {
+        let gate = match (self.gate_url, self.gate_cmd) {
+            (Some(u), _) => Gate::Url(u),
+            (None, Some(c)) => Gate::Cmd(c),
+            (None, None) => Gate::None,
+        };
+        Move {
+            flips,
+            to,
+            hold_max,
+            gate,
+            fleet_timeout: self.fleet_timeout,
+            ignore_routers: self.ignore_router,
+        }
+    }
 }
 
 /// `switchyard flags move`'s arguments.
@@ -64,22 +109,8 @@ pub struct MoveArgs {
     /// Allow moving sealed tenants.
     #[arg(long)]
     pub force: bool,
-    /// The longest the tenants' requests are held; every router releases them at this
-    /// deadline on its own, whatever happened.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub hold_max: std::time::Duration,
-    /// Passes when `GET URL?tenants=a,b` answers 2xx (polled until the deadline).
-    #[arg(long, conflicts_with = "gate_cmd")]
-    pub gate_url: Option<String>,
-    /// Passes when `sh -c CMD` exits 0; it gets SWITCHYARD_TENANTS=a,b and SWITCHYARD_HOLD.
-    #[arg(long)]
-    pub gate_cmd: Option<String>,
-    /// A router not seen for this long must be named with --ignore-router to move on.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub fleet_timeout: std::time::Duration,
-    /// A router known gone: the move does not wait for its acknowledgement (audited).
-    #[arg(long)]
-    pub ignore_router: Vec<String>,
+    #[command(flatten)]
+    pub hold: HoldArgs,
     /// Why (recorded with every write; required).
     #[arg(long)]
     pub reason: String,
@@ -92,25 +123,30 @@ pub struct MoveArgs {
 
 impl MoveArgs {
     pub fn into_move(self, by: String) -> Move {
-        let gate = match (self.gate_url, self.gate_cmd) {
-            (Some(u), _) => Gate::Url(u),
-            (None, Some(c)) => Gate::Cmd(c),
-            (None, None) => Gate::None,
-        };
-        Move {
-            tenants: self.tenants,
-            to: self.to,
-            seal: self.seal,
-            force: self.force,
-            hold_max: self.hold_max,
-            gate,
-            reason: self.reason,
-            by,
-            fleet_timeout: self.fleet_timeout,
-            ignore_routers: self.ignore_router,
-        }
+        let flips = (self.tenants.iter())
+            .map(|t| FlagWrite {
+                tenant: t.clone(),
+                placing: Some(Placing::Pinned(self.to.clone())),
+                seal: self.seal.then_some(true),
+                shadow: None,
+                by: by.clone(),
+                reason: self.reason.clone(),
+                expect_version: None,
+                force: self.force,
+                hold: HoldWrite::None,
+            })
+            .collect();
+        let hold_max = self.hold.hold_max.unwrap_or(DEFAULT_HOLD_MAX);
+        self.hold.into_move(hold_max, flips, self.to)
     }
 }
+
+/// `flags move`'s hold when `--hold-max` is not given.
+const DEFAULT_HOLD_MAX: Duration = Duration::from_secs(10);
+
+/// Kept between the flip's writes and the hold's deadline, for every router to see the flip
+/// (a few of their polls).
+const FLIP_MARGIN: Duration = Duration::from_secs(2);
 
 /// How often the acknowledgements and the gate are asked again.
 const POLL: Duration = Duration::from_millis(50);
@@ -126,32 +162,38 @@ impl Steps {
 }
 
 /// Runs the move: exit 0 moved, 2 aborted (with why).
-pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::Result<ExitCode> {
-    if m.tenants.is_empty() {
+pub async fn run(store: &Store, targets: Option<&Targets>, m: Move) -> anyhow::Result<ExitCode> {
+    if m.flips.is_empty() {
         bail!("name at least one tenant to move");
     }
-    if m.tenants.iter().any(|t| t == flag_store::DEFAULT_TENANT) {
+    if m.flips
+        .iter()
+        .any(|f| f.tenant == flag_store::DEFAULT_TENANT)
+    {
         bail!(
             "the default flag (*) cannot be moved with a hold: requests without a tenant cannot be held; move the tenants by name, or set * with `flags set`"
         );
     }
-    if let Some(t) = targets
-        && t.id(&m.to).is_none()
-    {
-        bail!(
-            "--to {:?} is not a configured target (configured: {})",
-            m.to,
-            t.known_list()
-        );
+    if let Some(t) = targets {
+        for f in &m.flips {
+            if let Some(Placing::Pinned(to)) = &f.placing
+                && t.id(to).is_none()
+            {
+                bail!(
+                    "{to:?} is not a configured target (configured: {})",
+                    t.known_list()
+                );
+            }
+        }
     }
     // A tenant named twice is held once (a router acknowledges a hold once it has seen as
     // many tenants as the hold says).
     let mut seen = std::collections::HashSet::new();
     let mut m = m;
-    m.tenants.retain(|t| seen.insert(t.clone()));
+    m.flips.retain(|f| seen.insert(f.tenant.clone()));
+    let tenants: Vec<String> = m.flips.iter().map(|f| f.tenant.clone()).collect();
     let steps = Steps(Instant::now());
-    let store = Store::open(url).await;
-    let fleet = Fleet::of(&store);
+    let fleet = Fleet::of(store);
     let id = format!("h{}-{:04x}", now_ms(), rand::random::<u16>());
     let ignoring = match m.ignore_routers.is_empty() {
         true => String::new(),
@@ -159,10 +201,10 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
     };
     // 1. The hold. A tenant that follows the default flag is held where the default puts it
     // (it gets an item of its own).
-    let currents = store.currents(&m.tenants).await?;
-    let mut placings = Vec::with_capacity(m.tenants.len());
+    let currents = store.currents(&tenants).await?;
+    let mut placings = Vec::with_capacity(tenants.len());
     let mut default = None;
-    for t in &m.tenants {
+    for t in &tenants {
         match currents.get(t) {
             Some(c) if c.item.is_some() => placings.push(None),
             // A malformed item: the store's read says what is wrong with it.
@@ -189,16 +231,22 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
     let deadline_ms = now_ms() + m.hold_max.as_millis() as u64;
     let hold = HoldWrite::Set(HoldItem {
         id: id.clone(),
-        tenants: m.tenants.len() as u32,
+        tenants: tenants.len() as u32,
         deadline_ms,
     });
     let why = format!("hold {id} for a move to {}{ignoring}", m.to);
-    let mut writes = writes_for(&m, &m.tenants, None, None, m.force, hold, &why);
-    for (w, placing) in writes.iter_mut().zip(placings) {
-        w.placing = placing;
-    }
-    let results = store.write_each(&writes, targets, |_| {}).await;
-    let failed: Vec<String> = (refusals(&m.tenants, &results).into_iter())
+    let writes: Vec<FlagWrite> = (m.flips.iter().zip(placings))
+        .map(|(f, placing)| FlagWrite {
+            placing,
+            seal: None,
+            shadow: None,
+            reason: format!("{why}: {}", f.reason),
+            hold: hold.clone(),
+            ..f.clone()
+        })
+        .collect();
+    let results = super::progress::write_all(store, &writes, targets).await;
+    let failed: Vec<String> = (refusals(&tenants, &results).into_iter())
         .map(|(t, e)| format!("{t}: {e}"))
         .collect();
     if !failed.is_empty() {
@@ -209,12 +257,12 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
         for f in &failed {
             println!("           {f}");
         }
-        let held: Vec<String> = (m.tenants.iter().zip(&results))
+        let held: Vec<String> = (tenants.iter().zip(&results))
             .filter(|(_, r)| r.is_ok())
             .map(|(t, _)| t.clone())
             .collect();
         return abort(
-            &store,
+            store,
             targets,
             &steps,
             &m,
@@ -224,47 +272,58 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
         )
         .await;
     }
+    // A router that has not seen the flip by the deadline releases the tenants' requests to
+    // where they were: the flip is written only while there is time for its writes (as long
+    // as the hold's took) and for every router to see it.
+    let hold_took = deadline_ms.saturating_sub(m.hold_max.as_millis() as u64);
+    let hold_took = now_ms().saturating_sub(hold_took);
+    let flip_by_ms = deadline_ms.saturating_sub(hold_took + FLIP_MARGIN.as_millis() as u64);
     steps.say(format!(
-        "1. hold {id} written on {} tenant(s); deadline in {:?}",
-        m.tenants.len(),
-        m.hold_max
+        "1. hold {id} written on {} tenant(s); deadline in {:?}, flip by {:.1}s before it",
+        tenants.len(),
+        m.hold_max,
+        (deadline_ms - flip_by_ms) as f64 / 1000.0
     ));
 
     // 2 and 3: every router's acknowledgement, then the gate; a stop signal aborts.
     let ready = async {
-        acknowledged(&fleet, &m, &id, deadline_ms, &steps).await?;
+        acknowledged(&fleet, &m, &id, flip_by_ms, &steps).await?;
         steps.say(
             "2. every live router acknowledged: the tenants' requests queue, none is in flight",
         );
-        gate(&m.gate, &m.tenants, &id, deadline_ms, &steps).await
+        gate(&m.gate, &tenants, &id, flip_by_ms, &steps).await
     };
     let ready = tokio::select! {
         ready = ready => ready,
         why = stopped() => Err(why),
     };
     if let Err(why) = ready {
-        return abort(&store, targets, &steps, &m, &id, &m.tenants, &why).await;
+        return abort(store, targets, &steps, &m, &id, &tenants, &why).await;
     }
 
     // 4. The flip, which ends the hold.
     let why = format!("move to {} (hold {id})", m.to);
-    let placing = Some(Placing::Pinned(m.to.clone()));
-    let seal = m.seal.then_some(true);
-    let end = HoldWrite::End(id.clone());
-    let writes = writes_for(&m, &m.tenants, placing, seal, m.force, end, &why);
-    let results = store.write_each(&writes, targets, |_| {}).await;
-    let failed = refusals(&m.tenants, &results);
+    let writes: Vec<FlagWrite> = (m.flips.iter())
+        .map(|f| FlagWrite {
+            reason: format!("{why}: {}", f.reason),
+            expect_version: None,
+            hold: HoldWrite::End(id.clone()),
+            ..f.clone()
+        })
+        .collect();
+    let results = super::progress::write_all(store, &writes, targets).await;
+    let failed = refusals(&tenants, &results);
     if !failed.is_empty() {
         for (t, e) in &failed {
             steps.say(format!("3. flip refused for {t}: {e}"));
         }
         let left: Vec<String> = failed.into_iter().map(|(t, _)| t).collect();
-        let moved = m.tenants.len() - left.len();
+        let moved = tenants.len() - left.len();
         steps.say(format!(
             "{moved} tenant(s) moved; ending the hold of the rest where they are"
         ));
         return abort(
-            &store,
+            store,
             targets,
             &steps,
             &m,
@@ -274,11 +333,16 @@ pub async fn run(url: &StoreUrl, targets: Option<&Targets>, m: Move) -> anyhow::
         )
         .await;
     }
+    let sealed = m.flips.iter().filter(|f| f.seal == Some(true)).count();
     steps.say(format!(
         "4. moved {} tenant(s) to {}{}; hold {id} ended: their requests go to {}",
-        m.tenants.len(),
+        tenants.len(),
         m.to,
-        if m.seal { ", sealed" } else { "" },
+        match sealed {
+            0 => String::new(),
+            n if n == tenants.len() => ", sealed".into(),
+            n => format!(", {n} sealed"),
+        },
         m.to
     ));
     Ok(ExitCode::SUCCESS)
@@ -289,7 +353,7 @@ async fn acknowledged(
     fleet: &Fleet,
     m: &Move,
     id: &str,
-    deadline_ms: u64,
+    flip_by_ms: u64,
     steps: &Steps,
 ) -> Result<(), String> {
     let mut said = String::new();
@@ -338,9 +402,9 @@ async fn acknowledged(
             steps.say(format!("2. {now_saying}"));
             said = now_saying;
         }
-        if now_ms() + POLL.as_millis() as u64 >= deadline_ms {
+        if now_ms() + POLL.as_millis() as u64 >= flip_by_ms {
             return Err(format!(
-                "not every router acknowledged the hold before its deadline ({said})"
+                "not every router acknowledged the hold before its deadline, less the flip's time ({said})"
             ));
         }
         tokio::time::sleep(POLL).await;
@@ -375,10 +439,22 @@ async fn abort(
 ) -> anyhow::Result<ExitCode> {
     steps.say(format!("aborted: {why}"));
     let why = format!("abort hold {id}: {why}");
-    let end = HoldWrite::End(id.to_owned());
-    let writes = writes_for(m, tenants, None, None, false, end, &why);
-    let results = store.write_each(&writes, targets, |_| {}).await;
-    let failed: Vec<String> = (refusals(tenants, &results).into_iter())
+    let writes: Vec<FlagWrite> = (m.flips.iter())
+        .filter(|f| tenants.contains(&f.tenant))
+        .map(|f| FlagWrite {
+            placing: None,
+            seal: None,
+            shadow: None,
+            reason: format!("{why}: {}", f.reason),
+            expect_version: None,
+            force: false,
+            hold: HoldWrite::End(id.to_owned()),
+            ..f.clone()
+        })
+        .collect();
+    let tenants: Vec<String> = writes.iter().map(|w| w.tenant.clone()).collect();
+    let results = super::progress::write_all(store, &writes, targets).await;
+    let failed: Vec<String> = (refusals(&tenants, &results).into_iter())
         .map(|(t, e)| format!("{t}: {e}"))
         .collect();
     if failed.is_empty() {
@@ -401,16 +477,16 @@ async fn gate(
     gate: &Gate,
     tenants: &[String],
     id: &str,
-    deadline_ms: u64,
+    flip_by_ms: u64,
     steps: &Steps,
 ) -> Result<(), String> {
     let list = tenants.join(",");
     let mut last = String::new();
     loop {
-        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+        let left = Duration::from_millis(flip_by_ms.saturating_sub(now_ms()));
         if left.is_zero() {
             return Err(format!(
-                "the gate did not pass before the hold's deadline ({last})"
+                "the gate did not pass before the hold's deadline, less the flip's time ({last})"
             ));
         }
         let verdict = match gate {
@@ -468,31 +544,6 @@ async fn ask_cmd(cmd: &str, tenants: &str, id: &str, within: Duration) -> Result
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(format!("it exited with {status}")),
     }
-}
-
-/// One write a tenant, each stating who and why (`why: reason`).
-fn writes_for(
-    m: &Move,
-    tenants: &[String],
-    placing: Option<Placing>,
-    seal: Option<bool>,
-    force: bool,
-    hold: HoldWrite,
-    why: &str,
-) -> Vec<FlagWrite> {
-    (tenants.iter())
-        .map(|t| FlagWrite {
-            tenant: t.clone(),
-            placing: placing.clone(),
-            seal,
-            shadow: None,
-            by: m.by.clone(),
-            reason: format!("{why}: {}", m.reason),
-            expect_version: None,
-            force,
-            hold: hold.clone(),
-        })
-        .collect()
 }
 
 /// The tenants whose write was refused, with why.

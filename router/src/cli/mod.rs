@@ -4,6 +4,7 @@ pub mod batch;
 pub mod demo;
 pub mod fleet;
 pub mod hold;
+pub mod progress;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -231,6 +232,9 @@ enum FlagsCommand {
         /// plan (default: server.admin_listen of --config, when one is given).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// With --hold-max, the batch moves in one hold, as `flags move` does.
+        #[command(flatten)]
+        hold: hold::HoldArgs,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -629,7 +633,8 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             let (url, targets) = store_url(&args.store)?;
             let by = author(args.by.clone())?;
             let m = args.into_move(by);
-            return hold::run(&url, targets.as_ref(), m).await;
+            let store = Store::open(&url).await;
+            return hold::run(&store, targets.as_ref(), m).await;
         }
         FlagsCommand::Seal {
             tenant,
@@ -678,13 +683,14 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             yes,
             force,
             admin,
+            hold,
             store: args,
         } => {
             let admin = match (admin, &args.config) {
                 (None, None) => None,
                 (admin, config) => Some(admin_addr(admin, config.as_deref())?),
             };
-            return apply_batch(&batch, reason, by, (yes, force), admin, &args).await;
+            return batch::command(&batch, reason, by, (yes, force), admin, hold, &args).await;
         }
         FlagsCommand::CreateTable { store: args } => {
             let (url, _) = store_url(&args)?;
@@ -741,115 +747,6 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn apply_batch(
-    batch: &Path,
-    reason: String,
-    by: Option<String>,
-    (yes, force): (bool, bool),
-    admin: Option<SocketAddr>,
-    args: &StoreArgs,
-) -> anyhow::Result<ExitCode> {
-    use crate::cli::batch;
-    let text = if batch == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).context("cannot read the batch from stdin")?
-    } else {
-        std::fs::read_to_string(batch)
-            .with_context(|| format!("cannot read the batch {}", batch.display()))?
-    };
-    if reason.trim().is_empty() {
-        bail!("--reason is empty; every write must say why");
-    }
-    let by = author(by)?;
-    let (url, targets) = store_url(args)?;
-    if targets.is_none() {
-        eprintln!(
-            "note: no --config given, so target names are not checked here (routers reject unknown targets)"
-        );
-    }
-    let store = Store::open(&url).await;
-    let (rows, bad) = batch::parse(&text);
-    let mut plan = batch::plan(&store, rows, bad, targets.as_ref(), &by, &reason, force).await?;
-    if let Some(admin) = admin {
-        match admin_json(admin, "/shadow").await {
-            Ok(summary) => plan.match_rates = Some(match_rates(&summary)),
-            Err(e) => eprintln!("note: no shadow match rates in the plan: {e:#}"),
-        }
-    }
-    if !args.json {
-        println!("batch {} against {}", batch.display(), store.describe());
-        print!("{}", plan.render(describe));
-    }
-    let mut failed = Vec::new();
-    let mut written = Vec::new();
-    if yes && !plan.changes.is_empty() {
-        let results = batch::apply(&store, &plan, targets.as_ref()).await;
-        for (change, result) in plan.changes.iter().zip(results) {
-            match result {
-                Ok((_, new)) => written.push(new),
-                Err(e) => failed.push((
-                    change.write.tenant.clone(),
-                    batch::reason_of(&change.write.tenant, &e),
-                )),
-            }
-        }
-    }
-    if args.json {
-        let changes: Vec<_> = plan
-            .changes
-            .iter()
-            .map(|c| serde_json::json!({ "tenant": c.write.tenant, "from": c.from, "to": c.to, "moves_sealed": c.moves_sealed }))
-            .collect();
-        let rejected: Vec<_> = plan
-            .rejected
-            .iter()
-            .map(|r| serde_json::json!({ "line": r.line, "tenant": r.tenant, "reason": r.reason }))
-            .collect();
-        let failed_json: Vec<_> = failed
-            .iter()
-            .map(|(t, e)| serde_json::json!({ "tenant": t, "error": e }))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "applied": yes,
-                "changes": changes,
-                "unchanged": plan.unchanged,
-                "rejected": rejected,
-                "written": written,
-                "failed": failed_json,
-            }))?
-        );
-    } else if !yes {
-        if plan.changes.is_empty() {
-            println!("nothing to write");
-        } else {
-            println!(
-                "nothing written: re-run with --yes to write these changes ({})",
-                plan.changes.len()
-            );
-        }
-    } else {
-        for (tenant, error) in &failed {
-            println!("failed: tenant {tenant:?}: {error}");
-        }
-        println!(
-            "written: {}, failed: {}, unchanged: {}, rejected: {}",
-            written.len(),
-            failed.len(),
-            plan.unchanged.len(),
-            plan.rejected.len()
-        );
-        if !failed.is_empty() {
-            println!("re-running the same batch retries only what is not yet written");
-        }
-    }
-    Ok(if plan.rejected.is_empty() && failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
 }
 
 fn author(by: Option<String>) -> anyhow::Result<String> {

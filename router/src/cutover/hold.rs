@@ -67,7 +67,7 @@ fn in_flight(tenant: &str) -> u32 {
 pub struct QueueFull;
 
 /// What the holds did, for the metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HoldCounts {
     /// Requests queued under a hold.
     pub queued: AtomicU64,
@@ -79,6 +79,28 @@ pub struct HoldCounts {
     pub refused: AtomicU64,
     /// Holds acknowledged as drained.
     pub drained: AtomicU64,
+    /// How long the released requests waited.
+    pub waited: prometheus::Histogram,
+}
+
+impl Default for HoldCounts {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(
+            "switchyard_hold_wait_seconds",
+            "How long requests waited under a hold before going on (released or expired); their latency in switchyard_request_duration_seconds counts from then.",
+        )
+        .buckets(vec![
+            0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        HoldCounts {
+            queued: AtomicU64::default(),
+            released: AtomicU64::default(),
+            expired: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            drained: AtomicU64::default(),
+            waited: prometheus::Histogram::with_opts(opts).expect("valid histogram options"),
+        }
+    }
 }
 
 /// This router's holds: the queue, and the holds it acknowledges.
@@ -157,13 +179,14 @@ impl Holds {
         Ok(expired)
     }
 
-    /// A request that waited goes on: its hold ended, or its deadline passed.
-    pub fn released(&self, expired: bool) {
+    /// A request that waited for `waited` goes on: its hold ended, or its deadline passed.
+    pub fn released(&self, expired: bool, waited: Duration) {
         let count = match expired {
             false => &self.counts.released,
             true => &self.counts.expired,
         };
         count.fetch_add(1, Ordering::Relaxed);
+        self.counts.waited.observe(waited.as_secs_f64());
     }
 
     /// Wakes every waiting request, in the order they arrived, to be decided again.
@@ -211,6 +234,7 @@ impl crate::observe::metrics::Families for Holds {
             ),
             c.drained.load(Ordering::Relaxed) as f64,
         );
+        out.extend(prometheus::core::Collector::collect(&c.waited));
     }
 }
 

@@ -17,6 +17,8 @@ use crate::body::{ClientBody, ResponseBody};
 impl Proxy {
     /// A request of a held tenant: it waits in the hold queue until a snapshot ends the hold
     /// or the hold's deadline passes, is decided again each time, then goes on as any other.
+    /// Its clock (the route's timeout, its latency) starts again then: the wait is the hold's,
+    /// counted in `switchyard_hold_wait_seconds`, never the upstream's.
     pub(super) async fn held(
         &self,
         mut parts: Parts,
@@ -26,6 +28,7 @@ impl Proxy {
         client: &Peer,
     ) -> Response<ResponseBody> {
         let mut first = true;
+        let queued_at = tokio::time::Instant::now();
         loop {
             let head = head_bytes(&parts);
             let Ok(expired) = self.holds.wait(&hold, head, first).await else {
@@ -35,7 +38,8 @@ impl Proxy {
             let now_ms = self.health.now_ms();
             match self.decide(&parts, client, now_ms, &mut ctx) {
                 Ok(decided) => {
-                    self.holds.released(expired);
+                    self.holds.released(expired, queued_at.elapsed());
+                    ctx.start = tokio::time::Instant::now();
                     return (self.forward(&mut parts, body, decided, ctx, client, now_ms)).await;
                 }
                 Err(Refusal::Held(again)) => hold = again,
