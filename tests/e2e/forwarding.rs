@@ -445,3 +445,31 @@ async fn with_a_shutdown_delay_sigterm_fails_readyz_first_and_new_connections_ar
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// A drain that reaches `drain_timeout_ms` with a request still open cuts it and exits 2, so
+/// an orchestrator or an alert sees a dirty stop (a clean one exits 0: the tests above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_cut_short_by_its_timeout_exits_2() {
+    let setup = Setup::new().await;
+    let text = (setup.config_text()).replace("drain_timeout_ms = 10000", "drain_timeout_ms = 300");
+    assert!(text.contains("drain_timeout_ms = 300\n"));
+    let path = setup.dir.path().join("short-drain.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut router = Binary::serve(&path);
+    let addr = router.addr;
+    let held =
+        tokio::spawn(
+            async move { get(&client(), addr, "/hold", &[("x-tenant-id", "acme")]).await },
+        );
+    let seen = setup.legacy.seen.clone();
+    wait_for("a request held upstream", || {
+        seen.holding.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    router.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = router.exited().await;
+    assert_eq!(status.code(), Some(2), "{status:?}");
+    router.wait_log(&["drain timeout reached"]).await;
+    held.abort();
+    setup.legacy.seen.release.notify_waiters();
+}

@@ -324,8 +324,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 router.watch_config(path, loaded, hangups);
                 stop.recv().await;
                 tracing::info!("shutdown signal received; draining");
-                router.shutdown().await;
-                anyhow::Ok(ExitCode::SUCCESS)
+                // A drain cut short by its timeout is a dirty stop: exit 2, for the
+                // orchestrator and the alerts to see.
+                let drained = router.shutdown().await;
+                anyhow::Ok(match drained {
+                    true => ExitCode::SUCCESS,
+                    false => ExitCode::from(2),
+                })
             })?;
             // Everything the router waits for has ended; a blocking read stuck on a dead
             // disk does not hold the exit.
