@@ -47,7 +47,8 @@ pub struct InFlight(u16);
 impl InFlight {
     pub fn enter(tenant: &str) -> InFlight {
         let at = slot(tenant);
-        IN_FLIGHT[at].fetch_add(1, Ordering::Relaxed);
+        // Ordered with the snapshot read that follows (a locked add on x86, as Relaxed is).
+        IN_FLIGHT[at].fetch_add(1, Ordering::SeqCst);
         InFlight(at as u16)
     }
 }
@@ -59,7 +60,7 @@ impl Drop for InFlight {
 }
 
 fn in_flight(tenant: &str) -> u32 {
-    IN_FLIGHT[slot(tenant)].load(Ordering::Acquire)
+    IN_FLIGHT[slot(tenant)].load(Ordering::SeqCst)
 }
 
 /// The queue is full: the request is refused with 503 and `Retry-After`.

@@ -486,14 +486,21 @@ impl Proxy {
         }
 
         // 3. Flag lookup and pick, on one snapshot and one health view. A tenant being moved
-        // goes nowhere until its hold ends (one check while no tenant is held).
+        // goes nowhere until its hold ends (one check while no tenant is held). A flag-routed
+        // request counts in flight before it reads the snapshot: a router that sees a hold and
+        // then no request in flight knows every later one sees the hold too.
         let tenant_id = tenant.as_ref().map(|t| &*t.id);
+        if route.kind == RouteKind::Flagged {
+            ctx.tenant = tenant_id.map(TenantInFlight::enter);
+        }
         let snapshot = self.flags.load();
         if snapshot.has_holds()
             && route.kind == RouteKind::Flagged
             && let Some(hold) = tenant_id.and_then(|t| snapshot.hold(t))
             && hold.active_at(flag_store::fleet::now_ms())
         {
+            // A held request waits out of the count, or its hold could never drain.
+            ctx.tenant = None;
             return Err(Refusal::Held(hold.clone()));
         }
         let view = self.health.view(now_ms);
@@ -536,10 +543,7 @@ impl Proxy {
         }
         ctx.labels.target = pick.target.index();
         let tenant = match route.kind {
-            RouteKind::Flagged => {
-                ctx.tenant = tenant_id.map(TenantInFlight::enter);
-                TenantKey::new(tenant_id)
-            }
+            RouteKind::Flagged => TenantKey::new(tenant_id),
             RouteKind::Fixed(_) => TenantKey::None,
         };
         Ok(Decided {
