@@ -29,11 +29,28 @@ struct Pair {
     sides: [Mutex<HashMap<String, u64>>; 2],
     /// Writes made on legacy not yet applied on new.
     pending: AtomicUsize,
+    /// The replication log: writes made on legacy, in order, with when each reaches new.
+    log: Mutex<std::collections::VecDeque<(tokio::time::Instant, String, u64)>>,
     /// Requests each side served.
     served: [AtomicU64; 2],
+    gate_passed: AtomicBool,
+    /// Set by a test when it sees every router acknowledge a hold.
+    acked: AtomicBool,
 }
 
 impl Pair {
+    /// Applies the replication log's due writes to new, oldest first. Last writer wins: a
+    /// late copy overwrites a newer write made on new.
+    fn ship_due(&self) {
+        let mut log = self.log.lock().unwrap();
+        let now = tokio::time::Instant::now();
+        while log.front().is_some_and(|(due, _, _)| *due <= now) {
+            let (_, key, n) = log.pop_front().unwrap();
+            self.sides[1].lock().unwrap().insert(key, n);
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     async fn start(self: &Arc<Self>, side: usize) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -66,10 +83,24 @@ impl Pair {
             let mut resp = answer(self.pending.load(Ordering::SeqCst).to_string());
             if self.pending.load(Ordering::SeqCst) > 0 {
                 *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            } else {
+                self.gate_passed.store(true, Ordering::SeqCst);
             }
             return resp;
         }
         self.served[side].fetch_add(1, Ordering::SeqCst);
+        if side == 0 && self.gate_passed.load(Ordering::SeqCst) {
+            eprintln!(
+                "legacy served {} {path} after the gate passed",
+                req.method()
+            );
+        }
+        if side == 0 && self.acked.load(Ordering::SeqCst) {
+            eprintln!(
+                "legacy served {} {path} after every router acknowledged",
+                req.method()
+            );
+        }
         let parts: Vec<&str> = path.trim_start_matches("/kv/").split('/').collect();
         match (req.method().as_str(), parts.as_slice()) {
             ("POST", [key, n]) => {
@@ -79,13 +110,16 @@ impl Pair {
                     .unwrap()
                     .insert((*key).to_owned(), n);
                 if side == 0 {
+                    // Replication is a log shipped in order: each write reaches new LAG
+                    // after it was made, never before an earlier one (timers due in the same
+                    // tick fire in any order, so each applies whatever is due, oldest first).
                     self.pending.fetch_add(1, Ordering::SeqCst);
-                    let (pair, key) = (self.clone(), (*key).to_owned());
+                    let due = tokio::time::Instant::now() + LAG;
+                    (self.log.lock().unwrap()).push_back((due, (*key).to_owned(), n));
+                    let pair = self.clone();
                     tokio::spawn(async move {
-                        tokio::time::sleep(LAG).await;
-                        // Last writer wins: a late copy overwrites a newer write on new.
-                        pair.sides[1].lock().unwrap().insert(key, n);
-                        pair.pending.fetch_sub(1, Ordering::SeqCst);
+                        tokio::time::sleep_until(due).await;
+                        pair.ship_due();
                     });
                 }
                 answer(n.to_string())
@@ -153,6 +187,7 @@ fn clients(
                     tally.writes.fetch_add(1, Ordering::SeqCst);
                     tally.last.lock().unwrap().insert(key.clone(), n);
                     if read.parse::<u64>().unwrap() < n {
+                        eprintln!("{tenant} {key}: wrote {n}, read {read} (status {status})");
                         tally.stale.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -317,6 +352,7 @@ async fn a_move_with_a_hold_serves_no_stale_read_loses_no_write_and_fails_nothin
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             served.store(pair.served[0].load(Ordering::SeqCst), Ordering::SeqCst);
+            pair.acked.store(true, Ordering::SeqCst);
         });
         let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
             .await

@@ -245,6 +245,51 @@ async fn a_gate_that_never_passes_aborts_and_the_tenant_stays_where_its_data_is(
     router.shutdown().await;
 }
 
+/// A gate URL that takes the connection and never answers: the move asks again until it is
+/// out of time, then aborts; the held requests go to legacy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_hangs_aborts_in_time_and_the_tenant_stays_where_its_data_is() {
+    let setup = Setup::new().await;
+    let (router, config) = router(&setup, "").await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate = format!("http://{}/caught-up", silent.local_addr().unwrap());
+    let kept = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let mv = start_move(
+        &config,
+        &[
+            "hold-acme",
+            "--to",
+            "new",
+            "--hold-max",
+            "3500ms",
+            "--gate-url",
+            &gate,
+        ],
+    );
+    until_held(&router, "hold-acme").await;
+    let held = requests(&router, "hold-acme", "/", 2);
+    let (code, out) = finished(mv).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("3. the gate says not yet: no answer"), "{out}");
+    assert!(
+        out.contains("aborted: the gate did not pass before the hold's deadline"),
+        "{out}"
+    );
+    for r in held {
+        let (status, body) = r.await.unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "legacy"));
+    }
+    let item = setup.store().get("hold-acme").unwrap().unwrap();
+    assert_eq!((item.target.as_deref(), item.hold), (Some("legacy"), None));
+    kept.abort();
+    router.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_killed_mid_hold_is_released_by_every_router_at_the_deadline() {
     let setup = Setup::new().await;
