@@ -335,6 +335,18 @@ async fn a_batch_on_the_file_store_moves_sealed_tenants_only_when_forced() {
     let flag = |t| setup.store().get(t).unwrap().unwrap();
     assert_eq!(flag("acme").target.as_deref(), Some("new"));
     assert_eq!(flag("globex").target.as_deref(), Some("legacy"));
+    // A gate is for a move with a hold: without --hold-max it is refused, naming what to add,
+    // and with --json too (a hold prints its steps).
+    for extra in [
+        &["--gate-cmd", "true"][..],
+        &["--hold-max", "5s", "--json"][..],
+    ] {
+        let mut args = vec!["flags", "apply", b, "--reason", "r", "--config", c, "--yes"];
+        args.extend(extra);
+        let (code, _, err) = switchyard(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("--hold-max"), "{err}");
+    }
 
     let (code, out, err) = switchyard(&[
         "flags",

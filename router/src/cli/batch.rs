@@ -83,6 +83,12 @@ pub(super) async fn command(
     if hold.hold_max.is_some() && args.json {
         bail!("--json and --hold-max do not go together: a move with a hold prints its steps");
     }
+    let holding = hold.gate_url.is_some() || hold.gate_cmd.is_some();
+    if hold.hold_max.is_none() && (holding || !hold.ignore_router.is_empty()) {
+        bail!(
+            "--gate-url, --gate-cmd and --ignore-router are for a move with a hold: add --hold-max"
+        );
+    }
     let by = super::author(by)?;
     let (url, targets) = super::store_url(args)?;
     if targets.is_none() {

@@ -62,16 +62,16 @@ pub struct HoldArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub hold_max: Option<std::time::Duration>,
     /// Passes when `GET URL?tenants=a,b` answers 2xx (polled until the deadline).
-    #[arg(long, conflicts_with = "gate_cmd", requires = "hold_max")]
+    #[arg(long, conflicts_with = "gate_cmd")]
     pub gate_url: Option<String>,
     /// Passes when `sh -c CMD` exits 0; it gets SWITCHYARD_TENANTS=a,b and SWITCHYARD_HOLD.
-    #[arg(long, requires = "hold_max")]
+    #[arg(long)]
     pub gate_cmd: Option<String>,
     /// A router not seen for this long must be named with --ignore-router to move on.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub fleet_timeout: std::time::Duration,
     /// A router known gone: the move does not wait for its acknowledgement (audited).
-    #[arg(long, requires = "hold_max")]
+    #[arg(long)]
     pub ignore_router: Vec<String>,
 }
 
