@@ -103,10 +103,10 @@ fn requests(
 async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() {
     let setup = Setup::new().await;
     let (router, config) = router(&setup, "").await;
-    let version = setup.set("hold-acme", pin("legacy"));
+    let version = setup.set("drain-acme", pin("legacy"));
     wait_version(&router, version).await;
     // A request in flight on legacy before the move: the hold waits for it.
-    let in_flight = requests(&router, "hold-acme", "/hold", 1);
+    let in_flight = requests(&router, "drain-acme", "/hold", 1);
     wait_for("the request held by legacy", || {
         setup
             .legacy
@@ -122,7 +122,7 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
     let mv = start_move(
         &config,
         &[
-            "hold-acme",
+            "drain-acme",
             "--to",
             "new",
             "--seal",
@@ -132,15 +132,15 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
             &gate_cmd,
         ],
     );
-    until_held(&router, "hold-acme").await;
-    let held = requests(&router, "hold-acme", "/", 3);
+    until_held(&router, "drain-acme").await;
+    let held = requests(&router, "drain-acme", "/", 3);
     wait_metric(&router, "switchyard_hold_queued", 3.0).await;
     assert_eq!(
-        setup.new.seen.tenant("hold-acme"),
+        setup.new.seen.tenant("drain-acme"),
         0,
         "nothing reaches new while held"
     );
-    let legacy_before = setup.legacy.seen.tenant("hold-acme");
+    let legacy_before = setup.legacy.seen.tenant("drain-acme");
     // Not drained while legacy still works on the tenant's request.
     let drained = || {
         std::fs::read_to_string(setup.dir.path().join("flags.fleet/r1.json"))
@@ -169,11 +169,11 @@ async fn a_move_holds_the_tenant_until_its_requests_drain_and_the_gate_passes() 
         assert_eq!((status, body.as_str()), (StatusCode::OK, "new"));
     }
     assert_eq!(
-        setup.legacy.seen.tenant("hold-acme"),
+        setup.legacy.seen.tenant("drain-acme"),
         legacy_before,
         "none went to legacy"
     );
-    let item = setup.store().get("hold-acme").unwrap().unwrap();
+    let item = setup.store().get("drain-acme").unwrap().unwrap();
     assert_eq!(
         (item.target.as_deref(), item.sealed, item.hold),
         (Some("new"), true, None)
@@ -212,7 +212,7 @@ async fn a_gate_that_never_passes_aborts_and_the_tenant_stays_where_its_data_is(
             "--to",
             "new",
             "--hold-max",
-            "3500ms",
+            "6s",
             "--gate-cmd",
             "exit 3",
         ],
@@ -266,7 +266,7 @@ async fn a_gate_that_hangs_aborts_in_time_and_the_tenant_stays_where_its_data_is
             "--to",
             "new",
             "--hold-max",
-            "3500ms",
+            "6s",
             "--gate-url",
             &gate,
         ],
