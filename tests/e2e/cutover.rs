@@ -230,10 +230,35 @@ impl Harness {
             &self.config,
         ]);
         assert_eq!(code, 0, "{out}{err}");
+        self.caught_up().await;
+    }
+
+    /// Waits until every router routes by the store's version.
+    async fn caught_up(&self) {
         let version = self.emulator.store().await.version().await.unwrap();
         for r in &self.routers {
             wait_version(r, version).await;
         }
+    }
+}
+
+/// Starts `switchyard ARGS` (run by alice) at once; the future gives its exit code and all
+/// it printed.
+fn cli(args: &[&str]) -> impl std::future::Future<Output = (Option<i32>, String)> + use<> {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("USER", "alice")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    async move {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), printed)
     }
 }
 
@@ -334,15 +359,22 @@ async fn a_move_with_a_hold_serves_no_stale_read_loses_no_write_and_fails_nothin
     let tally = run_clients(&h, &["cut-acme"], async {
         // The gate: the pair's lag endpoint.
         let gate_url = format!("http://{}/lag", h.legacy);
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["flags", "move", "cut-acme", "--to", "replica_new", "--seal"])
-            .args(["--hold-max", "30s", "--gate-url", &gate_url])
-            .args(["--reason", "cutover test", "--config", &h.config])
-            .env("USER", "alice")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let moving = cli(&[
+            "flags",
+            "move",
+            "cut-acme",
+            "--to",
+            "replica_new",
+            "--seal",
+            "--hold-max",
+            "30s",
+            "--gate-url",
+            &gate_url,
+            "--reason",
+            "cutover test",
+            "--config",
+            &h.config,
+        ]);
         // When every router has acknowledged, count what legacy has served.
         let fleet = flag_store::fleet::Fleet::Dynamo(h.emulator.store().await);
         let served = legacy_served_at_ack.clone();
@@ -354,12 +386,9 @@ async fn a_move_with_a_hold_serves_no_stale_read_loses_no_write_and_fails_nothin
             served.store(pair.served[0].load(Ordering::SeqCst), Ordering::SeqCst);
             pair.acked.store(true, Ordering::SeqCst);
         });
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        printed = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{printed}");
+        let code;
+        (code, printed) = moving.await;
+        assert_eq!(code, Some(0), "{printed}");
         assert!(printed.contains("3. the gate passed"), "{printed}");
         watch.await.unwrap();
     })
@@ -424,39 +453,32 @@ async fn a_batch_moves_in_one_hold_on_three_routers() {
         &h.config,
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    let version = h.emulator.store().await.version().await.unwrap();
-    for r in &h.routers {
-        wait_version(r, version).await;
-    }
+    h.caught_up().await;
 
     let clients_of: Vec<&'static str> = ["t0000", "t0037", "t0121", "t0199"].to_vec();
     let onto_new = batch("replica_new");
     let gate_url = format!("http://{}/lag", h.legacy);
     let mut printed = String::new();
     let tally = run_clients(&h, &clients_of, async {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["flags", "apply", &onto_new, "--yes", "--hold-max", "120s"])
-            .args([
-                "--gate-url",
-                &gate_url,
-                "--reason",
-                "batch 7",
-                "--config",
-                &h.config,
-            ])
-            .env("USER", "alice")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        printed = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
+        let code;
+        (code, printed) = cli(&[
+            "flags",
+            "apply",
+            &onto_new,
+            "--yes",
+            "--hold-max",
+            "120s",
+            "--gate-url",
+            &gate_url,
+            "--reason",
+            "batch 7",
+            "--config",
+            &h.config,
+        ])
+        .await;
         let steps = printed.lines().filter(|l| l.starts_with('['));
         println!("{}", steps.collect::<Vec<_>>().join("\n"));
-        assert_eq!(out.status.code(), Some(0), "{printed}");
+        assert_eq!(code, Some(0), "{printed}");
     })
     .await;
     assert!(
@@ -474,9 +496,8 @@ async fn a_batch_moves_in_one_hold_on_three_routers() {
         .filter(|i| i["target"] == "replica_new" && i.get("hold").is_none())
         .count();
     assert_eq!(moved, count, "{list}");
-    let version = h.emulator.store().await.version().await.unwrap();
+    h.caught_up().await;
     for r in &h.routers {
-        wait_version(r, version).await;
         assert!(!r.flags().load().has_holds());
     }
     let held_at = step_at(&printed, "1. hold");

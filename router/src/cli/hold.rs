@@ -228,7 +228,8 @@ pub async fn run(store: &Store, targets: Option<&Targets>, m: Move) -> anyhow::R
         }
     }
     // The deadline counts from the hold's write, not from the reads before it.
-    let deadline_ms = now_ms() + m.hold_max.as_millis() as u64;
+    let writing_ms = now_ms();
+    let deadline_ms = writing_ms + m.hold_max.as_millis() as u64;
     let hold = HoldWrite::Set(HoldItem {
         id: id.clone(),
         tenants: tenants.len() as u32,
@@ -275,8 +276,7 @@ pub async fn run(store: &Store, targets: Option<&Targets>, m: Move) -> anyhow::R
     // A router that has not seen the flip by the deadline releases the tenants' requests to
     // where they were: the flip is written only while there is time for its writes (as long
     // as the hold's took) and for every router to see it.
-    let hold_took = deadline_ms.saturating_sub(m.hold_max.as_millis() as u64);
-    let hold_took = now_ms().saturating_sub(hold_took);
+    let hold_took = now_ms().saturating_sub(writing_ms);
     let flip_by_ms = deadline_ms.saturating_sub(hold_took + FLIP_MARGIN.as_millis() as u64);
     steps.say(format!(
         "1. hold {id} written on {} tenant(s); deadline in {:?}, flip by {:.1}s before it",
@@ -315,7 +315,7 @@ pub async fn run(store: &Store, targets: Option<&Targets>, m: Move) -> anyhow::R
     let failed = refusals(&tenants, &results);
     if !failed.is_empty() {
         for (t, e) in &failed {
-            steps.say(format!("3. flip refused for {t}: {e}"));
+            steps.say(format!("4. flip refused for {t}: {e}"));
         }
         let left: Vec<String> = failed.into_iter().map(|(t, _)| t).collect();
         let moved = tenants.len() - left.len();
