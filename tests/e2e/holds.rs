@@ -290,6 +290,133 @@ async fn a_gate_that_hangs_aborts_in_time_and_the_tenant_stays_where_its_data_is
     router.shutdown().await;
 }
 
+/// An `https://` gate is verified: against the CA named by `--gate-ca` it passes; without it,
+/// the platform's CAs do not know the test's CA, the move says so at step 3 and aborts, and
+/// the tenant stays on legacy. A CA for a plain-HTTP gate is refused before anything is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gate_is_verified_against_its_ca_before_the_move_trusts_it() {
+    let setup = Setup::new().await;
+    let (router, config) = router(&setup, "").await;
+    let pki = crate::tls::Pki::new();
+    let ca = pki.write_ca(setup.dir.path());
+    let ca = ca.to_str().unwrap();
+    let gate = crate::tls::TlsUpstream::start(&pki, "127.0.0.1", None).await;
+    let url = format!("https://127.0.0.1:{}/caught-up", gate.addr.port());
+    let version = setup.set("tls-acme", pin("legacy"));
+    wait_version(&router, version).await;
+
+    let untrusted = [
+        "tls-acme",
+        "--to",
+        "new",
+        "--hold-max",
+        "4s",
+        "--gate-url",
+        &url,
+    ];
+    let (code, out) = finished(start_move(&config, &untrusted)).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "3. the gate says not yet: cannot ask it: its certificate is signed by an authority the router does not trust"
+        ),
+        "{out}"
+    );
+    let item = setup.store().get("tls-acme").unwrap().unwrap();
+    assert_eq!((item.target.as_deref(), item.hold), (Some("legacy"), None));
+    assert_eq!(gate.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let trusted = [&untrusted[..], &["--gate-ca", ca]].concat();
+    let (code, out) = finished(start_move(&config, &trusted)).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3. the gate passed"), "{out}");
+    assert!(gate.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let item = setup.store().get("tls-acme").unwrap().unwrap();
+    assert_eq!((item.target.as_deref(), item.hold), (Some("new"), None));
+    let (status, _, body) = get(
+        &client(),
+        router.addr(),
+        "/",
+        &[("x-tenant-id", "tls-acme")],
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "new"));
+
+    // --gate-ca belongs to an https gate: refused by name, before any hold is written.
+    let plain = format!("http://127.0.0.1:{}/caught-up", gate.addr.port());
+    let back = [
+        "tls-acme",
+        "--to",
+        "legacy",
+        "--gate-url",
+        &plain,
+        "--gate-ca",
+        ca,
+    ];
+    let (code, out) = finished(start_move(&config, &back)).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--gate-ca is for an https:// gate URL"),
+        "{out}"
+    );
+    let after = setup.store().get("tls-acme").unwrap().unwrap();
+    assert_eq!(after.version, item.version, "nothing written");
+    router.shutdown().await;
+}
+
+/// `flags move --split`: the tenant is held, then flipped to weights in one write; the held
+/// requests are released to the split (each user sticky to its side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_split_holds_then_spreads_the_tenant_by_user() {
+    let setup = Setup::new().await;
+    let (router, config) = router(&setup, "").await;
+    let version = setup.set("split-acme", pin("legacy"));
+    wait_version(&router, version).await;
+    let gate = setup.dir.path().join("split-caught-up");
+    let gate_cmd = format!("test -e {}", gate.display());
+    let args = [
+        "split-acme",
+        "--split",
+        "legacy=50,new=50",
+        "--hold-max",
+        "10s",
+        "--gate-cmd",
+        &gate_cmd,
+    ];
+    let mv = start_move(&config, &args);
+    until_held(&router, "split-acme").await;
+    let held = requests(&router, "split-acme", "/", 2);
+    wait_metric(&router, "switchyard_hold_queued", 2.0).await;
+    std::fs::write(&gate, "").unwrap();
+    let (code, out) = finished(mv).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("4. moved 1 tenant(s) to legacy=50,new=50"),
+        "{out}"
+    );
+    for r in held {
+        assert_eq!(r.await.unwrap().0, StatusCode::OK);
+    }
+    let item = setup.store().get("split-acme").unwrap().unwrap();
+    let weights: Vec<(String, u32)> = item.weights.clone().unwrap().into_iter().collect();
+    assert_eq!(
+        (item.target, weights, item.hold),
+        (None, vec![("legacy".into(), 50), ("new".into(), 50)], None)
+    );
+    // Forty users: both sides serve some, and each user keeps its side.
+    let mut sides = std::collections::BTreeMap::new();
+    for user in 0..40 {
+        let user = format!("u{user}");
+        let headers = [("x-tenant-id", "split-acme"), ("x-user-id", user.as_str())];
+        let (_, _, first) = get(&client(), router.addr(), "/", &headers).await;
+        let (_, _, again) = get(&client(), router.addr(), "/", &headers).await;
+        assert_eq!(first, again, "{user} is sticky");
+        *sides.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(sides.len(), 2, "{sides:?}");
+    router.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_killed_mid_hold_is_released_by_every_router_at_the_deadline() {
     let setup = Setup::new().await;

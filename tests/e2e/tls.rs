@@ -49,7 +49,7 @@ impl Pki {
         cert.der().clone()
     }
 
-    fn write_ca(&self, dir: &Path) -> std::path::PathBuf {
+    pub fn write_ca(&self, dir: &Path) -> std::path::PathBuf {
         let path = dir.join("ca.pem");
         std::fs::write(&path, self.ca.pem()).unwrap();
         path
@@ -418,14 +418,14 @@ async fn curl_reaches_tenants_over_tls_with_http1_and_http2() {
 /// An upstream that speaks TLS with a certificate for `name` signed by `pki`, HTTP/1.1 or
 /// HTTP/2 by ALPN; with `client_ca`, it requires a client certificate signed by it. Answers
 /// with `x-upstream: secure` and `x-version`; counts requests and health checks.
-struct TlsUpstream {
-    addr: SocketAddr,
-    requests: Arc<AtomicU64>,
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
     checks: Arc<AtomicU64>,
 }
 
 impl TlsUpstream {
-    async fn start(pki: &Pki, name: &str, client_ca: Option<&Pki>) -> TlsUpstream {
+    pub async fn start(pki: &Pki, name: &str, client_ca: Option<&Pki>) -> TlsUpstream {
         let dir = tempfile::tempdir().unwrap();
         pki.leaf(dir.path(), "up", &[name]);
         let chain: Vec<CertificateDer<'static>> =

@@ -118,7 +118,7 @@ pub(super) async fn command(
         let moved = super::hold::run(
             &store,
             targets.as_ref(),
-            hold.into_move(hold_max, flips, to),
+            hold.into_move(hold_max, flips, to)?,
         )
         .await?;
         return Ok(match plan.rejected.is_empty() {

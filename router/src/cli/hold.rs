@@ -33,7 +33,7 @@ pub enum Gate {
     /// No gate: the hold only drains the old side's requests.
     None,
     /// `GET URL?tenants=a,b` answers 2xx.
-    Url(String),
+    Url(Box<GateUrl>),
     /// `sh -c CMD` exits 0, with `SWITCHYARD_TENANTS=a,b` and `SWITCHYARD_HOLD=ID`.
     Cmd(String),
 }
@@ -61,9 +61,13 @@ pub struct HoldArgs {
     /// apply` holds the batch only when it is given).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub hold_max: Option<std::time::Duration>,
-    /// Passes when `GET URL?tenants=a,b` answers 2xx (polled until the deadline).
+    /// Passes when `GET URL?tenants=a,b` answers 2xx (polled until the deadline); an
+    /// `https://` URL is verified against the platform's CAs or --gate-ca.
     #[arg(long, conflicts_with = "gate_cmd")]
     pub gate_url: Option<String>,
+    /// PEM CA certificates to verify an `https://` gate URL against (a private CA).
+    #[arg(long, requires = "gate_url")]
+    pub gate_ca: Option<std::path::PathBuf>,
     /// Passes when `sh -c CMD` exits 0; it gets SWITCHYARD_TENANTS=a,b and SWITCHYARD_HOLD.
     #[arg(long)]
     pub gate_cmd: Option<String>,
@@ -76,23 +80,93 @@ pub struct HoldArgs {
 }
 
 impl HoldArgs {
-    /// The move of `flips` with this hold (`hold_max` given).
-    pub fn into_move(self, hold_max: Duration, flips: Vec<FlagWrite>, to: String) -> Move {
+    /// The move of `flips` with this hold (`hold_max` given); a gate URL that cannot be
+    /// asked (not a URL, an unreadable CA file) is refused here, before anything is held.
+    pub fn into_move(
+        self,
+        hold_max: Duration,
+        flips: Vec<FlagWrite>,
+        to: String,
+    ) -> anyhow::Result<Move> {
         let gate = match (self.gate_url, self.gate_cmd) {
-            (Some(u), _) => Gate::Url(u),
+            (Some(u), _) => Gate::Url(Box::new(GateUrl::new(&u, self.gate_ca.as_deref())?)),
             (None, Some(c)) => Gate::Cmd(c),
             (None, None) => Gate::None,
         };
-        Move {
+        Ok(Move {
             flips,
             to,
             hold_max,
             gate,
             fleet_timeout: self.fleet_timeout,
             ignore_routers: self.ignore_router,
+        })
+    }
+}
+
+/// A gate URL and the client that asks it: plain HTTP, or HTTPS verified (always) against
+/// the platform's CAs or the ones given.
+#[derive(Debug, Clone)]
+pub struct GateUrl {
+    url: String,
+    client: hyper_util::client::legacy::Client<
+        crate::tls::Connector,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
+}
+
+impl GateUrl {
+    fn new(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<GateUrl> {
+        let uri: http::Uri =
+            (url.parse()).map_err(|e| anyhow::anyhow!("--gate-url {url:?} is not a URL: {e}"))?;
+        let tls = match (uri.scheme_str(), ca) {
+            (Some("https"), ca) => Some(crate::tls::UpstreamTls {
+                ca_file: ca.map(Into::into),
+                server_name: None,
+                client_cert: None,
+            }),
+            (Some("http"), None) => None,
+            (Some("http"), Some(_)) => bail!("--gate-ca is for an https:// gate URL, not {url:?}"),
+            _ => bail!("--gate-url {url:?} must start with http:// or https://"),
+        };
+        if uri.host().is_none() {
+            bail!("--gate-url {url:?} names no host");
+        }
+        let connector = crate::tls::connector(tls.as_ref(), false, GATE_CONNECT_TIMEOUT)
+            // Its words name the router's config keys; here the flag is the key.
+            .map_err(|e| {
+                anyhow::anyhow!("the gate's TLS: {}", e.replace("tls_ca_file", "--gate-ca"))
+            })?;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Ok(GateUrl {
+            url: url.to_owned(),
+            client,
+        })
+    }
+
+    /// Asks once, waiting up to `within`.
+    async fn ask(&self, tenants: &str, within: Duration) -> Result<(), String> {
+        let url = &self.url;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let uri: http::Uri = format!("{url}{sep}tenants={tenants}")
+            .parse()
+            .map_err(|e| format!("{url:?} with the tenants is not a URL: {e}"))?;
+        match tokio::time::timeout(within, self.client.get(uri)).await {
+            Err(_) => Err("no answer".into()),
+            Ok(Err(e)) => Err(match crate::tls::upstream_failure(&e) {
+                Some(tls) => format!("cannot ask it: {tls}"),
+                None => format!("cannot ask it: {}", flag_store::error::Chain(&e)),
+            }),
+            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+            Ok(Ok(resp)) => Err(format!("it answered {}", resp.status())),
         }
     }
 }
+
+/// How long the gate's connection may take to open, each time it is asked.
+const GATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `switchyard flags move`'s arguments.
 #[derive(clap::Args, Debug)]
@@ -101,8 +175,12 @@ pub struct MoveArgs {
     #[arg(required = true)]
     pub tenants: Vec<String>,
     /// The target they move to (pinned).
+    #[arg(long, conflicts_with = "split", required_unless_present = "split")]
+    pub to: Option<String>,
+    /// Or the weights they move to, e.g. `legacy=50,new=50` (every target in it holds their
+    /// data; sticky by user as `flags set --split` is).
     #[arg(long)]
-    pub to: String,
+    pub split: Option<String>,
     /// Seal them on the new target in the same write.
     #[arg(long)]
     pub seal: bool,
@@ -122,11 +200,19 @@ pub struct MoveArgs {
 }
 
 impl MoveArgs {
-    pub fn into_move(self, by: String) -> Move {
+    pub fn into_move(self, by: String) -> anyhow::Result<Move> {
+        let (placing, to) = match (self.to, &self.split) {
+            (Some(to), _) => (Placing::Pinned(to.clone()), to),
+            (None, Some(split)) => (
+                Placing::parse_split(split).map_err(|e| anyhow::anyhow!("--split: {e}"))?,
+                split.clone(),
+            ),
+            (None, None) => bail!("name where they move: --to TARGET or --split WEIGHTS"),
+        };
         let flips = (self.tenants.iter())
             .map(|t| FlagWrite {
                 tenant: t.clone(),
-                placing: Some(Placing::Pinned(self.to.clone())),
+                placing: Some(placing.clone()),
                 seal: self.seal.then_some(true),
                 shadow: None,
                 by: by.clone(),
@@ -137,7 +223,7 @@ impl MoveArgs {
             })
             .collect();
         let hold_max = self.hold.hold_max.unwrap_or(DEFAULT_HOLD_MAX);
-        self.hold.into_move(hold_max, flips, self.to)
+        self.hold.into_move(hold_max, flips, to)
     }
 }
 
@@ -176,9 +262,12 @@ pub async fn run(store: &Store, targets: Option<&Targets>, m: Move) -> anyhow::R
     }
     if let Some(t) = targets {
         for f in &m.flips {
-            if let Some(Placing::Pinned(to)) = &f.placing
-                && t.id(to).is_none()
-            {
+            let named: Vec<&String> = match &f.placing {
+                Some(Placing::Pinned(to)) => vec![to],
+                Some(Placing::Split(weights)) => weights.keys().collect(),
+                None => Vec::new(),
+            };
+            if let Some(to) = named.into_iter().find(|to| t.id(to).is_none()) {
                 bail!(
                     "{to:?} is not a configured target (configured: {})",
                     t.known_list()
@@ -494,7 +583,7 @@ async fn gate(
                 steps.say("3. no gate: the new side is taken as caught up");
                 return Ok(());
             }
-            Gate::Url(url) => ask_url(url, &list, left).await,
+            Gate::Url(url) => url.ask(&list, left).await,
             Gate::Cmd(cmd) => ask_cmd(cmd, &list, id, left).await,
         };
         match verdict {
@@ -510,23 +599,6 @@ async fn gate(
             }
         }
         tokio::time::sleep(GATE_POLL.min(left)).await;
-    }
-}
-
-async fn ask_url(url: &str, tenants: &str, within: Duration) -> Result<(), String> {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let uri: http::Uri = format!("{url}{sep}tenants={tenants}")
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let asked = tokio::time::timeout(within, client.get(uri)).await;
-    match asked {
-        Err(_) => Err("no answer".into()),
-        Ok(Err(e)) => Err(format!("cannot ask it: {e}")),
-        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-        Ok(Ok(resp)) => Err(format!("it answered {}", resp.status())),
     }
 }
 

@@ -64,7 +64,7 @@ enum Command {
     },
     /// Read and write tenant flags.
     #[command(subcommand)]
-    Flags(FlagsCommand),
+    Flags(Box<FlagsCommand>),
     /// Exit 0 when a running router is ready (its /readyz answers 200), 1 otherwise, saying
     /// why: a container's health check that needs no other tool in the image.
     Ready {
@@ -346,7 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime(2)?.block_on(crate::cli::demo::run(listen, admin_listen, dir))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Flags(cmd) => flags(cmd),
+        Command::Flags(cmd) => flags(*cmd),
         Command::Fleet {
             max_lag,
             fleet_timeout,
@@ -637,7 +637,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         FlagsCommand::Move(args) => {
             let (url, targets) = store_url(&args.store)?;
             let by = author(args.by.clone())?;
-            let m = args.into_move(by);
+            let m = args.into_move(by)?;
             let store = Store::open(&url).await;
             return hold::run(&store, targets.as_ref(), m).await;
         }
