@@ -30,7 +30,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem, Update,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
+    TransactWriteItem, Update,
 };
 use serde_json::Value;
 
@@ -177,6 +178,8 @@ pub struct AuditRecord {
     pub by: String,
     pub at: String,
     pub reason: String,
+    /// Why `new` is `None` although the record has a value (a field of the wrong type...).
+    pub new_unreadable: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -761,6 +764,68 @@ impl DynamoStore {
         })
     }
 
+    /// What a writer needs of each tenant's stored item (a tenant with no item is absent):
+    /// consistent `BatchGetItem` reads of [`PER_BATCH_GET`] keys a request, the keys DynamoDB
+    /// leaves unprocessed (throttling) asked again after a pause.
+    pub async fn currents(
+        &self,
+        tenants: &[String],
+    ) -> Result<HashMap<String, Current>, StoreError> {
+        let mut out = HashMap::with_capacity(tenants.len());
+        let mut unique: Vec<&String> = tenants.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        for part in unique.chunks(PER_BATCH_GET) {
+            let keys = (part.iter())
+                .map(|t| HashMap::from([("tenant".to_owned(), AttributeValue::S((*t).clone()))]))
+                .collect();
+            let mut ask = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(build_err)?;
+            for attempt in 0.. {
+                let got = (self.client.batch_get_item())
+                    .request_items(&self.url.table, ask)
+                    .send()
+                    .await
+                    .map_err(sdk_err("read flags"))?;
+                self.reads.gets.fetch_add(1, Ordering::Relaxed);
+                for item in got
+                    .responses()
+                    .and_then(|r| r.get(&self.url.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    self.reads.items.fetch_add(1, Ordering::Relaxed);
+                    let Some(tenant) = item.get("tenant").and_then(|t| t.as_s().ok()) else {
+                        continue;
+                    };
+                    let current = Current::from_json(&item_json(item).unwrap_or(Value::Null));
+                    out.insert(tenant.clone(), current);
+                }
+                match got.unprocessed_keys().and_then(|u| u.get(&self.url.table)) {
+                    Some(left) if !left.keys().is_empty() => {
+                        if attempt == 10 {
+                            return Err(StoreError::Remote {
+                                op: "read flags",
+                                source: format!(
+                                    "DynamoDB left {} key(s) unread after 10 tries (throttled)",
+                                    left.keys().len()
+                                )
+                                .into(),
+                            });
+                        }
+                        ask = left.clone();
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn get(&self, tenant: &str) -> Result<Option<FlagItem>, StoreError> {
         match self.raw(tenant).await? {
             None => Ok(None),
@@ -855,23 +920,15 @@ impl DynamoStore {
             Ok(v) => v,
             Err(e) => return Chunk::Failed(e),
         };
-        // Consistent reads, 16 in flight at a time.
-        let mut currents = Vec::with_capacity(pending.len());
-        for part in pending.chunks(16) {
-            let mut reads = tokio::task::JoinSet::new();
-            for (n, &i) in part.iter().enumerate() {
-                let (store, tenant) = (self.clone(), writes[i].tenant.clone());
-                reads.spawn(async move { (n, store.current(&tenant).await) });
-            }
-            let mut read = reads.join_all().await;
-            read.sort_by_key(|(n, _)| *n);
-            for (n, r) in read {
-                match r {
-                    Ok(c) => currents.push(c),
-                    Err(e) => return Chunk::Retry(vec![(part[n], Err(e))]),
-                }
-            }
-        }
+        // One consistent batch read of every tenant in the transaction.
+        let tenants: Vec<String> = pending.iter().map(|&i| writes[i].tenant.clone()).collect();
+        let mut read = match self.currents(&tenants).await {
+            Ok(read) => read,
+            Err(e) => return Chunk::Failed(e),
+        };
+        let currents: Vec<Current> = (tenants.iter())
+            .map(|t| read.remove(t).unwrap_or_default())
+            .collect();
         // Checked before anything is sent: a refused write leaves the transaction.
         let now = now_secs();
         let mut refused = Vec::new();
@@ -1049,6 +1106,9 @@ impl DynamoStore {
 /// version bump is the 99th of DynamoDB's 100 actions.
 pub const PER_TRANSACTION: usize = 49;
 
+/// Keys one `BatchGetItem` asks for at most (DynamoDB's limit).
+pub const PER_BATCH_GET: usize = 100;
+
 /// One write's outcome: the tenant's old item and new one, or why not.
 type Written = Result<(Option<FlagItem>, FlagItem), StoreError>;
 
@@ -1147,8 +1207,7 @@ fn loaded_item(item: &HashMap<String, AttributeValue>) -> LoadedItem {
     let parsed = item_json(item)
         .map_err(|e| (tenant.clone(), ItemError::Parse(e)))
         .and_then(|json| {
-            serde_json::from_value::<FlagItem>(json)
-                .map_err(|e| (tenant.clone(), ItemError::Parse(e.to_string())))
+            crate::model::parse_flag_item(json).map_err(|e| (tenant.clone(), ItemError::Parse(e)))
         });
     LoadedItem {
         location,
@@ -1166,16 +1225,25 @@ fn audit_record(item: &HashMap<String, AttributeValue>) -> AuditRecord {
     let flag = |k: &str| {
         item.get(k)
             .and_then(|v| v.as_s().ok())
-            .and_then(|j| serde_json::from_str::<FlagItem>(j).ok())
+            .map(|j| match serde_json::from_str::<Value>(j) {
+                Ok(json) => crate::model::parse_flag_item(json),
+                Err(e) => Err(e.to_string()),
+            })
+    };
+    let (new, new_unreadable) = match flag("new") {
+        None => (None, None),
+        Some(Ok(item)) => (Some(item), None),
+        Some(Err(e)) => (None, Some(e)),
     };
     AuditRecord {
         seq: number(item.get("seq")).unwrap_or(0),
         tenant: s("tenant"),
-        old: flag("old"),
-        new: flag("new"),
+        old: flag("old").and_then(Result::ok),
+        new,
         by: s("by"),
         at: s("at"),
         reason: s("reason"),
+        new_unreadable,
     }
 }
 
@@ -1250,15 +1318,16 @@ impl DynamoSource {
         let mut version = meta.version;
         for r in records {
             version = version.max(r.seq);
-            let loaded = audit_item(r.seq, r.tenant.clone(), r.new);
-            match at.get(&r.tenant) {
+            let tenant = r.tenant.clone();
+            let loaded = audit_item(r);
+            match at.get(&tenant) {
                 Some(&i) => items[i] = loaded,
                 None => {
-                    at.insert(r.tenant.clone(), items.len());
+                    at.insert(tenant.clone(), items.len());
                     items.push(loaded);
                 }
             }
-            audited.insert(r.tenant);
+            audited.insert(tenant);
         }
         if let Some(r) = &mut self.reconcile {
             r.next = tokio::time::Instant::now() + r.interval;
@@ -1279,14 +1348,17 @@ impl DynamoSource {
 }
 
 /// An audit record's new flag as a loaded item.
-fn audit_item(seq: u64, tenant: String, new: Option<FlagItem>) -> LoadedItem {
+fn audit_item(record: AuditRecord) -> LoadedItem {
     LoadedItem {
-        location: format!("audit seq {seq}"),
-        item: match new {
-            Some(item) => Ok(item),
-            None => Err((
-                Some(tenant),
-                ItemError::Parse("the audit record's new value is unreadable".into()),
+        location: format!("audit seq {}", record.seq),
+        item: match (record.new, record.new_unreadable) {
+            (Some(item), _) => Ok(item),
+            (None, why) => Err((
+                Some(record.tenant),
+                ItemError::Parse(match why {
+                    Some(why) => format!("the audit record's new value is unreadable: {why}"),
+                    None => "the audit record has no new value".into(),
+                }),
             )),
         },
     }
@@ -1310,10 +1382,7 @@ impl Source for DynamoSource {
             Some(known) if known.identity == meta.identity && meta.version > known.version => {
                 let records = self.store.changes_since(known.version).await?;
                 let latest = records.iter().map(|r| r.seq).max().unwrap_or(meta.version);
-                let items = records
-                    .into_iter()
-                    .map(|r| audit_item(r.seq, r.tenant, r.new))
-                    .collect();
+                let items = records.into_iter().map(audit_item).collect();
                 let version = latest.max(meta.version);
                 let identity = meta.identity.clone();
                 self.known = Some(Meta {

@@ -437,7 +437,7 @@ fn parse_raw_item(
 /// keep its last good flag.
 fn parse_item(raw: Value) -> Result<FlagItem, (Option<String>, ItemError)> {
     let tenant = raw.get("tenant").and_then(Value::as_str).map(str::to_owned);
-    serde_json::from_value::<FlagItem>(raw).map_err(|e| (tenant, ItemError::Parse(e.to_string())))
+    crate::model::parse_flag_item(raw).map_err(|e| (tenant, ItemError::Parse(e)))
 }
 
 /// What the watcher compares between polls.

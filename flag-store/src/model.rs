@@ -569,6 +569,18 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Reads a flag item from JSON; an error names the field it is about (`version: invalid
+/// type: string "1", expected u64`), so an operator knows what to fix in the item.
+pub fn parse_flag_item(value: serde_json::Value) -> Result<FlagItem, String> {
+    serde_path_to_error::deserialize::<_, FlagItem>(value).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "" => e.into_inner().to_string(),
+            _ => format!("{path}: {}", e.into_inner()),
+        }
+    })
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -650,6 +662,28 @@ mod tests {
             assert!(
                 err.contains(want),
                 "{json}: {err:?} should mention {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        for (json, want) in [
+            (
+                r#"{"tenant":"a","target":"new","version":"3"}"#,
+                "version: invalid type: string \"3\", expected u64",
+            ),
+            (
+                r#"{"tenant":"a","weights":{"legacy":"x"}}"#,
+                "weights.legacy: invalid type: string \"x\"",
+            ),
+            (r#"{"tenant":"a","sealed":"yes"}"#, "sealed: invalid type"),
+        ] {
+            let value = serde_json::from_str(json).unwrap();
+            let err = parse_flag_item(value).unwrap_err();
+            assert!(
+                err.starts_with(want),
+                "{json}: {err:?} should start {want:?}"
             );
         }
     }

@@ -130,24 +130,7 @@ impl Store {
                     .expect("a file read does not panic")?;
                 Ok(tenants.iter().filter_map(|t| all.remove_entry(t)).collect())
             }
-            Store::Dynamo(d) => {
-                // Consistent reads, a few in flight at a time.
-                let mut out = HashMap::new();
-                for chunk in tenants.chunks(16) {
-                    let mut set = tokio::task::JoinSet::new();
-                    for t in chunk {
-                        let (d, t) = (d.clone(), t.clone());
-                        set.spawn(async move { d.current(&t).await.map(|c| (t, c)) });
-                    }
-                    while let Some(joined) = set.join_next().await {
-                        let (t, c) = joined.expect("a read does not panic")?;
-                        if c.version > 0 || c.item.is_some() {
-                            out.insert(t, c);
-                        }
-                    }
-                }
-                Ok(out)
-            }
+            Store::Dynamo(d) => d.currents(tenants).await,
         }
     }
 

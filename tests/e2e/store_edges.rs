@@ -462,3 +462,84 @@ async fn edits_straight_into_the_table_reach_every_router_logged_as_out_of_band_
         assert_eq!(r.log_lines(&["out-of-band change", "acme"]).len(), 1);
     }
 }
+
+/// A live router rejects a malformed item naming the field it got wrong: an item edited
+/// straight into the table (seen at the reconcile), and an audit record whose new value has a
+/// field of the wrong type (seen at the next poll). The other tenants keep routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_router_names_the_field_of_a_malformed_item_it_rejects() {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = emulator.store().await;
+    for t in ["acme", "globex"] {
+        store
+            .write(&write(t, pinned("legacy"), "alice", None), None)
+            .await
+            .unwrap();
+    }
+    let setup = Setup::new().await;
+    let text = crate::dynamo::router_config_text(&setup, &url).replace(
+        "poll_interval_ms = 50",
+        "poll_interval_ms = 50\nreconcile_interval_ms = 300",
+    );
+    let config = setup.dir.path().join("malformed.toml");
+    std::fs::write(&config, text).unwrap();
+    let router = Binary::serve(&config);
+    assert_eq!(side(router.addr, "acme").await, "legacy");
+
+    // A console edit: a weight typed as a string.
+    let sdk = emulator.sdk();
+    let weights = AttributeValue::M(
+        [
+            ("legacy".to_owned(), AttributeValue::S("ninety".into())),
+            ("new".to_owned(), AttributeValue::N("10".into())),
+        ]
+        .into(),
+    );
+    sdk.put_item()
+        .table_name("flags")
+        .item("tenant", AttributeValue::S("acme".into()))
+        .item("mode", AttributeValue::S("split".into()))
+        .item("weights", weights)
+        .item("version", AttributeValue::N("2".into()))
+        .send()
+        .await
+        .unwrap();
+    let line = router.wait_log(&["flag item rejected", "acme"]).await;
+    assert!(
+        line.contains("weights.legacy: invalid type: string"),
+        "{line}"
+    );
+
+    // An audit record (written as a hand-rolled tool would) whose new value's version is text.
+    let version = store.version().await.unwrap();
+    let seq = (version + 1).to_string();
+    let new = r#"{"tenant":"globex","mode":"pinned","target":"new","version":"two"}"#;
+    sdk.put_item()
+        .table_name("flags-audit")
+        .item("stream", AttributeValue::S("changes".into()))
+        .item("seq", AttributeValue::N(seq.clone()))
+        .item("tenant", AttributeValue::S("globex".into()))
+        .item("new", AttributeValue::S(new.into()))
+        .item("by", AttributeValue::S("tool".into()))
+        .item("reason", AttributeValue::S("hand-rolled".into()))
+        .send()
+        .await
+        .unwrap();
+    sdk.update_item()
+        .table_name("flags")
+        .key("tenant", AttributeValue::S("#meta".into()))
+        .update_expression("SET version = :v")
+        .expression_attribute_values(":v", AttributeValue::N(seq))
+        .send()
+        .await
+        .unwrap();
+    let line = router.wait_log(&["flag item rejected", "globex"]).await;
+    assert!(
+        line.contains("version: invalid type: string") && line.contains("audit"),
+        "{line}"
+    );
+    // Both keep their last good flag.
+    assert_eq!(side(router.addr, "acme").await, "legacy");
+    assert_eq!(side(router.addr, "globex").await, "legacy");
+}
