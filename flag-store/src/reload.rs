@@ -69,6 +69,8 @@ pub struct FlagState {
     /// on a thread of its own, so a crash loses at most that much.
     cache: Option<crate::file::FileStore>,
     copy: Mutex<CopyState>,
+    /// Wakes the poll before its next tick (a write this router made, to be routed by).
+    poll_now: tokio::sync::Notify,
 }
 
 /// The shortest time between two writes of the local copy while changes keep arriving: the
@@ -108,6 +110,7 @@ impl FlagState {
             fresh_at_ms: AtomicU64::new(now_ms()),
             generation: watch::channel(0).0,
             copy: Mutex::default(),
+            poll_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -138,6 +141,12 @@ impl FlagState {
     /// Follows snapshot generations (1 is the first load).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// Asks the poll to read the store now rather than at its next tick (once, however many
+    /// ask before it runs).
+    pub fn poll_soon(&self) {
+        self.poll_now.notify_one();
     }
 
     /// Waits until the current snapshot satisfies `ready`.
@@ -423,6 +432,10 @@ pub async fn run<S: Source>(
     loop {
         let stopping = tokio::select! {
             _ = ticker.tick() => false,
+            _ = state.poll_now.notified() => {
+                ticker.reset();
+                false
+            }
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
         if stopping {

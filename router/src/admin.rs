@@ -238,8 +238,21 @@ impl Admin {
             Ok((old, new)) => {
                 tracing::info!(tenant, by = %write.by, reason = %write.reason, version = new.version, "flag written through the admin API");
                 let version = new.version;
+                // Answered once this router routes by the write, so a GET that follows shows
+                // it (and its ETag); the poll is asked to read the store at once.
+                self.flags.poll_soon();
+                let seen = tokio::time::timeout(
+                    ROUTED_WAIT,
+                    self.flags
+                        .wait_until(|s| s.get(tenant).is_some_and(|f| f.version >= version)),
+                )
+                .await
+                .is_ok();
                 with_etag(
-                    json_response(StatusCode::OK, json!({ "old": old, "new": new })),
+                    json_response(
+                        StatusCode::OK,
+                        json!({ "old": old, "new": new, "routed_here": seen }),
+                    ),
                     version,
                 )
             }
@@ -643,6 +656,10 @@ fn body_failure(e: &axum::Error) -> (StatusCode, String) {
         format!("cannot read the body: {e}"),
     )
 }
+
+/// How long a `PUT /flags/{tenant}` waits for this router to route by its write (a poll of
+/// the store, asked for at once) before it answers `"routed_here": false`.
+const ROUTED_WAIT: Duration = Duration::from_secs(2);
 
 /// Adds a flag's version as the response's `ETag` (the value `If-Match` takes back).
 fn with_etag(mut resp: AdminResponse, version: u64) -> AdminResponse {
