@@ -291,3 +291,72 @@ async fn many_streams_of_one_connection_each_get_their_own_answer() {
     assert!(conn.await.unwrap().is_ok(), "the connection ended cleanly");
     router.shutdown().await;
 }
+
+/// Framing HTTP/2 must not make ambiguous: a request that says `content-length: 0` and then
+/// sends a DATA frame is refused, and no upstream sees it (before, the upstream got a whole
+/// empty POST while the client was still sending); a request with neither `:authority` nor
+/// `host` gets 400, as the same request over HTTP/1.1 does.
+#[tokio::test]
+async fn a_request_breaking_its_content_length_or_naming_no_host_never_reaches_an_upstream() {
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (upstream, mut seen) = raw_upstream(Some(answer)).await;
+    let setup = with_raw(upstream).await;
+    let router = setup.start().await;
+    let (mut send, conn) = h2_connect(router.addr()).await;
+    let post = Request::post(format!("http://{}/raw/empty", router.addr()))
+        .header("x-tenant-id", "acme")
+        .header("content-length", "0")
+        .body(())
+        .unwrap();
+    let (posted, mut body) = send.send_request(post, false).unwrap();
+    // A request after it on the same connection: once it is answered, the router has read
+    // the POST's head too (frames are read in order).
+    let mut send = send.ready().await.unwrap();
+    let (after, _) = send
+        .send_request(get_request(router.addr(), "/raw/after"), true)
+        .unwrap();
+    let after = tokio::time::timeout(EVENT_TIMEOUT, after)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::OK);
+    let sent = body.send_data(Bytes::from_static(b"smuggled"), true);
+    assert!(
+        sent.is_ok(),
+        "the POST was answered before its content came: {sent:?}"
+    );
+    match tokio::time::timeout(EVENT_TIMEOUT, posted).await.unwrap() {
+        Ok(resp) => assert_eq!(resp.status(), StatusCode::BAD_REQUEST),
+        Err(e) => assert!(e.is_reset(), "{e}"),
+    }
+    // No authority, no host: refused by name.
+    let mut send = send.ready().await.unwrap();
+    let bare = Request::get("/raw/bare")
+        .header("x-tenant-id", "acme")
+        .body(())
+        .unwrap();
+    let (bare, _) = send.send_request(bare, true).unwrap();
+    let bare = tokio::time::timeout(EVENT_TIMEOUT, bare)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::BAD_REQUEST);
+    let mut rx = bare.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = rx.data().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("names no host"), "{text}");
+    // The upstream saw one request: the GET.
+    let mut heads = Vec::new();
+    while let Ok(s) = seen.try_recv() {
+        if let Seen::Head(head) = s {
+            heads.push(head.lines().next().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(heads, ["GET /raw/after HTTP/1.1"]);
+    drop(send);
+    conn.abort();
+    router.shutdown().await;
+}

@@ -201,7 +201,9 @@ pub struct RequestFacts<'a> {
 /// host extraction and reaches the upstream, so it must read one way only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
-    #[error("an HTTP/1.1 request needs a Host header")]
+    #[error(
+        "the request names no host: HTTP/1.1 needs a Host header, HTTP/2 an :authority or a Host header"
+    )]
     Missing,
     #[error("the request has more than one Host header")]
     Repeated,
@@ -230,7 +232,8 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, HostError> {
         }
         (Some(h), _) => h,
         (None, Some(a)) => a.as_str(),
-        (None, None) if parts.version == http::Version::HTTP_11 => {
+        // HTTP/1.0 may leave the host out; HTTP/1.1 and HTTP/2 may not.
+        (None, None) if parts.version >= http::Version::HTTP_11 => {
             return Err(HostError::Missing);
         }
         (None, None) => return Ok(None),
@@ -662,6 +665,11 @@ mod tests {
         }
         assert_eq!(host(r()), Err(HostError::Missing));
         assert_eq!(host(r().version(http::Version::HTTP_10)), Ok(None));
+        // An HTTP/2 request with neither :authority nor Host is refused as HTTP/1.1 is.
+        assert_eq!(
+            host(r().version(http::Version::HTTP_2)),
+            Err(HostError::Missing)
+        );
         assert_eq!(
             host(r().header("host", "a").header("host", "b")),
             Err(HostError::Repeated)

@@ -27,6 +27,7 @@ use h2::server::SendResponse;
 use h2::{Reason, SendStream};
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -131,13 +132,19 @@ where
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     idle.busy();
                     let length = crate::proxy::content_length(req.headers());
+                    let mut settle = None;
                     // Most requests end with their headers: asking the stream once here saves
                     // the proxy's later asks, each of which takes the connection's lock.
                     let req = req.map(|stream| match stream.is_end_stream() {
                         true => ClientBody::Whole(None),
-                        false => ClientBody::H2(H2Body::new(stream, length)),
+                        false => {
+                            if length == Some(0) {
+                                settle = Some(settings.idle_timeout);
+                            }
+                            ClientBody::H2(H2Body::new(stream, length))
+                        }
                     });
-                    let stream = serve_stream(live.load_full(), req, respond, client);
+                    let stream = serve_stream(live.load_full(), req, respond, client, settle);
                     // Boxed: the set then moves a pointer, not the stream's whole future.
                     let boxed = match spent.pop() {
                         Some(mut spent) => {
@@ -179,7 +186,29 @@ async fn serve_stream(
     req: Request<ClientBody>,
     mut respond: SendResponse<Bytes>,
     client: &Peer,
+    settle: Option<Duration>,
 ) {
+    // A request that says `content-length: 0` but leaves its stream open is complete for an
+    // upstream as soon as its head is sent: its end is awaited first (within `settle`), so
+    // content it then sends is refused here and never reaches an upstream as a whole request.
+    let req = match settle {
+        None => req,
+        Some(within) => match settled(req, within).await {
+            Ok(req) => req,
+            Err((status, why)) => {
+                tracing::debug!(peer = %client.addr, why, "HTTP/2 request refused");
+                let resp = Response::builder()
+                    .status(status)
+                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(())
+                    .expect("a valid head");
+                if let Ok(mut send) = respond.send_response(resp, false) {
+                    let _ = send.send_data(Bytes::from(format!("{why}\n")), true);
+                }
+                return;
+            }
+        },
+    };
     // The answer's future (the proxy's whole exchange) is done with before the body is sent:
     // awaited in its own function, it does not add its size to the body's part of this one.
     let Some(resp) = answer(proxy, req, &mut respond, client).await else {
@@ -211,6 +240,37 @@ async fn serve_stream(
         Err(e) => {
             tracing::debug!(error = %e, peer = %client.addr, "the response could not be sent")
         }
+    }
+}
+
+/// A `content-length: 0` request whose stream is still open, once it has ended with nothing
+/// more: its body is then the empty one. Content, trailers, an error of the stream or no end
+/// within `within` refuse it.
+async fn settled(
+    req: Request<ClientBody>,
+    within: Duration,
+) -> Result<Request<ClientBody>, (http::StatusCode, &'static str)> {
+    let (parts, mut body) = req.into_parts();
+    let ended = tokio::time::timeout(within, async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) if f.data_ref().is_some_and(|d| d.is_empty()) => continue,
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    match ended {
+        Ok(true) => Ok(Request::from_parts(parts, ClientBody::Whole(None))),
+        Ok(false) => Err((
+            http::StatusCode::BAD_REQUEST,
+            "the request says content-length: 0 but sends content",
+        )),
+        Err(_) => Err((
+            http::StatusCode::REQUEST_TIMEOUT,
+            "the request says content-length: 0 but its stream did not end",
+        )),
     }
 }
 
