@@ -531,3 +531,44 @@ async fn curls_h2c_upgrade_is_answered_as_http1_and_never_reaches_the_upstream()
     );
     router.shutdown().await;
 }
+
+/// A `Connection` header that names a header the router decides by (the tenant's, a sticky
+/// key's, Host) is refused: obeyed, it would strip the header and the backend would never see
+/// the tenant the router chose. Naming any other header still strips it.
+#[tokio::test]
+async fn a_connection_header_naming_a_header_the_router_routes_by_is_refused() {
+    let setup = Setup::new().await;
+    setup.set("acme", pin("legacy"));
+    let router = setup.start().await;
+    for (connection, named) in [
+        ("X-Tenant-Id, close", "x-tenant-id"),
+        ("close, x-user-id", "x-user-id"),
+        ("host, close", "host"),
+    ] {
+        let answer = raw(
+            router.addr(),
+            &format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Tenant-Id: acme\r\nX-User-Id: u1\r\nConnection: {connection}\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{connection}: {answer}");
+        assert!(
+            answer.contains(&format!(
+                "Connection header names {named}, a header this router routes by"
+            )),
+            "{connection}: {answer}"
+        );
+    }
+    assert_eq!(setup.legacy.seen.total() + setup.new.seen.total(), 0);
+    let answer = raw(
+        router.addr(),
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Tenant-Id: acme\r\nX-Debug: 1\r\nConnection: close, x-debug\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = setup.legacy.seen.last_headers();
+    assert_eq!(seen["x-tenant-id"], "acme");
+    assert!(!seen.contains_key("x-debug"));
+    router.shutdown().await;
+}

@@ -147,6 +147,30 @@ impl Extractor {
     }
 }
 
+/// The headers the router decides a request by: `Host`, and those the tenant extractors and
+/// the sticky keys read. A request whose `Connection` names one is refused: obeyed, it would
+/// strip the header and the upstream would never see what the router chose by.
+pub fn deciding_headers(from: &[Extractor], sticky: &[StickyKey]) -> Vec<HeaderName> {
+    let mut names = vec![http::header::HOST];
+    for e in from {
+        match e {
+            Extractor::Header(name) => names.push(name.clone()),
+            Extractor::Jwt(_) => names.push(http::header::AUTHORIZATION),
+            Extractor::Host(_) | Extractor::Path(_) | Extractor::ClientCertCn => {}
+        }
+    }
+    for k in sticky {
+        match k {
+            StickyKey::Header(name) => names.push(name.clone()),
+            StickyKey::Cookie(_) => names.push(http::header::COOKIE),
+            StickyKey::ClientIp => {}
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
+}
+
 /// A header's one value, or a refusal when it comes more than once.
 fn single<'a>(
     parts: &'a Parts,

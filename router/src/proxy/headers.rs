@@ -178,15 +178,29 @@ pub(super) fn join_cookies(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
 /// names, plus the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let _ = strip_request_hop_by_hop(headers, keep_upgrade, &[]);
+}
+
+/// [`strip_hop_by_hop`] for a request the router decided by the headers `decided_by`: a
+/// `Connection` that names one of them is refused (`Err` with its name) rather than obeyed,
+/// as the upstream would then never see the header the router chose by.
+pub fn strip_request_hop_by_hop(
+    headers: &mut HeaderMap,
+    keep_upgrade: bool,
+    decided_by: &[HeaderName],
+) -> Result<(), HeaderName> {
     // Most messages carry none of them: one pass over the names instead of a lookup each.
     if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
-        return;
+        return Ok(());
     }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
             .flat_map(tokens)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
+        if let Some(name) = named.iter().find(|n| decided_by.contains(n)) {
+            return Err(name.clone());
+        }
         for name in named {
             if !(keep_upgrade && name == header::UPGRADE) {
                 headers.remove(&name);
@@ -209,6 +223,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+    Ok(())
 }
 
 /// The hop-by-hop headers removed whatever the message says.

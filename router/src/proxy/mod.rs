@@ -51,6 +51,8 @@ use crate::upstream::Upstream;
 pub struct Proxy {
     routes: RouteTable,
     rules: TenantRules,
+    /// The headers [`Proxy::decide`] reads (`tenant::deciding_headers`).
+    decided_by: Vec<http::HeaderName>,
     default_target: TargetId,
     flags: Arc<FlagState>,
     /// Indexed by [`TargetId`]; shared with the shadow engine.
@@ -333,6 +335,7 @@ impl Proxy {
             holds,
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
+            decided_by: tenant::deciding_headers(&config.tenant.from, &config.tenant.sticky_key),
             default_target: config.flags.default_target,
             flags,
             upstreams,
@@ -361,6 +364,7 @@ impl Proxy {
         Ok(Proxy {
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
+            decided_by: tenant::deciding_headers(&config.tenant.from, &config.tenant.sticky_key),
             default_target: self.default_target,
             flags: self.flags.clone(),
             upstreams,
@@ -729,7 +733,12 @@ impl Proxy {
             Some(h) => Some(h.clone()),
             None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
-        strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        headers::strip_request_hop_by_hop(
+            &mut parts.headers,
+            client_upgrade.is_some(),
+            &self.decided_by,
+        )
+        .map_err(Refusal::ConnectionNamesDecider)?;
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
         }

@@ -36,6 +36,8 @@ pub(super) enum Refusal {
         len: u64,
         limit: u64,
     },
+    /// The request's `Connection` names a header the router decided by.
+    ConnectionNamesDecider(http::HeaderName),
     /// The upstream answered 101 to a protocol the request did not ask for.
     UnaskedUpgrade(TargetId),
     /// The tenant is being moved (a hold): its requests wait, and reach here only when the
@@ -108,6 +110,10 @@ impl Proxy {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body of {len} bytes exceeds the route's limit of {limit} bytes")
                     .into(),
+            ),
+            Refusal::ConnectionNamesDecider(name) => (
+                StatusCode::BAD_REQUEST,
+                format!("the Connection header names {name}, a header this router routes by: removed as hop-by-hop, the upstream would never see it").into(),
             ),
             Refusal::UnaskedUpgrade(target) => (
                 StatusCode::BAD_GATEWAY,
