@@ -260,19 +260,16 @@ pub async fn run(store: &Store, targets: Option<&Targets>, m: Move) -> anyhow::R
             "the default flag (*) cannot be moved with a hold: requests without a tenant cannot be held; move the tenants by name, or set * with `flags set`"
         );
     }
-    if let Some(t) = targets {
-        for f in &m.flips {
-            let named: Vec<&String> = match &f.placing {
-                Some(Placing::Pinned(to)) => vec![to],
-                Some(Placing::Split(weights)) => weights.keys().collect(),
-                None => Vec::new(),
-            };
-            if let Some(to) = named.into_iter().find(|to| t.id(to).is_none()) {
-                bail!(
-                    "{to:?} is not a configured target (configured: {})",
-                    t.known_list()
-                );
-            }
+    // Each flip is checked as the store's write will check it (its targets against the
+    // config, its weights, its id), before anything is held.
+    for f in &m.flips {
+        let flip = FlagWrite {
+            expect_version: None,
+            hold: HoldWrite::None,
+            ..f.clone()
+        };
+        if let Err(e) = flip.apply(&flag_store::write::Current::default(), targets, 0) {
+            bail!("{}", chain(&e));
         }
     }
     // A tenant named twice is held once (a router acknowledges a hold once it has seen as
