@@ -21,6 +21,9 @@ if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 if $quick; then profile=debug; build=(); else profile=release; build=(--release); fi
 cargo build "${build[@]}" -p switchyard --bin switchyard -p switchyard-benches --bin loadbench
 
+# The crowd test holds 10,000 connections on each side of the loopback: a descriptor each.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 # One core for the proxy under test, the other for the load generator and the upstream.
 args=(--switchyard "target/$profile/switchyard")
 pin=()

@@ -27,10 +27,13 @@
 //!
 //! Full runs also measure each proxy's memory per idle keep-alive client connection, and for
 //! Switchyard p99 during snapshot swaps and memory per tenant (`--no-swap`, `--no-rss` skip
-//! them; `--no-rss` skips both memory tests).
+//! them; `--no-rss` skips both memory tests), and another client's latency beside 10,000
+//! silent connections from one address (`crowd.rs`; `--no-crowd` skips it).
 //!
 //! `--quick` runs each target for a moment and checks only that every response was right:
 //! that is the CI mode. The full run is for people; its figures go in BENCHMARKS.md.
+
+mod crowd;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -77,6 +80,7 @@ struct Options {
     only: Option<Vec<String>>,
     swap: bool,
     rss: bool,
+    crowd: bool,
     /// Only run the upstream and print its address (for benches/tls.sh).
     upstream_only: bool,
 }
@@ -85,7 +89,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
                  [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
-                 [--only TARGET,..] [--no-swap] [--no-rss] [--upstream-only]
+                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--upstream-only]
 targets: {}",
         TARGETS.join(", ")
     );
@@ -105,6 +109,7 @@ fn options() -> Options {
         only: None,
         swap: true,
         rss: true,
+        crowd: true,
         upstream_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -130,6 +135,7 @@ fn options() -> Options {
             }
             "--no-swap" => o.swap = false,
             "--no-rss" => o.rss = false,
+            "--no-crowd" => o.crowd = false,
             "--upstream-only" => o.upstream_only = true,
             _ => usage(),
         }
@@ -258,6 +264,12 @@ fn main() {
         match hung_shadow_test(&o, scratch.path(), upstream) {
             Ok(v) => report["hung_shadow"] = v,
             Err(e) => failures.push(format!("hung shadow test: {e}")),
+        }
+    }
+    if o.crowd && wanted("switchyard") {
+        match crowd::crowd_test(&o, scratch.path(), upstream) {
+            Ok(v) => report["crowd"] = v,
+            Err(e) => failures.push(format!("crowd test: {e}")),
         }
     }
     if o.rss && wanted("switchyard") {

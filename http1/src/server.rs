@@ -121,6 +121,26 @@ pub trait Handler<R> {
         &self,
         request: Request<Body<R>>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// The connection waits for a request head: its first, or its next. Until
+    /// [`Handler::begin`], it has no request in progress, and may be closed to make room for
+    /// another ([`Handler::poll_close`]).
+    #[inline]
+    fn idle(&self) {}
+
+    /// Ready when the connection, waiting for a request head, is to close. Polled only while
+    /// it waits.
+    #[inline]
+    fn poll_close(&self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+
+    /// A request head is complete. `false`: the connection was chosen to close while it
+    /// waited; the request is not served and the connection closes.
+    #[inline]
+    fn begin(&self) -> bool {
+        true
+    }
 }
 
 /// The most header lines in a request head (hyper's server allows as many).
@@ -153,10 +173,17 @@ const LINGER: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub header_read_timeout: Duration,
+    /// Time a new connection has to send its first byte (at most `header_read_timeout`): a
+    /// client that connects and says nothing does not keep its connection for the whole
+    /// header read timeout.
+    pub first_byte_timeout: Duration,
     pub max_header_bytes: usize,
     /// Room in each request's header map for the headers the handler adds, so that the map
     /// does not grow twice.
     pub added_headers: usize,
+    /// Drop header fields whose name has an underscore: some servers read `Content_Length`
+    /// or `X_Tenant_Id` as the dashed name, which would then mean two things.
+    pub drop_underscored_names: bool,
 }
 
 /// How a connection served here ended.
@@ -190,10 +217,14 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
         buf: BytesMut::new(),
     });
     let timeout = settings.header_read_timeout;
+    let opened = tokio::time::Instant::now();
+    let first_byte_by = opened + settings.first_byte_timeout.min(timeout);
     // One timer for the connection's life, moved on only when it fires: re-arming a timer per
     // request costs more than the request's parse.
-    let mut timer = Box::pin(tokio::time::sleep(timeout));
+    let mut timer = Box::pin(tokio::time::sleep_until(first_byte_by));
     let mut stopped = std::pin::pin!(stop.changed());
+    // No byte read yet: the first byte's deadline applies.
+    let mut silent = true;
     loop {
         let Some(mut here) = reader.take() else {
             return Ended::Closed;
@@ -205,12 +236,23 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
             return Ended::Closed;
         }
         // 1. The head, within the header read timeout of the connection going idle.
-        let deadline = tokio::time::Instant::now() + timeout;
+        handler.idle();
+        let deadline = if silent {
+            opened + timeout
+        } else {
+            tokio::time::Instant::now() + timeout
+        };
         let head = loop {
             if !here.buf.is_empty() {
                 let max_head = settings.max_header_bytes;
                 let refusal = match SPANS.with_borrow_mut(|spans| {
-                    parse_head(&mut here.buf, spans, max_head, settings.added_headers)
+                    parse_head(
+                        &mut here.buf,
+                        spans,
+                        max_head,
+                        settings.added_headers,
+                        settings.drop_underscored_names,
+                    )
                 }) {
                     Parsed::Request(head) => break head,
                     Parsed::Partial => None,
@@ -238,14 +280,19 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
                         }
                         return Ended::Closed;
                     }
-                    Ok(_) => {}
+                    Ok(_) => silent = false,
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "reading from the client failed");
                         return Ended::Closed;
                     }
                 },
                 () = &mut timer => {
-                    if tokio::time::Instant::now() >= deadline {
+                    let now = tokio::time::Instant::now();
+                    if silent && now >= first_byte_by {
+                        tracing::debug!(%peer, timeout = ?settings.first_byte_timeout, "no byte within the first byte timeout");
+                        return Ended::Closed;
+                    }
+                    if now >= deadline {
                         tracing::debug!(%peer, ?timeout, "no complete request head within the header read timeout");
                         return Ended::Closed;
                     }
@@ -253,8 +300,16 @@ pub async fn serve<T: Transport, H: Handler<T::Read>>(
                 }
                 // Shutdown closes a connection that is between requests.
                 _ = &mut stopped, if idle => return Ended::Closed,
+                // So does making room for another connection, even in a head.
+                () = std::future::poll_fn(|cx| handler.poll_close(cx)) => {
+                    tracing::debug!(%peer, "closed while waiting for a request head, to make room for a new connection");
+                    return Ended::Closed;
+                }
             }
         };
+        if !handler.begin() {
+            return Ended::Closed;
+        }
 
         // 2. The request, with its body reading this connection. Its handling is most of the
         // state of the connection's task, which an idle connection holds too. Boxing steps 2
@@ -404,6 +459,7 @@ fn parse_head(
     spans: &mut Vec<Span>,
     max_head: usize,
     added_headers: usize,
+    drop_underscored: bool,
 ) -> Parsed {
     if buf.starts_with(&H2_PREFACE[..buf.len().min(H2_PREFACE.len())]) {
         return if buf.len() >= H2_PREFACE.len() {
@@ -442,8 +498,18 @@ fn parse_head(
     let mut close = false;
     let mut trailers = false;
     let mut handoff = version != 1 || !target.starts_with('/') || method == "CONNECT";
+    // One scan of the header lines finds no underscore in almost every head; only when one
+    // has an underscore somewhere are the names looked at one by one.
+    let underscored = drop_underscored
+        && parsed.headers.first().is_some_and(|first| {
+            let from = at(first.name.as_bytes()).0;
+            memchr::memchr(b'_', &buf[from..len]).is_some()
+        });
     for header in parsed.headers.iter() {
         let (name, value) = (header.name.as_bytes(), header.value);
+        if underscored && name.contains(&b'_') {
+            continue;
+        }
         spans.push(Span {
             name: at(name),
             value: at(value),
@@ -1009,7 +1075,7 @@ mod tests {
 
     fn parse(text: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text.as_bytes());
-        let parsed = parse_head(&mut buf, &mut Vec::new(), MAX, 0);
+        let parsed = parse_head(&mut buf, &mut Vec::new(), MAX, 0, false);
         (parsed, buf)
     }
 
@@ -1150,6 +1216,31 @@ mod tests {
         assert_eq!(lengths, ["5"]);
     }
 
+    #[test]
+    fn underscored_names_are_dropped_when_asked_and_nothing_else_is() {
+        let text = "POST /a_b HTTP/1.1\r\nHost: a\r\nContent_Length: 9\r\nX_Tenant_Id: evil\r\n\
+                    X-Tenant-Id: acme\r\nX-Note: a_b\r\nContent-Length: 2\r\n\r\nok";
+        let dropped = |drop| {
+            let mut buf = BytesMut::from(text);
+            let Parsed::Request(head) = parse_head(&mut buf, &mut Vec::new(), 4096, 0, drop) else {
+                panic!("{text:?} is served");
+            };
+            let h = head.request.headers();
+            let names: Vec<_> = h.keys().map(|n| n.as_str().to_owned()).collect();
+            assert!(
+                matches!(head.framing, Some(Decoder::Length(2))),
+                "framed by Content-Length"
+            );
+            names
+        };
+        assert_eq!(
+            dropped(true),
+            ["host", "x-tenant-id", "x-note", "content-length"],
+            "an underscore in the target or a value keeps the field"
+        );
+        assert_eq!(dropped(false).len(), 6, "kept when not asked");
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::codec::tests::proptest_cases()))]
 
@@ -1162,7 +1253,7 @@ mod tests {
             max in 16usize..512,
         ) {
             let mut buf = BytesMut::from(&input[..]);
-            match parse_head(&mut buf, &mut Vec::new(), max, 0) {
+            match parse_head(&mut buf, &mut Vec::new(), max, 0, false) {
                 Parsed::Request(_) => {
                     proptest::prop_assert!(input.len() - buf.len() <= max);
                     proptest::prop_assert!(input.ends_with(&buf));
@@ -1181,7 +1272,7 @@ mod tests {
             head in "(GET|POST|PUT) /[a-z]{0,4} HTTP/1\\.[01]\r?\n((Host|Content-Length|Transfer-Encoding|Connection|X-A) ?: ?(a|5|chunked|close|gzip, chunked| 5, 5)\r?\n){0,5}\r?\n",
         ) {
             let mut buf = BytesMut::from(head.as_bytes());
-            if let Parsed::Request(served) = parse_head(&mut buf, &mut Vec::new(), 4096, 0) {
+            if let Parsed::Request(served) = parse_head(&mut buf, &mut Vec::new(), 4096, 0, false) {
                 let text = &head[..head.len() - buf.len()];
                 proptest::prop_assert!(!text.replace("\r\n", "").contains('\n'), "{:?}", text);
                 let h = served.request.headers();
@@ -1202,20 +1293,20 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nX-Big: "[..]);
         buf.extend_from_slice(&[b'a'; 200]);
         assert!(matches!(
-            parse_head(&mut buf.clone(), &mut Vec::new(), 100, 0),
+            parse_head(&mut buf.clone(), &mut Vec::new(), 100, 0, false),
             Parsed::TooLarge
         ));
         assert!(matches!(
-            parse_head(&mut buf, &mut Vec::new(), 1000, 0),
+            parse_head(&mut buf, &mut Vec::new(), 1000, 0, false),
             Parsed::Partial
         ));
         buf.extend_from_slice(b"\r\n\r\n");
         assert!(matches!(
-            parse_head(&mut buf.clone(), &mut Vec::new(), 100, 0),
+            parse_head(&mut buf.clone(), &mut Vec::new(), 100, 0, false),
             Parsed::TooLarge
         ));
         assert!(matches!(
-            parse_head(&mut buf, &mut Vec::new(), 1000, 0),
+            parse_head(&mut buf, &mut Vec::new(), 1000, 0, false),
             Parsed::Request(_)
         ));
     }

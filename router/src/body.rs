@@ -623,7 +623,21 @@ enum Kind {
     Local(Option<Bytes>),
 }
 
+/// Bodies larger than this follow flips while they stream.
+const STREAMING_BYTES: u64 = 1 << 20;
+
 impl ResponseBody {
+    /// A response that may stream for long: no length (chunked, to the close, an event
+    /// stream) or a large one. Read from its size hint (its length as framed), not headers.
+    pub(crate) fn is_streaming(&self) -> bool {
+        use http_body::Body;
+        !self.is_end_stream()
+            && self
+                .size_hint()
+                .exact()
+                .is_none_or(|len| len > STREAMING_BYTES)
+    }
+
     /// An upstream's body; `request` is how the client's body goes, when it had data to come.
     pub fn upstream(
         inner: UpstreamBody,

@@ -572,3 +572,71 @@ async fn a_connection_header_naming_a_header_the_router_routes_by_is_refused() {
     assert!(!seen.contains_key("x-debug"));
     router.shutdown().await;
 }
+
+/// Runs curl (a client nobody here wrote) against the router with `args`; its status line.
+async fn curl_status(args: Vec<String>) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "20",
+            ])
+            .args(&args)
+            .output()
+            .expect("curl runs")
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn header_names_with_an_underscore_are_dropped_unless_kept() {
+    let setup = Setup::new().await;
+    setup.set("acme", pin("legacy"));
+    let router = setup.start().await;
+    let url = format!("http://{}/", router.addr());
+    let underscored = [
+        "-H",
+        "X-Tenant-Id: acme",
+        "-H",
+        "X_Tenant_Id: evil",
+        "-H",
+        "Content_Length: 99",
+        "-H",
+        "X-Note: a_b",
+    ];
+    // HTTP/1.1 (the router's own server), HTTP/1.0 (hyper's) and HTTP/2 in cleartext.
+    for version in ["--http1.1", "--http1.0", "--http2-prior-knowledge"] {
+        let mut args: Vec<String> = underscored.iter().map(|s| s.to_string()).collect();
+        args.extend([version.to_owned(), url.clone()]);
+        assert_eq!(curl_status(args).await, "200", "{version}");
+        let seen = setup.legacy.seen.last_headers();
+        let names: Vec<_> = seen.keys().map(|n| n.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| n.contains('_')),
+            "{version}: {names:?}"
+        );
+        assert_eq!(seen["x-tenant-id"], "acme", "{version}");
+        assert_eq!(seen["x-note"], "a_b", "{version}: only names are looked at");
+    }
+    router.shutdown().await;
+
+    let mut setup = setup;
+    setup.extra = "keep_underscored_headers = true\n".into();
+    let router = setup.start().await;
+    let url = format!("http://{}/", router.addr());
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let mut args: Vec<String> = underscored.iter().map(|s| s.to_string()).collect();
+        args.extend([version.to_owned(), url.clone()]);
+        assert_eq!(curl_status(args).await, "200", "{version}");
+        let seen = setup.legacy.seen.last_headers();
+        assert_eq!(seen["x_tenant_id"], "evil", "{version}: kept when asked");
+    }
+    router.shutdown().await;
+}

@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config_reload;
 mod connections;
+mod crowding;
 mod cutover;
 mod deploy;
 mod differential;

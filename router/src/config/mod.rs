@@ -149,8 +149,14 @@ pub struct Server {
     /// Time a client has to send a request's headers, including the wait for the next request
     /// on a kept-alive connection.
     pub header_read_timeout: Duration,
+    /// Time a new connection has to send its first byte (capped by `header_read_timeout`).
+    pub first_byte_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Client connections open at once. At the cap, a new connection closes the one idle the
+    /// longest (no request in progress); it waits only when every one has a request going.
     pub max_connections: usize,
+    /// Client connections one address may hold open; one beyond it is closed at once.
+    pub max_connections_per_address: Option<usize>,
     /// Connections the kernel queues for the traffic listener before they are accepted (a
     /// burst of connects waits here; the kernel caps it at `net.core.somaxconn`).
     pub listen_backlog: u32,
@@ -158,6 +164,9 @@ pub struct Server {
     /// Keep incoming `x-forwarded-proto` and `x-forwarded-host` (set only behind a trusted
     /// load balancer); otherwise they are overwritten.
     pub trust_forwarded_headers: bool,
+    /// Forward header fields whose name has an underscore; by default they are dropped, as
+    /// some servers read `X_Tenant_Id` as `X-Tenant-Id`.
+    pub keep_underscored_headers: bool,
     /// The bearer token admin writes must present; `None` disables admin writes.
     pub admin_token: Option<AdminToken>,
     /// A TLS listener beside the plaintext one.
@@ -562,6 +571,18 @@ target = "legacy"
                     "[targets.new.retry]\nbudget_percent = 120\n[targets.new]",
                 ),
                 "targets.new.retry.budget_percent",
+            ),
+            (
+                GOOD.replace("header:x-tenant-id", "header:x_tenant"),
+                "tenant: routes by the header x_tenant, whose name has an underscore",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nmax_connections_per_address = 0"),
+                "server.max_connections_per_address: must be at least 1",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nfirst_byte_timeout_ms = 0"),
+                "server.first_byte_timeout_ms: must be greater than 0",
             ),
         ];
         for (text, want) in cases {

@@ -29,6 +29,18 @@ pub(super) fn validate(
     let flags = flags(&raw.flags, &targets, base_dir, problems);
     let verifies_clients = (raw.server.tls.as_ref()).is_some_and(|t| t.client_ca.is_some());
     let tenant = tenant(&raw.tenant, verifies_clients, problems);
+    if !server.keep_underscored_headers {
+        let deciding = crate::policy::tenant::deciding_headers(&tenant.from, &tenant.sticky_key);
+        for name in deciding.iter().filter(|n| n.as_str().contains('_')) {
+            problem(
+                problems,
+                "tenant",
+                format!(
+                    "routes by the header {name}, whose name has an underscore: such fields are dropped unless server.keep_underscored_headers = true"
+                ),
+            );
+        }
+    }
     let routes = routes(&raw.routes, &targets, problems);
     let shadow = shadow_config(&raw.shadow, problems);
     let access_log = (raw.access_log.as_ref()).map(|a| access_log(a, base_dir, problems));
@@ -73,6 +85,7 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
     for (key, v) in [
         ("server.drain_timeout_ms", s.drain_timeout_ms),
         ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+        ("server.first_byte_timeout_ms", s.first_byte_timeout_ms),
     ] {
         positive(problems, key, v);
     }
@@ -84,6 +97,13 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
     }
     if s.max_connections == Some(0) {
         problem(problems, "server.max_connections", "must be at least 1");
+    }
+    if s.max_connections_per_address == Some(0) {
+        problem(
+            problems,
+            "server.max_connections_per_address",
+            "must be at least 1 (leave it out for no cap)",
+        );
     }
     if let Some(n) = s.max_header_bytes
         && !(1024..=1 << 20).contains(&n)
@@ -105,11 +125,14 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
         drain_timeout: ms(s.drain_timeout_ms, 30_000),
         shutdown_delay: ms(s.shutdown_delay_ms, 0),
         header_read_timeout: ms(s.header_read_timeout_ms, 30_000),
+        first_byte_timeout: ms(s.first_byte_timeout_ms, 10_000),
         max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
         max_connections: s.max_connections.unwrap_or(10_000),
+        max_connections_per_address: s.max_connections_per_address,
         listen_backlog: s.listen_backlog.unwrap_or(4096),
         http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(256),
         trust_forwarded_headers: s.trust_forwarded_headers.unwrap_or(false),
+        keep_underscored_headers: s.keep_underscored_headers.unwrap_or(false),
         admin_token: s
             .admin_token_file
             .as_deref()

@@ -47,9 +47,24 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
         &n.max_header_bytes,
     );
     differ(
+        "server.keep_underscored_headers",
+        &o.keep_underscored_headers,
+        &n.keep_underscored_headers,
+    );
+    differ(
+        "server.first_byte_timeout_ms",
+        &o.first_byte_timeout,
+        &n.first_byte_timeout,
+    );
+    differ(
         "server.max_connections",
         &o.max_connections,
         &n.max_connections,
+    );
+    differ(
+        "server.max_connections_per_address",
+        &o.max_connections_per_address,
+        &n.max_connections_per_address,
     );
     differ(
         "server.listen_backlog",

@@ -175,6 +175,19 @@ pub(super) fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the fields whose name has an underscore: some servers read `Content_Length` or
+/// `X_Tenant_Id` as the dashed name, so the field would mean one thing here and another there
+/// (nginx drops them too, unless `underscores_in_headers` is on).
+pub fn drop_underscored_names(headers: &mut HeaderMap) {
+    let underscored: Vec<HeaderName> = (headers.keys())
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
 /// names, plus the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {

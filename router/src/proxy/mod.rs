@@ -61,6 +61,8 @@ pub struct Proxy {
     access_log: Option<Arc<AccessLog>>,
     pub(crate) metrics: Arc<Metrics>,
     trust_forwarded: bool,
+    /// Drop header fields whose name has an underscore (for the `http1` crate's, as it parses).
+    drop_underscored: bool,
     request_ids: RequestIds,
     /// Shared by every generation of the config: a reload never loses count of a tunnel.
     pub(crate) tunnels: Arc<Tunnels>,
@@ -245,20 +247,6 @@ impl Bound<'_> {
     }
 }
 
-/// Bodies larger than this follow flips while they stream.
-const STREAMING_BYTES: u64 = 1 << 20;
-
-/// A response that may stream for long: no length (chunked, to the close, an event stream)
-/// or a large one. Read from the body's size hint (its length as framed), not the headers.
-fn is_streaming(body: &ResponseBody) -> bool {
-    use http_body::Body;
-    !body.is_end_stream()
-        && body
-            .size_hint()
-            .exact()
-            .is_none_or(|len| len > STREAMING_BYTES)
-}
-
 /// The methods a retry may send again after the request may have reached the application.
 fn is_idempotent(method: &Method) -> bool {
     matches!(
@@ -343,6 +331,7 @@ impl Proxy {
             access_log,
             metrics,
             trust_forwarded: config.server.trust_forwarded_headers,
+            drop_underscored: !config.server.keep_underscored_headers,
             request_ids: RequestIds::new(),
             tunnels: Arc::default(),
             health,
@@ -372,6 +361,7 @@ impl Proxy {
             access_log: self.access_log.clone(),
             metrics: self.metrics.clone(),
             trust_forwarded: config.server.trust_forwarded_headers,
+            drop_underscored: !config.server.keep_underscored_headers,
             request_ids: RequestIds::new(),
             tunnels: self.tunnels.clone(),
             streams: self.streams.clone(),
@@ -739,6 +729,9 @@ impl Proxy {
             &self.decided_by,
         )
         .map_err(Refusal::ConnectionNamesDecider)?;
+        if self.drop_underscored && !matches!(body, ClientBody::H1(_) | ClientBody::H1Tls(_)) {
+            headers::drop_underscored_names(&mut parts.headers);
+        }
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
         }
@@ -982,7 +975,7 @@ impl Proxy {
             completion,
         );
         if !upgraded
-            && is_streaming(&body)
+            && body.is_streaming()
             && let Some(binding) = bound.binding(StreamKind::Response)
         {
             body = body.closing_with(self.streams.register(binding, &self.flags.load()));

@@ -5,6 +5,8 @@
 mod admin_listener;
 pub mod http2;
 pub mod reconfigure;
+mod slots;
+mod tls_edge;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,13 +25,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use arc_swap::ArcSwap;
 
 use self::admin_listener::serve_admin;
+use self::slots::{Slot, Slots};
+use self::tls_edge::{TlsEdge, serve_tls};
 use crate::admin::Admin;
 use crate::body::{ClientBody, ResponseBody};
 use crate::config::Problem;
@@ -206,9 +210,14 @@ impl Router {
                 (Some(edge), Some(tls_listener))
             }
         };
+        let slots = Slots::new(
+            config.server.max_connections,
+            config.server.max_connections_per_address,
+        );
+        metrics.add_families(slots.clone());
         let serving = Serving::start(
             Serving {
-                slots: Arc::new(Semaphore::new(config.server.max_connections)),
+                slots: slots.clone(),
                 live: live.clone(),
                 server: config.server.clone(),
                 tls_edge,
@@ -448,7 +457,7 @@ async fn accept(listener: &TcpListener, what: &'static str) -> (tokio::net::TcpS
 /// connection holds a watcher of `graceful`, so its shutdown waits for both kinds.
 async fn serve_traffic(
     listener: TcpListener,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     live: Arc<ArcSwap<Proxy>>,
     server: Server,
     draining: Arc<AtomicBool>,
@@ -458,7 +467,7 @@ async fn serve_traffic(
     // Shared: each connection's task holds a pointer to it, not a 240-byte copy.
     let handoff = Handoff::new(&server);
     let settings = http1_settings(&server);
-    while let Some((permit, stream, peer)) =
+    while let Some((slot, stream, peer)) =
         next_connection(&listener, &slots, &mut stop, "traffic").await
     {
         let metrics = live.load().metrics.clone();
@@ -469,10 +478,10 @@ async fn serve_traffic(
         let (handoff, settings) = (handoff.clone(), settings.clone());
         let (draining, stop) = (draining.clone(), stop.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let connection = Connection {
                 live: &live,
                 client: &client,
+                slot: &slot,
             };
             let ended = http1::server::serve(
                 stream,
@@ -483,7 +492,10 @@ async fn serve_traffic(
                 stop.clone(),
             )
             .await;
-            if let http1::server::Ended::Handoff(stream) = ended {
+            // Served on by a server that does not say when it is idle: never closed for room.
+            if let http1::server::Ended::Handoff(stream) = ended
+                && slot.begin()
+            {
                 // Boxed: the other servers' connections are large, and most connections never
                 // need them.
                 Box::pin(serve_handoff(stream, live, client, handoff, watcher, stop)).await;
@@ -498,45 +510,40 @@ async fn serve_traffic(
 fn http1_settings(server: &Server) -> http1::server::Settings {
     http1::server::Settings {
         header_read_timeout: server.header_read_timeout,
+        first_byte_timeout: server.first_byte_timeout,
         max_header_bytes: server.max_header_bytes,
         added_headers: crate::proxy::ADDED_REQUEST_HEADERS,
+        drop_underscored_names: !server.keep_underscored_headers,
     }
 }
 
-/// The next client connection and the slot it holds (`server.max_connections` slots shared by
-/// the plaintext and TLS listeners), or `None` once `stop` is set.
+/// The next client connection and the slot it holds ([`Slots`]: `server.max_connections`
+/// shared by the plaintext and TLS listeners), or `None` once `stop` is set. A connection
+/// beyond its address's cap is closed at once.
 async fn next_connection(
     listener: &TcpListener,
-    slots: &Arc<Semaphore>,
+    slots: &Arc<Slots>,
     stop: &mut watch::Receiver<bool>,
     what: &'static str,
-) -> Option<(OwnedSemaphorePermit, tokio::net::TcpStream, SocketAddr)> {
-    let permit = tokio::select! {
-        permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        _ = crate::shutdown::until_set(stop) => return None,
-    };
-    let (stream, peer) = tokio::select! {
-        accepted = accept(listener, what) => accepted,
-        _ = crate::shutdown::until_set(stop) => return None,
-    };
-    let _ = stream.set_nodelay(true);
-    Some((permit, stream, peer))
-}
-
-/// What a TLS listener's connections need before HTTP: the acceptor, the certificates (which
-/// count failures) and the handshake's time limit.
-#[derive(Clone)]
-struct TlsEdge {
-    acceptor: tokio_rustls::TlsAcceptor,
-    certificates: Arc<crate::tls::Certificates>,
-    handshake_timeout: Duration,
-}
-
-impl std::fmt::Debug for TlsEdge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsEdge")
-            .field("handshake_timeout", &self.handshake_timeout)
-            .finish_non_exhaustive()
+) -> Option<(Slot, tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = accept(listener, what) => accepted,
+            _ = crate::shutdown::until_set(stop) => return None,
+        };
+        let taken = tokio::select! {
+            taken = slots.take(peer.ip()) => taken,
+            _ = crate::shutdown::until_set(stop) => return None,
+        };
+        match taken {
+            Ok(slot) => {
+                let _ = stream.set_nodelay(true);
+                return Some((slot, stream, peer));
+            }
+            Err(_) => {
+                tracing::debug!(%peer, listener = what, "closed a connection beyond server.max_connections_per_address");
+            }
+        }
     }
 }
 
@@ -545,7 +552,7 @@ impl std::fmt::Debug for TlsEdge {
 #[derive(Debug)]
 struct Serving {
     /// `server.max_connections`, shared by the plaintext and TLS listeners, old and new.
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     live: Arc<ArcSwap<Proxy>>,
     server: Server,
     tls_edge: Option<TlsEdge>,
@@ -751,134 +758,13 @@ impl crate::server::reconfigure::Rebind for Serving {
     }
 }
 
-/// The TLS listener's accept loop: each connection's handshake (bounded by the handshake
-/// timeout) runs in its own task; then HTTP/1.1 goes to the same server as plaintext, and
-/// ALPN `h2` to [`http2`], the router's own HTTP/2 server on the `h2` crate. A client that
-/// speaks plain HTTP to the port is answered 400 saying so; every failed handshake is logged
-/// at debug and counted by reason.
-async fn serve_tls(
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
-    edge: TlsEdge,
-    live: Arc<ArcSwap<Proxy>>,
-    server: Server,
-    draining: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown {
-    use crate::tls::HandshakeFailure;
-    let TlsEdge {
-        acceptor,
-        certificates: tls,
-        handshake_timeout,
-    } = edge;
-    let graceful = GracefulShutdown::new();
-    let handoff = Handoff::new(&server);
-    let settings = http1_settings(&server);
-    while let Some((permit, stream, peer)) =
-        next_connection(&listener, &slots, &mut stop, "tls").await
-    {
-        let (live, tls, acceptor) = (live.clone(), tls.clone(), acceptor.clone());
-        let watcher = graceful.watcher();
-        let (handoff, settings) = (handoff.clone(), settings.clone());
-        let (draining, stop) = (draining.clone(), stop.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let deadline = tokio::time::Instant::now() + handshake_timeout;
-            let failed = |why: HandshakeFailure, detail: &dyn std::fmt::Display| {
-                tls.count_failure(why);
-                tracing::debug!(%peer, reason = why.as_str(), %detail, "TLS handshake failed");
-            };
-            // A TLS connection opens with a handshake record (0x16); anything else is not TLS.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-                Ok(Ok(1)) if first[0] == 0x16 => {}
-                Ok(Ok(1)) => {
-                    failed(
-                        HandshakeFailure::NotTls,
-                        &"the first byte is not a TLS record",
-                    );
-                    if first[0].is_ascii_uppercase() {
-                        refuse_plain_http(stream, deadline).await;
-                    }
-                    return;
-                }
-                Ok(_) => return,
-                Err(_) => return failed(HandshakeFailure::Timeout, &"no bytes"),
-            }
-            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    // An unknown name was counted by the certificate resolver.
-                    let unknown_name = e
-                        .get_ref()
-                        .and_then(|e| e.downcast_ref::<rustls::Error>())
-                        .is_some_and(|e| matches!(e, rustls::Error::General(_)));
-                    if !unknown_name {
-                        failed(HandshakeFailure::Failed, &e);
-                    }
-                    return;
-                }
-                Err(_) => {
-                    return failed(HandshakeFailure::Timeout, &"the handshake did not finish");
-                }
-            };
-            let metrics = live.load().metrics.clone();
-            metrics.connection_opened();
-            let client = Peer::over_tls(peer, crate::tls::client_common_name(stream.get_ref().1));
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                Box::pin(serve_h2(stream, live, client, handoff, watcher, stop)).await;
-            } else {
-                let connection = Connection {
-                    live: &live,
-                    client: &client,
-                };
-                let ended = http1::server::serve(
-                    http1::server::Split(stream),
-                    peer,
-                    &connection,
-                    &settings,
-                    &draining,
-                    stop.clone(),
-                )
-                .await;
-                if let http1::server::Ended::Handoff(stream) = ended {
-                    Box::pin(serve_handoff(stream, live, client, handoff, watcher, stop)).await;
-                }
-            }
-            metrics.connection_closed();
-        });
-    }
-    graceful
-}
-
-/// Answers a plain HTTP request sent to the TLS port with a 400 that says so, then closes:
-/// what the client sent is read first (bounded), so the close does not reset the answer away.
-async fn refuse_plain_http(mut stream: tokio::net::TcpStream, deadline: tokio::time::Instant) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await;
-    let body = "switchyard: this port speaks TLS: use https:// here\n";
-    let answer = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(answer.as_bytes()).await.is_ok() && stream.shutdown().await.is_ok() {
-        // Linger until the client closes (or a second passes), reading what else it sends.
-        let linger = tokio::time::Instant::now() + Duration::from_secs(1);
-        while let Ok(Ok(n)) = tokio::time::timeout_at(linger, stream.read(&mut sink)).await {
-            if n == 0 {
-                break;
-            }
-        }
-    }
-}
-
 /// One client connection's requests, for the `http1` crate's server: each goes to the
 /// current config's proxy (so a reload reaches kept-alive connections at their next request)
-/// in a span that names the client.
+/// in a span that names the client. Its slot says when it is idle, and closes it for room.
 struct Connection<'a> {
     live: &'a ArcSwap<Proxy>,
     client: &'a Peer,
+    slot: &'a Slot,
 }
 
 impl<R> http1::server::Handler<R> for Connection<'_>
@@ -897,6 +783,21 @@ where
         (self.live.load_full())
             .handle(request.map(ClientBody::from), self.client)
             .instrument(span)
+    }
+
+    #[inline]
+    fn idle(&self) {
+        self.slot.idle();
+    }
+
+    #[inline]
+    fn begin(&self) -> bool {
+        self.slot.begin()
+    }
+
+    #[inline]
+    fn poll_close(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.slot.poll_close(cx)
     }
 }
 

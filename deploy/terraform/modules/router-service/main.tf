@@ -160,6 +160,8 @@ resource "aws_ecs_task_definition" "router" {
         retries     = 3
         startPeriod = 20
       }
+      # A descriptor per client connection (server.max_connections) and per upstream one.
+      ulimits = [{ name = "nofile", softLimit = 65536, hardLimit = 65536 }]
       # SIGTERM, then the config's shutdown delay and drain before SIGKILL.
       stopTimeout = 60
       logConfiguration = {
