@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use crate::health::InFlight;
 use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
+use crate::policy::route::UploadPace;
 use crate::streams::Registration;
 
 /// Why a streamed body stopped.
@@ -28,6 +29,8 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("the client sent no body data for {0:?}")]
     ClientIdle(Duration),
+    #[error("the client's body came slower than the route's pace ({0:?})")]
+    ClientTooSlow(UploadPace),
     #[error("reading the client's body failed: {0}")]
     Client(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the upstream sent no body data for {0:?}")]
@@ -209,6 +212,84 @@ impl Body for H2Body {
     }
 }
 
+/// Request bodies in progress per client address, held to `server.max_uploads_per_address`:
+/// one client's slow uploads cannot take every upstream connection a legacy side has.
+#[derive(Debug)]
+pub struct Uploads {
+    pub cap: usize,
+    open: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One upload counted against its address, until dropped with its body.
+#[derive(Debug)]
+pub struct Upload {
+    uploads: Arc<Uploads>,
+    address: std::net::IpAddr,
+}
+
+impl Uploads {
+    pub fn new(cap: usize) -> Arc<Uploads> {
+        Arc::new(Uploads {
+            cap,
+            open: Mutex::default(),
+        })
+    }
+
+    /// Counts an upload from `address`; `None` when it has `cap` going already.
+    pub fn enter(self: &Arc<Self>, address: std::net::IpAddr) -> Option<Upload> {
+        let mut open = self.open.lock().expect("uploads lock");
+        let n = open.entry(address).or_default();
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Upload {
+            uploads: self.clone(),
+            address,
+        })
+    }
+
+    /// Uploads going now from `address`.
+    pub fn open(&self, address: std::net::IpAddr) -> usize {
+        let open = self.open.lock().expect("uploads lock");
+        open.get(&address).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let mut open = self.uploads.open.lock().expect("uploads lock");
+        if let Some(n) = open.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The timer of a request body's pace ([`UploadPace`]), armed only once the body waits for
+/// the client.
+#[derive(Debug)]
+struct Pace {
+    limit: UploadPace,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pace {
+    /// Called when the body waits for the client: true once it is later than its pace allows
+    /// for the `sent` bytes of a body that started at `since`.
+    fn overdue(&mut self, cx: &mut Context<'_>, since: Instant, sent: u64) -> bool {
+        let deadline = since + self.limit.allowance(sent);
+        let sleep =
+            (self.sleep).get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// The client's body on its way to the upstream (`None`: no body, as on a retry).
 #[derive(Debug)]
 pub struct RequestBody {
@@ -216,6 +297,10 @@ pub struct RequestBody {
     sent: u64,
     limit: Option<u64>,
     idle: IdleTimer,
+    /// For a body still to come: the pace it must keep until the upstream answers.
+    pace: Option<Pace>,
+    /// Counted against its client's address while it lives.
+    upload: Option<Upload>,
     /// For a body still to come: how far it has got, for the proxy's response timeout.
     progress: Option<Arc<BodyProgress>>,
     /// Where a shadowed request's body is copied as it goes.
@@ -290,16 +375,27 @@ impl BodyProgress {
 }
 
 impl RequestBody {
-    pub fn new(inner: ClientBody, limit: Option<u64>, idle: Duration) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>, idle: Duration, pace: UploadPace) -> Self {
         let progress = (!inner.is_end_stream()).then(|| Arc::new(BodyProgress::new()));
         RequestBody {
             inner: Some(inner),
             sent: 0,
             limit,
             idle: IdleTimer::new(idle),
+            pace: progress.is_some().then_some(Pace {
+                limit: pace,
+                sleep: None,
+            }),
+            upload: None,
             progress,
             copy: None,
         }
+    }
+
+    /// Counts the body against its client's uploads while it lives.
+    pub fn counted(mut self, upload: Option<Upload>) -> Self {
+        self.upload = upload;
+        self
     }
 
     /// Copies the body into `copy` as it streams (for a shadow).
@@ -315,6 +411,8 @@ impl RequestBody {
             sent: 0,
             limit: None,
             idle: IdleTimer::new(Duration::MAX),
+            pace: None,
+            upload: None,
             progress: None,
             copy: None,
         }
@@ -327,6 +425,8 @@ impl RequestBody {
             sent: 0,
             limit: None,
             idle: IdleTimer::new(Duration::MAX),
+            pace: None,
+            upload: None,
             progress: None,
             copy: None,
         }
@@ -365,6 +465,14 @@ impl Body for RequestBody {
         match polled {
             Poll::Pending => {
                 let progress = &this.progress;
+                // The pace holds until the answer streams: then the exchange is full duplex,
+                // and only its idle timeout applies.
+                if let (Some(pace), Some(p)) = (this.pace.as_mut(), progress)
+                    && p.answer_moved().is_none()
+                    && pace.overdue(cx, p.since, this.sent)
+                {
+                    return Poll::Ready(Some(Err(BodyError::ClientTooSlow(pace.limit))));
+                }
                 if (this.idle).expired(cx, || progress.as_ref().and_then(|p| p.answer_moved())) {
                     return Poll::Ready(Some(Err(BodyError::ClientIdle(this.idle.limit))));
                 }

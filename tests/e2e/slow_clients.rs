@@ -259,3 +259,121 @@ async fn an_exchange_where_neither_side_moves_is_cut() {
     );
     router.shutdown().await;
 }
+
+/// An upstream that accepts connections, reads whatever comes and never answers; reports
+/// each connection's end (the router closed it) on the channel.
+async fn silent_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, ends) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = closed.send(());
+            });
+        }
+    });
+    (addr, ends)
+}
+
+#[tokio::test]
+async fn a_trickled_upload_gets_408_at_the_routes_pace_and_frees_its_upstream_connection() {
+    let (upstream, mut ends) = silent_upstream().await;
+    let mut setup = Setup::new().await;
+    setup.route_raw(upstream);
+    setup.routes = setup.routes.replace(
+        "target = \"raw\"\n",
+        "target = \"raw\"\nupload_timeout_ms = 500\nmin_upload_bytes_per_s = 100\nidle_timeout_ms = 10000\ntimeout_ms = 30000\n",
+    );
+    let router = setup.start().await;
+    let mut s = TcpStream::connect(router.addr()).await.unwrap();
+    s.write_all(
+        b"POST /raw/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // A byte every 50 ms (20 a second, under the route's 100): no pause near the idle
+    // timeout. The pace is the scenario's, not a wait for an event.
+    let (mut read, mut write) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..400 {
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, read.read_to_end(&mut out))
+        .await
+        .expect("answered before the trickle ends")
+        .unwrap();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("min_upload_bytes_per_s"), "{text}");
+    tokio::time::timeout(EVENT_TIMEOUT, ends.recv())
+        .await
+        .expect("the upstream connection is closed");
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_address_has_at_most_its_cap_of_uploads_at_once() {
+    let mut setup = Setup::new().await;
+    setup.extra = "max_uploads_per_address = 2\n".into();
+    let router = setup.start().await;
+    let head = b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n";
+    let addr = router.addr();
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let mut going = Vec::new();
+    for _ in 0..2 {
+        let mut s = from([127, 0, 0, 1]).await;
+        s.write_all(head).await.unwrap();
+        s.write_all(b"12345").await.unwrap();
+        going.push(s);
+    }
+    wait_for("both uploads to reach the upstream", || {
+        setup.legacy.seen.total() == 2
+    })
+    .await;
+    let mut third = from([127, 0, 0, 1]).await;
+    third.write_all(head).await.unwrap();
+    let text = answer(&mut third).await;
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    assert!(text.contains("max_uploads_per_address"), "{text}");
+    assert_eq!(setup.legacy.seen.total(), 2, "the third never reached it");
+
+    // Another address is not held to the first one's uploads.
+    let mut other = from([127, 0, 0, 2]).await;
+    other.write_all(head).await.unwrap();
+    other.write_all(b"1234567890").await.unwrap();
+    assert!(answer(&mut other).await.starts_with("HTTP/1.1 200"));
+    // An upload that ends makes room for the next.
+    going[0].write_all(b"67890").await.unwrap();
+    assert!(answer(&mut going[0]).await.starts_with("HTTP/1.1 200"));
+    let mut next = from([127, 0, 0, 1]).await;
+    next.write_all(head).await.unwrap();
+    next.write_all(b"1234567890").await.unwrap();
+    assert!(answer(&mut next).await.starts_with("HTTP/1.1 200"));
+    drop(going);
+    router.shutdown().await;
+}

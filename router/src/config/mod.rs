@@ -157,6 +157,8 @@ pub struct Server {
     pub max_connections: usize,
     /// Client connections one address may hold open; one beyond it is closed at once.
     pub max_connections_per_address: Option<usize>,
+    /// Request bodies one address may have coming at once; one beyond gets 429.
+    pub max_uploads_per_address: Option<usize>,
     /// Connections the kernel queues for the traffic listener before they are accepted (a
     /// burst of connects waits here; the kernel caps it at `net.core.somaxconn`).
     pub listen_backlog: u32,

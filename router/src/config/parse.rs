@@ -98,12 +98,20 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
     if s.max_connections == Some(0) {
         problem(problems, "server.max_connections", "must be at least 1");
     }
-    if s.max_connections_per_address == Some(0) {
-        problem(
-            problems,
+    for (key, cap) in [
+        (
             "server.max_connections_per_address",
-            "must be at least 1 (leave it out for no cap)",
-        );
+            s.max_connections_per_address,
+        ),
+        ("server.max_uploads_per_address", s.max_uploads_per_address),
+    ] {
+        if cap == Some(0) {
+            problem(
+                problems,
+                key,
+                "must be at least 1 (leave it out for no cap)",
+            );
+        }
     }
     if let Some(n) = s.max_header_bytes
         && !(1024..=1 << 20).contains(&n)
@@ -129,6 +137,7 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
         max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024),
         max_connections: s.max_connections.unwrap_or(10_000),
         max_connections_per_address: s.max_connections_per_address,
+        max_uploads_per_address: s.max_uploads_per_address,
         listen_backlog: s.listen_backlog.unwrap_or(4096),
         http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(256),
         trust_forwarded_headers: s.trust_forwarded_headers.unwrap_or(false),
@@ -648,6 +657,11 @@ fn route(r: &RawRoute, key: &str, targets: &Targets, problems: &mut Vec<Problem>
         &format!("{key}.idle_timeout_ms"),
         r.idle_timeout_ms,
     );
+    positive(
+        problems,
+        &format!("{key}.upload_timeout_ms"),
+        r.upload_timeout_ms,
+    );
     let upgrades = match &r.upgrades {
         None => vec!["websocket".to_owned()],
         Some(list) => list.iter().map(|u| u.to_ascii_lowercase()).collect(),
@@ -688,6 +702,10 @@ fn route(r: &RawRoute, key: &str, targets: &Targets, problems: &mut Vec<Problem>
         timeout: ms(r.timeout_ms, 30_000),
         try_timeout: r.try_timeout_ms.map(Duration::from_millis),
         idle_timeout: ms(r.idle_timeout_ms, 60_000),
+        upload: crate::policy::route::UploadPace {
+            timeout: ms(r.upload_timeout_ms, 60_000),
+            min_rate: r.min_upload_bytes_per_s.unwrap_or(1024),
+        },
         max_body_bytes: r.max_body_bytes,
     }
 }

@@ -62,6 +62,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
         &n.max_connections,
     );
     differ(
+        "server.max_uploads_per_address",
+        &o.max_uploads_per_address,
+        &n.max_uploads_per_address,
+    );
+    differ(
         "server.max_connections_per_address",
         &o.max_connections_per_address,
         &n.max_connections_per_address,

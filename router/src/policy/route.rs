@@ -29,12 +29,36 @@ pub struct Route {
     pub try_timeout: Option<Duration>,
     /// Longest pause allowed between body chunks, in either direction.
     pub idle_timeout: Duration,
+    /// How fast a request body must come while the upstream waits for it.
+    pub upload: UploadPace,
     pub max_body_bytes: Option<u64>,
     /// Protocols a client may upgrade to on this route (`Upgrade`), lower-case; never `h2c`.
     pub upgrades: Vec<String>,
     /// Methods copied to a tenant's shadow besides GET, HEAD and OPTIONS (for sides that share
     /// or discard writes).
     pub shadow_methods: Vec<Method>,
+}
+
+/// The slowest a request body may come before the upstream answers: whole within `timeout`
+/// plus a second for each `min_rate` bytes it has sent (Apache's `MinRate`). A client that
+/// trickles a byte now and then would otherwise hold an upstream connection for as long as it
+/// likes, although no pause reaches the idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadPace {
+    pub timeout: Duration,
+    /// Bytes a second; 0: `timeout` alone bounds the body.
+    pub min_rate: u64,
+}
+
+impl UploadPace {
+    /// How long from its start a body that has sent `sent` bytes has to end.
+    pub fn allowance(&self, sent: u64) -> Duration {
+        let earned = match self.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_millis(sent.saturating_mul(1000) / rate),
+        };
+        self.timeout.saturating_add(earned)
+    }
 }
 
 impl Route {
@@ -116,6 +140,10 @@ impl Route {
             timeout: Duration::from_secs(1),
             try_timeout: None,
             idle_timeout: Duration::from_secs(1),
+            upload: UploadPace {
+                timeout: Duration::from_secs(60),
+                min_rate: 1024,
+            },
             max_body_bytes: None,
             upgrades: vec!["websocket".into()],
             shadow_methods: Vec::new(),

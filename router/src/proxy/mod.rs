@@ -70,6 +70,8 @@ pub struct Proxy {
     pub(crate) streams: Arc<Streams>,
     /// Requests of tenants being moved, waiting; shared by every generation of the config.
     pub(crate) holds: Arc<Holds>,
+    /// `server.max_uploads_per_address`; shared by every generation of the config.
+    uploads: Option<Arc<crate::body::Uploads>>,
     health: Arc<Health>,
 }
 
@@ -122,20 +124,6 @@ impl Failure {
             Failure::Connect
         } else {
             Failure::Reset
-        }
-    }
-
-    fn client(error: &BodyError) -> Failure {
-        match error {
-            BodyError::TooLarge(_) => Failure::Client(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body exceeds the route's limit",
-            ),
-            BodyError::ClientIdle(_) => Failure::Client(
-                StatusCode::REQUEST_TIMEOUT,
-                "the client stopped sending its body",
-            ),
-            _ => Failure::Client(StatusCode::BAD_REQUEST, "reading the request body failed"),
         }
     }
 }
@@ -321,6 +309,10 @@ impl Proxy {
         Ok(Proxy {
             streams,
             holds,
+            uploads: config
+                .server
+                .max_uploads_per_address
+                .map(crate::body::Uploads::new),
             routes: RouteTable::new(config.routes.clone()),
             rules: config.tenant.clone(),
             decided_by: tenant::deciding_headers(&config.tenant.from, &config.tenant.sticky_key),
@@ -366,6 +358,7 @@ impl Proxy {
             tunnels: self.tunnels.clone(),
             streams: self.streams.clone(),
             holds: self.holds.clone(),
+            uploads: self.uploads.clone(),
             health,
         })
     }
@@ -710,6 +703,12 @@ impl Proxy {
         {
             return Err(Refusal::BodyTooLarge { len, limit });
         }
+        let upload = match &self.uploads {
+            Some(u) if !http_body::Body::is_end_stream(&body) => {
+                Some((u.enter(client.addr.ip())).ok_or(Refusal::TooManyUploads(u.cap))?)
+            }
+            _ => None,
+        };
         // Boxed: it is held across the upstream exchange, and upgrades are rare.
         let client_upgrade = match allowed_upgrade(parts, route) {
             Some(asked) => parts
@@ -777,8 +776,9 @@ impl Proxy {
                 ctx.shadow = Some(Box::new(copy));
             }
         }
-        let body =
-            RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
+        let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout, route.upload)
+            .copying(body_copy)
+            .counted(upload);
         Ok(Prepared {
             body,
             endpoint,

@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 
 use super::headers::X_REQUEST_ID;
 use super::{Failure, Proxy, RequestCtx};
-use crate::body::{Completion, ResponseBody};
+use crate::body::{BodyError, Completion, ResponseBody};
 use crate::policy::tenant;
 
 /// Why the router answers a request itself; [`Proxy::refuse`] turns each into its status and
@@ -36,6 +36,8 @@ pub(super) enum Refusal {
         len: u64,
         limit: u64,
     },
+    /// Its client address has `server.max_uploads_per_address` request bodies coming.
+    TooManyUploads(usize),
     /// The request's `Connection` names a header the router decided by.
     ConnectionNamesDecider(http::HeaderName),
     /// The upstream answered 101 to a protocol the request did not ask for.
@@ -46,6 +48,27 @@ pub(super) enum Refusal {
     HoldQueueFull(Arc<HoldItem>),
     /// The exchange with this target failed; the route's timeout, for the 504's words.
     Upstream(Failure, TargetId, std::time::Duration),
+}
+
+impl Failure {
+    /// The failure a client's body error makes of the exchange.
+    pub(super) fn client(error: &BodyError) -> Failure {
+        match error {
+            BodyError::TooLarge(_) => Failure::Client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body exceeds the route's limit",
+            ),
+            BodyError::ClientIdle(_) => Failure::Client(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client stopped sending its body",
+            ),
+            BodyError::ClientTooSlow(_) => Failure::Client(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client sent its body slower than the route allows (upload_timeout_ms, min_upload_bytes_per_s)",
+            ),
+            _ => Failure::Client(StatusCode::BAD_REQUEST, "reading the request body failed"),
+        }
+    }
 }
 
 impl Proxy {
@@ -111,6 +134,13 @@ impl Proxy {
                 format!("request body of {len} bytes exceeds the route's limit of {limit} bytes")
                     .into(),
             ),
+            Refusal::TooManyUploads(cap) => {
+                retry_after = Some(1);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("this client address has {cap} request bodies coming already (server.max_uploads_per_address)").into(),
+                )
+            }
             Refusal::ConnectionNamesDecider(name) => (
                 StatusCode::BAD_REQUEST,
                 format!("the Connection header names {name}, a header this router routes by: removed as hop-by-hop, the upstream would never see it").into(),
