@@ -47,6 +47,7 @@ pub fn load(n: usize, split: bool) -> Load {
         version: 1,
         items,
         identity: None,
+        seals: Vec::new(),
     }
 }
 

@@ -8,7 +8,10 @@
 //! - Audit table `TABLE-audit`, partition key `stream` (S, always `changes`), sort key `seq`
 //!   (N, the meta version the write made). Each record holds `tenant`, `old` and `new` (the
 //!   flag items as JSON), `by`, `at`, `reason`. Index `by_tenant` (`tenant`, `seq`) serves
-//!   `flags history`.
+//!   `flags history`. Sparse index `sealed` (`seal_shard`, `seq`, with `tenant` and `new`)
+//!   holds only the records that seal a tenant or change a sealed one (`seal_shard` is set on
+//!   those alone, one of 16 by the tenant): a router starting with no snapshot reads it to
+//!   judge each sealed tenant's item against its audited seal, never the whole stream.
 //! - Fleet table `TABLE-fleet`, partition key `pk` (S), TTL on `expires_at`: the routers'
 //!   presence records ([`crate::fleet`]), which churn and never bump the flag version.
 //!
@@ -45,6 +48,18 @@ use crate::write::{Current, FlagWrite};
 const META: &str = "#meta";
 const STREAM: &str = "changes";
 const BY_TENANT: &str = "by_tenant";
+/// The audit table's sparse index of seal records.
+const SEALED: &str = "sealed";
+/// The partitions of the seal index, read in parallel.
+const SEAL_SHARDS: u64 = 16;
+
+/// The seal index partition of a tenant's records: a stable hash (FNV-1a) of its id.
+fn seal_shard(tenant: &str) -> String {
+    let hash = (tenant.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{:02}", hash % SEAL_SHARDS)
+}
 /// The audit table's record of the store's identity (`stream = "#identity"`, `seq = 0`).
 const IDENTITY: &str = "#identity";
 
@@ -305,9 +320,11 @@ impl DynamoStore {
             .attribute_definitions(attr("stream", ScalarAttributeType::S)?)
             .attribute_definitions(attr("seq", ScalarAttributeType::N)?)
             .attribute_definitions(attr("tenant", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("seal_shard", ScalarAttributeType::S)?)
             .key_schema(key("stream", KeyType::Hash)?)
             .key_schema(key("seq", KeyType::Range)?)
             .global_secondary_indexes(index)
+            .global_secondary_indexes(seal_index()?)
             .send()
             .await;
         ignore_existing(audit.map(|_| ()), "create audit table")?;
@@ -328,8 +345,113 @@ impl DynamoStore {
         ] {
             self.wait_active(&table).await?;
         }
+        self.add_seal_index().await?;
         self.expire_fleet_records().await?;
         self.create_meta().await
+    }
+
+    /// Adds the seal index to an audit table made before it, and waits for it to be active.
+    /// Seals written before it are not in it: the one-way door a starting router applies
+    /// covers the seals written since (running routers judge every item as before).
+    async fn add_seal_index(&self) -> Result<(), StoreError> {
+        let table = self.url.audit_table();
+        let mut asked = false;
+        for _ in 0..120 {
+            let out = (self.client.describe_table().table_name(&table).send().await)
+                .map_err(sdk_err("describe the audit table"))?;
+            let index = (out.table().map(|t| t.global_secondary_indexes()))
+                .and_then(|list| list.iter().find(|i| i.index_name() == Some(SEALED)));
+            match index.and_then(|i| i.index_status()) {
+                Some(aws_sdk_dynamodb::types::IndexStatus::Active) => return Ok(()),
+                // DynamoDB Local reports no status: its indexes are active at once.
+                None if index.is_some() => return Ok(()),
+                None if index.is_none() && !asked => {
+                    asked = true;
+                    let create =
+                        aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                            .index_name(SEALED)
+                            .set_key_schema(Some(seal_index()?.key_schema))
+                            .projection(seal_projection())
+                            .build()
+                            .map_err(build_err)?;
+                    let attr = AttributeDefinition::builder()
+                        .attribute_name("seal_shard")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(build_err)?;
+                    (self.client.update_table())
+                        .table_name(&table)
+                        .attribute_definitions(attr)
+                        .global_secondary_index_updates(
+                            aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                                .create(create)
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(sdk_err("add the seal index to the audit table"))?;
+                }
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+        Err(StoreError::Remote {
+            op: "wait for the seal index",
+            source: format!("the index {SEALED} of {table} is not active after 2 minutes").into(),
+        })
+    }
+
+    /// The flags the audit trail last recorded as sealed, one a tenant: the seal index's 16
+    /// partitions read in parallel, each tenant's last record kept. A tenant whose last seal
+    /// record unsealed it (a forced write) is not among them.
+    pub async fn audited_seals(&self) -> Result<Vec<FlagItem>, StoreError> {
+        let mut reads = tokio::task::JoinSet::new();
+        for shard in 0..SEAL_SHARDS {
+            let (client, table) = (self.client.clone(), self.url.audit_table());
+            reads.spawn(async move {
+                let mut pages = (client.query())
+                    .table_name(table)
+                    .index_name(SEALED)
+                    .key_condition_expression("seal_shard = :s")
+                    .expression_attribute_values(":s", AttributeValue::S(format!("{shard:02}")))
+                    .into_paginator()
+                    .send();
+                let mut records = Vec::new();
+                while let Some(page) = pages.next().await {
+                    let page = match page {
+                        Ok(page) => page,
+                        // An audit table made before the index: no seal can be judged.
+                        Err(e) if format!("{e:?}").contains("specified index") => {
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(sdk_err("query the seal index")(e)),
+                    };
+                    records.extend(page.items().iter().map(audit_record));
+                }
+                Ok::<_, StoreError>(Some(records))
+            });
+        }
+        let mut last: HashMap<String, AuditRecord> = HashMap::new();
+        while let Some(read) = reads.join_next().await {
+            let records = read.map_err(|e| StoreError::Remote {
+                op: "query the seal index",
+                source: e.to_string().into(),
+            })??;
+            let Some(records) = records else {
+                tracing::warn!(table = %self.url.audit_table(), "the audit table has no seal index: a router starting with no snapshot cannot judge sealed tenants' items; run `switchyard flags create-table` to add it");
+                return Ok(Vec::new());
+            };
+            for record in records {
+                match last.get(&record.tenant) {
+                    Some(kept) if kept.seq >= record.seq => {}
+                    _ => {
+                        last.insert(record.tenant.clone(), record);
+                    }
+                }
+            }
+        }
+        Ok((last.into_values())
+            .filter_map(|r| r.new.filter(|flag| flag.sealed))
+            .collect())
     }
 
     /// Turns on the fleet table's TTL on `expires_at` (kept when it is on already).
@@ -1087,6 +1209,11 @@ impl DynamoStore {
         if let Some(old) = &current.item {
             audit.insert("old".into(), AttributeValue::S(json(old)));
         }
+        // In the sparse seal index: a record that seals the tenant or changes a sealed one.
+        if next.sealed || current.sealed {
+            let shard = AttributeValue::S(seal_shard(&write.tenant));
+            audit.insert("seal_shard".into(), shard);
+        }
         let record = Put::builder()
             .table_name(self.url.audit_table())
             .set_item(Some(audit))
@@ -1215,6 +1342,32 @@ fn loaded_item(item: &HashMap<String, AttributeValue>) -> LoadedItem {
     }
 }
 
+/// The audit table's sparse seal index (see the module's doc).
+fn seal_index() -> Result<GlobalSecondaryIndex, StoreError> {
+    let key = |name: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(t)
+            .build()
+            .map_err(build_err)
+    };
+    GlobalSecondaryIndex::builder()
+        .index_name(SEALED)
+        .key_schema(key("seal_shard", KeyType::Hash)?)
+        .key_schema(key("seq", KeyType::Range)?)
+        .projection(seal_projection())
+        .build()
+        .map_err(build_err)
+}
+
+fn seal_projection() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .non_key_attributes("tenant")
+        .non_key_attributes("new")
+        .build()
+}
+
 fn audit_record(item: &HashMap<String, AttributeValue>) -> AuditRecord {
     let s = |k: &str| {
         item.get(k)
@@ -1341,6 +1494,7 @@ impl DynamoSource {
                 version,
                 items,
                 identity: meta.identity,
+                seals: Vec::new(),
             },
             audited,
         })
@@ -1393,6 +1547,7 @@ impl Source for DynamoSource {
                     version,
                     items,
                     identity,
+                    seals: Vec::new(),
                 })))
             }
             _ => {
@@ -1400,11 +1555,13 @@ impl Source for DynamoSource {
                 // write during the scan shows up again in the next delta (replaying it is
                 // harmless).
                 let items = self.store.scan_all().await?;
+                let seals = self.store.audited_seals().await?;
                 self.known = Some(meta.clone());
                 Ok(Some(SourceUpdate::Full(Load {
                     version: meta.version,
                     items,
                     identity: meta.identity,
+                    seals,
                 })))
             }
         }

@@ -86,6 +86,7 @@ impl FileStore {
                 version: doc.version,
                 items,
                 identity: doc.store,
+                seals: Vec::new(),
             });
         }
         let doc = self.parse_document(bytes)?;
@@ -102,6 +103,7 @@ impl FileStore {
             version: doc.version,
             items,
             identity: doc.store,
+            seals: Vec::new(),
         })
     }
 

@@ -61,6 +61,12 @@ pub struct Load {
     pub items: Vec<LoadedItem>,
     /// The store's identity, when it has one (see [`crate::identity`]).
     pub identity: Option<StoreIdentity>,
+    /// Each tenant the audit trail last recorded as sealed, its flag as that record left it
+    /// (read on a store's full load, where it keeps an audit trail). A snapshot built with
+    /// no previous one judges the items against these, as a running router judges them
+    /// against its last snapshot: a table edit that moved a sealed tenant without the force
+    /// record is refused by a router that starts after it too.
+    pub seals: Vec<FlagItem>,
 }
 
 #[derive(Debug)]
@@ -515,8 +521,30 @@ impl Snapshot {
     }
 
     /// Builds the next snapshot from a load. `previous` supplies the last good flag of tenants
-    /// whose item is now rejected.
-    pub fn build(load: Load, targets: &Targets, previous: Option<&Snapshot>) -> Snapshot {
+    /// whose item is now rejected. With none, the load's audited seals stand in for it.
+    pub fn build(mut load: Load, targets: &Targets, previous: Option<&Snapshot>) -> Snapshot {
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        let audited;
+        let previous = match previous {
+            None if !load.seals.is_empty() => {
+                let seals = std::mem::take(&mut load.seals).into_iter();
+                let items = (seals.enumerate())
+                    .map(|(i, item)| LoadedItem {
+                        location: format!("audited seal {i}"),
+                        item: Ok(item),
+                    })
+                    .collect();
+                let sealed = Load {
+                    version: load.version,
+                    items,
+                    identity: None,
+                    seals: Vec::new(),
+                };
+                audited = Snapshot::build(sealed, targets, None);
+                Some(&audited)
+            }
+            previous => previous,
+        };
         let mut interner = Interner::default();
         let id_bytes = (load.items.iter())
             .filter_map(|l| l.item.as_ref().ok().map(|i| i.tenant.len()))
@@ -604,7 +632,7 @@ impl Snapshot {
             targets: targets.clone(),
             version: load.version,
             identity: load.identity,
-            generation: previous.map_or(1, |p| p.generation + 1),
+            generation,
             built_at: SystemTime::now(),
             rejected,
             holds,
@@ -929,6 +957,7 @@ mod tests {
         Load {
             version,
             identity: None,
+            seals: Vec::new(),
             items: items
                 .iter()
                 .enumerate()
@@ -989,6 +1018,41 @@ mod tests {
                     assert!(next.rejected.is_empty(), "{json}: {:?}", next.rejected);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn with_no_previous_snapshot_the_audited_seals_judge_the_items() {
+        let seal = |json: &str| serde_json::from_str::<FlagItem>(json).unwrap();
+        let with_seals = |items: &[&str]| {
+            let mut l = load(9, items);
+            l.seals = vec![
+                seal(r#"{"tenant":"acme","target":"new","sealed":true,"version":4}"#),
+                seal(r#"{"tenant":"globex","target":"new","sealed":true,"version":2}"#),
+            ];
+            Snapshot::build(l, &targets(), None)
+        };
+        // Moved back without the force record: refused, the audited seal kept.
+        let snap = with_seals(&[
+            r#"{"tenant":"acme","target":"legacy","version":5}"#,
+            r#"{"tenant":"globex","target":"new","sealed":true,"version":2}"#,
+            r#"{"tenant":"initech","target":"legacy"}"#,
+        ]);
+        assert_eq!(target_of(&snap, "acme"), Some(TargetId(1)));
+        assert!(snap.get("acme").unwrap().sealed);
+        assert_eq!(snap.rejected.len(), 1, "{:?}", snap.rejected);
+        assert!(snap.rejected[0].kept_previous);
+        assert!(snap.rejected[0].to_string().contains("sealed on \"new\""));
+        assert_eq!(target_of(&snap, "globex"), Some(TargetId(1)));
+        assert_eq!(target_of(&snap, "initech"), Some(TargetId(0)));
+        assert_eq!(snap.generation, 1);
+        // Forced, or further on than the next write: taken, as a running router takes it.
+        for json in [
+            r#"{"tenant":"acme","target":"legacy","version":5,"forced":true}"#,
+            r#"{"tenant":"acme","target":"legacy","version":7}"#,
+        ] {
+            let snap = with_seals(&[json]);
+            assert_eq!(target_of(&snap, "acme"), Some(TargetId(0)), "{json}");
         }
     }
 

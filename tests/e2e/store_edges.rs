@@ -447,6 +447,30 @@ async fn edits_straight_into_the_table_reach_every_router_logged_as_out_of_band_
             "{metrics}"
         );
     }
+    // A router that starts after the edit with no local copy (a new task, a wiped disk)
+    // judges the item against the audit trail's seal, and refuses it as the others do: the
+    // fleet routes the tenant one way.
+    let cold = setup.dir.path().join("cold.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&cold, text.replace("flags-cache.json", "cold-copy.json")).unwrap();
+    assert!(!setup.dir.path().join("cold-copy.json").exists());
+    let cold = Binary::serve(&cold);
+    assert_eq!(side(cold.addr, "globex").await, "new", "the seal holds");
+    let line = cold.wait_log(&["flag item rejected", "globex"]).await;
+    assert!(line.contains("sealed on"), "{line}");
+    assert_eq!(
+        side(cold.addr, "acme").await,
+        "new",
+        "an unsealed tenant's edit applies"
+    );
+    // A forced move, audited, reaches it like any write.
+    let mut forced = write("globex", pinned("legacy"), "carol", None);
+    forced.force = true;
+    store.write(&forced, None).await.unwrap();
+    for r in routers.iter().chain([&cold]) {
+        wait_for_side(r.addr, "globex", "legacy").await;
+    }
+
     // Two more reconciles of each router: the audited write is never called out of band, and
     // a change is reported once, not at every reconcile.
     for r in &routers {
@@ -542,4 +566,63 @@ async fn a_live_router_names_the_field_of_a_malformed_item_it_rejects() {
     // Both keep their last good flag.
     assert_eq!(side(router.addr, "acme").await, "legacy");
     assert_eq!(side(router.addr, "globex").await, "legacy");
+}
+
+/// An audit table made before the seal index: a router still starts from it (logging that it
+/// cannot judge seals at a cold start), and `flags create-table` adds the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_table_without_the_seal_index_still_serves_and_create_table_adds_it() {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = emulator.store().await;
+    store
+        .write(&write("acme", pinned("new"), "alice", None), None)
+        .await
+        .unwrap();
+    let sdk = emulator.sdk();
+    let indexes = || async {
+        let out = sdk
+            .describe_table()
+            .table_name("flags-audit")
+            .send()
+            .await
+            .unwrap();
+        let table = out.table().unwrap();
+        (table.global_secondary_indexes().iter())
+            .filter_map(|i| i.index_name().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert!(indexes().await.contains(&"sealed".to_owned()));
+    sdk.update_table()
+        .table_name("flags-audit")
+        .global_secondary_index_updates(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                .delete(
+                    aws_sdk_dynamodb::types::DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name("sealed")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The emulator deletes an index in the background, as DynamoDB does.
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while indexes().await.contains(&"sealed".to_owned()) {
+        assert!(Instant::now() < deadline, "the index is never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let setup = Setup::new().await;
+    let config = setup.dir.path().join("old-table.toml");
+    std::fs::write(&config, crate::dynamo::router_config_text(&setup, &url)).unwrap();
+    let router = Binary::serve(&config);
+    assert_eq!(side(router.addr, "acme").await, "new");
+    router.wait_log(&["has no seal index"]).await;
+
+    let (code, _, err) = switchyard(&["flags", "create-table", "--store", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(indexes().await.contains(&"sealed".to_owned()));
 }

@@ -505,6 +505,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             version,
             items,
             identity: None,
+            seals: Vec::new(),
         },
         &config.targets,
         None,

@@ -168,6 +168,7 @@ mod tests {
     fn snapshot(items: &[String]) -> Snapshot {
         let load = Load {
             identity: None,
+            seals: Vec::new(),
             version: 1,
             items: items
                 .iter()
@@ -208,6 +209,7 @@ mod tests {
     fn a_tenant_whose_item_is_rejected_goes_nowhere_but_a_fixed_route_still_serves_it() {
         let load = Load {
             identity: None,
+            seals: Vec::new(),
             version: 1,
             items: [
                 r#"{"tenant":"*","target":"legacy"}"#,

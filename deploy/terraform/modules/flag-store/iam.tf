@@ -9,6 +9,7 @@ locals {
   audit_arns = [for r in concat([data.aws_region.current.name], var.replica_regions) :
   "arn:${data.aws_partition.current.partition}:dynamodb:${r}:${data.aws_caller_identity.current.account_id}:table/${local.audit_table_name}"]
   audit_index_arns = [for a in local.audit_arns : "${a}/index/by_tenant"]
+  seal_index_arns  = [for a in local.audit_arns : "${a}/index/sealed"]
   fleet_arns = [for r in concat([data.aws_region.current.name], var.replica_regions) :
   "arn:${data.aws_partition.current.partition}:dynamodb:${r}:${data.aws_caller_identity.current.account_id}:table/${local.fleet_table_name}"]
 }
@@ -28,8 +29,9 @@ data "aws_iam_policy_document" "router" {
   statement {
     sid = "ReadChanges"
     # Query of the audit stream after the last version seen: reads proportional to the change.
+    # At a start with no snapshot, Query of the sparse `sealed` index: the audited seals.
     actions   = ["dynamodb:Query"]
-    resources = local.audit_arns
+    resources = concat(local.audit_arns, local.seal_index_arns)
   }
 
   statement {

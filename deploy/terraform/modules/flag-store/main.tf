@@ -67,6 +67,21 @@ resource "aws_dynamodb_table" "audit" {
     type = "S"
   }
 
+  attribute {
+    name = "seal_shard"
+    type = "S"
+  }
+
+  # A router starting with no snapshot reads the audited seals through this sparse index:
+  # only records that seal a tenant or change a sealed one carry `seal_shard`.
+  global_secondary_index {
+    name               = "sealed"
+    hash_key           = "seal_shard"
+    range_key          = "seq"
+    projection_type    = "INCLUDE"
+    non_key_attributes = ["tenant", "new"]
+  }
+
   # `switchyard flags history TENANT` reads one tenant's records through this index.
   global_secondary_index {
     name            = "by_tenant"

@@ -148,7 +148,7 @@ resource "aws_ecs_task_definition" "router" {
       readonlyRootFilesystem = true
       command                = ["serve", "--config", "${local.config_dir}/router.toml", "--log-format", "json"]
       dependsOn              = [{ containerName = "config", condition = "SUCCESS" }]
-      portMappings = [for port in local.task_ports : { containerPort = port, protocol = "tcp" }]
+      portMappings           = [for port in local.task_ports : { containerPort = port, protocol = "tcp" }]
       mountPoints = [
         { sourceVolume = "config", containerPath = local.config_dir, readOnly = true },
         { sourceVolume = "state", containerPath = local.state_dir },
