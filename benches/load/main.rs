@@ -34,6 +34,7 @@
 //! that is the CI mode. The full run is for people; its figures go in BENCHMARKS.md.
 
 mod crowd;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -81,6 +82,8 @@ struct Options {
     swap: bool,
     rss: bool,
     crowd: bool,
+    /// Only the memory soak, for this many seconds (`soak.rs`).
+    soak: Option<u64>,
     /// Only run the upstream and print its address (for benches/tls.sh).
     upstream_only: bool,
 }
@@ -89,7 +92,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
                  [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
-                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--upstream-only]
+                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--soak SECS] [--upstream-only]
 targets: {}",
         TARGETS.join(", ")
     );
@@ -110,6 +113,7 @@ fn options() -> Options {
         swap: true,
         rss: true,
         crowd: true,
+        soak: None,
         upstream_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -136,6 +140,7 @@ fn options() -> Options {
             "--no-swap" => o.swap = false,
             "--no-rss" => o.rss = false,
             "--no-crowd" => o.crowd = false,
+            "--soak" => o.soak = Some(value().parse().unwrap_or_else(|_| usage())),
             "--upstream-only" => o.upstream_only = true,
             _ => usage(),
         }
@@ -159,6 +164,19 @@ fn main() {
     }
     let scratch = tempfile::tempdir().expect("a temporary folder");
     let upstream = start_upstream();
+    if let Some(seconds) = o.soak {
+        match soak::soak_test(&o, scratch.path(), upstream, seconds) {
+            Ok(v) => {
+                std::fs::write(&o.json, serde_json::to_string_pretty(&v).unwrap() + "\n")
+                    .expect("the JSON report is written");
+                return;
+            }
+            Err(e) => {
+                eprintln!("FAILED: soak: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -29,8 +29,10 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("the client sent no body data for {0:?}")]
     ClientIdle(Duration),
-    #[error("the client's body came slower than the route's pace ({0:?})")]
-    ClientTooSlow(UploadPace),
+    #[error(
+        "the client's body came slower than the route's pace (upload_timeout_ms {0:?} and min_upload_bytes_per_s)"
+    )]
+    ClientTooSlow(Duration),
     #[error("reading the client's body failed: {0}")]
     Client(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the upstream sent no body data for {0:?}")]
@@ -268,12 +270,15 @@ impl Drop for Upload {
     }
 }
 
-/// The timer of a request body's pace ([`UploadPace`]), armed only once the body waits for
-/// the client.
+/// What a body still to come keeps in its [`BodyProgress`] (so a request whose body has come
+/// whole carries none of it): its pace's timer ([`UploadPace`], armed only once the body
+/// waits for the client), and its count against its client's uploads.
 #[derive(Debug)]
 struct Pace {
     limit: UploadPace,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Held, not read: dropping it ends the count.
+    _upload: Option<Upload>,
 }
 
 impl Pace {
@@ -297,10 +302,6 @@ pub struct RequestBody {
     sent: u64,
     limit: Option<u64>,
     idle: IdleTimer,
-    /// For a body still to come: the pace it must keep until the upstream answers.
-    pace: Option<Pace>,
-    /// Counted against its client's address while it lives.
-    upload: Option<Upload>,
     /// For a body still to come: how far it has got, for the proxy's response timeout.
     progress: Option<Arc<BodyProgress>>,
     /// Where a shadowed request's body is copied as it goes.
@@ -323,6 +324,8 @@ pub struct BodyProgress {
     waiting_on_client: AtomicBool,
     /// Milliseconds from `since` of the answer's last body frame; `u64::MAX` before the first.
     answer_ms: AtomicU64,
+    /// The pace the body must keep ([`RequestBody::paced`]); locked only while it waits.
+    pace: Mutex<Option<Pace>>,
 }
 
 /// Where a body being sent stands.
@@ -344,6 +347,7 @@ impl BodyProgress {
             done_ms: AtomicU64::new(u64::MAX),
             waiting_on_client: AtomicBool::new(false),
             answer_ms: AtomicU64::new(u64::MAX),
+            pace: Mutex::new(None),
         }
     }
 
@@ -375,27 +379,36 @@ impl BodyProgress {
 }
 
 impl RequestBody {
-    pub fn new(inner: ClientBody, limit: Option<u64>, idle: Duration, pace: UploadPace) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>, idle: Duration) -> Self {
         let progress = (!inner.is_end_stream()).then(|| Arc::new(BodyProgress::new()));
         RequestBody {
             inner: Some(inner),
             sent: 0,
             limit,
             idle: IdleTimer::new(idle),
-            pace: progress.is_some().then_some(Pace {
-                limit: pace,
-                sleep: None,
-            }),
-            upload: None,
             progress,
             copy: None,
         }
     }
 
-    /// Counts the body against its client's uploads while it lives.
-    pub fn counted(mut self, upload: Option<Upload>) -> Self {
-        self.upload = upload;
-        self
+    /// Holds a body still to come to `pace`, and counts it in `upload` while it lives. Out of
+    /// line: a request whose body has come whole never runs it.
+    #[cold]
+    #[inline(never)]
+    pub fn paced(&mut self, pace: UploadPace, upload: Option<Upload>) {
+        if let Some(progress) = &self.progress {
+            *progress.pace.lock().expect("pace lock") = Some(Pace {
+                limit: pace,
+                sleep: None,
+                _upload: upload,
+            });
+        }
+    }
+
+    /// Whether data is still to come from the client.
+    #[inline]
+    pub fn to_come(&self) -> bool {
+        self.progress.is_some()
     }
 
     /// Copies the body into `copy` as it streams (for a shadow).
@@ -411,8 +424,6 @@ impl RequestBody {
             sent: 0,
             limit: None,
             idle: IdleTimer::new(Duration::MAX),
-            pace: None,
-            upload: None,
             progress: None,
             copy: None,
         }
@@ -425,8 +436,6 @@ impl RequestBody {
             sent: 0,
             limit: None,
             idle: IdleTimer::new(Duration::MAX),
-            pace: None,
-            upload: None,
             progress: None,
             copy: None,
         }
@@ -467,11 +476,12 @@ impl Body for RequestBody {
                 let progress = &this.progress;
                 // The pace holds until the answer streams: then the exchange is full duplex,
                 // and only its idle timeout applies.
-                if let (Some(pace), Some(p)) = (this.pace.as_mut(), progress)
+                if let Some(p) = progress
                     && p.answer_moved().is_none()
+                    && let Some(pace) = p.pace.lock().expect("pace lock").as_mut()
                     && pace.overdue(cx, p.since, this.sent)
                 {
-                    return Poll::Ready(Some(Err(BodyError::ClientTooSlow(pace.limit))));
+                    return Poll::Ready(Some(Err(BodyError::ClientTooSlow(pace.limit.timeout))));
                 }
                 if (this.idle).expired(cx, || progress.as_ref().and_then(|p| p.answer_moved())) {
                     return Poll::Ready(Some(Err(BodyError::ClientIdle(this.idle.limit))));

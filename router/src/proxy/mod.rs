@@ -776,9 +776,11 @@ impl Proxy {
                 ctx.shadow = Some(Box::new(copy));
             }
         }
-        let body = RequestBody::new(body, route.max_body_bytes, route.idle_timeout, route.upload)
-            .copying(body_copy)
-            .counted(upload);
+        let mut body =
+            RequestBody::new(body, route.max_body_bytes, route.idle_timeout).copying(body_copy);
+        if body.to_come() {
+            body.paced(route.upload, upload);
+        }
         Ok(Prepared {
             body,
             endpoint,
