@@ -284,13 +284,6 @@ impl DynamoStore {
                 .build()
                 .map_err(build_err)
         };
-        let key = |name: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(t)
-                .build()
-                .map_err(build_err)
-        };
         let flags = self
             .client
             .create_table()
@@ -1342,15 +1335,17 @@ fn loaded_item(item: &HashMap<String, AttributeValue>) -> LoadedItem {
     }
 }
 
+/// One element of a table's or an index's key.
+fn key(name: &str, t: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()
+        .map_err(build_err)
+}
+
 /// The audit table's sparse seal index (see the module's doc).
 fn seal_index() -> Result<GlobalSecondaryIndex, StoreError> {
-    let key = |name: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(t)
-            .build()
-            .map_err(build_err)
-    };
     GlobalSecondaryIndex::builder()
         .index_name(SEALED)
         .key_schema(key("seal_shard", KeyType::Hash)?)
