@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use crate::health::InFlight;
 use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::metrics::{Labels, Metrics, StatusClass, UpstreamErrorKind};
+use crate::per_address::AddressCounts;
 use crate::policy::route::UploadPace;
 use crate::streams::Registration;
 
@@ -219,7 +220,7 @@ impl Body for H2Body {
 #[derive(Debug)]
 pub struct Uploads {
     pub cap: usize,
-    open: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    open: Mutex<AddressCounts>,
 }
 
 /// One upload counted against its address, until dropped with its body.
@@ -240,33 +241,21 @@ impl Uploads {
     /// Counts an upload from `address`; `None` when it has `cap` going already.
     pub fn enter(self: &Arc<Self>, address: std::net::IpAddr) -> Option<Upload> {
         let mut open = self.open.lock().expect("uploads lock");
-        let n = open.entry(address).or_default();
-        if *n >= self.cap {
+        if open.at_cap(address, self.cap) {
             return None;
         }
-        *n += 1;
+        open.add(address);
         Some(Upload {
             uploads: self.clone(),
             address,
         })
-    }
-
-    /// Uploads going now from `address`.
-    pub fn open(&self, address: std::net::IpAddr) -> usize {
-        let open = self.open.lock().expect("uploads lock");
-        open.get(&address).copied().unwrap_or(0)
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
         let mut open = self.uploads.open.lock().expect("uploads lock");
-        if let Some(n) = open.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.address);
-            }
-        }
+        open.remove(self.address);
     }
 }
 

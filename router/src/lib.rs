@@ -37,6 +37,7 @@ pub mod config;
 pub mod cutover;
 pub mod health;
 pub mod observe;
+pub mod per_address;
 pub mod policy;
 pub mod proxy;
 pub mod server;

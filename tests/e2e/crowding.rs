@@ -10,20 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::support::*;
 
 const ATTACKER: [u8; 4] = [127, 0, 0, 1];
 const CLIENT: [u8; 4] = [127, 0, 0, 2];
 const UPLOADER: [u8; 4] = [127, 0, 0, 3];
-
-/// A connection to `addr` from the loopback address `from`.
-async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from, 0))).unwrap();
-    socket.connect(addr).await.unwrap()
-}
 
 /// Whether the router closes the connection (an end of stream or a reset) within the event
 /// timeout, having sent nothing.

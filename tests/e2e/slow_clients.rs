@@ -335,11 +335,7 @@ async fn one_address_has_at_most_its_cap_of_uploads_at_once() {
     let router = setup.start().await;
     let head = b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n";
     let addr = router.addr();
-    let from = |ip: [u8; 4]| async move {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
-        socket.connect(addr).await.unwrap()
-    };
+    let from = |ip: [u8; 4]| connect_from(ip, addr);
     let mut going = Vec::new();
     for _ in 0..2 {
         let mut s = from([127, 0, 0, 1]).await;

@@ -755,3 +755,10 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.0/8: one client each).
+pub async fn connect_from(from: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}

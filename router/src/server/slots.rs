@@ -12,13 +12,14 @@
 //! or busy, once each a request, is a store and a swap. Finding the longest idle is a scan of
 //! that table, done only at the cap.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
+
+use crate::per_address::AddressCounts;
 
 /// The slot is not in use.
 const FREE: u64 = 0;
@@ -55,7 +56,7 @@ struct Taken {
     /// one takes its place without waiting for the old one's task to run.
     free: Vec<u32>,
     /// Connections open per client address, kept only with a per-address cap.
-    by_address: HashMap<IpAddr, usize>,
+    by_address: AddressCounts,
 }
 
 /// A connection beyond `server.max_connections_per_address`.
@@ -75,7 +76,7 @@ impl Slots {
                 max,
                 // Popped from the end: slot 0 first.
                 free: (0..room).rev().collect(),
-                by_address: HashMap::new(),
+                by_address: AddressCounts::default(),
             }),
             freed: Notify::new(),
             per_address,
@@ -96,7 +97,7 @@ impl Slots {
             {
                 let mut taken = self.taken.lock().expect("slots lock");
                 if let Some(cap) = self.per_address
-                    && taken.by_address.get(&address).is_some_and(|n| *n >= cap)
+                    && taken.by_address.at_cap(address, cap)
                 {
                     self.refused_per_address.fetch_add(1, Ordering::Relaxed);
                     return Err(OverAddressCap);
@@ -109,7 +110,7 @@ impl Slots {
                 {
                     taken.counted += 1;
                     if self.per_address.is_some() {
-                        *taken.by_address.entry(address).or_default() += 1;
+                        taken.by_address.add(address);
                     }
                     let mark = self.clock.fetch_add(1, Ordering::Relaxed);
                     self.states[index as usize].store(mark, Ordering::Release);
@@ -155,13 +156,8 @@ impl Slots {
                 taken.counted -= 1;
             }
             taken.free.push(index);
-            if self.per_address.is_some()
-                && let Some(n) = taken.by_address.get_mut(&address)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    taken.by_address.remove(&address);
-                }
+            if self.per_address.is_some() {
+                taken.by_address.remove(address);
             }
         }
         self.freed.notify_one();
