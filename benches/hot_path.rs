@@ -12,6 +12,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flag_store::{FlagState, Load, TargetId, Update};
 use switchyard::policy::path::normalize;
 use switchyard::policy::pick::{AllHealthy, pick};
+use switchyard::policy::route::UploadPace;
 use switchyard::policy::tenant::{Extractor, RequestFacts, extract, request_host};
 use switchyard::policy::{Route, RouteKind};
 use switchyard_benches::*;
@@ -84,6 +85,10 @@ fn route() -> Route {
         timeout: Duration::from_secs(30),
         try_timeout: None,
         idle_timeout: Duration::from_secs(60),
+        upload: UploadPace {
+            timeout: Duration::from_secs(60),
+            min_rate: 1024,
+        },
         max_body_bytes: None,
         upgrades: vec!["websocket".into()],
         shadow_methods: Vec::new(),
