@@ -25,7 +25,9 @@ cargo build "${build[@]}" -p switchyard --bin switchyard -p switchyard-benches -
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # One core for the proxy under test, the other for the load generator and the upstream.
-args=(--switchyard "target/$profile/switchyard")
+# Cargo's output folder: target/, unless CARGO_TARGET_DIR moves it.
+bin="${CARGO_TARGET_DIR:-target}/$profile"
+args=(--switchyard "$bin/switchyard")
 pin=()
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   args+=(--proxy-cpu 1)
@@ -33,4 +35,4 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
 else
   echo "note: fewer than 2 cores or no taskset: nothing is pinned, figures are not comparable" >&2
 fi
-exec "${pin[@]}" "target/$profile/loadbench" "${args[@]}" "$@"
+exec "${pin[@]}" "$bin/loadbench" "${args[@]}" "$@"

@@ -14,6 +14,8 @@ pub enum ItemError {
     Shape(String),
     #[error("bad weights: {0}")]
     Weights(String),
+    #[error("bad jobs side: {0}")]
+    Jobs(String),
     #[error("bad shadow: {0}")]
     Shadow(String),
     #[error("bad updated_at {value:?}: {reason}")]

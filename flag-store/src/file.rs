@@ -556,6 +556,7 @@ mod tests {
     fn set(tenant: &str, target: &str) -> FlagWrite {
         FlagWrite {
             hold: Default::default(),
+            jobs: None,
             tenant: tenant.into(),
             placing: Some(Placing::Pinned(target.into())),
             seal: None,

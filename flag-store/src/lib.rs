@@ -11,6 +11,7 @@ pub mod error;
 pub mod file;
 pub mod fleet;
 pub mod identity;
+pub mod jobs;
 pub mod model;
 pub mod reload;
 pub mod snapshot;

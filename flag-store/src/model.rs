@@ -101,6 +101,11 @@ pub struct FlagItem {
     /// instead of sending them anywhere ([`HoldItem`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldItem>,
+    /// The side that runs a split tenant's scheduled jobs (one of its weights' targets);
+    /// absent, its heaviest side ([`FlagItem::job_owner`]). A pinned tenant's jobs run on its
+    /// target, so a pinned item has no `jobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<String>,
 }
 
 /// A hold on a tenant, written by `switchyard flags move` on every tenant of the move: the
@@ -346,6 +351,8 @@ pub struct Audit {
 pub struct Routing {
     pub placement: Placement,
     pub shadow: Option<Shadow>,
+    /// A split tenant's job side, when its flag names one.
+    pub jobs: Option<TargetId>,
 }
 
 /// A validated flag, as the snapshot holds it.
@@ -353,6 +360,8 @@ pub struct Routing {
 pub struct Flag {
     pub placement: Placement,
     pub shadow: Option<Shadow>,
+    /// A split tenant's job side, when its flag names one (see [`Flag::job_owner`]).
+    pub jobs: Option<TargetId>,
     pub sealed: bool,
     pub version: u64,
     pub audit: Audit,
@@ -363,6 +372,17 @@ impl Flag {
         match self.placement {
             Placement::Pinned(_) => Mode::Pinned,
             Placement::Split(_) => Mode::Split,
+        }
+    }
+
+    /// The side that runs the tenant's scheduled jobs: a pinned tenant's target; a split
+    /// tenant's `jobs` side, else its heaviest side (ties go to the first in the split's
+    /// order, target names sorted, the same on every router and in every store).
+    pub fn job_owner(&self) -> TargetId {
+        match (&self.placement, self.jobs) {
+            (Placement::Pinned(t), _) => *t,
+            (Placement::Split(_), Some(side)) => side,
+            (Placement::Split(split), None) => heaviest(split.entries().iter().copied()),
         }
     }
 
@@ -399,6 +419,7 @@ impl Flag {
             reason: self.audit.reason.as_deref().map(str::to_owned),
             // Holds live beside the flags in the snapshot (`Snapshot::hold`).
             hold: None,
+            jobs: self.jobs.map(|t| targets.name(t).to_owned()),
         }
     }
 }
@@ -435,6 +456,51 @@ impl FlagItem {
             (None, None, None) => Err(ItemError::Shape(
                 "has neither `target` (pinned) nor `weights` (split)".into(),
             )),
+        }
+    }
+
+    /// Checks the `jobs` side against the placement, without the configured targets: a split
+    /// tenant's job side is one of its weights' targets; a pinned tenant has none of its own.
+    pub fn check_jobs(&self) -> Result<(), ItemError> {
+        let Some(side) = &self.jobs else {
+            return Ok(());
+        };
+        match (&self.target, &self.weights) {
+            (_, Some(weights)) if weights.contains_key(side) => Ok(()),
+            (_, Some(weights)) => Err(ItemError::Jobs(format!(
+                "side {side:?} is not one of the split's targets ({}); jobs run where the tenant's data is",
+                weights.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Err(ItemError::Jobs(format!(
+                "a pinned tenant's jobs run on its target; `jobs` ({side:?}) is for split tenants"
+            ))),
+        }
+    }
+
+    /// The side that runs the tenant's scheduled jobs, read from the stored item alone (a job
+    /// needs no router config): as [`Flag::job_owner`] decides it.
+    pub fn job_owner(&self) -> Result<&str, ItemError> {
+        self.check_jobs()?;
+        match (self.effective_mode()?, &self.target, &self.weights) {
+            (Mode::Pinned, Some(target), _) => Ok(target),
+            (Mode::Split, _, Some(weights)) => match &self.jobs {
+                Some(side) => Ok(side),
+                None => {
+                    let first = weights.iter().next();
+                    let (name, _) = weights
+                        .iter()
+                        .fold(first, |best, (n, w)| match best {
+                            Some((_, bw)) if bw >= w => best,
+                            _ => Some((n, w)),
+                        })
+                        .ok_or_else(|| ItemError::Weights("`weights` is empty".into()))?;
+                    Ok(name)
+                }
+            },
+            (Mode::Pinned, None, _) => {
+                Err(ItemError::Shape("is pinned but has no `target`".into()))
+            }
+            (Mode::Split, _, None) => Err(ItemError::Shape("is split but has no `weights`".into())),
         }
     }
 
@@ -481,9 +547,15 @@ impl FlagItem {
             None => None,
             Some(s) => Some(compile_shadow(targets, s, &placement)?),
         };
+        self.check_jobs()?;
+        let jobs = match &self.jobs {
+            Some(side) => Some(resolve(targets, side)?),
+            None => None,
+        };
         Ok(Flag {
             placement,
             shadow,
+            jobs,
             sealed: self.sealed,
             version: self.version,
             audit: Audit {
@@ -493,6 +565,17 @@ impl FlagItem {
             },
         })
     }
+}
+
+/// The entry with the largest weight; the first of equals.
+fn heaviest(entries: impl Iterator<Item = (TargetId, u8)>) -> TargetId {
+    let mut best: Option<(TargetId, u8)> = None;
+    for (t, w) in entries {
+        if best.is_none_or(|(_, bw)| w > bw) {
+            best = Some((t, w));
+        }
+    }
+    best.map_or(TargetId(0), |(t, _)| t)
 }
 
 fn resolve(targets: &Targets, name: &str) -> Result<TargetId, ItemError> {

@@ -112,6 +112,11 @@ impl<'a> FlagRef<'a> {
         self.entry.sealed
     }
 
+    /// A split tenant's job side, when its flag names one.
+    pub fn jobs(&self) -> Option<crate::TargetId> {
+        self.routings[self.entry.place as usize].jobs
+    }
+
     pub fn version(&self) -> u64 {
         self.entry.version
     }
@@ -121,6 +126,7 @@ impl<'a> FlagRef<'a> {
         Flag {
             placement: self.placement().clone(),
             shadow: self.shadow(),
+            jobs: self.jobs(),
             sealed: self.entry.sealed,
             version: self.entry.version,
             audit: self.audits[self.entry.audit as usize].clone(),
@@ -353,6 +359,7 @@ impl Table {
         let routing = Routing {
             placement: flag.placement,
             shadow: flag.shadow,
+            jobs: flag.jobs,
         };
         let place = intern(&mut interning.routings, &mut self.routings, routing)?;
         let new_entry = |key_at, audit| Entry {

@@ -10,7 +10,7 @@ use crate::{FileStore, FlagItem, FlagWrite, LoadedItem, StoreError, StoreUrl, Ta
 /// What one write did: (previous item, new item), or why it was refused.
 pub type WriteResult = Result<(Option<FlagItem>, FlagItem), StoreError>;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Store {
     File(FileStore),
     Dynamo(DynamoStore),

@@ -60,6 +60,9 @@ pub struct FlagWrite {
     pub force: bool,
     /// What the write does to a hold on the tenant.
     pub hold: HoldWrite,
+    /// `Some(Some(side))` sets a split tenant's job side, `Some(None)` returns it to the
+    /// heaviest side, `None` keeps it while the tenant stays split over that side.
+    pub jobs: Option<Option<String>>,
 }
 
 /// A write's effect on a hold. Only the move that holds a tenant may write it while the hold
@@ -197,12 +200,19 @@ impl FlagWrite {
                 .and_then(|i| i.shadow.clone())
                 .filter(|s| target.as_ref() != Some(&s.target)),
         };
+        let jobs = match &self.jobs {
+            Some(set) => set.clone(),
+            None => (current.item.as_ref())
+                .and_then(|i| i.jobs.clone())
+                .filter(|side| weights.as_ref().is_some_and(|w| w.contains_key(side))),
+        };
         let mut next = FlagItem {
             tenant: self.tenant.clone(),
             mode: Some(mode),
             target,
             weights,
             shadow,
+            jobs,
             sealed: self.seal.unwrap_or(current.sealed),
             forced: false,
             version: current.version + 1,
@@ -232,6 +242,7 @@ impl FlagWrite {
             }
             None => {
                 next.effective_mode().map_err(item_err)?;
+                next.check_jobs().map_err(item_err)?;
                 if let Some(shadow) = &next.shadow {
                     shadow.check_percent().map_err(item_err)?;
                 }
@@ -249,6 +260,7 @@ mod tests {
     fn write(placing: Option<Placing>) -> FlagWrite {
         FlagWrite {
             hold: Default::default(),
+            jobs: None,
             tenant: "acme".into(),
             placing,
             seal: None,

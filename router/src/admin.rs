@@ -45,6 +45,8 @@ pub struct Admin {
     ready_max_age: Option<Duration>,
     /// The token and store for `PUT /flags/{tenant}`; `None` when admin writes are disabled.
     writes: Option<(AdminToken, Store)>,
+    /// The token of the read API (`/v1/...`); `None` when it is disabled.
+    read_token: Option<AdminToken>,
 }
 
 /// The body of `PUT /flags/{tenant}`.
@@ -57,6 +59,9 @@ struct PutFlag {
     /// `{"target":"new","percent":10}` sets the shadow, `null` removes it, absent keeps it.
     #[serde(default, deserialize_with = "present")]
     shadow: Option<Option<ShadowItem>>,
+    /// A split tenant's job side; `null` returns it to the heaviest side; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    jobs: Option<Option<String>>,
     #[serde(default)]
     force: bool,
     reason: Option<String>,
@@ -88,6 +93,7 @@ impl Admin {
             leaving,
             ready_max_age: config.flags.ready_max_age,
             writes: config.server.admin_token.clone().zip(store),
+            read_token: config.server.read_token.clone(),
         }
     }
 
@@ -116,10 +122,17 @@ impl Admin {
             .route("/flags/{tenant}", get(flag).put(write))
             .route("/shadow", get(shadow_summary))
             .route("/shadow/{tenant}", get(shadow_report))
+            .route(
+                "/v1/owner/{tenant}",
+                get(owner.layer(axum::middleware::from_fn_with_state(
+                    self.clone(),
+                    authorize_read,
+                ))),
+            )
             .fallback(|| async {
                 text(
                     StatusCode::NOT_FOUND,
-                    "not found; try /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P, /shadow, /shadow/TENANT\n",
+                    "not found; try /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P, /shadow, /shadow/TENANT, /v1/owner/TENANT?side=S\n",
                 )
             })
             .method_not_allowed_fallback(|| async {
@@ -215,16 +228,19 @@ impl Admin {
             }
             (Some(t), None) => Some(Placing::Pinned(t)),
             (None, Some(w)) => Some(Placing::Split(w)),
-            (None, None) if put.seal.is_some() || put.shadow.is_some() => None,
+            (None, None) if put.seal.is_some() || put.shadow.is_some() || put.jobs.is_some() => {
+                None
+            }
             (None, None) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    "nothing to write: give \"target\", \"weights\", \"seal\" or \"shadow\"".into(),
+                    "nothing to write: give \"target\", \"weights\", \"seal\", \"shadow\" or \"jobs\"".into(),
                 );
             }
         };
         let write = FlagWrite {
             hold: Default::default(),
+            jobs: put.jobs,
             tenant: tenant.to_owned(),
             placing,
             seal: put.seal,
@@ -585,6 +601,37 @@ async fn flag(State(admin): AdminState, Path(tenant): Path<String>) -> AdminResp
     admin.flag(&tenant)
 }
 
+/// `GET /v1/owner/{tenant}?side=S`, once [`authorize_read`] let it through.
+async fn owner(
+    State(admin): AdminState,
+    Path(tenant): Path<String>,
+    uri: http::Uri,
+) -> AdminResponse {
+    if let Err(e) = validate_tenant_id(&tenant) {
+        return json_response(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }));
+    }
+    let side = (uri.query().unwrap_or("").split('&'))
+        .find_map(|pair| pair.strip_prefix("side="))
+        .map(percent_decode);
+    if let Some(side) = &side
+        && admin.targets.id(side).is_none()
+    {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("side {side:?} is not a target; the targets are {}", admin.targets.known_list()) }),
+        );
+    }
+    let snap = admin.flags.load();
+    let answer = crate::jobs::api::owner(
+        &snap,
+        admin.default_target,
+        &tenant,
+        side.as_deref(),
+        flag_store::fleet::now_ms(),
+    );
+    json_response(StatusCode::OK, answer)
+}
+
 async fn put_flag(
     State(admin): AdminState,
     Path(tenant): Path<String>,
@@ -627,6 +674,39 @@ async fn authorize(
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"switchyard-admin\""),
+        );
+        return resp.into_response();
+    }
+    next.run(req).await
+}
+
+/// The read API's check: the read token, or the admin token (which may do more).
+async fn authorize_read(
+    State(admin): AdminState,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let error = |status, message: &str| json_response(status, json!({ "error": message }));
+    let Some(read) = &admin.read_token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the read API is disabled: set [server] read_token_file in the router's config",
+        )
+        .into_response();
+    };
+    let write = admin.writes.as_ref().map(|(token, _)| token);
+    if !std::iter::once(read)
+        .chain(write)
+        .any(|t| bearer_matches(req.headers(), t))
+    {
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "the read API needs the header `Authorization: Bearer TOKEN` with the token in [server] read_token_file",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"switchyard-read\""),
         );
         return resp.into_response();
     }

@@ -36,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod cutover;
 pub mod health;
+pub mod jobs;
 pub mod observe;
 pub mod per_address;
 pub mod policy;

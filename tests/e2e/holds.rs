@@ -493,6 +493,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_a_held_tenant_refuses_oth
         expect_version: None,
         force: false,
         hold,
+        jobs: None,
     };
     setup
         .store()

@@ -9,11 +9,13 @@
 //!   `legacy=90;new=10` (or `"legacy=90,new=10"` quoted), and seal is `seal`, `true`, `yes`
 //!   or `1` (empty, `false`, `no` or `0`: keep the tenant's seal as it is). An optional
 //!   header row (a first row with a `tenant` column) names the columns (`tenant`, `target`,
-//!   `split`, `seal`, `shadow`) in any order; `shadow` is `TARGET:PERCENT` (`new:10`), or
-//!   `none` to remove one.
+//!   `split`, `seal`, `shadow`, `jobs`) in any order; `shadow` is `TARGET:PERCENT`
+//!   (`new:10`), or `none` to remove one; `jobs` is the side that runs a split tenant's
+//!   scheduled jobs, or `heaviest` to leave it to the heaviest side.
 //! - JSON lines: `{"tenant":"acme","target":"new","seal":true}` or
 //!   `{"tenant":"globex","weights":{"legacy":90,"new":10}}` (or `"split":"legacy=90,new=10"`),
-//!   with `"shadow":"new:10"` (or `"none"`) to set (or remove) a shadow.
+//!   with `"shadow":"new:10"` (or `"none"`) to set (or remove) a shadow and `"jobs":"new"`
+//!   (or `"heaviest"`) for a split tenant's job side.
 //!
 //! Blank lines and lines starting with `#` are ignored in both.
 
@@ -41,6 +43,9 @@ pub struct Row {
     pub seal: bool,
     /// `Some` sets (or, holding `None`, removes) the shadow; `None` keeps it.
     pub shadow: Option<Option<ShadowItem>>,
+    /// `Some` sets (or, holding `None`, returns to the heaviest side) a split tenant's job
+    /// side; `None` keeps it.
+    pub jobs: Option<Option<String>>,
 }
 
 /// A row left out of the batch, and why. Nothing else in the batch is affected.
@@ -235,13 +240,14 @@ pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
             columns.row(&fields)
         };
         match parsed {
-            Ok((tenant, placing, seal, shadow)) => match validate_tenant_id(&tenant) {
+            Ok((tenant, placing, seal, shadow, jobs)) => match validate_tenant_id(&tenant) {
                 Ok(()) => rows.push(Row {
                     line,
                     tenant,
                     placing,
                     seal,
                     shadow,
+                    jobs,
                 }),
                 Err(e) => bad.push(BadRow {
                     line,
@@ -286,8 +292,21 @@ pub fn parse(text: &str) -> (Vec<Row>, Vec<BadRow>) {
     (rows, bad)
 }
 
-type ParsedRow =
-    Result<(String, Placing, bool, Option<Option<ShadowItem>>), (Option<String>, String)>;
+type ParsedRow = Result<
+    (
+        String,
+        Placing,
+        bool,
+        Option<Option<ShadowItem>>,
+        Option<Option<String>>,
+    ),
+    (Option<String>, String),
+>;
+
+/// A batch's jobs field: a side, or `heaviest` to leave it to the heaviest side.
+fn parse_jobs(spec: &str) -> Option<String> {
+    (!spec.eq_ignore_ascii_case("heaviest")).then(|| spec.to_owned())
+}
 
 /// A batch's shadow field: `TARGET:PERCENT`, or `none` to remove the tenant's shadow.
 fn parse_shadow(spec: &str) -> Result<Option<ShadowItem>, String> {
@@ -307,6 +326,7 @@ struct JsonRow {
     #[serde(default)]
     seal: bool,
     shadow: Option<String>,
+    jobs: Option<String>,
 }
 
 fn parse_json_row(text: &str) -> ParsedRow {
@@ -340,7 +360,8 @@ fn parse_json_row(text: &str) -> ParsedRow {
         Ok(shadow) => shadow,
         Err(e) => return Err((Some(tenant), e)),
     };
-    Ok((tenant, placing, row.seal, shadow))
+    let jobs = row.jobs.as_deref().map(parse_jobs);
+    Ok((tenant, placing, row.seal, shadow, jobs))
 }
 
 /// Where each field sits in a CSV row.
@@ -350,6 +371,7 @@ struct Columns {
     split: Option<usize>,
     seal: Option<usize>,
     shadow: Option<usize>,
+    jobs: Option<usize>,
 }
 
 impl Default for Columns {
@@ -360,6 +382,7 @@ impl Default for Columns {
             split: None,
             seal: Some(2),
             shadow: None,
+            jobs: None,
         }
     }
 }
@@ -372,6 +395,7 @@ impl Columns {
             split: None,
             seal: None,
             shadow: None,
+            jobs: None,
         };
         for (i, f) in fields.iter().enumerate() {
             match f.to_ascii_lowercase().as_str() {
@@ -380,9 +404,10 @@ impl Columns {
                 "split" | "weights" => c.split = Some(i),
                 "seal" | "sealed" => c.seal = Some(i),
                 "shadow" => c.shadow = Some(i),
+                "jobs" => c.jobs = Some(i),
                 other => {
                     return Err(format!(
-                        "unknown column {other:?} in the header (columns: tenant, target, split, seal, shadow)"
+                        "unknown column {other:?} in the header (columns: tenant, target, split, seal, shadow, jobs)"
                     ));
                 }
             }
@@ -409,6 +434,7 @@ impl Columns {
             self.split,
             self.seal,
             self.shadow,
+            self.jobs,
         ];
         if let Some(extra) = (0..fields.len()).find(|i| !known.contains(&Some(*i))) {
             return Err((
@@ -440,7 +466,8 @@ impl Columns {
             .map(parse_shadow)
             .transpose()
             .map_err(err)?;
-        Ok((tenant, placing, seal, shadow))
+        let jobs = field(self.jobs).map(parse_jobs);
+        Ok((tenant, placing, seal, shadow, jobs))
     }
 }
 
@@ -518,6 +545,7 @@ pub async fn plan(
         let current = currents.remove(&row.tenant).unwrap_or_default();
         let write = FlagWrite {
             hold: Default::default(),
+            jobs: row.jobs,
             tenant: row.tenant.clone(),
             placing: Some(row.placing),
             seal: row.seal.then_some(true),
@@ -530,8 +558,9 @@ pub async fn plan(
         match write.apply(&current, targets, now) {
             Ok(to) => {
                 // Already where the row asks: a re-run writes nothing.
-                let same_shadow = (current.item.as_ref()).is_some_and(|i| i.shadow == to.shadow);
-                if !current.moves_to(&to) && current.sealed == to.sealed && same_shadow {
+                let same_extras = (current.item.as_ref())
+                    .is_some_and(|i| i.shadow == to.shadow && i.jobs == to.jobs);
+                if !current.moves_to(&to) && current.sealed == to.sealed && same_extras {
                     plan.unchanged.push(row.tenant);
                     continue;
                 }

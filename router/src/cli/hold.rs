@@ -220,6 +220,7 @@ impl MoveArgs {
                 expect_version: None,
                 force: self.force,
                 hold: HoldWrite::None,
+                jobs: None,
             })
             .collect();
         let hold_max = self.hold.hold_max.unwrap_or(DEFAULT_HOLD_MAX);

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod demo;
 pub mod fleet;
 pub mod hold;
+pub mod jobs;
 pub mod progress;
 
 use std::net::SocketAddr;
@@ -93,6 +94,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Whether a side owns a tenant's scheduled jobs, read from the flag store: exits 0 (runs
+    /// here), 1 (not here: prints where), 3 (held by a move: retry later), 4 (cannot tell).
+    /// With --list, prints every tenant the side owns.
+    Owns(jobs::OwnsArgs),
+    /// Scheduled jobs that run on one side only, under a lease.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,7 +171,7 @@ enum FlagsCommand {
     Set {
         tenant: String,
         /// Pin the tenant to this target.
-        #[arg(long, conflicts_with = "split", required_unless_present_any = ["split", "seal", "shadow", "no_shadow"])]
+        #[arg(long, conflicts_with = "split", required_unless_present_any = ["split", "seal", "shadow", "no_shadow", "jobs"])]
         target: Option<String>,
         /// Split the tenant: TARGET=WEIGHT,... summing to 100 (e.g. legacy=90,new=10).
         #[arg(long)]
@@ -179,6 +187,10 @@ enum FlagsCommand {
         /// Stop shadowing the tenant.
         #[arg(long)]
         no_shadow: bool,
+        /// The side that runs a split tenant's scheduled jobs (one of its split's targets), or
+        /// `heaviest` for its heaviest side (the default).
+        #[arg(long)]
+        jobs: Option<String>,
         /// Why (recorded with the write; required).
         #[arg(long)]
         reason: String,
@@ -347,6 +359,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags(cmd) => flags(*cmd),
+        Command::Owns(args) => Ok(ExitCode::from(runtime(1)?.block_on(jobs::owns(args)))),
+        Command::Jobs(jobs::JobsCommand::Run(args)) => {
+            Ok(ExitCode::from(runtime(1)?.block_on(jobs::run(args))))
+        }
         Command::Fleet {
             max_lag,
             fleet_timeout,
@@ -536,6 +552,12 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// The store's URL and (when a config is known) the targets to validate writes against.
 fn store_url(args: &StoreArgs) -> anyhow::Result<(StoreUrl, Option<Targets>)> {
+    let (url, config) = store_config(args)?;
+    Ok((url, config.map(|c| c.targets)))
+}
+
+/// The store's URL and the config it came from, when one is known.
+fn store_config(args: &StoreArgs) -> anyhow::Result<(StoreUrl, Option<Config>)> {
     let config_path = args.config.clone().or_else(|| {
         let default = PathBuf::from("router.toml");
         (args.store.is_none() && default.exists()).then_some(default)
@@ -548,7 +570,7 @@ fn store_url(args: &StoreArgs) -> anyhow::Result<(StoreUrl, Option<Targets>)> {
             "no flag store: give --store file:PATH, --store dynamodb://TABLE or --config router.toml"
         ),
     };
-    Ok((url, config.map(|c| c.targets)))
+    Ok((url, config))
 }
 
 fn flags(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
@@ -602,6 +624,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             seal,
             shadow,
             no_shadow,
+            jobs,
             reason,
             by,
             expect_version,
@@ -624,6 +647,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             };
             let write = FlagWrite {
                 hold: Default::default(),
+                jobs: jobs.map(|side| (side != "heaviest").then_some(side)),
                 tenant,
                 placing,
                 seal: seal.then_some(true),
@@ -650,6 +674,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let write = FlagWrite {
                 hold: Default::default(),
+                jobs: None,
                 tenant,
                 placing: None,
                 seal: Some(true),
@@ -825,6 +850,10 @@ fn describe(item: &FlagItem) -> String {
         format!(" (shadow {} {}%)", s.target, s.percent)
     });
     let sealed = if item.sealed { " (sealed)" } else { "" };
+    let jobs = item
+        .jobs
+        .as_ref()
+        .map_or(String::new(), |j| format!(" (jobs on {j})"));
     let now = flag_store::fleet::now_ms();
     let hold = match &item.hold {
         Some(h) if h.active_at(now) => format!(
@@ -834,7 +863,7 @@ fn describe(item: &FlagItem) -> String {
         ),
         _ => String::new(),
     };
-    format!("{place}{shadow}{sealed}{hold}")
+    format!("{place}{shadow}{jobs}{sealed}{hold}")
 }
 
 fn print_table(items: &[FlagItem]) {

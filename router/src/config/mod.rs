@@ -171,6 +171,9 @@ pub struct Server {
     pub keep_underscored_headers: bool,
     /// The bearer token admin writes must present; `None` disables admin writes.
     pub admin_token: Option<AdminToken>,
+    /// The bearer token of the admin listener's read API (`/v1/...`, for jobs asking who
+    /// owns a tenant); `None` disables it. The admin token is accepted there too.
+    pub read_token: Option<AdminToken>,
     /// A TLS listener beside the plaintext one.
     pub tls: Option<crate::tls::TlsListener>,
 }

@@ -123,6 +123,18 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
         );
     }
     let tls = (s.tls.as_ref()).map(|t| tls_listener(t, (listen, admin_listen), base_dir, problems));
+    let mut token = |key, file: &Option<String>| {
+        (file.as_deref()).and_then(|f| read_token(problems, key, &base_dir.join(f)))
+    };
+    let admin_token = token("server.admin_token_file", &s.admin_token_file);
+    let read_token = token("server.read_token_file", &s.read_token_file);
+    if admin_token.is_some() && admin_token == read_token {
+        problem(
+            problems,
+            "server.read_token_file",
+            "holds the admin write token; a job's read token must be another, so it cannot write",
+        );
+    }
     Server {
         tls,
         listen,
@@ -142,10 +154,8 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
         http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(256),
         trust_forwarded_headers: s.trust_forwarded_headers.unwrap_or(false),
         keep_underscored_headers: s.keep_underscored_headers.unwrap_or(false),
-        admin_token: s
-            .admin_token_file
-            .as_deref()
-            .and_then(|f| read_token(problems, &base_dir.join(f))),
+        admin_token,
+        read_token,
     }
 }
 
@@ -883,8 +893,7 @@ fn addr(problems: &mut Vec<Problem>, key: &str, value: Option<&str>, default: &s
     })
 }
 
-fn read_token(problems: &mut Vec<Problem>, path: &Path) -> Option<AdminToken> {
-    let key = "server.admin_token_file";
+fn read_token(problems: &mut Vec<Problem>, key: &str, path: &Path) -> Option<AdminToken> {
     match std::fs::read_to_string(path) {
         Ok(text) => AdminToken::new(&text)
             .map_err(|reason| problem(problems, key, format!("{}: {reason}", path.display())))

@@ -76,6 +76,7 @@ pub(super) struct RawServer {
     pub(super) trust_forwarded_headers: Option<bool>,
     pub(super) keep_underscored_headers: Option<bool>,
     pub(super) admin_token_file: Option<String>,
+    pub(super) read_token_file: Option<String>,
     pub(super) tls: Option<RawTls>,
 }
 

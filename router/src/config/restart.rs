@@ -87,6 +87,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<Problem> {
         &token(&o.admin_token),
         &token(&n.admin_token),
     );
+    differ(
+        "server.read_token_file",
+        &token(&o.read_token),
+        &token(&n.read_token),
+    );
     // The TLS listener may move; adding or removing it, or changing its certificates' files
     // or settings, needs a restart (the certificates' contents rotate by themselves).
     let tls_settings = |t: &Option<crate::tls::TlsListener>| {
