@@ -20,6 +20,7 @@ mod flips;
 mod forwarding;
 mod holds;
 mod http2;
+mod jobs;
 mod layout;
 mod open_streams;
 mod reload;

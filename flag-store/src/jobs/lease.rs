@@ -134,13 +134,14 @@ impl Leases {
                     .table_name(store.url().fleet_table())
                     .key("pk", AttributeValue::S(key(job, tenant)))
                     .update_expression(
-                        "SET job = :job, tenant = :tenant, holder = :holder, side = :side, \
-                         expires_ms = :expires, token = if_not_exists(token, :zero) + :one",
+                        "SET #job = :job, #tenant = :tenant, #holder = :holder, #side = :side, \
+                         #expires = :expires, #token = if_not_exists(#token, :zero) + :one",
                     )
                     // A retried request that already took the lease takes it again.
                     .condition_expression(
-                        "attribute_not_exists(pk) OR expires_ms <= :now OR holder = :holder",
+                        "attribute_not_exists(pk) OR #expires <= :now OR #holder = :holder",
                     )
+                    .set_expression_attribute_names(Some(names()))
                     .expression_attribute_values(":job", s(job))
                     .expression_attribute_values(":tenant", s(tenant))
                     .expression_attribute_values(":holder", s(holder))
@@ -255,16 +256,20 @@ impl Leases {
                     .update_item()
                     .table_name(store.url().fleet_table())
                     .key("pk", AttributeValue::S(key(&lease.job, &lease.tenant)))
-                    .condition_expression("holder = :holder AND token = :token")
+                    .condition_expression("#holder = :holder AND #token = :token")
                     .expression_attribute_values(":holder", s(&lease.holder))
                     .expression_attribute_values(":token", n(lease.token))
                     .expression_attribute_values(":expires", n(state.expires_ms));
+                // Only the names the expressions use may be given.
+                let mut used = names();
+                used.retain(|k, _| ["#holder", "#expires", "#token"].contains(&k.as_str()));
+                update = update.set_expression_attribute_names(Some(used));
                 update = if state.holder.is_empty() {
                     update
-                        .update_expression("SET holder = :none, expires_ms = :expires")
+                        .update_expression("SET #holder = :none, #expires = :expires")
                         .expression_attribute_values(":none", s(""))
                 } else {
-                    update.update_expression("SET expires_ms = :expires")
+                    update.update_expression("SET #expires = :expires")
                 };
                 match update.send().await {
                     Ok(_) => Ok(true),
@@ -287,6 +292,21 @@ impl From<LeaseState> for Lease {
             expires_ms: s.expires_ms,
         }
     }
+}
+
+/// The item's attribute names, as expressions name them (`token` is a reserved word).
+fn names() -> std::collections::HashMap<String, String> {
+    [
+        ("#job", "job"),
+        ("#tenant", "tenant"),
+        ("#holder", "holder"),
+        ("#side", "side"),
+        ("#expires", "expires_ms"),
+        ("#token", "token"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 fn key(job: &str, tenant: &str) -> String {

@@ -723,35 +723,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             };
             return batch::command(&batch, reason, by, (yes, force), admin, hold, &args).await;
         }
-        FlagsCommand::CreateTable { store: args } => {
-            let (url, _) = store_url(&args)?;
-            let store = Store::open(&url).await;
-            let name = store.describe();
-            use flag_store::dynamodb::Created;
-            match store.create().await? {
-                None => println!("{name} is ready"),
-                Some(Created::New { id }) => {
-                    println!("{name} is ready: a new store, identity {id}")
-                }
-                Some(Created::Kept { id, version }) => println!(
-                    "{name} is ready: the existing store is kept as it was (identity {id}, version {version})"
-                ),
-                Some(Created::Rebuilt {
-                    id,
-                    version,
-                    same_identity,
-                }) => {
-                    println!(
-                        "{name} is ready: its meta item was missing and is rebuilt from the audit stream at version {version} (identity {id})"
-                    );
-                    if !same_identity {
-                        println!(
-                            "the audit table recorded no identity, so this one is new: routers keep their flags until `switchyard flags adopt`"
-                        );
-                    }
-                }
-            }
-        }
+        FlagsCommand::CreateTable { store: args } => create_table(&args).await?,
         FlagsCommand::Adopt {
             reason,
             by,
@@ -778,6 +750,38 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `switchyard flags create-table`.
+async fn create_table(args: &StoreArgs) -> anyhow::Result<()> {
+    let (url, _) = store_url(args)?;
+    let store = Store::open(&url).await;
+    let name = store.describe();
+    use flag_store::dynamodb::Created;
+    match store.create().await? {
+        None => println!("{name} is ready"),
+        Some(Created::New { id }) => {
+            println!("{name} is ready: a new store, identity {id}")
+        }
+        Some(Created::Kept { id, version }) => println!(
+            "{name} is ready: the existing store is kept as it was (identity {id}, version {version})"
+        ),
+        Some(Created::Rebuilt {
+            id,
+            version,
+            same_identity,
+        }) => {
+            println!(
+                "{name} is ready: its meta item was missing and is rebuilt from the audit stream at version {version} (identity {id})"
+            );
+            if !same_identity {
+                println!(
+                    "the audit table recorded no identity, so this one is new: routers keep their flags until `switchyard flags adopt`"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn author(by: Option<String>) -> anyhow::Result<String> {
