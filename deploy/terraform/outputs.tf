@@ -15,3 +15,8 @@ output "balancers" {
     (var.secondary_region) = module.router_secondary.balancer_dns_name
   }
 }
+
+output "jobs_policy_arn" {
+  description = "Attach to scheduled jobs' roles on both sides; point them at store_url, so every side's leases live in one region."
+  value       = module.flag_store.jobs_policy_arn
+}

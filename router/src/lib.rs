@@ -17,9 +17,9 @@
 //! - [`cli`]: the commands an operator runs (`serve`, `check`, `demo`, `flags`, batches).
 //! - [`server`]: listeners, connections, HTTP/2 serving, config reload, drain.
 //! - [`cutover`]: migration control across the fleet: each router's presence record.
+//! - [`admin`]: the admin listener (metrics, readiness, explain, flag reads and writes).
 //! - [`jobs`]: scheduled jobs on one side: `jobs run`'s command under its lease, and the
 //!   read API's answer to who owns a tenant.
-//! - [`admin`]: the admin listener (metrics, readiness, explain, flag reads and writes).
 //! - [`proxy`]: the hot path, steps 1 to 5 in order, with its refusals, header policy,
 //!   tunnels and the client's peer.
 //! - [`shadow`]: copies of a tenant's requests to another side, and the comparison.

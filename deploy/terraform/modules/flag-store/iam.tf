@@ -1,6 +1,8 @@
-# Two policies: routers only read the flags and keep their own presence record in the fleet
+# Three policies: routers only read the flags and keep their own presence record in the fleet
 # table; operators (the CLI, and a router that serves admin writes) read and write flags and
-# append audit records. Neither may delete flags, audit records or tables.
+# append audit records; scheduled jobs (`switchyard owns`, `switchyard jobs run`) read the
+# flags and take, renew and release their leases, items of the fleet table keyed `lease#...`.
+# None may delete flags, audit records or tables.
 
 locals {
   # Every region's copy of each table (a replica has the same name in its own region).
@@ -85,6 +87,27 @@ data "aws_iam_policy_document" "operator" {
   }
 }
 
+data "aws_iam_policy_document" "jobs" {
+  statement {
+    sid = "ReadOwners"
+    # GetItem: a tenant's flag (and the `*` flag); Scan: `owns --list`.
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan"]
+    resources = local.flags_arns
+  }
+
+  statement {
+    sid = "KeepLeases"
+    # A lease is taken, renewed and released by conditional UpdateItem; GetItem reads it.
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = local.fleet_arns
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["lease#*"]
+    }
+  }
+}
+
 resource "aws_iam_policy" "router" {
   name        = "${var.table_name}-router-read"
   description = "Switchyard routers: read the flag table ${var.table_name} and its audit stream; keep a presence record."
@@ -96,5 +119,12 @@ resource "aws_iam_policy" "operator" {
   name        = "${var.table_name}-operator-write"
   description = "Switchyard operators: conditional, audited flag writes to ${var.table_name}; no deletes."
   policy      = data.aws_iam_policy_document.operator.json
+  tags        = var.tags
+}
+
+resource "aws_iam_policy" "jobs" {
+  name        = "${var.table_name}-jobs"
+  description = "Switchyard scheduled jobs: read who owns a tenant in ${var.table_name}; take and renew job leases."
+  policy      = data.aws_iam_policy_document.jobs.json
   tags        = var.tags
 }

@@ -25,3 +25,8 @@ output "fleet_table_arn" {
   description = "Routers' presence records (TTL on expires_at)."
   value       = aws_dynamodb_table.fleet.arn
 }
+
+output "jobs_policy_arn" {
+  description = "Attach to scheduled jobs' roles (`switchyard owns`, `switchyard jobs run`): read the flags, keep job leases."
+  value       = aws_iam_policy.jobs.arn
+}
