@@ -753,6 +753,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_names_a_split_tenants_job_side_or_leaves_it_to_the_heaviest() {
+        let (rows, bad) = parse(
+            "tenant,split,jobs\nacme,legacy=90;new=10,new\nglobex,legacy=50;new=50,heaviest\ninitech,legacy=50;new=50,\n",
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        let jobs: Vec<_> = rows.iter().map(|r| r.jobs.clone()).collect();
+        assert_eq!(jobs, [Some(Some("new".into())), Some(None), None]);
+        let (rows, bad) =
+            parse("{\"tenant\":\"acme\",\"split\":\"legacy=90,new=10\",\"jobs\":\"new\"}\n");
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(rows[0].jobs, Some(Some("new".into())));
+    }
+
+    #[test]
     fn a_csv_header_names_the_columns_in_any_order() {
         let (rows, bad) = parse("seal,tenant,target\nyes,acme,new\n,globex,legacy\n");
         assert!(bad.is_empty(), "{bad:?}");
