@@ -42,6 +42,26 @@ impl Store {
         }
     }
 
+    /// Hands each item, parsed or refused, to `each`; returns the store's version. A file is
+    /// read item by item without holding them all; DynamoDB is scanned whole first.
+    pub async fn scan(
+        &self,
+        mut each: impl FnMut(LoadedItem) -> std::ops::ControlFlow<()>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::File(f) => f.scan(each),
+            Store::Dynamo(d) => {
+                let version = d.version().await?;
+                for loaded in d.scan_all().await? {
+                    if each(loaded).is_break() {
+                        break;
+                    }
+                }
+                Ok(version)
+            }
+        }
+    }
+
     /// The store's version (a file store reads its file).
     pub async fn version(&self) -> Result<u64, StoreError> {
         match self {

@@ -127,49 +127,56 @@ pub struct Owned {
 
 /// The tenants `side` owns: one read of the whole store.
 pub async fn owned(store: &Store, side: &str) -> Result<Owned, StoreError> {
-    let (version, items) = store.list().await?;
     let now = now_ms();
     let mut owned = Owned {
         side: side.to_owned(),
-        version,
+        version: 0,
         tenants: Vec::new(),
         held: Vec::new(),
         default_here: false,
         unreadable: Vec::new(),
     };
-    for loaded in items {
+    owned.version = store
+        .scan(|loaded| {
+            owned.add(loaded, now);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await?;
+    owned.tenants.sort_unstable();
+    owned.held.sort_unstable();
+    Ok(owned)
+}
+
+impl Owned {
+    /// Counts one item in: owned here, held, or unreadable.
+    fn add(&mut self, loaded: crate::LoadedItem, now: u64) {
         let item = match loaded.item {
             Ok(item) => item,
             Err((tenant, e)) => {
                 let who = tenant.unwrap_or_else(|| "no tenant".into());
-                owned
-                    .unreadable
-                    .push(format!("{} ({who}): {e}", loaded.location));
-                continue;
+                (self.unreadable).push(format!("{} ({who}): {e}", loaded.location));
+                return;
             }
         };
         let decided = match Owner::decide(&item.tenant, Some(&item), None, now) {
             Ok(decided) => decided,
             Err(e) => {
                 let e = crate::error::Chain(&e).to_string();
-                owned.unreadable.push(format!("{}: {e}", loaded.location));
-                continue;
+                self.unreadable.push(format!("{}: {e}", loaded.location));
+                return;
             }
         };
-        if decided.owner.as_deref() != Some(side) {
-            continue;
+        if decided.owner.as_deref() != Some(self.side.as_str()) {
+            return;
         }
         if item.tenant == DEFAULT_TENANT {
-            owned.default_here = true;
+            self.default_here = true;
         } else if decided.hold.is_some() {
-            owned.held.push(item.tenant);
+            self.held.push(item.tenant);
         } else {
-            owned.tenants.push(item.tenant);
+            self.tenants.push(item.tenant);
         }
     }
-    owned.tenants.sort_unstable();
-    owned.held.sort_unstable();
-    Ok(owned)
 }
 
 /// Checks a job's name: 1 to 64 of letters, digits, `-` and `_` (it names lease items and
