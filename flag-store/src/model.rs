@@ -478,29 +478,38 @@ impl FlagItem {
     }
 
     /// The side that runs the tenant's scheduled jobs, read from the stored item alone (a job
-    /// needs no router config): as [`Flag::job_owner`] decides it.
+    /// needs no router config): as [`Flag::job_owner`] decides it. An item a router would
+    /// refuse for its shape (a pinned item with weights, weights not summing to 100) is an
+    /// error here too: no job runs on a placement no router routes by.
     pub fn job_owner(&self) -> Result<&str, ItemError> {
         self.check_jobs()?;
         match (self.effective_mode()?, &self.target, &self.weights) {
-            (Mode::Pinned, Some(target), _) => Ok(target),
-            (Mode::Split, _, Some(weights)) => match &self.jobs {
-                Some(side) => Ok(side),
-                None => {
-                    let first = weights.iter().next();
-                    let (name, _) = weights
-                        .iter()
-                        .fold(first, |best, (n, w)| match best {
-                            Some((_, bw)) if bw >= w => best,
-                            _ => Some((n, w)),
-                        })
-                        .ok_or_else(|| ItemError::Weights("`weights` is empty".into()))?;
-                    Ok(name)
+            (Mode::Pinned, Some(target), None) => Ok(target),
+            (Mode::Split, None, Some(weights)) => {
+                let sum: u32 = weights.values().map(|w| (*w).min(101)).sum();
+                if weights.is_empty() || sum != 100 {
+                    return Err(ItemError::Weights(format!(
+                        "weights sum to {sum}, they must sum to 100"
+                    )));
                 }
-            },
-            (Mode::Pinned, None, _) => {
-                Err(ItemError::Shape("is pinned but has no `target`".into()))
+                if let Some(side) = &self.jobs {
+                    return Ok(side);
+                }
+                // The first of the heaviest, in name order (the split's order).
+                let mut best: Option<(&String, u32)> = None;
+                for (name, &w) in weights {
+                    if best.is_none_or(|(_, bw)| w > bw) {
+                        best = Some((name, w));
+                    }
+                }
+                Ok(best.expect("weights are not empty").0)
             }
-            (Mode::Split, _, None) => Err(ItemError::Shape("is split but has no `weights`".into())),
+            (Mode::Pinned, _, _) => Err(ItemError::Shape(
+                "is pinned, so it has a `target` and no `weights`".into(),
+            )),
+            (Mode::Split, _, _) => Err(ItemError::Shape(
+                "is split, so it has `weights` and no `target`".into(),
+            )),
         }
     }
 

@@ -243,6 +243,14 @@ mod tests {
                 r#"{"tenant":"acme","target":"new","jobs":"new"}"#,
                 "a pinned tenant's jobs run on its target",
             ),
+            (
+                r#"{"tenant":"acme","weights":{"legacy":90,"new":20}}"#,
+                "weights sum to 110",
+            ),
+            (
+                r#"{"tenant":"acme","mode":"pinned","target":"new","weights":{"new":100}}"#,
+                "is pinned, so it has a `target` and no `weights`",
+            ),
         ] {
             let err = Owner::decide("acme", Some(&item(json)), None, 0).unwrap_err();
             let text = crate::error::Chain(&err).to_string();
