@@ -83,6 +83,8 @@ pub enum StoreError {
     Sealed { tenant: String, target: String },
     #[error("tenant {0:?} has no flag")]
     NotFound(String),
+    #[error("bad job: {0}")]
+    Job(String),
     #[error(
         "tenant {tenant:?} is held by the move {hold} for {left_ms} ms more: it cannot be written until that move flips it or ends"
     )]

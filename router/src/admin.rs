@@ -621,6 +621,13 @@ async fn owner(
             json!({ "error": format!("side {side:?} is not a target; the targets are {}", admin.targets.known_list()) }),
         );
     }
+    if !admin.flags.is_loaded() {
+        // An empty snapshot would answer with the default target: a job must not run on that.
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "no flag snapshot loaded yet: who owns the tenant cannot be told" }),
+        );
+    }
     let snap = admin.flags.load();
     let answer = crate::jobs::api::owner(
         &snap,

@@ -261,10 +261,7 @@ impl Run {
 
 /// Starts a run of `spec` if its side owns the tenant, under the lease.
 pub async fn begin(store: &Store, spec: &JobSpec) -> Result<Begin, StoreError> {
-    spec.check().map_err(|reason| StoreError::Url {
-        url: store.describe(),
-        reason,
-    })?;
+    spec.check().map_err(StoreError::Job)?;
     let leases = Leases::of(store);
     let deadline = Instant::now() + spec.wait;
     loop {
