@@ -801,3 +801,24 @@ fn a_read_token_that_is_the_write_token_is_refused() {
     assert!(err.contains("server.read_token_file"), "{err}");
     assert!(err.contains("cannot write"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_without_flags_cannot_tell_who_owns_a_tenant() {
+    let mut setup = Setup::new().await;
+    std::fs::write(setup.dir.path().join("read.token"), "read-0123456789abcdef").unwrap();
+    setup.extra = "read_token_file = \"read.token\"".into();
+    // Unreadable flags: without a snapshot, the default target is no answer for a job.
+    std::fs::write(setup.flags_path(), "{ not json").unwrap();
+    let router = setup.start().await;
+    let (status, _, body) = admin_request(
+        &router,
+        http::Method::GET,
+        "/v1/owner/acme?side=legacy",
+        &[("authorization", "Bearer read-0123456789abcdef")],
+        "",
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("cannot be told"), "{body}");
+    router.shutdown().await;
+}
