@@ -822,3 +822,46 @@ async fn a_router_without_flags_cannot_tell_who_owns_a_tenant() {
     assert!(body.contains("cannot be told"), "{body}");
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_store_dies_is_stopped_before_its_lease_expires() {
+    let mut emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = Store::open(&StoreUrl::parse(&url, Path::new(".")).unwrap()).await;
+    store.create().await.unwrap();
+    store
+        .write(&write("acme", Some(pin("legacy"))), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("legacy.log");
+    let times = ["--lease", "5s", "--check-every", "500ms", "--grace", "1s"];
+    let run = jobs_run(&url, "legacy", &times, &job_command(&log, 60));
+    log_lines(&log, 1).await;
+
+    // Kill the store just after a renewal, so the expiry read is the last one written.
+    let leases = Leases::of(&store);
+    let expiry = || async {
+        let lease = leases.get("nightly", "acme").await.unwrap().unwrap();
+        lease.expires_ms
+    };
+    let first = expiry().await;
+    let mut renewed = first;
+    while renewed == first {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        renewed = expiry().await;
+    }
+    emulator.stop();
+
+    let (code, err) = exited(run).await;
+    assert_eq!(code, 5, "the lease is as good as lost: {err}");
+    assert!(err.contains("the store cannot be reached"), "{err}");
+    let lines = log_lines(&log, 2).await;
+    assert!(lines[1].starts_with("term "), "{lines:?}");
+    let stopped = ms(&lines[1], 1);
+    assert!(
+        stopped < renewed,
+        "the command was stopped {} ms after its lease expired",
+        stopped - renewed
+    );
+}

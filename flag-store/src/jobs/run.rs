@@ -335,33 +335,45 @@ async fn watch_run(
     renewed: watch::Sender<Lease>,
 ) {
     let mut last_renewal = Instant::now();
+    // The job must be told to stop this long before its lease expires: its grace, and one
+    // check's time for the telling.
+    let margin = (spec.grace + spec.check_every).as_millis() as u64;
+    // How long a store call may take before the job must be stopped: a call that hangs must
+    // not carry the job past its lease.
+    let budget =
+        |lease: &Lease| Duration::from_millis(lease.expires_ms.saturating_sub(now_ms() + margin));
+    let unreachable = |e: Result<StoreError, tokio::time::error::Elapsed>| {
+        Stop::Unreachable(match e {
+            Ok(e) => Chain(&e).to_string(),
+            Err(_) => "no answer before the lease would expire".into(),
+        })
+    };
     let why = loop {
         tokio::time::sleep(spec.check_every).await;
-        // Past this point, the job could not stop within its grace before the lease expires.
-        let too_late = |lease: &Lease| {
-            now_ms() + (spec.grace + spec.check_every).as_millis() as u64 >= lease.expires_ms
-        };
-        match owner(&store, &spec.tenant).await {
-            Ok(o) => match o.verdict(&spec.side) {
+        let too_late = |lease: &Lease| now_ms() + margin >= lease.expires_ms;
+        match tokio::time::timeout(budget(&lease), owner(&store, &spec.tenant)).await {
+            Ok(Ok(o)) => match o.verdict(&spec.side) {
                 Verdict::RunsHere => {}
                 Verdict::NotHere => break Stop::Moved(o),
                 Verdict::Held => break Stop::Held(o),
             },
-            Err(e) if too_late(&lease) => break Stop::Unreachable(Chain(&e).to_string()),
-            Err(_) => {}
+            Ok(Err(e)) if too_late(&lease) => break unreachable(Ok(e)),
+            Err(elapsed) => break unreachable(Err(elapsed)),
+            Ok(Err(_)) => {}
         }
         if last_renewal.elapsed() < spec.renew_every() {
             continue;
         }
-        match leases.renew(&lease, spec.ttl).await {
-            Ok(Some(next)) => {
+        match tokio::time::timeout(budget(&lease), leases.renew(&lease, spec.ttl)).await {
+            Ok(Ok(Some(next))) => {
                 lease = next;
                 last_renewal = Instant::now();
                 renewed.send_replace(lease.clone());
             }
-            Ok(None) => break Stop::Lost,
-            Err(e) if too_late(&lease) => break Stop::Unreachable(Chain(&e).to_string()),
-            Err(_) => {}
+            Ok(Ok(None)) => break Stop::Lost,
+            Ok(Err(e)) if too_late(&lease) => break unreachable(Ok(e)),
+            Err(elapsed) => break unreachable(Err(elapsed)),
+            Ok(Err(_)) => {}
         }
     };
     stop.send_replace(Some(why));
