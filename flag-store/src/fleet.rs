@@ -13,6 +13,9 @@
 //!   JSON in `record`, and `expires_at` (N, epoch seconds), the table's TTL attribute, so a
 //!   router that vanished without deregistering is swept away by DynamoDB a day later.
 //!
+//! The fleet table also holds job leases ([`crate::jobs::lease`], keyed `lease#...`, which the
+//! listing leaves out).
+//!
 //! A clean shutdown deletes the record; a router killed leaves it to grow stale, which
 //! `switchyard fleet` shows.
 
