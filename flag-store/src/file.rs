@@ -61,6 +61,14 @@ impl FileStore {
         fs::metadata(&self.path).and_then(|m| m.modified()).ok()
     }
 
+    /// What tells one state of the file from another without reading it: its inode (every
+    /// write replaces the file by a rename), size and modification time.
+    pub fn stamp(&self) -> Option<(u64, u64, SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(&self.path).ok()?;
+        Some((m.ino(), m.len(), m.modified().ok()?))
+    }
+
     /// Reads the whole store: its version and every item, each parsed or refused on its own.
     pub fn load(&self) -> Result<Load, StoreError> {
         let bytes = fs::read(&self.path).map_err(|source| StoreError::Read {

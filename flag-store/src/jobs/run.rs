@@ -4,7 +4,8 @@
 //! [`begin`] reads the owner, takes the lease (waiting while another holder has it, up to the
 //! spec's `wait`), then reads the owner again, since the tenant may have moved while the lease
 //! was being taken: a run is granted only when this side owned the tenant with the lease
-//! held. While it runs, a watcher reads the owner every `check_every` and renews the lease
+//! held. While it runs, a watcher reads the owner every `check_every` (a flag file only when
+//! it changed) and renews the lease
 //! every third of its time; [`Run::stopped`] resolves when the tenant moves away, a hold
 //! starts, the lease is lost, or the store cannot be reached for so long that the lease
 //! would expire before the job could stop (its `grace`). [`Run::finish`] releases the lease.
@@ -287,7 +288,9 @@ pub async fn begin(store: &Store, spec: &JobSpec) -> Result<Begin, StoreError> {
                 continue;
             }
         };
-        // The tenant may have moved, or been held, while the lease was being taken.
+        // The tenant may have moved, or been held, while the lease was being taken. The file's
+        // stamp is taken first: a write after it makes the watcher read again.
+        let read_at = file_stamp(store);
         let confirmed = match owner(store, &spec.tenant).await {
             Ok(o) => o,
             Err(e) => {
@@ -309,7 +312,7 @@ pub async fn begin(store: &Store, spec: &JobSpec) -> Result<Begin, StoreError> {
             store.clone(),
             leases.clone(),
             spec.clone(),
-            lease.clone(),
+            (lease.clone(), read_at),
             stop_tx,
             renewed_tx,
         ));
@@ -324,13 +327,23 @@ pub async fn begin(store: &Store, spec: &JobSpec) -> Result<Begin, StoreError> {
     }
 }
 
+type FileStamp = (u64, u64, std::time::SystemTime);
+
+/// A flag file's stamp; `None` for DynamoDB, which is read at every check.
+fn file_stamp(store: &Store) -> Option<FileStamp> {
+    match store {
+        Store::File(f) => f.stamp(),
+        Store::Dynamo(_) => None,
+    }
+}
+
 /// Reads the owner every `check_every` and renews the lease every third of its time, until a
 /// reason to stop is found (then sent, and the watcher ends).
 async fn watch_run(
     store: Store,
     leases: Leases,
     spec: JobSpec,
-    mut lease: Lease,
+    (mut lease, mut read_at): (Lease, Option<FileStamp>),
     stop: watch::Sender<Option<Stop>>,
     renewed: watch::Sender<Lease>,
 ) {
@@ -351,15 +364,25 @@ async fn watch_run(
     let why = loop {
         tokio::time::sleep(spec.check_every).await;
         let too_late = |lease: &Lease| now_ms() + margin >= lease.expires_ms;
-        match tokio::time::timeout(budget(&lease), owner(&store, &spec.tenant)).await {
-            Ok(Ok(o)) => match o.verdict(&spec.side) {
-                Verdict::RunsHere => {}
-                Verdict::NotHere => break Stop::Moved(o),
-                Verdict::Held => break Stop::Held(o),
-            },
-            Ok(Err(e)) if too_late(&lease) => break unreachable(Ok(e)),
-            Err(elapsed) => break unreachable(Err(elapsed)),
-            Ok(Err(_)) => {}
+        // A flag file unchanged since the owner was last read says the same: a hold or a move
+        // is a write. (A million-tenant file takes most of a second to read.) The stamp is
+        // taken before the read, so a write during the read is read at the next check.
+        let now_stamp = file_stamp(&store);
+        let unchanged = now_stamp.is_some() && now_stamp == read_at;
+        read_at = now_stamp;
+        if unchanged {
+            // Still owned here, as at the last read.
+        } else {
+            match tokio::time::timeout(budget(&lease), owner(&store, &spec.tenant)).await {
+                Ok(Ok(o)) => match o.verdict(&spec.side) {
+                    Verdict::RunsHere => {}
+                    Verdict::NotHere => break Stop::Moved(o),
+                    Verdict::Held => break Stop::Held(o),
+                },
+                Ok(Err(e)) if too_late(&lease) => break unreachable(Ok(e)),
+                Err(elapsed) => break unreachable(Err(elapsed)),
+                Ok(Err(_)) => read_at = None,
+            }
         }
         if last_renewal.elapsed() < spec.renew_every() {
             continue;
