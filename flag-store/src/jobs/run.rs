@@ -252,11 +252,20 @@ impl Run {
     }
 
     /// Stops watching and releases the lease (a lease already lost is left to its holder).
-    pub async fn finish(self) -> Result<(), StoreError> {
+    pub async fn finish(mut self) -> Result<(), StoreError> {
         self.watcher.abort();
-        let _ = self.watcher.await;
+        let _ = (&mut self.watcher).await;
         let lease = self.renewed.borrow().clone();
         self.leases.release(&lease).await.map(|_| ())
+    }
+}
+
+/// A run dropped without [`Run::finish`] (a job that panicked) stops renewing its lease, which
+/// then frees itself at its expiry rather than block the other side for as long as the
+/// process lives.
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 
@@ -400,4 +409,52 @@ async fn watch_run(
         }
     };
     stop.send_replace(Some(why));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FlagWrite, Placing, StoreUrl};
+
+    #[tokio::test]
+    async fn a_run_dropped_without_finishing_stops_renewing_and_its_lease_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreUrl::File(dir.path().join("flags.json"))).await;
+        store.create().await.unwrap();
+        let write = FlagWrite {
+            tenant: "acme".into(),
+            placing: Some(Placing::Pinned("legacy".into())),
+            seal: None,
+            shadow: None,
+            by: "test".into(),
+            reason: "test".into(),
+            expect_version: None,
+            force: false,
+            hold: Default::default(),
+            jobs: None,
+        };
+        store.write(&write, None).await.unwrap();
+        let mut spec = JobSpec::new("report", "acme", "legacy");
+        spec.ttl = Duration::from_millis(600);
+        spec.check_every = Duration::from_millis(100);
+        spec.grace = Duration::from_millis(100);
+        let Begin::Granted(run) = begin(&store, &spec).await.unwrap() else {
+            panic!("legacy owns acme");
+        };
+        drop(run);
+        // Renewed, it would be held for as long as this process lives.
+        let leases = Leases::of(&store);
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lease = leases.get("report", "acme").await.unwrap().unwrap();
+            if !lease.held_at(now_ms()) {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the dropped run's lease is still renewed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
