@@ -173,19 +173,23 @@ fn key(router: &str) -> String {
     format!("router#{router}")
 }
 
-fn remote<E: std::error::Error + Send + Sync + 'static>(op: &'static str, e: E) -> StoreError {
+pub(crate) fn remote<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+    e: E,
+) -> StoreError {
     StoreError::Remote {
         op,
         source: Box::new(e),
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking file work off the runtime's threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .expect("a fleet file operation does not panic")
+        .expect("a store file operation does not panic")
 }
 
 /// Replaces a record whole (a temporary file renamed over it), so a reader never sees half

@@ -352,6 +352,20 @@ fn job_command(log: &Path, secs: u32) -> Vec<String> {
     ]
 }
 
+/// DynamoDB Local with its tables, and acme pinned to legacy: the emulator (it stops when
+/// dropped), its store URL and the store.
+async fn dynamo_with_acme_on_legacy() -> (Emulator, String, Store) {
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let store = Store::open(&StoreUrl::parse(&url, Path::new(".")).unwrap()).await;
+    store.create().await.unwrap();
+    store
+        .write(&write("acme", Some(pin("legacy"))), None)
+        .await
+        .unwrap();
+    (emulator, url, store)
+}
+
 /// `jobs run` as a child process.
 fn jobs_run(url: &str, side: &str, extra: &[&str], command: &[String]) -> std::process::Child {
     let mut args = vec![
@@ -448,6 +462,14 @@ async fn owns_and_jobs_run_exit_codes_say_what_happened() {
     assert_eq!((code, out.as_str()), (0, "acme\nglobex\n"), "{err}");
     assert!(err.contains("the `*` flag"), "{err}");
 
+    let job = |side: &str, rest: &[&str]| {
+        let mut all = vec![
+            "jobs", "run", "--job", "j", "--tenant", "acme", "--side", side,
+        ];
+        all.extend_from_slice(rest);
+        run(&all)
+    };
+
     // Held: nobody runs the tenant's jobs until the hold ends.
     let store = flag_store::FileStore::new(&flags);
     let hold = HoldItem {
@@ -467,9 +489,7 @@ async fn owns_and_jobs_run_exit_codes_say_what_happened() {
     let (code, out, _) = run(&["owns", "acme", "--side", "legacy"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("held by the move h1"), "{out}");
-    let (code, _, err) = run(&[
-        "jobs", "run", "--job", "j", "--tenant", "acme", "--side", "legacy", "--", "true",
-    ]);
+    let (code, _, err) = job("legacy", &["--", "true"]);
     assert_eq!(code, 3, "{err}");
     store
         .write(
@@ -483,47 +503,27 @@ async fn owns_and_jobs_run_exit_codes_say_what_happened() {
 
     // Runs where owned, with the token and version; the command's failure is its own code.
     let log = dir.path().join("job.log");
-    let (code, _, err) = run(&[
-        "jobs",
-        "run",
-        "--job",
-        "j",
-        "--tenant",
-        "acme",
-        "--side",
+    let (code, _, err) = job(
         "legacy",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "echo $SWITCHYARD_FENCING_TOKEN $SWITCHYARD_FLAG_VERSION >> {}",
-            log.display()
-        ),
-    ]);
+        &[
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "echo $SWITCHYARD_FENCING_TOKEN $SWITCHYARD_FLAG_VERSION >> {}",
+                log.display()
+            ),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1 3\n");
-    let (code, _, err) = run(&[
-        "jobs", "run", "--job", "j", "--tenant", "acme", "--side", "new", "--", "touch", "never",
-    ]);
+    let (code, _, err) = job("new", &["--", "touch", "never"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not started: acme runs on legacy"), "{err}");
-    let (code, _, err) = run(&[
-        "jobs", "run", "--job", "j", "--tenant", "acme", "--side", "legacy", "--", "false",
-    ]);
+    let (code, _, err) = job("legacy", &["--", "false"]);
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("the command failed: exit status: 1"), "{err}");
-    let (code, _, err) = run(&[
-        "jobs",
-        "run",
-        "--job",
-        "j",
-        "--tenant",
-        "acme",
-        "--side",
-        "legacy",
-        "--",
-        "/no/such/command",
-    ]);
+    let (code, _, err) = job("legacy", &["--", "/no/such/command"]);
     assert_eq!(code, 6, "{err}");
 
     // Another holder's lease: the run waits for it, then gives up.
@@ -536,10 +536,7 @@ async fn owns_and_jobs_run_exit_codes_say_what_happened() {
         matches!(taken, flag_store::jobs::lease::Taken::Granted(ref l) if l.token == 4),
         "{taken:?}"
     );
-    let (code, _, err) = run(&[
-        "jobs", "run", "--job", "j", "--tenant", "acme", "--side", "legacy", "--wait", "300ms",
-        "--", "touch", "never",
-    ]);
+    let (code, _, err) = job("legacy", &["--wait", "300ms", "--", "touch", "never"]);
     assert_eq!(code, 7, "{err}");
     assert!(
         err.contains("the lease is held by elsewhere on legacy"),
@@ -578,22 +575,10 @@ async fn owns_and_jobs_run_exit_codes_say_what_happened() {
         "no refused run started its command"
     );
     // Times that do not fit together are a bad command line.
-    let (code, _, err) = run(&[
-        "jobs",
-        "run",
-        "--job",
-        "j",
-        "--tenant",
-        "acme",
-        "--side",
+    let (code, _, err) = job(
         "legacy",
-        "--lease",
-        "2s",
-        "--check-every",
-        "1s",
-        "--",
-        "true",
-    ]);
+        &["--lease", "2s", "--check-every", "1s", "--", "true"],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("at most a third of the lease"), "{err}");
 }
@@ -652,14 +637,7 @@ async fn a_running_job_is_stopped_when_its_tenant_moves_and_the_new_side_waits_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_lease_holder_blocks_the_other_side_until_its_lease_expires_and_no_longer() {
-    let emulator = Emulator::start().await;
-    let url = emulator.url();
-    let store = Store::open(&StoreUrl::parse(&url, Path::new(".")).unwrap()).await;
-    store.create().await.unwrap();
-    store
-        .write(&write("acme", Some(pin("legacy"))), None)
-        .await
-        .unwrap();
+    let (emulator, url, store) = dynamo_with_acme_on_legacy().await;
     let dir = tempfile::tempdir().unwrap();
 
     let old_log = dir.path().join("legacy.log");
@@ -825,14 +803,7 @@ async fn a_router_without_flags_cannot_tell_who_owns_a_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_store_dies_is_stopped_before_its_lease_expires() {
-    let mut emulator = Emulator::start().await;
-    let url = emulator.url();
-    let store = Store::open(&StoreUrl::parse(&url, Path::new(".")).unwrap()).await;
-    store.create().await.unwrap();
-    store
-        .write(&write("acme", Some(pin("legacy"))), None)
-        .await
-        .unwrap();
+    let (mut emulator, url, store) = dynamo_with_acme_on_legacy().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("legacy.log");
     let times = ["--lease", "5s", "--check-every", "500ms", "--grace", "1s"];

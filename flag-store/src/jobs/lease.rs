@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dynamodb::DynamoStore;
 use crate::error::StoreError;
+use crate::fleet::{blocking, remote};
 use crate::model::now_ms;
 use crate::store::Store;
 
@@ -362,21 +363,6 @@ fn conditional_failure(
         }
         _ => None,
     }
-}
-
-fn remote<E: std::error::Error + Send + Sync + 'static>(op: &'static str, e: E) -> StoreError {
-    StoreError::Remote {
-        op,
-        source: Box::new(e),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("a lease file operation does not panic")
 }
 
 /// Runs `f` under an exclusive lock on the folder's lock file (created with the folder).
