@@ -382,7 +382,11 @@ impl Flag {
         match (&self.placement, self.jobs) {
             (Placement::Pinned(t), _) => *t,
             (Placement::Split(_), Some(side)) => side,
-            (Placement::Split(split), None) => heaviest(split.entries().iter().copied()),
+            (Placement::Split(split), None) => {
+                let entries = split.entries().iter().map(|&(t, w)| (t, u32::from(w)));
+                // A compiled split has at least one entry.
+                heaviest(entries).unwrap_or(TargetId(0))
+            }
         }
     }
 
@@ -495,14 +499,9 @@ impl FlagItem {
                 if let Some(side) = &self.jobs {
                     return Ok(side);
                 }
-                // The first of the heaviest, in name order (the split's order).
-                let mut best: Option<(&String, u32)> = None;
-                for (name, &w) in weights {
-                    if best.is_none_or(|(_, bw)| w > bw) {
-                        best = Some((name, w));
-                    }
-                }
-                Ok(best.expect("weights are not empty").0)
+                // In name order: the split's order.
+                let entries = weights.iter().map(|(name, &w)| (name.as_str(), w));
+                Ok(heaviest(entries).expect("weights are not empty"))
             }
             (Mode::Pinned, _, _) => Err(ItemError::Shape(
                 "is pinned, so it has a `target` and no `weights`".into(),
@@ -577,14 +576,16 @@ impl FlagItem {
 }
 
 /// The entry with the largest weight; the first of equals.
-fn heaviest(entries: impl Iterator<Item = (TargetId, u8)>) -> TargetId {
-    let mut best: Option<(TargetId, u8)> = None;
+/// The entry with the largest weight; the first of equals. The one rule for a split's job
+/// side, compiled ([`Flag::job_owner`]) or stored ([`FlagItem::job_owner`]).
+fn heaviest<T>(entries: impl Iterator<Item = (T, u32)>) -> Option<T> {
+    let mut best: Option<(T, u32)> = None;
     for (t, w) in entries {
-        if best.is_none_or(|(_, bw)| w > bw) {
+        if best.as_ref().is_none_or(|(_, bw)| w > *bw) {
             best = Some((t, w));
         }
     }
-    best.map_or(TargetId(0), |(t, _)| t)
+    best.map(|(t, _)| t)
 }
 
 fn resolve(targets: &Targets, name: &str) -> Result<TargetId, ItemError> {

@@ -664,27 +664,13 @@ async fn authorize(
     req: Request<Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let error = |status, message: &str| json_response(status, json!({ "error": message }));
-    let Some((token, _)) = &admin.writes else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "admin writes are disabled: set [server] admin_token_file in the router's config",
-        )
-        .into_response();
+    let tokens = (admin.writes.as_ref()).map(|(token, _)| vec![token]);
+    let check = Bearer {
+        off: "admin writes are disabled: set [server] admin_token_file in the router's config",
+        needs: "admin writes need the header `Authorization: Bearer TOKEN` with the token in [server] admin_token_file",
+        realm: "Bearer realm=\"switchyard-admin\"",
     };
-    if !bearer_matches(req.headers(), token) {
-        let mut resp = error(
-            StatusCode::UNAUTHORIZED,
-            "admin writes need the header `Authorization: Bearer TOKEN` with the token in [server] admin_token_file",
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"switchyard-admin\""),
-        );
-        return resp.into_response();
-    }
-    next.run(req).await
+    check.run(tokens, req, next).await
 }
 
 /// The read API's check: the read token, or the admin token (which may do more).
@@ -693,31 +679,50 @@ async fn authorize_read(
     req: Request<Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let error = |status, message: &str| json_response(status, json!({ "error": message }));
-    let Some(read) = &admin.read_token else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the read API is disabled: set [server] read_token_file in the router's config",
-        )
-        .into_response();
-    };
     let write = admin.writes.as_ref().map(|(token, _)| token);
-    if !std::iter::once(read)
-        .chain(write)
-        .any(|t| bearer_matches(req.headers(), t))
-    {
-        let mut resp = error(
-            StatusCode::UNAUTHORIZED,
-            "the read API needs the header `Authorization: Bearer TOKEN` with the token in [server] read_token_file",
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"switchyard-read\""),
-        );
-        return resp.into_response();
+    let tokens =
+        (admin.read_token.as_ref()).map(|read| std::iter::once(read).chain(write).collect());
+    let check = Bearer {
+        off: "the read API is disabled: set [server] read_token_file in the router's config",
+        needs: "the read API needs the header `Authorization: Bearer TOKEN` with the token in [server] read_token_file",
+        realm: "Bearer realm=\"switchyard-read\"",
+    };
+    check.run(tokens, req, next).await
+}
+
+/// A bearer-token check in front of an endpoint, with what its refusals say.
+struct Bearer {
+    /// Why the endpoint is off when no token is set (403).
+    off: &'static str,
+    /// What a request without a matching token needs (401).
+    needs: &'static str,
+    /// The `WWW-Authenticate` challenge.
+    realm: &'static str,
+}
+
+impl Bearer {
+    /// Lets the request through when it presents one of `tokens`; `None`: the endpoint is off.
+    async fn run(
+        &self,
+        tokens: Option<Vec<&AdminToken>>,
+        req: Request<Body>,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let error = |status, message: &str| json_response(status, json!({ "error": message }));
+        let Some(tokens) = tokens else {
+            return error(StatusCode::FORBIDDEN, self.off).into_response();
+        };
+        if !tokens.iter().any(|t| bearer_matches(req.headers(), t)) {
+            let mut resp = error(StatusCode::UNAUTHORIZED, self.needs);
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(self.realm),
+            );
+            return resp.into_response();
+        }
+        next.run(req).await
     }
-    next.run(req).await
 }
 
 /// Why a write's body could not be read: over the size limit, too slow, or cut off.
