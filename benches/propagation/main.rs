@@ -219,6 +219,7 @@ fn main() {
     let flip = |i: usize| -> (u64, SystemTime) {
         let target = if i.is_multiple_of(2) { "new" } else { "legacy" };
         let write = FlagWrite {
+            evacuation: None,
             hold: Default::default(),
             jobs: None,
             tenant: "acme".into(),

@@ -596,6 +596,7 @@ mod tests {
 
     fn set(tenant: &str, target: &str) -> FlagWrite {
         FlagWrite {
+            evacuation: None,
             hold: Default::default(),
             jobs: None,
             tenant: tenant.into(),

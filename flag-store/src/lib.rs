@@ -8,6 +8,7 @@
 pub mod background;
 pub mod dynamodb;
 pub mod error;
+pub mod evacuation;
 pub mod file;
 pub mod fleet;
 pub mod identity;

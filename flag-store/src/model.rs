@@ -106,6 +106,22 @@ pub struct FlagItem {
     /// target, so a pinned item has no `jobs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<String>,
+    /// Only on an evacuation record (key `!evacuate:SIDE`, the `evacuation` module): the
+    /// evacuation in force; absent once the side is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evacuation: Option<EvacuationItem>,
+}
+
+/// An evacuation as stored, in its record's `evacuation` field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvacuationItem {
+    /// Where the side's pinned tenants go (with `include_pinned`), and where a split's share
+    /// of the side goes when the split has this side too.
+    pub to: String,
+    /// Moves the tenants pinned on the side too. Without it they stay: their data is there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_pinned: bool,
 }
 
 /// A hold on a tenant, written by `switchyard flags move` on every tenant of the move: the
@@ -424,6 +440,7 @@ impl Flag {
             // Holds live beside the flags in the snapshot (`Snapshot::hold`).
             hold: None,
             jobs: self.jobs.map(|t| targets.name(t).to_owned()),
+            evacuation: None,
         }
     }
 }

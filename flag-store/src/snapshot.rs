@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use hashbrown::HashTable;
 
 use crate::error::ItemError;
+use crate::evacuation::Evacuation;
 use crate::identity::StoreIdentity;
 use crate::model::{
     Audit, DEFAULT_TENANT, Flag, FlagItem, HoldItem, Interner, Placement, Routing, Shadow, Targets,
@@ -509,6 +510,9 @@ pub struct Snapshot {
     /// Tenants under a hold (a cutover in progress), apart from the flags: empty but for the
     /// seconds of a move, so the hot path pays one check for them.
     holds: HashMap<Box<str>, Arc<HoldItem>>,
+    /// The sides evacuated ([`crate::evacuation`]): empty but while a side is evacuated, so
+    /// the pick pays one check for them.
+    evacuations: Vec<Evacuation>,
 }
 
 impl Snapshot {
@@ -524,6 +528,7 @@ impl Snapshot {
             rejected: Vec::new(),
             unflagged: HashMap::new(),
             holds: HashMap::new(),
+            evacuations: Vec::new(),
         }
     }
 
@@ -565,8 +570,23 @@ impl Snapshot {
         let mut forced: HashSet<String> = HashSet::new();
 
         let mut holds = HashMap::new();
+        let mut evacuations = Vec::new();
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
+            if is_record(&item) {
+                let kept = previous.map_or(&[][..], |p| &p.evacuations[..]);
+                if let Some(refused) = apply_record(
+                    &mut evacuations,
+                    item,
+                    location,
+                    targets,
+                    &mut interner,
+                    kept,
+                ) {
+                    rejected.push(refused);
+                }
+                continue;
+            }
             if let Ok(item) = &item
                 && item.forced
             {
@@ -643,6 +663,7 @@ impl Snapshot {
             built_at: SystemTime::now(),
             rejected,
             holds,
+            evacuations,
         }
     }
 
@@ -670,8 +691,23 @@ impl Snapshot {
             .cloned()
             .collect();
         let mut holds = self.holds.clone();
+        let mut evacuations = self.evacuations.clone();
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
+            if is_record(&item) {
+                let kept = evacuations.clone();
+                if let Some(refused) = apply_record(
+                    &mut evacuations,
+                    item,
+                    location,
+                    &self.targets,
+                    &mut interner,
+                    &kept,
+                ) {
+                    rejected.push(refused);
+                }
+                continue;
+            }
             let hold = hold_of(&item);
             if !holds.is_empty()
                 && let Some(tenant) = tenant_of(&item)
@@ -712,10 +748,12 @@ impl Snapshot {
             built_at: SystemTime::now(),
             rejected,
             holds,
+            evacuations,
         }
     }
 
-    /// Every flag as stored items (the default flag first), for a local copy.
+    /// Every flag as stored items (the default flag first, the evacuation records last), for
+    /// a local copy.
     pub fn to_items(&self) -> Vec<FlagItem> {
         let default = self
             .default_flag()
@@ -730,6 +768,7 @@ impl Snapshot {
                 }
                 item
             }))
+            .chain(self.evacuations.iter().map(|e| e.to_item(&self.targets)))
             .collect()
     }
 
@@ -757,6 +796,23 @@ impl Snapshot {
     #[inline]
     pub fn has_holds(&self) -> bool {
         !self.holds.is_empty()
+    }
+
+    /// Whether any side is evacuated: the pick's one check while none is.
+    #[inline]
+    pub fn has_evacuations(&self) -> bool {
+        !self.evacuations.is_empty()
+    }
+
+    /// The sides evacuated, each once.
+    pub fn evacuations(&self) -> &[Evacuation] {
+        &self.evacuations
+    }
+
+    /// The evacuation of `side`, when it is evacuated.
+    #[inline]
+    pub fn evacuation(&self, side: crate::TargetId) -> Option<&Evacuation> {
+        self.evacuations.iter().find(|e| e.side == side)
     }
 
     /// The hold on a tenant, as written (its deadline is the caller's to judge).
@@ -938,6 +994,51 @@ fn unflagged(table: &Table, rejected: &[Rejected]) -> HashMap<String, usize> {
 /// A shareable snapshot.
 pub type SharedSnapshot = Arc<Snapshot>;
 
+/// Whether a loaded item, parsed or not, is an evacuation record.
+fn is_record(item: &Result<FlagItem, (Option<String>, ItemError)>) -> bool {
+    tenant_of(item).is_some_and(|key| crate::evacuation::side_of(key).is_some())
+}
+
+/// Applies one evacuation record to `evacuations`. A bad record changes nothing: its side stays
+/// as `kept` had it (evacuated or not), and the refusal is returned to be listed.
+fn apply_record(
+    evacuations: &mut Vec<Evacuation>,
+    item: Result<FlagItem, (Option<String>, ItemError)>,
+    location: String,
+    targets: &Targets,
+    interner: &mut Interner,
+    kept: &[Evacuation],
+) -> Option<Rejected> {
+    let side = |key: &str| crate::evacuation::side_of(key).and_then(|s| targets.id(s));
+    let refused = match item {
+        Ok(item) => match crate::evacuation::compile(&item, targets, interner) {
+            Ok(next) => {
+                // The record compiled, so its key names a target.
+                if let Some(side) = side(&item.tenant) {
+                    evacuations.retain(|e| e.side != side);
+                    evacuations.extend(next);
+                }
+                return None;
+            }
+            Err(error) => (Some(item.tenant), error),
+        },
+        Err(refused) => refused,
+    };
+    let (key, error) = refused;
+    let side = key.as_deref().and_then(side);
+    let was = side.and_then(|s| kept.iter().find(|e| e.side == s));
+    if let Some(side) = side {
+        evacuations.retain(|e| e.side != side);
+        evacuations.extend(was.cloned());
+    }
+    Some(Rejected {
+        tenant: key,
+        location,
+        error,
+        kept_previous: was.is_some(),
+    })
+}
+
 /// The hold an item carries, when it parsed.
 fn hold_of(item: &Result<FlagItem, (Option<String>, ItemError)>) -> Option<Arc<HoldItem>> {
     item.as_ref().ok()?.hold.clone().map(Arc::new)
@@ -985,6 +1086,48 @@ mod tests {
             },
             Found::Rejected(_) | Found::Nothing => None,
         }
+    }
+
+    #[test]
+    fn an_evacuation_record_is_learned_kept_through_a_bad_one_and_restored() {
+        let acme = r#"{"tenant":"acme","target":"legacy"}"#;
+        let evac = r#"{"tenant":"!evacuate:legacy","evacuation":{"to":"new"},"version":1,"reason":"legacy is failing"}"#;
+        let full = Snapshot::build(load(1, &[acme, evac]), &targets(), None);
+        assert!(full.rejected.is_empty(), "{:?}", full.rejected);
+        assert_eq!(full.len(), 1, "a record is not a tenant");
+        let legacy = TargetId(0);
+        let e = full.evacuation(legacy).expect("legacy is evacuated");
+        assert_eq!((e.to, e.version), (TargetId(1), 1));
+        assert!(matches!(
+            full.lookup(Some("!evacuate:legacy")),
+            Found::Nothing
+        ));
+        // The local copy carries the record, and a router starting from it has it.
+        let copy = full.to_items();
+        let json: Vec<String> = copy
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap())
+            .collect();
+        let json: Vec<&str> = json.iter().map(String::as_str).collect();
+        let cold = Snapshot::build(load(1, &json), &targets(), None);
+        assert_eq!(cold.evacuations(), full.evacuations());
+        // A bad record (unknown `to`) is refused on its own; the evacuation stands.
+        let bad = r#"{"tenant":"!evacuate:legacy","evacuation":{"to":"mars"},"version":2}"#;
+        let next = full.apply_delta(load(2, &[bad]));
+        assert_eq!(next.evacuations(), full.evacuations());
+        assert_eq!(next.rejected.len(), 1);
+        assert!(next.rejected[0].kept_previous);
+        assert!(
+            next.rejected[0].to_string().contains("mars"),
+            "{}",
+            next.rejected[0]
+        );
+        // Restored: the record without `evacuation`; the refusal is superseded.
+        let restore = r#"{"tenant":"!evacuate:legacy","version":3}"#;
+        let restored = next.apply_delta(load(3, &[restore]));
+        assert!(!restored.has_evacuations());
+        assert!(restored.rejected.is_empty(), "{:?}", restored.rejected);
+        assert_eq!(target_of(&restored, "acme"), Some(legacy));
     }
 
     #[test]

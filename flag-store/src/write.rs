@@ -63,6 +63,9 @@ pub struct FlagWrite {
     /// `Some(Some(side))` sets a split tenant's job side, `Some(None)` returns it to the
     /// heaviest side, `None` keeps it while the tenant stays split over that side.
     pub jobs: Option<Option<String>>,
+    /// Only for an evacuation record's key ([`crate::evacuation::key`]): `Some` evacuates the
+    /// side, `None` restores it. Always `None` for a tenant.
+    pub evacuation: Option<crate::evacuation::EvacuationItem>,
 }
 
 /// A write's effect on a hold. Only the move that holds a tenant may write it while the hold
@@ -160,7 +163,15 @@ impl FlagWrite {
             tenant: self.tenant.clone(),
             source,
         };
-        validate_tenant_id(&self.tenant).map_err(item_err)?;
+        let record = crate::evacuation::side_of(&self.tenant).is_some();
+        if !record {
+            validate_tenant_id(&self.tenant).map_err(item_err)?;
+        }
+        if self.evacuation.is_some() && !record {
+            return Err(item_err(ItemError::Shape(
+                "is a tenant's flag; only an evacuation record holds `evacuation`".into(),
+            )));
+        }
         if self.reason.trim().is_empty() {
             return Err(item_err(ItemError::Shape(
                 "write has no reason; every write must say why (--reason)".into(),
@@ -180,6 +191,20 @@ impl FlagWrite {
                 actual: current.version,
                 by: current.updated_by.clone(),
             });
+        }
+        if record {
+            if self.placing.is_some()
+                || self.seal.is_some()
+                || self.shadow.is_some()
+                || self.jobs.is_some()
+                || self.hold != HoldWrite::None
+                || self.force
+            {
+                return Err(item_err(ItemError::Shape(
+                    "is an evacuation record, not a tenant: `switchyard flags evacuate` and `flags restore` write it".into(),
+                )));
+            }
+            return next_record(self, current, targets, now_secs);
         }
         let (mode, target, weights) = match (&self.placing, &current.item) {
             (Some(Placing::Pinned(t)), _) => (Mode::Pinned, Some(t.clone()), None),
@@ -220,6 +245,7 @@ impl FlagWrite {
             updated_at: Some(format_timestamp(now_secs)),
             reason: Some(self.reason.clone()),
             hold,
+            evacuation: None,
         };
         let breaks_seal = current.sealed && (current.moves_to(&next) || !next.sealed);
         // The force record every router checks for: who and why are the item's own.
@@ -252,6 +278,57 @@ impl FlagWrite {
     }
 }
 
+/// The record a write of `key` leaves: `evacuation` set (evacuate) or not (restore), at the
+/// next version, with who and why. Restoring a side that is not evacuated is refused, so a
+/// typo never reads as done.
+fn next_record(
+    write: &FlagWrite,
+    current: &Current,
+    targets: Option<&Targets>,
+    now_secs: u64,
+) -> Result<FlagItem, StoreError> {
+    let item_err = |source: ItemError| StoreError::Item {
+        tenant: write.tenant.clone(),
+        source,
+    };
+    let evacuated = current
+        .item
+        .as_ref()
+        .is_some_and(|i| i.evacuation.is_some());
+    if write.evacuation.is_none() && !evacuated {
+        let side = crate::evacuation::side_of(&write.tenant).unwrap_or_default();
+        return Err(item_err(ItemError::Shape(format!(
+            "restores {side:?}, which is not evacuated; nothing to restore"
+        ))));
+    }
+    let next = FlagItem {
+        tenant: write.tenant.clone(),
+        version: current.version + 1,
+        updated_by: Some(write.by.clone()),
+        updated_at: Some(format_timestamp(now_secs)),
+        reason: Some(write.reason.clone()),
+        evacuation: write.evacuation.clone(),
+        ..FlagItem::default()
+    };
+    match targets {
+        Some(targets) => {
+            crate::evacuation::compile(&next, targets, &mut Interner::default())
+                .map_err(item_err)?;
+        }
+        None => {
+            if let Some(e) = &next.evacuation
+                && crate::evacuation::side_of(&next.tenant) == Some(e.to.as_str())
+            {
+                return Err(item_err(ItemError::Shape(format!(
+                    "evacuates {:?} to itself; `to` names the side its tenants go to",
+                    e.to
+                ))));
+            }
+        }
+    }
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +336,7 @@ mod tests {
 
     fn write(placing: Option<Placing>) -> FlagWrite {
         FlagWrite {
+            evacuation: None,
             hold: Default::default(),
             jobs: None,
             tenant: "acme".into(),
@@ -286,6 +364,52 @@ mod tests {
             updated_by: Some("alice".into()),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn an_evacuation_record_is_written_only_as_one() {
+        let record = |evacuation: Option<crate::evacuation::EvacuationItem>| FlagWrite {
+            tenant: crate::evacuation::key("legacy"),
+            evacuation,
+            ..write(None)
+        };
+        let to_new = crate::evacuation::EvacuationItem {
+            to: "new".into(),
+            include_pinned: false,
+        };
+        let none = Current::default();
+        let written = record(Some(to_new.clone()))
+            .apply(&none, Some(&targets()), 0)
+            .unwrap();
+        assert_eq!(
+            (written.version, written.evacuation.as_ref()),
+            (1, Some(&to_new))
+        );
+        let text = |w: FlagWrite, current: &Current| {
+            flag_store_error_text(&w.apply(current, Some(&targets()), 0).unwrap_err())
+        };
+        // Restoring what is not evacuated says so; nothing to write.
+        assert!(text(record(None), &none).contains("not evacuated"));
+        let restored = record(None)
+            .apply(&Current::from_item(written.clone()), Some(&targets()), 0)
+            .unwrap();
+        assert_eq!((restored.version, restored.evacuation), (2, None));
+        // A record is no tenant: a placement on its key, or an evacuation on a tenant, is refused.
+        let placed = FlagWrite {
+            placing: Some(Placing::Pinned("new".into())),
+            ..record(Some(to_new.clone()))
+        };
+        assert!(text(placed, &none).contains("not a tenant"));
+        let on_tenant = FlagWrite {
+            evacuation: Some(to_new),
+            ..write(None)
+        };
+        assert!(text(on_tenant, &none).contains("only an evacuation record"));
+        let unknown = record(Some(crate::evacuation::EvacuationItem {
+            to: "mars".into(),
+            include_pinned: true,
+        }));
+        assert!(text(unknown, &none).contains("unknown target \"mars\""));
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl Admin {
             }
         };
         let write = FlagWrite {
+            evacuation: None,
             hold: Default::default(),
             jobs: put.jobs,
             tenant: tenant.to_owned(),
@@ -470,6 +471,38 @@ impl Admin {
                 out["basis"] = json!(Basis::TenantFlag.as_str());
                 "the tenant's flag item is rejected and it has no last good flag: the router answers 503, never a default"
                     .into()
+            }
+            Decision::Evacuated { side, basis } => {
+                out["target"] = Value::Null;
+                out["basis"] = json!(basis.as_str());
+                format!(
+                    "its side {:?} is evacuated and the tenant cannot leave it (sealed there, or no other side in its split): the router answers 503 until `flags restore {0}`",
+                    self.targets.name(side)
+                )
+            }
+        };
+        let why = match (decision, snap.has_evacuations()) {
+            (_, false) => why,
+            (decision, true) => {
+                out["evacuations"] = (snap.evacuations().iter())
+                    .map(|e| json!(e.to_item(&self.targets)))
+                    .collect();
+                let from = match decision {
+                    Decision::Forward(p) if p.mode == Mode::Split => Some(p.owner),
+                    Decision::Forward(p) => match snap.lookup(tenant_ref) {
+                        Found::Tenant(f) | Found::Default(f) => match f.placement() {
+                            flag_store::Placement::Pinned(t) => Some(*t),
+                            flag_store::Placement::Split(_) => None,
+                        },
+                        _ => Some(self.default_target),
+                    }
+                    .filter(|&t| t != p.target),
+                    _ => None,
+                };
+                match from.filter(|&t| snap.evacuation(t).is_some()) {
+                    Some(t) => format!("{why}, because {:?} is evacuated", self.targets.name(t)),
+                    None => why,
+                }
             }
         };
         let held = (route.kind == RouteKind::Flagged)

@@ -167,6 +167,13 @@ impl Streams {
                 }
             }
         };
+        // An evacuated side keeps only what its evacuation leaves there: the tenants pinned
+        // on it, unless it takes those too.
+        let stays = stays
+            && !(snapshot.has_evacuations()
+                && snapshot
+                    .evacuation(binding.target)
+                    .is_some_and(|e| e.include_pinned || matches!(placement, Placement::Split(_))));
         match (stays, sealed) {
             (true, _) => None,
             (false, true) => Some(Leave::Now),

@@ -155,6 +155,7 @@ pub fn free_port() -> u16 {
 
 pub fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u64>) -> FlagWrite {
     FlagWrite {
+        evacuation: None,
         hold: Default::default(),
         jobs: None,
         tenant: tenant.into(),

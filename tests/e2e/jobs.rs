@@ -123,6 +123,7 @@ impl Loops {
 
 fn write(tenant: &str, placing: Option<Placing>) -> FlagWrite {
     FlagWrite {
+        evacuation: None,
         tenant: tenant.into(),
         placing,
         seal: None,

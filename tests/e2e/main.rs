@@ -14,6 +14,7 @@ mod deploy;
 mod differential;
 mod dynamo;
 mod edge;
+mod evacuate;
 mod failover;
 mod fleet;
 mod flips;

@@ -425,6 +425,7 @@ endpoints = ["{new}"]{new_protocol}
     /// Writes a flag, sealing (`Some(true)`) or unsealing it, and returns the new version.
     pub fn set_sealed(&self, tenant: &str, placing: Placing, seal: Option<bool>) -> u64 {
         let write = FlagWrite {
+            evacuation: None,
             hold: Default::default(),
             jobs: None,
             tenant: tenant.into(),

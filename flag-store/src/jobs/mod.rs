@@ -158,6 +158,10 @@ impl Owned {
                 return;
             }
         };
+        // An evacuation record is not a tenant (jobs follow the flags, not evacuations).
+        if crate::evacuation::side_of(&item.tenant).is_some() {
+            return;
+        }
         let decided = match Owner::decide(&item.tenant, Some(&item), None, now) {
             Ok(decided) => decided,
             Err(e) => {

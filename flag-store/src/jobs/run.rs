@@ -422,6 +422,7 @@ mod tests {
         let store = Store::open(&StoreUrl::File(dir.path().join("flags.json"))).await;
         store.create().await.unwrap();
         let write = FlagWrite {
+            evacuation: None,
             tenant: "acme".into(),
             placing: Some(Placing::Pinned("legacy".into())),
             seal: None,

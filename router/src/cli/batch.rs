@@ -544,6 +544,7 @@ pub async fn plan(
     for row in rows {
         let current = currents.remove(&row.tenant).unwrap_or_default();
         let write = FlagWrite {
+            evacuation: None,
             hold: Default::default(),
             jobs: row.jobs,
             tenant: row.tenant.clone(),

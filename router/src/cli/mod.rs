@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod demo;
+pub mod evacuate;
 pub mod fleet;
 pub mod hold;
 pub mod jobs;
@@ -216,6 +217,13 @@ enum FlagsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Evacuate a side: one audited record every router applies at its next poll. Split
+    /// tenants' share of SIDE moves to their other sides; pinned tenants move with
+    /// --include-pinned; sealed tenants never move (503 while evacuated). Prints the plan;
+    /// writes with --yes.
+    Evacuate(evacuate::EvacuateArgs),
+    /// Give an evacuated side back its tenants, exactly as before: removes its record.
+    Restore(evacuate::RestoreArgs),
     /// Show a tenant's audit trail: every write, who, when, why, from what to what.
     History {
         tenant: String,
@@ -646,6 +654,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => None,
             };
             let write = FlagWrite {
+                evacuation: None,
                 hold: Default::default(),
                 jobs: jobs.map(|side| (side != "heaviest").then_some(side)),
                 tenant,
@@ -673,6 +682,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             store: args,
         } => {
             let write = FlagWrite {
+                evacuation: None,
                 hold: Default::default(),
                 jobs: None,
                 tenant,
@@ -686,6 +696,8 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             };
             write_flag(&args, write).await?;
         }
+        FlagsCommand::Evacuate(args) => return evacuate::evacuate(args).await,
+        FlagsCommand::Restore(args) => return evacuate::restore(args).await,
         FlagsCommand::History {
             tenant,
             store: args,
@@ -848,7 +860,12 @@ fn describe(item: &FlagItem) -> String {
             .map(|(t, w)| format!("{t}={w}"))
             .collect::<Vec<_>>()
             .join(","),
-        (None, None) => "?".into(),
+        (None, None) => match &item.evacuation {
+            Some(e) if e.include_pinned => format!("evacuated to {} (pinned tenants too)", e.to),
+            Some(e) => format!("evacuated to {}", e.to),
+            None if flag_store::evacuation::side_of(&item.tenant).is_some() => "restored".into(),
+            None => "?".into(),
+        },
     };
     let shadow = item.shadow.as_ref().map_or(String::new(), |s| {
         format!(" (shadow {} {}%)", s.target, s.percent)
@@ -876,7 +893,10 @@ fn print_table(items: &[FlagItem]) {
         .map(|i| {
             [
                 i.tenant.clone(),
-                i.effective_mode().map_or("?".into(), |m| m.to_string()),
+                match flag_store::evacuation::side_of(&i.tenant) {
+                    Some(_) => "evacuation".into(),
+                    None => i.effective_mode().map_or("?".into(), |m| m.to_string()),
+                },
                 describe(i),
                 i.version.to_string(),
                 i.updated_by.clone().unwrap_or_default(),

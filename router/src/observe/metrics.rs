@@ -670,6 +670,15 @@ impl State {
         ] {
             single(out, (name, "gauge", help), value);
         }
+        let evacuated = Family::gauge(
+            "switchyard_target_evacuated",
+            "1 while a target is evacuated (`switchyard flags evacuate`): its split tenants' share and, when the evacuation says so, its pinned tenants go elsewhere.",
+            &["target"],
+        );
+        for (id, name) in snap.targets().iter() {
+            evacuated.set(&[name], f64::from(u8::from(snap.evacuation(id).is_some())));
+        }
+        evacuated.into(out);
         drop(snap);
         let reloads = Family::counter(
             "switchyard_flags_reloads_total",

@@ -80,6 +80,13 @@ pub enum Decision {
     /// The tenant's item was rejected and it has no last good flag: its side is not known,
     /// so it goes to none (never to a default); the caller answers 503 naming the item.
     RejectedFlag,
+    /// The request's side is evacuated and the tenant cannot leave it: it is sealed there (a
+    /// sealed tenant never moves), or its split has no other side with a share. The caller
+    /// answers 503; nothing reaches the evacuated side.
+    Evacuated {
+        side: TargetId,
+        basis: Basis,
+    },
 }
 
 /// The pick: route kind, then the tenant's flag (or the default flag, or the config default),
@@ -96,6 +103,9 @@ pub fn pick(
     let (placement, shadow, basis) = match route.kind {
         RouteKind::Fixed(target) => return pinned(target, Basis::FixedRoute, health),
         RouteKind::Flagged => match snapshot.lookup(tenant) {
+            found if snapshot.has_evacuations() => {
+                return evacuated(snapshot, found, key_hash, default_target, health);
+            }
             Found::Tenant(flag) => (flag.placement(), flag.shadow(), Basis::TenantFlag),
             Found::Default(flag) => (flag.placement(), flag.shadow(), Basis::DefaultFlag),
             Found::Rejected(_) => return Decision::RejectedFlag,
@@ -131,6 +141,92 @@ pub fn pick(
     }
 }
 
+/// The pick while a side is evacuated ([`flag_store::evacuation`]): the same rules, except that
+/// a split's share of an evacuated side goes to the other sides of its split (the
+/// evacuation's `to` first, when the split has it), a pinned tenant moves to `to` only when the
+/// evacuation includes pinned tenants, and a sealed tenant never moves: its requests that
+/// would are refused. No request and no shadow copy reaches an evacuated side but a pinned
+/// tenant's left there. A bucket keeps its owner, so a restore moves back exactly the users
+/// the evacuation moved.
+#[cold]
+#[inline(never)]
+fn evacuated(
+    snapshot: &Snapshot,
+    found: Found<'_>,
+    key_hash: impl FnOnce() -> u64,
+    default_target: TargetId,
+    health: &impl HealthView,
+) -> Decision {
+    let config_default;
+    let (placement, shadow, basis, sealed) = match found {
+        Found::Tenant(flag) => (
+            flag.placement(),
+            flag.shadow(),
+            Basis::TenantFlag,
+            flag.sealed(),
+        ),
+        Found::Default(flag) => (
+            flag.placement(),
+            flag.shadow(),
+            Basis::DefaultFlag,
+            flag.sealed(),
+        ),
+        Found::Rejected(_) => return Decision::RejectedFlag,
+        Found::Nothing => {
+            config_default = Placement::Pinned(default_target);
+            (&config_default, None, Basis::ConfigDefault, false)
+        }
+    };
+    let open = |t: TargetId| snapshot.evacuation(t).is_none() && health.is_healthy(t);
+    let decision = match placement {
+        Placement::Pinned(target) => match snapshot.evacuation(*target) {
+            Some(e) if e.include_pinned && sealed => {
+                return Decision::Evacuated {
+                    side: *target,
+                    basis,
+                };
+            }
+            Some(e) if e.include_pinned => pinned(e.to, basis, health),
+            _ => pinned(*target, basis, health),
+        },
+        Placement::Split(split) => {
+            let hash = key_hash();
+            let owner = split.owner(bucket_of(hash));
+            let leaving = snapshot.evacuation(owner);
+            if leaving.is_some() && sealed {
+                return Decision::Evacuated { side: owner, basis };
+            }
+            let to = leaving.map(|e| e.to).filter(|&to| {
+                split.entries().iter().any(|&(t, _)| t == to) && health.is_healthy(to)
+            });
+            match to.or_else(|| split.pick(hash, open)) {
+                Some(target) => Decision::Forward(Pick {
+                    target,
+                    basis,
+                    mode: Mode::Split,
+                    bucket: Some(bucket_of(hash)),
+                    owner,
+                    // Leaving an evacuated side is the flag's doing, not a failover.
+                    failover: leaving.is_none() && target != owner,
+                    alternative: split.pick(hash, |t| t != target && open(t)),
+                    shadow: None,
+                }),
+                None if leaving.is_some() => Decision::Evacuated { side: owner, basis },
+                None => Decision::NoHealthyTarget { basis },
+            }
+        }
+    };
+    match (decision, shadow) {
+        (Decision::Forward(mut pick), Some(s))
+            if s.target != pick.target && snapshot.evacuation(s.target).is_none() =>
+        {
+            pick.shadow = Some(s);
+            Decision::Forward(pick)
+        }
+        (decision, _) => decision,
+    }
+}
+
 fn pinned(target: TargetId, basis: Basis, health: &impl HealthView) -> Decision {
     if health.is_healthy(target) {
         Decision::Forward(Pick {
@@ -151,7 +247,7 @@ fn pinned(target: TargetId, basis: Basis, health: &impl HealthView) -> Decision 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flag_store::{FlagItem, ItemError, Load, LoadedItem, Targets};
+    use flag_store::{BUCKETS, FlagItem, ItemError, Load, LoadedItem, Targets};
     use proptest::prelude::*;
 
     const LEGACY: TargetId = TargetId(0);
@@ -346,6 +442,182 @@ mod tests {
             &AllHealthy,
         );
         assert_eq!(target(d), NEW);
+    }
+
+    /// A snapshot over three sides, `euw1` among them, from JSON items.
+    fn three_sides(items: &[&str]) -> Snapshot {
+        let load = Load {
+            identity: None,
+            seals: Vec::new(),
+            version: 1,
+            items: (items.iter())
+                .map(|json| LoadedItem {
+                    location: "test".into(),
+                    item: Ok(serde_json::from_str::<FlagItem>(json).unwrap()),
+                })
+                .collect(),
+        };
+        let snap = Snapshot::build(load, &Targets::new(["euw1", "legacy", "new"]), None);
+        assert!(snap.rejected.is_empty(), "{:?}", snap.rejected);
+        snap
+    }
+
+    const EUW1: TargetId = TargetId(0);
+    const LEGACY3: TargetId = TargetId(1);
+    const NEW3: TargetId = TargetId(2);
+
+    fn evacuate(side: &str, to: &str, include_pinned: bool) -> String {
+        format!(
+            r#"{{"tenant":"!evacuate:{side}","evacuation":{{"to":"{to}","include_pinned":{include_pinned}}},"version":1}}"#
+        )
+    }
+
+    #[test]
+    fn an_evacuated_sides_share_goes_to_the_other_sides_and_comes_back_exactly() {
+        let flags = [
+            r#"{"tenant":"acme","weights":{"euw1":30,"legacy":50,"new":20}}"#,
+            r#"{"tenant":"globex","weights":{"euw1":40,"legacy":60}}"#,
+        ];
+        let before = three_sides(&flags);
+        let evac = evacuate("euw1", "new", false);
+        let during = three_sides(&[flags[0], flags[1], &evac]);
+        let r = route("/", RouteKind::Flagged);
+        let at = |snap: &Snapshot, tenant, key: u64| {
+            pick(snap, &r, Some(tenant), || key, LEGACY3, &AllHealthy)
+        };
+        let mut moved = [0u32; 3];
+        for key in 0..u64::from(BUCKETS) {
+            for tenant in ["acme", "globex"] {
+                let was = target(at(&before, tenant, key));
+                let now = target(at(&during, tenant, key));
+                assert_ne!(now, EUW1, "{tenant} key {key} still on the evacuated side");
+                if was != EUW1 {
+                    assert_eq!(now, was, "{tenant} key {key} was not on euw1 and moved");
+                } else {
+                    moved[now.index()] += 1;
+                }
+                if tenant == "acme" && was == EUW1 {
+                    // The split has the evacuation's `to`: the whole share goes there.
+                    assert_eq!(now, NEW3);
+                }
+                if tenant == "globex" && was == EUW1 {
+                    // It has not: the share goes to the split's other side.
+                    assert_eq!(now, LEGACY3);
+                }
+                let Decision::Forward(p) = at(&during, tenant, key) else {
+                    unreachable!()
+                };
+                assert!(!p.failover, "leaving an evacuated side is not a failover");
+                assert_ne!(
+                    p.alternative,
+                    Some(EUW1),
+                    "a retry never goes to the evacuated side"
+                );
+            }
+        }
+        assert_eq!(moved[EUW1.index()], 0);
+        assert!(
+            moved[NEW3.index()] > 0 && moved[LEGACY3.index()] > 0,
+            "{moved:?}"
+        );
+        // Restored: the record without its evacuation; every key back where it was.
+        let restored = three_sides(&[
+            flags[0],
+            flags[1],
+            r#"{"tenant":"!evacuate:euw1","version":2}"#,
+        ]);
+        assert!(!restored.has_evacuations());
+        for key in 0..1000 {
+            assert_eq!(
+                target(at(&restored, "acme", key)),
+                target(at(&before, "acme", key))
+            );
+        }
+    }
+
+    #[test]
+    fn pinned_tenants_move_only_when_included_and_sealed_ones_never() {
+        let flags = [
+            r#"{"tenant":"acme","target":"euw1"}"#,
+            r#"{"tenant":"vault","target":"euw1","sealed":true}"#,
+            r#"{"tenant":"*","target":"euw1"}"#,
+            r#"{"tenant":"split-only","weights":{"euw1":100,"legacy":0}}"#,
+        ];
+        let r = route("/", RouteKind::Flagged);
+        let fixed = route("/analytics/", RouteKind::Fixed(EUW1));
+        let decide =
+            |snap: &Snapshot, tenant| pick(snap, &r, Some(tenant), || 7, EUW1, &AllHealthy);
+        let evac = evacuate("euw1", "new", false);
+        let without = three_sides(&[flags[0], flags[1], flags[2], flags[3], &evac]);
+        assert_eq!(
+            target(decide(&without, "acme")),
+            EUW1,
+            "pinned tenants stay without --include-pinned"
+        );
+        assert_eq!(target(decide(&without, "vault")), EUW1);
+        assert_eq!(
+            target(decide(&without, "nobody")),
+            EUW1,
+            "the default flag is pinned too"
+        );
+        // A split with no other side that has a share: its other side is not the evacuation's
+        // `to`, so it cannot leave.
+        assert_eq!(
+            decide(&without, "split-only"),
+            Decision::Evacuated {
+                side: EUW1,
+                basis: Basis::TenantFlag
+            }
+        );
+        let evac = evacuate("euw1", "new", true);
+        let with = three_sides(&[flags[0], flags[1], flags[2], flags[3], &evac]);
+        assert_eq!(target(decide(&with, "acme")), NEW3);
+        assert_eq!(target(decide(&with, "nobody")), NEW3);
+        assert_eq!(
+            decide(&with, "vault"),
+            Decision::Evacuated {
+                side: EUW1,
+                basis: Basis::TenantFlag
+            },
+            "a sealed tenant never moves"
+        );
+        assert_eq!(
+            target(pick(&with, &fixed, Some("acme"), || 7, EUW1, &AllHealthy)),
+            EUW1,
+            "a fixed route is the config's, not the flags'"
+        );
+        // No flags at all: the config's default target is pinned like any other.
+        let bare = three_sides(&[&evac]);
+        assert_eq!(
+            target(pick(&bare, &r, Some("acme"), || 7, EUW1, &AllHealthy)),
+            NEW3
+        );
+        // The evacuation's `to` down: a pinned tenant moved there gets its 503, never euw1.
+        assert_eq!(
+            pick(&with, &r, Some("acme"), || 7, EUW1, &Down(NEW3)),
+            Decision::PinnedUnavailable {
+                target: NEW3,
+                basis: Basis::TenantFlag
+            }
+        );
+    }
+
+    #[test]
+    fn no_shadow_copy_goes_to_an_evacuated_side() {
+        let flag =
+            r#"{"tenant":"acme","target":"legacy","shadow":{"target":"euw1","percent":100}}"#;
+        let evac = evacuate("euw1", "new", false);
+        let snap = three_sides(&[flag, &evac]);
+        let r = route("/", RouteKind::Flagged);
+        let Decision::Forward(p) = pick(&snap, &r, Some("acme"), || 7, LEGACY3, &AllHealthy) else {
+            panic!("not forwarded")
+        };
+        assert_eq!((p.target, p.shadow), (LEGACY3, None));
+        let kept = three_sides(&[flag]);
+        let Decision::Forward(p) = pick(&kept, &r, Some("acme"), || 7, LEGACY3, &AllHealthy) else {
+            panic!("not forwarded")
+        };
+        assert_eq!(p.shadow.map(|s| s.target), Some(EUW1));
     }
 
     proptest! {

@@ -513,6 +513,7 @@ impl Proxy {
                 return Err(Refusal::TargetUnavailable(target));
             }
             Decision::NoHealthyTarget { .. } => return Err(Refusal::NoHealthyTarget),
+            Decision::Evacuated { side, .. } => return Err(Refusal::Evacuated(side)),
             Decision::RejectedFlag => {
                 let why = match snapshot.lookup(tenant_id) {
                     flag_store::Found::Rejected(r) => r.to_string(),

@@ -30,6 +30,8 @@ pub(super) enum Refusal {
     /// The tenant's only target is down (a pinned tenant, or a fixed route).
     TargetUnavailable(TargetId),
     NoHealthyTarget,
+    /// The request's side is evacuated and its tenant cannot leave it.
+    Evacuated(TargetId),
     /// The tenant's item was rejected and it has no last good flag: why.
     RejectedFlag(String),
     BodyTooLarge {
@@ -123,6 +125,14 @@ impl Proxy {
             Refusal::NoHealthyTarget => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy target for this tenant".into(),
+            ),
+            Refusal::Evacuated(side) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the tenant's side {:?} is evacuated and the tenant cannot leave it (it is sealed there, or its split has no other side)",
+                    name(side)
+                )
+                .into(),
             ),
             Refusal::RejectedFlag(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
