@@ -220,6 +220,7 @@ fn main() {
         let target = if i.is_multiple_of(2) { "new" } else { "legacy" };
         let write = FlagWrite {
             evacuation: None,
+            ramp: None,
             hold: Default::default(),
             jobs: None,
             tenant: "acme".into(),

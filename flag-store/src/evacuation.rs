@@ -65,6 +65,7 @@ pub fn compile(
         || item.forced
         || item.hold.is_some()
         || item.jobs.is_some()
+        || item.ramp.is_some()
     {
         return Err(ItemError::Shape(
             "is an evacuation record, which holds only `evacuation` and the audit fields".into(),
@@ -158,6 +159,7 @@ mod tests {
         assert_eq!(compiled.to_item(&targets()), item);
         let restored = FlagItem {
             evacuation: None,
+            ramp: None,
             ..item
         };
         assert!(matches!(

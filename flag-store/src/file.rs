@@ -597,6 +597,7 @@ mod tests {
     fn set(tenant: &str, target: &str) -> FlagWrite {
         FlagWrite {
             evacuation: None,
+            ramp: None,
             hold: Default::default(),
             jobs: None,
             tenant: tenant.into(),

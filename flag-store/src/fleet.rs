@@ -54,6 +54,10 @@ pub struct Presence {
     /// theirs is in flight to the old side.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drained: Vec<String>,
+    /// The ramps whose tenants it served, by ramp id: each side's figures since the router
+    /// started ([`crate::ramp`]), which a ramp's driver sums over the fleet.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ramps: std::collections::BTreeMap<String, crate::ramp::RampFigures>,
 }
 
 impl Presence {
@@ -283,6 +287,7 @@ mod tests {
             snapshot_ms: 3,
             seen_ms: 4,
             drained: vec!["h1".into()],
+            ramps: Default::default(),
         }
     }
 

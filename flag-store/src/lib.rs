@@ -14,6 +14,8 @@ pub mod fleet;
 pub mod identity;
 pub mod jobs;
 pub mod model;
+pub mod ramp;
+pub mod record;
 pub mod reload;
 pub mod snapshot;
 pub mod source;

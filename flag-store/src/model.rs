@@ -110,6 +110,9 @@ pub struct FlagItem {
     /// evacuation in force; absent once the side is restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evacuation: Option<EvacuationItem>,
+    /// Only on a ramp record (key `!ramp:ID`, the `ramp` module): the ramp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<crate::record::RampItem>,
 }
 
 /// An evacuation as stored, in its record's `evacuation` field.
@@ -441,6 +444,7 @@ impl Flag {
             hold: None,
             jobs: self.jobs.map(|t| targets.name(t).to_owned()),
             evacuation: None,
+            ramp: None,
         }
     }
 }

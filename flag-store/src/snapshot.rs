@@ -25,6 +25,7 @@ use crate::identity::StoreIdentity;
 use crate::model::{
     Audit, DEFAULT_TENANT, Flag, FlagItem, HoldItem, Interner, Placement, Routing, Shadow, Targets,
 };
+use crate::ramp::Ramp;
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -513,6 +514,10 @@ pub struct Snapshot {
     /// The sides evacuated ([`crate::evacuation`]): empty but while a side is evacuated, so
     /// the pick pays one check for them.
     evacuations: Vec<Evacuation>,
+    /// The ramps the store holds ([`crate::ramp`]), and the tenants of the active ones by
+    /// ramp: empty but while a ramp runs, so the hot path pays one check for them.
+    ramps: Vec<Arc<Ramp>>,
+    ramped: HashMap<Box<str>, u32>,
 }
 
 impl Snapshot {
@@ -529,6 +534,8 @@ impl Snapshot {
             unflagged: HashMap::new(),
             holds: HashMap::new(),
             evacuations: Vec::new(),
+            ramps: Vec::new(),
+            ramped: HashMap::new(),
         }
     }
 
@@ -571,8 +578,14 @@ impl Snapshot {
 
         let mut holds = HashMap::new();
         let mut evacuations = Vec::new();
+        let mut ramps = Vec::new();
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
+            if is_ramp(&item) {
+                let kept = previous.map_or(&[][..], |p| &p.ramps[..]);
+                rejected.extend(apply_ramp(&mut ramps, item, location, targets, kept));
+                continue;
+            }
             if is_record(&item) {
                 let kept = previous.map_or(&[][..], |p| &p.evacuations[..]);
                 if let Some(refused) = apply_record(
@@ -664,6 +677,8 @@ impl Snapshot {
             rejected,
             holds,
             evacuations,
+            ramped: ramped(&ramps),
+            ramps,
         }
     }
 
@@ -692,8 +707,14 @@ impl Snapshot {
             .collect();
         let mut holds = self.holds.clone();
         let mut evacuations = self.evacuations.clone();
+        let mut ramps = self.ramps.clone();
         for (i, LoadedItem { location, item }) in load.items.into_iter().enumerate() {
             crate::background::give_way_at(i);
+            if is_ramp(&item) {
+                let kept = ramps.clone();
+                rejected.extend(apply_ramp(&mut ramps, item, location, &self.targets, &kept));
+                continue;
+            }
             if is_record(&item) {
                 let kept = evacuations.clone();
                 if let Some(refused) = apply_record(
@@ -749,6 +770,8 @@ impl Snapshot {
             rejected,
             holds,
             evacuations,
+            ramped: ramped(&ramps),
+            ramps,
         }
     }
 
@@ -769,6 +792,7 @@ impl Snapshot {
                 item
             }))
             .chain(self.evacuations.iter().map(|e| e.to_item(&self.targets)))
+            .chain(self.ramps.iter().map(|r| r.to_item()))
             .collect()
     }
 
@@ -813,6 +837,23 @@ impl Snapshot {
     #[inline]
     pub fn evacuation(&self, side: crate::TargetId) -> Option<&Evacuation> {
         self.evacuations.iter().find(|e| e.side == side)
+    }
+
+    /// Whether a ramp is active: the hot path's one check while none is.
+    #[inline]
+    pub fn has_ramps(&self) -> bool {
+        !self.ramped.is_empty()
+    }
+
+    /// The active ramp a tenant is in.
+    pub fn ramp_of(&self, tenant: &str) -> Option<&Arc<Ramp>> {
+        let at = *self.ramped.get(tenant)?;
+        self.ramps.get(at as usize)
+    }
+
+    /// Every ramp the store holds, active or ended.
+    pub fn ramps(&self) -> &[Arc<Ramp>] {
+        &self.ramps
     }
 
     /// The hold on a tenant, as written (its deadline is the caller's to judge).
@@ -993,6 +1034,59 @@ fn unflagged(table: &Table, rejected: &[Rejected]) -> HashMap<String, usize> {
 
 /// A shareable snapshot.
 pub type SharedSnapshot = Arc<Snapshot>;
+
+/// Whether a loaded item, parsed or not, is a ramp record.
+fn is_ramp(item: &Result<FlagItem, (Option<String>, ItemError)>) -> bool {
+    tenant_of(item).is_some_and(|key| crate::ramp::id_of(key).is_some())
+}
+
+/// Applies one ramp record to `ramps`. A bad record changes nothing: its ramp stays as `kept`
+/// had it, and the refusal is returned to be listed.
+fn apply_ramp(
+    ramps: &mut Vec<Arc<Ramp>>,
+    item: Result<FlagItem, (Option<String>, ItemError)>,
+    location: String,
+    targets: &Targets,
+    kept: &[Arc<Ramp>],
+) -> Option<Rejected> {
+    let (key, error) = match item {
+        Ok(item) => match crate::ramp::compile(&item, targets) {
+            Ok(ramp) => {
+                ramps.retain(|r| r.id != ramp.id);
+                ramps.push(Arc::new(ramp));
+                return None;
+            }
+            Err(error) => (Some(item.tenant), error),
+        },
+        Err(refused) => refused,
+    };
+    let id = key.as_deref().and_then(crate::ramp::id_of);
+    let was = id.and_then(|id| kept.iter().find(|r| r.id == id));
+    if let Some(id) = id {
+        ramps.retain(|r| r.id != id);
+        ramps.extend(was.cloned());
+    }
+    Some(Rejected {
+        tenant: key,
+        location,
+        error,
+        kept_previous: was.is_some(),
+    })
+}
+
+/// The tenants of the active ramps, each with its ramp's index; a tenant in two keeps the
+/// first.
+fn ramped(ramps: &[Arc<Ramp>]) -> HashMap<Box<str>, u32> {
+    let mut out = HashMap::new();
+    for (at, ramp) in ramps.iter().enumerate() {
+        if ramp.item.state.is_active() {
+            for tenant in &ramp.item.tenants {
+                out.entry(tenant.as_str().into()).or_insert(at as u32);
+            }
+        }
+    }
+    out
+}
 
 /// Whether a loaded item, parsed or not, is an evacuation record.
 fn is_record(item: &Result<FlagItem, (Option<String>, ItemError)>) -> bool {

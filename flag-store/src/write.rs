@@ -66,6 +66,8 @@ pub struct FlagWrite {
     /// Only for an evacuation record's key ([`crate::evacuation::key`]): `Some` evacuates the
     /// side, `None` restores it. Always `None` for a tenant.
     pub evacuation: Option<crate::evacuation::EvacuationItem>,
+    /// Only for a ramp record's key ([`crate::ramp::key`]): the ramp as it is to be stored.
+    pub ramp: Option<crate::record::RampItem>,
 }
 
 /// A write's effect on a hold. Only the move that holds a tenant may write it while the hold
@@ -163,13 +165,20 @@ impl FlagWrite {
             tenant: self.tenant.clone(),
             source,
         };
-        let record = crate::evacuation::side_of(&self.tenant).is_some();
+        let evacuation = crate::evacuation::side_of(&self.tenant).is_some();
+        let ramp = crate::ramp::id_of(&self.tenant).is_some();
+        let record = evacuation || ramp;
         if !record {
             validate_tenant_id(&self.tenant).map_err(item_err)?;
         }
-        if self.evacuation.is_some() && !record {
+        if self.evacuation.is_some() && !evacuation {
             return Err(item_err(ItemError::Shape(
-                "is a tenant's flag; only an evacuation record holds `evacuation`".into(),
+                "is not an evacuation record; only one holds `evacuation`".into(),
+            )));
+        }
+        if self.ramp.is_some() != ramp {
+            return Err(item_err(ItemError::Shape(
+                "a ramp record holds its `ramp`, and only a ramp record does".into(),
             )));
         }
         if self.reason.trim().is_empty() {
@@ -203,6 +212,9 @@ impl FlagWrite {
                 return Err(item_err(ItemError::Shape(
                     "is an evacuation record, not a tenant: `switchyard flags evacuate` and `flags restore` write it".into(),
                 )));
+            }
+            if ramp {
+                return next_ramp(self, current, targets, now_secs);
             }
             return next_record(self, current, targets, now_secs);
         }
@@ -246,6 +258,7 @@ impl FlagWrite {
             reason: Some(self.reason.clone()),
             hold,
             evacuation: None,
+            ramp: None,
         };
         let breaks_seal = current.sealed && (current.moves_to(&next) || !next.sealed);
         // The force record every router checks for: who and why are the item's own.
@@ -329,6 +342,36 @@ fn next_record(
     Ok(next)
 }
 
+/// The ramp record a write leaves: the write's ramp at the next version, with who and why.
+fn next_ramp(
+    write: &FlagWrite,
+    current: &Current,
+    targets: Option<&Targets>,
+    now_secs: u64,
+) -> Result<FlagItem, StoreError> {
+    let item_err = |source: ItemError| StoreError::Item {
+        tenant: write.tenant.clone(),
+        source,
+    };
+    let next = FlagItem {
+        tenant: write.tenant.clone(),
+        version: current.version + 1,
+        updated_by: Some(write.by.clone()),
+        updated_at: Some(format_timestamp(now_secs)),
+        reason: Some(write.reason.clone()),
+        ramp: write.ramp.clone(),
+        ..FlagItem::default()
+    };
+    match (targets, &next.ramp) {
+        (Some(targets), _) => {
+            crate::ramp::compile(&next, targets).map_err(item_err)?;
+        }
+        (None, Some(ramp)) => crate::ramp::check(ramp).map_err(item_err)?,
+        (None, None) => {}
+    }
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +380,7 @@ mod tests {
     fn write(placing: Option<Placing>) -> FlagWrite {
         FlagWrite {
             evacuation: None,
+            ramp: None,
             hold: Default::default(),
             jobs: None,
             tenant: "acme".into(),
@@ -404,7 +448,7 @@ mod tests {
             evacuation: Some(to_new),
             ..write(None)
         };
-        assert!(text(on_tenant, &none).contains("only an evacuation record"));
+        assert!(text(on_tenant, &none).contains("only one holds `evacuation`"));
         let unknown = record(Some(crate::evacuation::EvacuationItem {
             to: "mars".into(),
             include_pinned: true,

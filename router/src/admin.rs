@@ -240,6 +240,7 @@ impl Admin {
         };
         let write = FlagWrite {
             evacuation: None,
+            ramp: None,
             hold: Default::default(),
             jobs: put.jobs,
             tenant: tenant.to_owned(),

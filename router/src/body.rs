@@ -608,6 +608,8 @@ pub struct Completion {
     _in_flight: Option<InFlight>,
     /// Keeps the tenant's in-flight count up (what a hold's drain waits on).
     _tenant: Option<crate::cutover::hold::InFlight>,
+    /// The counters of the ramp the request's tenant is in.
+    ramp: Option<Arc<crate::observe::ramp::RampCounters>>,
 }
 
 impl Completion {
@@ -626,6 +628,7 @@ impl Completion {
             log: None,
             _in_flight: None,
             _tenant: None,
+            ramp: None,
         }
     }
 
@@ -646,6 +649,12 @@ impl Completion {
         self
     }
 
+    /// Counts the request in its tenant's ramp when its response completes.
+    pub fn with_ramp(mut self, ramp: Option<Arc<crate::observe::ramp::RampCounters>>) -> Self {
+        self.ramp = ramp;
+        self
+    }
+
     /// Logs the request when its response completes (a sampled request's entry).
     pub fn with_log(mut self, log: Option<(Box<Entry>, Arc<AccessLog>)>) -> Self {
         self.log = log;
@@ -656,6 +665,9 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
+        if let Some(ramp) = &self.ramp {
+            ramp.record(self.labels.target, self.status, elapsed);
+        }
         self.metrics
             .record(self.labels, StatusClass::of(self.status), elapsed);
         if let Some((entry, log)) = self.log.take() {

@@ -156,6 +156,7 @@ pub fn free_port() -> u16 {
 pub fn write(tenant: &str, placing: Option<Placing>, by: &str, expect: Option<u64>) -> FlagWrite {
     FlagWrite {
         evacuation: None,
+        ramp: None,
         hold: Default::default(),
         jobs: None,
         tenant: tenant.into(),

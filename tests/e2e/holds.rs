@@ -485,6 +485,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_a_held_tenant_refuses_oth
     };
     let write = |hold: flag_store::HoldWrite| flag_store::FlagWrite {
         evacuation: None,
+        ramp: None,
         tenant: "hold-acme".into(),
         placing: Some(pin("legacy")),
         seal: None,

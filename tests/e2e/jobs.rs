@@ -124,6 +124,7 @@ impl Loops {
 fn write(tenant: &str, placing: Option<Placing>) -> FlagWrite {
     FlagWrite {
         evacuation: None,
+        ramp: None,
         tenant: tenant.into(),
         placing,
         seal: None,

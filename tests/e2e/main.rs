@@ -24,6 +24,7 @@ mod http2;
 mod jobs;
 mod layout;
 mod open_streams;
+mod ramps;
 mod reload;
 mod routing;
 mod seal;

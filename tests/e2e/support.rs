@@ -426,6 +426,7 @@ endpoints = ["{new}"]{new_protocol}
     pub fn set_sealed(&self, tenant: &str, placing: Placing, seal: Option<bool>) -> u64 {
         let write = FlagWrite {
             evacuation: None,
+            ramp: None,
             hold: Default::default(),
             jobs: None,
             tenant: tenant.into(),

@@ -423,6 +423,7 @@ mod tests {
         store.create().await.unwrap();
         let write = FlagWrite {
             evacuation: None,
+            ramp: None,
             tenant: "acme".into(),
             placing: Some(Placing::Pinned("legacy".into())),
             seal: None,

@@ -545,6 +545,7 @@ pub async fn plan(
         let current = currents.remove(&row.tenant).unwrap_or_default();
         let write = FlagWrite {
             evacuation: None,
+            ramp: None,
             hold: Default::default(),
             jobs: row.jobs,
             tenant: row.tenant.clone(),

@@ -223,6 +223,7 @@ pub async fn evacuate(args: EvacuateArgs) -> anyhow::Result<ExitCode> {
             to: args.to.clone(),
             include_pinned: args.include_pinned,
         }),
+        ramp: None,
         tenant: key,
         placing: None,
         seal: None,
@@ -272,6 +273,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     );
     let write = FlagWrite {
         evacuation: None,
+        ramp: None,
         tenant: key,
         placing: None,
         seal: None,

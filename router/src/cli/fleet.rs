@@ -193,6 +193,7 @@ mod tests {
             snapshot_ms: seen,
             seen_ms: seen,
             drained: Vec::new(),
+            ramps: Default::default(),
         }
     }
 

@@ -212,6 +212,7 @@ impl MoveArgs {
         let flips = (self.tenants.iter())
             .map(|t| FlagWrite {
                 evacuation: None,
+                ramp: None,
                 tenant: t.clone(),
                 placing: Some(placing.clone()),
                 seal: self.seal.then_some(true),

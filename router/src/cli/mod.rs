@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod hold;
 pub mod jobs;
 pub mod progress;
+pub mod ramp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,10 @@ enum Command {
     /// Scheduled jobs that run on one side only, under a lease.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Guarded ramps: a split dial the routers step on a schedule and roll back on their own
+    /// evidence (start, status, pause, resume, abort).
+    #[command(subcommand)]
+    Ramp(ramp::RampCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -367,6 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags(cmd) => flags(*cmd),
+        Command::Ramp(cmd) => runtime(1)?.block_on(ramp::command(cmd)),
         Command::Owns(args) => Ok(ExitCode::from(runtime(1)?.block_on(jobs::owns(args)))),
         Command::Jobs(jobs::JobsCommand::Run(args)) => {
             Ok(ExitCode::from(runtime(1)?.block_on(jobs::run(args))))
@@ -655,6 +661,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
             };
             let write = FlagWrite {
                 evacuation: None,
+                ramp: None,
                 hold: Default::default(),
                 jobs: jobs.map(|side| (side != "heaviest").then_some(side)),
                 tenant,
@@ -683,6 +690,7 @@ async fn flags_async(cmd: FlagsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let write = FlagWrite {
                 evacuation: None,
+                ramp: None,
                 hold: Default::default(),
                 jobs: None,
                 tenant,

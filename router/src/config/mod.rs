@@ -89,6 +89,10 @@ pub struct FleetConfig {
     /// Requests of held tenants this router queues at most, and the bytes of their heads.
     pub hold_queue: usize,
     pub hold_queue_bytes: u64,
+    /// Whether this router may drive ramps (one router drives each, under a lease).
+    pub drive_ramps: bool,
+    /// How long a ramp's driver holds its lease: another router takes over within it.
+    pub ramp_lease: Duration,
 }
 
 /// The access log (`[access_log]`).

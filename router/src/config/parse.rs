@@ -763,7 +763,10 @@ fn fleet(raw: &RawFleet, problems: &mut Vec<Problem>) -> FleetConfig {
     positive(problems, "fleet.heartbeat_ms", raw.heartbeat_ms);
     positive(problems, "fleet.hold_queue", raw.hold_queue);
     positive(problems, "fleet.hold_queue_bytes", raw.hold_queue_bytes);
+    positive(problems, "fleet.ramp_lease_ms", raw.ramp_lease_ms);
     FleetConfig {
+        drive_ramps: raw.drive_ramps.unwrap_or(true),
+        ramp_lease: ms(raw.ramp_lease_ms, 10_000),
         id: raw.id.clone(),
         heartbeat: ms(raw.heartbeat_ms, 5_000),
         hold_queue: raw.hold_queue.unwrap_or(10_000) as usize,

@@ -31,6 +31,8 @@ pub(super) struct RawFleet {
     pub(super) heartbeat_ms: Option<u64>,
     pub(super) hold_queue: Option<u64>,
     pub(super) hold_queue_bytes: Option<u64>,
+    pub(super) drive_ramps: Option<bool>,
+    pub(super) ramp_lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,9 @@
 //! - [`hold`]: a tenant being moved waits on every router while its requests in flight on
 //!   the old side finish; each router acknowledges that in its presence record, and releases
 //!   the waiting requests when the move flips the tenant or its deadline passes.
+//! - [`ramp`]: a ramp's driver, one router at a time under a lease: it steps the tenants'
+//!   dial, judges each step on the fleet's evidence, and rolls back on a breach.
 
 pub mod hold;
 pub mod presence;
+pub mod ramp;

@@ -46,6 +46,8 @@ pub struct Heartbeat {
     pub interval: Duration,
     /// The holds this router acknowledges as drained.
     pub drained: watch::Receiver<Vec<String>>,
+    /// Where the ramps' evidence is counted.
+    pub metrics: Arc<crate::observe::metrics::Metrics>,
 }
 
 impl Heartbeat {
@@ -70,7 +72,13 @@ impl Heartbeat {
             if current != version {
                 (version, version_since_ms) = (current, now);
             }
+            let snapshot = self.flags.load();
+            let ramps = self.metrics.ramps.figures(snapshot.targets(), |id| {
+                snapshot.ramps().iter().any(|r| r.id == id)
+            });
+            drop(snapshot);
             let presence = Presence {
+                ramps,
                 router: self.id.clone(),
                 build: env!("CARGO_PKG_VERSION").to_owned(),
                 started_ms,

@@ -239,6 +239,8 @@ pub struct Metrics {
     connections_open: IntGauge,
     connections_total: IntCounter,
     state: Arc<State>,
+    /// The evidence of active ramps, published with the presence record.
+    pub ramps: super::ramp::RampEvidence,
 }
 
 /// What the scrape reads from the rest of the router.
@@ -399,6 +401,7 @@ impl Metrics {
             .register(Box::new(Scraped(state.clone())))
             .expect("one scraped collector");
         Metrics {
+            ramps: Default::default(),
             requests: handles(
                 &requests,
                 &pairs,

@@ -151,6 +151,8 @@ struct RequestCtx {
     log: Option<Box<access_log::Entry>>,
     /// A flag-routed tenant's request, counted in flight until its response ends.
     tenant: Option<TenantInFlight>,
+    /// The counters of the ramp its tenant is in, when it is.
+    ramp: Option<Arc<crate::observe::ramp::RampCounters>>,
 }
 
 /// Waits for the upstream's answer to a request whose body is still to come. The route's
@@ -409,6 +411,7 @@ impl Proxy {
             shadow: None,
             log: None,
             tenant: None,
+            ramp: None,
         };
         if let Some(log) = &self.access_log
             && log.sampled()
@@ -530,6 +533,8 @@ impl Proxy {
             }
         }
         ctx.labels.target = pick.target.index();
+        let ramped = tenant_id.filter(|_| route.kind == RouteKind::Flagged);
+        ctx.ramp = (self.metrics.ramps).of(&snapshot, ramped, self.upstreams.len());
         let tenant = match route.kind {
             RouteKind::Flagged => TenantKey::new(tenant_id),
             RouteKind::Fixed(_) => TenantKey::None,
@@ -969,7 +974,8 @@ impl Proxy {
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
                 .with_in_flight(in_flight, ctx.tenant)
-                .with_log(ctx.log.zip(self.access_log.clone()));
+                .with_log(ctx.log.zip(self.access_log.clone()))
+                .with_ramp(ctx.ramp);
         let mut body = ResponseBody::upstream(
             rbody,
             route.idle_timeout,

@@ -98,6 +98,7 @@ impl Router {
         let (stop_background, background) = watch::channel(false);
         let writes_enabled = config.server.admin_token.is_some();
         let mut admin_store = None;
+        let store = Store::open(&config.flags.store).await;
         let (store_reads, reloader, fleet) = match &config.flags.store {
             StoreUrl::File(path) => {
                 if writes_enabled {
@@ -240,7 +241,19 @@ impl Router {
             flags: flags.clone(),
             interval: config.fleet.heartbeat,
             drained: holds.drained(),
+            metrics: metrics.clone(),
         };
+        if config.fleet.drive_ramps {
+            let driver = crate::cutover::ramp::Driver {
+                store,
+                fleet: heartbeat.fleet.clone(),
+                flags: flags.clone(),
+                router: id.clone(),
+                lease: config.fleet.ramp_lease,
+                live: config.fleet.heartbeat * 3,
+            };
+            tokio::spawn(driver.run(background.clone()));
+        }
         let presence = tokio::spawn(heartbeat.run(background.clone()));
         let reconfigure = Reconfigure::new(live.clone(), config.clone(), serving.clone());
         let tls_addr = tls_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());

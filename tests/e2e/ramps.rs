@@ -1,0 +1,458 @@
+//! Guarded ramps with compressed times: the real `switchyard ramp` commands, routers driving
+//! the steps under a lease, judging the side ramped onto against the side it leaves on the
+//! fleet's own evidence, and rolling back on a breach.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flag_store::ramp::{RampItem, RampState};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
+use switchyard::Router;
+
+use crate::support::*;
+
+const TENANTS: usize = 10;
+
+/// An upstream that answers its name after `delay_ms`, and 500 to one request in `fail_every`
+/// (0: never).
+struct Side {
+    addr: SocketAddr,
+    fail_every: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
+}
+
+impl Side {
+    async fn start(name: &'static str) -> Side {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let side = Side {
+            addr: listener.local_addr().unwrap(),
+            fail_every: Arc::default(),
+            delay_ms: Arc::default(),
+        };
+        let (fail_every, delay_ms) = (side.fail_every.clone(), side.delay_ms.clone());
+        let count = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (fail_every, delay_ms, count) =
+                    (fail_every.clone(), delay_ms.clone(), count.clone());
+                let service = service_fn(move |_req| {
+                    let (fail_every, delay_ms, count) =
+                        (fail_every.clone(), delay_ms.clone(), count.clone());
+                    async move {
+                        let delay = delay_ms.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let n = count.fetch_add(1, Ordering::SeqCst);
+                        let every = fail_every.load(Ordering::SeqCst);
+                        let status = if every > 0 && n % every == 0 {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            StatusCode::OK
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from(name)));
+                        *resp.status_mut() = status;
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        side
+    }
+}
+
+/// Two sides, a router config over them (heartbeat and lease compressed), `TENANTS` tenants
+/// pinned on `legacy`.
+struct Bench {
+    setup: Setup,
+    legacy: Side,
+    new: Side,
+    config: String,
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let setup = Setup::new().await;
+        let (legacy, new) = (Side::start("legacy").await, Side::start("new").await);
+        let mut items = vec![r#"{"tenant":"*","target":"legacy","version":1}"#.to_owned()];
+        items.extend(
+            (0..TENANTS).map(|i| format!(r#"{{"tenant":"t{i}","target":"legacy","version":1}}"#)),
+        );
+        setup.write_flags(&format!(r#"{{"version":1,"items":[{}]}}"#, items.join(",")));
+        let config = Self::config_file(&setup, &legacy, &new, "r1");
+        Bench {
+            setup,
+            legacy,
+            new,
+            config,
+        }
+    }
+
+    fn config_file(setup: &Setup, legacy: &Side, new: &Side, id: &str) -> String {
+        let text = setup
+            .config_text()
+            .replace(&setup.legacy.url(), &format!("http://{}", legacy.addr))
+            .replace(&setup.new.url(), &format!("http://{}", new.addr))
+            + &format!("[fleet]\nid = \"{id}\"\nheartbeat_ms = 100\nramp_lease_ms = 1000\n");
+        let path = setup.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    async fn router(&self) -> Router {
+        let config = switchyard::Config::load(std::path::Path::new(&self.config)).unwrap();
+        Router::start(config).await.unwrap()
+    }
+
+    fn ramp(&self, id: &str) -> RampItem {
+        let key = flag_store::ramp::key(id);
+        let record = self
+            .setup
+            .store()
+            .get(&key)
+            .unwrap()
+            .expect("the ramp's record");
+        record.ramp.unwrap()
+    }
+
+    fn weights(&self, tenant: &str) -> Option<BTreeMap<String, u32>> {
+        self.setup.store().get(tenant).unwrap().unwrap().weights
+    }
+
+    fn start(&self, id: &str, extra: &[&str]) {
+        let mut args = vec![
+            "ramp",
+            "start",
+            "--id",
+            id,
+            "--to",
+            "new",
+            "--reason",
+            "dial new up",
+        ];
+        let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
+        for t in &tenants {
+            args.extend(["--tenant", t.as_str()]);
+        }
+        args.extend(extra);
+        args.extend(["--config", &self.config]);
+        let (code, out, err) = switchyard(&args);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+
+    /// Waits (up to a minute: a ramp's steps take seconds) until the ramp satisfies `cond`.
+    async fn until(&self, id: &str, what: &str, cond: impl Fn(&RampItem) -> bool) -> RampItem {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let item = self.ramp(id);
+            if cond(&item) {
+                return item;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ramp {id} never {what}: {item:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One answer: tenant, user, status, and the side that answered.
+type Answer = (usize, u32, StatusCode, String);
+
+/// Clients sending requests for random tenants and users until `stop`.
+fn load(router: &Router, clients: usize, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Answer>>> {
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..clients {
+        let (addr, stop, answers) = (router.addr(), stop.clone(), answers.clone());
+        tokio::spawn(async move {
+            let client = client();
+            while !stop.load(Ordering::SeqCst) {
+                let (tenant, user) = {
+                    let mut rng = rand::rng();
+                    (rng.random_range(0..TENANTS), rng.random_range(0..1000u32))
+                };
+                let (status, _, body) = get(
+                    &client,
+                    addr,
+                    "/",
+                    &[
+                        ("x-tenant-id", &format!("t{tenant}")),
+                        ("x-user-id", &user.to_string()),
+                    ],
+                )
+                .await;
+                answers.lock().unwrap().push((tenant, user, status, body));
+            }
+        });
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_side_completes_the_ramp_step_by_step() {
+    let bench = Bench::new().await;
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = load(&router, 4, stop.clone());
+    bench.start(
+        "up",
+        &[
+            "--steps",
+            "10,30,50",
+            "--step-time",
+            "1s",
+            "--max-5xx",
+            "1%",
+            "--min-requests",
+            "50",
+        ],
+    );
+    // Every step in order: the tenants' weights follow each one.
+    for (at, share) in [(1, 10), (2, 30), (3, 50)] {
+        bench
+            .until("up", &format!("reached step {at}"), |r| r.at >= at)
+            .await;
+        let item = bench.ramp("up");
+        if item.at == at && item.state == RampState::Running {
+            let want = BTreeMap::from([
+                ("legacy".to_owned(), 100 - share),
+                ("new".to_owned(), share),
+            ]);
+            bench
+                .until("up", "placed its tenants", |_| {
+                    bench.weights("t0").as_ref() == Some(&want) || bench.ramp("up").at > at
+                })
+                .await;
+        }
+    }
+    let done = bench
+        .until("up", "completed", |r| r.state == RampState::Completed)
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(done.at, 3);
+    assert!(
+        done.why.starts_with("completed: all 3 steps held"),
+        "{}",
+        done.why
+    );
+    for i in 0..TENANTS {
+        let want = BTreeMap::from([("legacy".to_owned(), 50), ("new".to_owned(), 50)]);
+        assert_eq!(bench.weights(&format!("t{i}")), Some(want), "t{i}");
+    }
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    assert!(
+        answers.iter().all(|a| a.2 == StatusCode::OK),
+        "a request failed"
+    );
+    assert!(answers.iter().any(|a| a.3 == "new"), "new served nothing");
+    // The evidence the driver judged by is in the router's presence record.
+    let fleet =
+        std::fs::read_to_string(bench.setup.dir.path().join("flags.fleet/r1.json")).unwrap();
+    assert!(fleet.contains("\"ramps\":{\"up\""), "{fleet}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_that_starts_failing_is_rolled_back_to_the_last_step_that_held() {
+    let bench = Bench::new().await;
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = load(&router, 4, stop.clone());
+    bench.start(
+        "up",
+        &[
+            "--steps",
+            "5,10,25,50",
+            "--step-time",
+            "2s",
+            "--max-5xx",
+            "1%",
+            "--min-requests",
+            "100",
+        ],
+    );
+    bench.until("up", "reached step 3", |r| r.at >= 3).await;
+    // From step 3 on, `new` fails one request in 20.
+    bench.new.fail_every.store(20, Ordering::SeqCst);
+    let failing_from = answers.lock().unwrap().len();
+    let rolled = bench
+        .until("up", "rolled back", |r| r.state != RampState::Running)
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    assert_eq!(
+        rolled.at, 2,
+        "back to the last step that held: {}",
+        rolled.why
+    );
+    assert!(
+        rolled.why.contains("rolled back from step 3"),
+        "{}",
+        rolled.why
+    );
+    assert!(rolled.why.contains("5xx"), "{}", rolled.why);
+    let want = BTreeMap::from([("legacy".to_owned(), 90), ("new".to_owned(), 10)]);
+    bench
+        .until("up", "placed its tenants back", |_| {
+            bench.weights("t0").as_ref() == Some(&want)
+        })
+        .await;
+    for i in 0..TENANTS {
+        assert_eq!(
+            bench.weights(&format!("t{i}")).as_ref(),
+            Some(&want),
+            "t{i}"
+        );
+    }
+    // Users answered by legacy never saw a failure; every 5xx came from `new`, after it began
+    // failing.
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    for (at, (tenant, user, status, side)) in answers.iter().enumerate() {
+        if *status != StatusCode::OK {
+            assert_eq!(side, "new", "t{tenant} user {user}: {status} from {side}");
+            assert!(at >= failing_from, "a failure before new began failing");
+        }
+    }
+    let legacy_users = answers.iter().filter(|a| a.3 == "legacy").count();
+    assert!(legacy_users > 100, "{legacy_users}");
+    drop(bench.legacy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_whose_p99_triples_is_rolled_back() {
+    let bench = Bench::new().await;
+    bench.legacy.delay_ms.store(20, Ordering::SeqCst);
+    bench.new.delay_ms.store(20, Ordering::SeqCst);
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _answers = load(&router, 8, stop.clone());
+    bench.start(
+        "slow",
+        &[
+            "--steps",
+            "20,40,60",
+            "--step-time",
+            "2s",
+            "--max-p99-ratio",
+            "2",
+            "--min-requests",
+            "60",
+        ],
+    );
+    bench.until("slow", "reached step 2", |r| r.at >= 2).await;
+    bench.new.delay_ms.store(60, Ordering::SeqCst);
+    let rolled = bench
+        .until("slow", "rolled back", |r| r.state != RampState::Running)
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    assert!(rolled.why.contains("p99"), "{}", rolled.why);
+    assert!(rolled.at < 3, "{}", rolled.why);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_the_step_resume_goes_on_and_abort_puts_the_tenants_back() {
+    let bench = Bench::new().await;
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _answers = load(&router, 2, stop.clone());
+    bench.start(
+        "dial",
+        &[
+            "--steps",
+            "10,20,30,40",
+            "--step-time",
+            "500ms",
+            "--min-requests",
+            "1",
+        ],
+    );
+    bench.until("dial", "reached step 1", |r| r.at >= 1).await;
+    let run = |cmd: &str| {
+        switchyard(&[
+            "ramp",
+            cmd,
+            "dial",
+            "--reason",
+            &format!("test {cmd}"),
+            "--config",
+            &bench.config,
+        ])
+    };
+    let (code, out, err) = run("pause");
+    assert_eq!(code, 0, "{out}{err}");
+    let paused = bench.ramp("dial");
+    assert_eq!(paused.state, RampState::Paused);
+    // Several steps' time and leases pass: the step holds.
+    let waited = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < waited {
+        assert_eq!(bench.ramp("dial").at, paused.at, "a paused ramp stepped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Pausing twice is refused, naming the state.
+    let (code, _, err) = run("pause");
+    assert_eq!(code, 1);
+    assert!(err.contains("is paused"), "{err}");
+    let (code, out, err) = run("resume");
+    assert_eq!(code, 0, "{out}{err}");
+    bench.until("dial", "went on", |r| r.at > paused.at).await;
+    // A hand edit of a ramped tenant pauses the ramp, naming the write.
+    let at = bench.ramp("dial").at;
+    let (code, out, err) = switchyard(&[
+        "flags",
+        "set",
+        "t3",
+        "--target",
+        "legacy",
+        "--reason",
+        "by hand",
+        "--by",
+        "bob",
+        "--config",
+        &bench.config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let held = bench
+        .until("dial", "paused on the hand edit", |r| {
+            r.state == RampState::Paused
+        })
+        .await;
+    assert!(
+        held.why.contains("\"t3\" was written by bob"),
+        "{}",
+        held.why
+    );
+    assert!(held.at >= at);
+    let (code, out, err) = run("abort");
+    assert_eq!(code, 0, "{out}{err}");
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(bench.ramp("dial").state, RampState::Aborted);
+    for i in 0..TENANTS {
+        let item = bench.setup.store().get(&format!("t{i}")).unwrap().unwrap();
+        assert_eq!(
+            (item.target.as_deref(), item.weights),
+            (Some("legacy"), None),
+            "t{i}"
+        );
+    }
+    let (code, out, _) = switchyard(&["ramp", "status", "--config", &bench.config]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ramp dial aborted"), "{out}");
+}
