@@ -456,3 +456,205 @@ async fn pause_holds_the_step_resume_goes_on_and_abort_puts_the_tenants_back() {
     assert_eq!(code, 0);
     assert!(out.contains("ramp dial aborted"), "{out}");
 }
+
+/// Requests to each address in turn, for random tenants and users, until `stop`.
+fn load_addrs(addrs: Vec<SocketAddr>, stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let client = client();
+        let mut n = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            let tenant = rand::rng().random_range(0..TENANTS);
+            let user = rand::rng().random_range(0..1000u32).to_string();
+            let headers = [("x-tenant-id", format!("t{tenant}")), ("x-user-id", user)];
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            // A killed router refuses connections: the request goes to the next one.
+            let req = http::Request::get(format!("http://{}/", addrs[n % addrs.len()]));
+            let mut req = req;
+            for (k, v) in &headers {
+                req = req.header(*k, *v);
+            }
+            let _ = client
+                .request(req.body(Full::new(Bytes::new())).unwrap())
+                .await;
+            n += 1;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_driver_is_taken_over_with_no_step_skipped_or_repeated() {
+    let emulator = crate::dynamo::Emulator::start().await;
+    let bench = Bench::new().await;
+    let setup = &bench.setup;
+    let url = emulator.url();
+    let text = |id: &str| {
+        crate::dynamo::router_config_text(setup, &url)
+            .replace(
+                &setup.legacy.url(),
+                &format!("http://{}", bench.legacy.addr),
+            )
+            .replace(&setup.new.url(), &format!("http://{}", bench.new.addr))
+            .replace("flags-cache.json", &format!("flags-cache-{id}.json"))
+            + &format!("[fleet]\nid = \"{id}\"\nheartbeat_ms = 100\nramp_lease_ms = 1500\n")
+    };
+    let path = |id: &str| {
+        let path = setup.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, text(id)).unwrap();
+        path
+    };
+    let (a, b) = (path("ra"), path("rb"));
+    let config = a.to_str().unwrap().to_owned();
+    let (code, out, err) = switchyard(&["flags", "create-table", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    for i in 0..TENANTS {
+        let t = format!("t{i}");
+        let (code, out, err) = switchyard(&[
+            "flags", "set", &t, "--target", "legacy", "--reason", "seed", "--config", &config,
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let mut routers = vec![Binary::serve(&a), Binary::serve(&b)];
+    let stop = Arc::new(AtomicBool::new(false));
+    load_addrs(routers.iter().map(|r| r.addr).collect(), stop.clone());
+    let args = [
+        "--steps",
+        "10,20,30,40,50",
+        "--step-time",
+        "1s",
+        "--min-requests",
+        "1",
+    ];
+    let mut start = vec![
+        "ramp",
+        "start",
+        "--id",
+        "up",
+        "--to",
+        "new",
+        "--reason",
+        "dial new up",
+    ];
+    let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
+    for t in &tenants {
+        start.extend(["--tenant", t.as_str()]);
+    }
+    start.extend(args);
+    start.extend(["--config", &config]);
+    let (code, out, err) = switchyard(&start);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let store = flag_store::store::Store::Dynamo(emulator.store().await);
+    let key = flag_store::ramp::key("up");
+    let ramp = || async {
+        let record = store.get(&key).await.unwrap().unwrap();
+        record.ramp.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ramp().await.at < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ramp never reached step 2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Kill the router driving it, for real.
+    let leases = flag_store::jobs::lease::Leases::of(&store);
+    let lease = leases
+        .get("ramp", "up")
+        .await
+        .unwrap()
+        .expect("a driver's lease");
+    let driver = if lease.holder == "ra" { 0 } else { 1 };
+    let mut killed = routers.remove(driver);
+    killed.child.kill().unwrap();
+    killed.exited().await;
+    while ramp().await.state == RampState::Running {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ramp never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let done = ramp().await;
+    assert_eq!(done.state, RampState::Completed, "{}", done.why);
+    let now = leases.get("ramp", "up").await.unwrap().unwrap();
+    assert!(
+        now.token > lease.token,
+        "no other router took the lease over"
+    );
+    assert_ne!(now.holder, lease.holder);
+    // The audit trail: every step recorded once, in order, and each tenant's dial moved through
+    // every step once.
+    let steps: Vec<(u32, u64)> = (store.history(&key).await.unwrap().into_iter())
+        .filter_map(|r| r.new?.ramp)
+        .filter(|r| r.state == RampState::Running || r.state == RampState::Completed)
+        .map(|r| (r.at, r.step_started_ms))
+        .collect();
+    let mut distinct = steps.clone();
+    distinct.dedup_by_key(|(at, _)| *at);
+    let ats: Vec<u32> = distinct.iter().map(|(at, _)| *at).collect();
+    assert_eq!(ats, [0, 1, 2, 3, 4, 5], "{steps:?}");
+    for (at, _) in &distinct {
+        let starts: std::collections::BTreeSet<u64> = steps
+            .iter()
+            .filter(|(a, _)| a == at)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(starts.len(), 1, "step {at} began twice: {steps:?}");
+    }
+    for t in &tenants {
+        let shares: Vec<u32> = (store.history(t).await.unwrap().into_iter())
+            .filter_map(|r| r.new?.weights?.get("new").copied())
+            .collect();
+        assert_eq!(shares, [10, 20, 30, 40, 50], "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_with_no_healthy_endpoint_is_rolled_back() {
+    let bench = Bench::new().await;
+    // `new` has a health check, which fails once `new` answers everything with 500.
+    let health = "[targets.new.health]\npath = \"/\"\ninterval_ms = 100\nunhealthy_after = 2";
+    let endpoints = format!("endpoints = [\"http://{}\"]", bench.new.addr);
+    let text = std::fs::read_to_string(&bench.config)
+        .unwrap()
+        .replace(&endpoints, &format!("{endpoints}\n{health}"));
+    std::fs::write(&bench.config, text).unwrap();
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _answers = load(&router, 2, stop.clone());
+    bench.start(
+        "dead",
+        &[
+            "--steps",
+            "10,50",
+            "--step-time",
+            "30s",
+            "--min-requests",
+            "1000000",
+        ],
+    );
+    bench.until("dead", "reached step 1", |r| r.at >= 1).await;
+    bench.new.fail_every.store(1, Ordering::SeqCst);
+    let rolled = bench
+        .until("dead", "rolled back", |r| r.state != RampState::Running)
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    assert_eq!(rolled.at, 0);
+    assert!(
+        rolled.why.contains("\"new\" has no healthy endpoint"),
+        "{}",
+        rolled.why
+    );
+    bench
+        .until("dead", "put its tenants back", |_| {
+            (0..TENANTS).all(|i| {
+                let item = bench.setup.store().get(&format!("t{i}")).unwrap().unwrap();
+                item.target.as_deref() == Some("legacy")
+            })
+        })
+        .await;
+}

@@ -131,6 +131,8 @@ pub struct Driver {
     pub lease: Duration,
     /// A presence record older than this is a gone router's: its figures are left out.
     pub live: Duration,
+    /// Whether a side has an endpoint that takes traffic, in this router's health view.
+    pub healthy: Arc<dyn Fn(flag_store::TargetId) -> bool + Send + Sync>,
 }
 
 impl Driver {
@@ -257,8 +259,35 @@ impl Driver {
             drop(snapshot);
             return self.write(id, record.version, item.paused(why), &by).await;
         }
+        let down = |side: &str| (snapshot.targets().id(side)).is_some_and(|t| !(self.healthy)(t));
+        let (to_down, from_down) = (down(&item.to), down(&item.from));
         drop(snapshot);
         let now = now_ms();
+        if from_down {
+            let why = format!(
+                "paused: side {:?}, which a rollback goes back to, has no healthy endpoint",
+                item.from
+            );
+            return self.write(id, record.version, item.paused(why), &by).await;
+        }
+        if to_down && item.at == 0 {
+            let why = format!(
+                "paused before its first step: side {:?} has no healthy endpoint",
+                item.to
+            );
+            return self.write(id, record.version, item.paused(why), &by).await;
+        }
+        if to_down {
+            let back = item.at - 1;
+            let why = format!(
+                "rolled back from step {} to step {back}: side {:?} has no healthy endpoint",
+                item.at, item.to
+            );
+            tracing::warn!(ramp = %id, %why, "ramp rolled back");
+            let mut next = item.step_to(back, now, why);
+            next.state = RampState::RolledBack;
+            return self.step(id, record.version, next, &currents, &by).await;
+        }
         let steps = item.steps.len() as u32;
         if item.at == 0 {
             let next = item.step_to(

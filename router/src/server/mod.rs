@@ -251,6 +251,15 @@ impl Router {
                 router: id.clone(),
                 lease: config.fleet.ramp_lease,
                 live: config.fleet.heartbeat * 3,
+                healthy: {
+                    let live = live.clone();
+                    Arc::new(move |target| {
+                        let proxy = live.load();
+                        let health = proxy.health();
+                        use crate::policy::HealthView as _;
+                        health.view(health.now_ms()).is_healthy(target)
+                    })
+                },
             };
             tokio::spawn(driver.run(background.clone()));
         }
