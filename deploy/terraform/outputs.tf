@@ -16,6 +16,11 @@ output "balancers" {
   }
 }
 
+output "ramp_driver_policy_arn" {
+  description = "Attach to routers that drive ramps instead of router_policy_arn (or set `[fleet] drive_ramps = false` on them)."
+  value       = module.flag_store.ramp_driver_policy_arn
+}
+
 output "jobs_policy_arn" {
   description = "Attach to scheduled jobs' roles on both sides; point them at store_url, so every side's leases live in one region."
   value       = module.flag_store.jobs_policy_arn

@@ -1,8 +1,9 @@
-# Three policies: routers only read the flags and keep their own presence record in the fleet
+# Four policies: routers only read the flags and keep their own presence record in the fleet
 # table; operators (the CLI, and a router that serves admin writes) read and write flags and
 # append audit records; scheduled jobs (`switchyard owns`, `switchyard jobs run`) read the
-# flags and take, renew and release their leases, items of the fleet table keyed `lease#...`.
-# None may delete flags, audit records or tables.
+# flags and take, renew and release their leases, items of the fleet table keyed `lease#...`;
+# ramp drivers (routers with `[fleet] drive_ramps`) write flags as operators do and hold a
+# ramp's lease. None may delete flags, audit records or tables.
 
 locals {
   # Every region's copy of each table (a replica has the same name in its own region).
@@ -52,8 +53,10 @@ data "aws_iam_policy_document" "operator" {
     sid = "WriteFlags"
     # A write is one TransactWriteItems: UpdateItem on #meta, PutItem on the flag, both
     # conditional. IAM authorises each item action of the transaction.
+    # BatchGetItem: the items a batch or a ramp is about to write, read first.
     actions = [
       "dynamodb:GetItem",
+      "dynamodb:BatchGetItem",
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
       "dynamodb:ConditionCheckItem",
@@ -106,6 +109,30 @@ data "aws_iam_policy_document" "jobs" {
       values   = ["lease#*"]
     }
   }
+}
+
+data "aws_iam_policy_document" "ramp_driver" {
+  source_policy_documents = [data.aws_iam_policy_document.operator.json]
+
+  statement {
+    sid = "DriveRamps"
+    # One router drives a ramp at a time, under a lease (`lease#ramp#ID`) taken, renewed and
+    # released by conditional UpdateItem.
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = local.fleet_arns
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["lease#*"]
+    }
+  }
+}
+
+resource "aws_iam_policy" "ramp_driver" {
+  name        = "${var.table_name}-ramp-driver"
+  description = "Switchyard routers that drive ramps: conditional, audited flag writes to ${var.table_name}; ramp leases; no deletes."
+  policy      = data.aws_iam_policy_document.ramp_driver.json
+  tags        = var.tags
 }
 
 resource "aws_iam_policy" "router" {

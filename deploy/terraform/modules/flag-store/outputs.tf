@@ -26,6 +26,11 @@ output "fleet_table_arn" {
   value       = aws_dynamodb_table.fleet.arn
 }
 
+output "ramp_driver_policy_arn" {
+  description = "Attach to routers that drive ramps (`[fleet] drive_ramps`, the default) instead of router_policy_arn: they write the ramped tenants' flags."
+  value       = aws_iam_policy.ramp_driver.arn
+}
+
 output "jobs_policy_arn" {
   description = "Attach to scheduled jobs' roles (`switchyard owns`, `switchyard jobs run`): read the flags, keep job leases."
   value       = aws_iam_policy.jobs.arn
