@@ -23,6 +23,14 @@ pub enum RampState {
 }
 
 impl RampState {
+    pub const ALL: [RampState; 5] = [
+        RampState::Running,
+        RampState::Paused,
+        RampState::Completed,
+        RampState::RolledBack,
+        RampState::Aborted,
+    ];
+
     /// Whether the ramp may still move (its tenants are the driver's).
     pub fn is_active(self) -> bool {
         matches!(self, RampState::Running | RampState::Paused)

@@ -658,3 +658,47 @@ async fn a_side_with_no_healthy_endpoint_is_rolled_back() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_onto_an_evacuated_side_pauses() {
+    let bench = Bench::new().await;
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _answers = load(&router, 2, stop.clone());
+    bench.start(
+        "onto",
+        &[
+            "--steps",
+            "10,20",
+            "--step-time",
+            "30s",
+            "--min-requests",
+            "1",
+        ],
+    );
+    bench.until("onto", "reached step 1", |r| r.at >= 1).await;
+    let (code, out, err) = switchyard(&[
+        "flags",
+        "evacuate",
+        "new",
+        "--to",
+        "legacy",
+        "--reason",
+        "new degraded",
+        "--yes",
+        "--config",
+        &bench.config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let paused = bench
+        .until("onto", "paused", |r| r.state == RampState::Paused)
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        paused.why.contains("side \"new\" is evacuated"),
+        "{}",
+        paused.why
+    );
+    assert_eq!(paused.at, 1);
+    wait_metric(&router, "switchyard_ramps{state=\"paused\"}", 1.0).await;
+}

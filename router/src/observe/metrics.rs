@@ -682,6 +682,18 @@ impl State {
             evacuated.set(&[name], f64::from(u8::from(snap.evacuation(id).is_some())));
         }
         evacuated.into(out);
+        let ramps = Family::gauge(
+            "switchyard_ramps",
+            "Ramps in the flag store, by state (running, paused, completed, rolled_back, aborted): `switchyard ramp status` says which and why.",
+            &["state"],
+        );
+        for state in flag_store::ramp::RampState::ALL {
+            let n = (snap.ramps().iter())
+                .filter(|r| r.item.state == state)
+                .count();
+            ramps.set(&[state.as_str()], n as f64);
+        }
+        ramps.into(out);
         drop(snap);
         let reloads = Family::counter(
             "switchyard_flags_reloads_total",
