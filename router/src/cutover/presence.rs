@@ -74,7 +74,7 @@ impl Heartbeat {
             }
             let snapshot = self.flags.load();
             let ramps = self.metrics.ramps.figures(snapshot.targets(), |id| {
-                snapshot.ramps().iter().any(|r| r.id == id)
+                (snapshot.ramps().iter()).any(|r| r.id == id && r.item.state.is_active())
             });
             drop(snapshot);
             let presence = Presence {

@@ -114,7 +114,8 @@ impl RampEvidence {
             .clone()
     }
 
-    /// Each counted ramp's figures, keeping only the ramps `keep` says are still wanted.
+    /// Each counted ramp's figures, keeping only the ramps `keep` says are still wanted (the
+    /// active ones: an ended ramp's counters are dropped).
     pub fn figures(
         &self,
         targets: &Targets,
