@@ -231,6 +231,17 @@ pub fn judge(guards: &Guards, canary: &SideFigures, baseline: &SideFigures) -> V
             ));
         }
     }
+    if let Some(max) = guards.max_shadow_mismatch_bp {
+        let compared = canary.shadow_compared + baseline.shadow_compared;
+        let mismatched = canary.shadow_mismatched + baseline.shadow_mismatched;
+        if compared >= guards.min_requests.max(1) && mismatched * 10_000 > compared * u64::from(max)
+        {
+            return Verdict::Breach(format!(
+                "shadow copies differed from the primary's answers in {mismatched} of {compared} comparisons, more than the {:.2}% allowed: {figures}",
+                f64::from(max) / 100.0
+            ));
+        }
+    }
     Verdict::Holds(figures)
 }
 
@@ -247,6 +258,7 @@ mod tests {
             requests,
             errors,
             latency,
+            ..SideFigures::default()
         }
     }
 
@@ -254,6 +266,7 @@ mod tests {
         Guards {
             max_5xx_bp: Some(100),
             max_p99_ratio_pct: Some(150),
+            max_shadow_mismatch_bp: Some(200),
             min_requests: 500,
         }
     }
@@ -277,6 +290,24 @@ mod tests {
             panic!("a tripled p99 holds")
         };
         assert!(why.contains("p99"), "{why}");
+        // Shadow copies that differ too often: judged once enough were compared.
+        let shadowed = |compared, mismatched| SideFigures {
+            shadow_compared: compared,
+            shadow_mismatched: mismatched,
+            ..figures(1000, 0, 20_000)
+        };
+        assert!(matches!(
+            judge(&guards(), &shadowed(499, 100), &base),
+            Verdict::Holds(_)
+        ));
+        assert!(matches!(
+            judge(&guards(), &shadowed(600, 12), &base),
+            Verdict::Holds(_)
+        ));
+        let Verdict::Breach(why) = judge(&guards(), &shadowed(600, 13), &base) else {
+            panic!("2.2% of shadow mismatches holds")
+        };
+        assert!(why.contains("13 of 600 comparisons"), "{why}");
         // A side as bad as the other is no breach: the ramp did not make it worse.
         let bad_base = figures(5000, 300, 20_000);
         assert!(matches!(

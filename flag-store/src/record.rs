@@ -58,6 +58,10 @@ pub struct Guards {
     /// Its p99 may be at most this many hundredths of the other side's (150 = 1.5 times).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_ratio_pct: Option<u32>,
+    /// Shadow copies may differ from the primary's answers in at most this many basis points
+    /// of the comparisons (when the ramp's tenants are shadowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shadow_mismatch_bp: Option<u32>,
     /// No judgement (and no next step) before the side ramped onto has answered this many
     /// of the step's requests, over the fleet.
     #[serde(default)]
@@ -135,12 +139,24 @@ pub struct SideFigures {
     /// beyond), trailing empty buckets left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<u64>,
+    /// Shadow copies of the ramp's tenants' requests sent to this side and compared with the
+    /// primary's answers, and how many of them differed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow_compared: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow_mismatched: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SideFigures {
     pub fn add(&mut self, other: &SideFigures) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.shadow_compared += other.shadow_compared;
+        self.shadow_mismatched += other.shadow_mismatched;
         if self.latency.len() < other.latency.len() {
             self.latency.resize(other.latency.len(), 0);
         }
@@ -157,6 +173,8 @@ impl SideFigures {
         SideFigures {
             requests: self.requests - earlier.requests,
             errors: self.errors.saturating_sub(earlier.errors),
+            shadow_compared: (self.shadow_compared).saturating_sub(earlier.shadow_compared),
+            shadow_mismatched: (self.shadow_mismatched).saturating_sub(earlier.shadow_mismatched),
             latency: (self.latency.iter().enumerate())
                 .map(|(i, n)| n.saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
                 .collect(),

@@ -712,3 +712,41 @@ async fn a_ramp_onto_an_evacuated_side_pauses() {
     assert_eq!(paused.at, 1);
     wait_metric(&router, "switchyard_ramps{state=\"paused\"}", 1.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_copies_that_differ_roll_a_ramp_back() {
+    let bench = Bench::new().await;
+    // Every tenant's reads are copied to `new`, which answers differently from `legacy`.
+    let mut items = vec![r#"{"tenant":"*","target":"legacy","version":1}"#.to_owned()];
+    items.extend((0..TENANTS).map(|i| {
+        format!(r#"{{"tenant":"t{i}","target":"legacy","shadow":{{"target":"new","percent":100}},"version":1}}"#)
+    }));
+    (bench.setup).write_flags(&format!(r#"{{"version":2,"items":[{}]}}"#, items.join(",")));
+    let router = bench.router().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _answers = load(&router, 4, stop.clone());
+    bench.start(
+        "shadowed",
+        &[
+            "--steps",
+            "10,50",
+            "--step-time",
+            "30s",
+            "--max-shadow-mismatch",
+            "5%",
+            "--min-requests",
+            "20",
+        ],
+    );
+    let rolled = bench
+        .until("shadowed", "rolled back", |r| r.state != RampState::Running)
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    assert_eq!(rolled.at, 0);
+    assert!(
+        rolled.why.contains("shadow copies differed"),
+        "{}",
+        rolled.why
+    );
+}

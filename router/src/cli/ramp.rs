@@ -65,6 +65,10 @@ pub struct StartArgs {
     /// Roll back when its p99 is more than this many times the other side's (e.g. 1.5).
     #[arg(long)]
     max_p99_ratio: Option<f64>,
+    /// Roll back when more than this share of the tenants' shadow comparisons differ (e.g.
+    /// 2%), once --min-requests of them were made (the tenants must be shadowed).
+    #[arg(long)]
+    max_shadow_mismatch: Option<String>,
     /// Requests the ramped-onto side must answer in a step before it is judged or left.
     #[arg(long, default_value_t = 100)]
     min_requests: u64,
@@ -101,11 +105,11 @@ pub async fn command(cmd: RampCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `1%` or `0.5%` (or a bare number of percent) in basis points.
-fn basis_points(text: &str) -> anyhow::Result<u32> {
+fn basis_points(flag: &str, text: &str) -> anyhow::Result<u32> {
     let number: f64 = (text.trim().trim_end_matches('%').trim().parse())
-        .with_context(|| format!("--max-5xx {text:?} is not a percentage such as 1%"))?;
+        .with_context(|| format!("{flag} {text:?} is not a percentage such as 1%"))?;
     if !(0.0..=100.0).contains(&number) {
-        bail!("--max-5xx {text:?} is not between 0% and 100%");
+        bail!("{flag} {text:?} is not between 0% and 100%");
     }
     Ok((number * 100.0).round() as u32)
 }
@@ -173,8 +177,13 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         steps: args.steps.clone(),
         step_ms: args.step_time.as_millis() as u64,
         guards: Guards {
-            max_5xx_bp: args.max_5xx.as_deref().map(basis_points).transpose()?,
+            max_5xx_bp: (args.max_5xx.as_deref())
+                .map(|p| basis_points("--max-5xx", p))
+                .transpose()?,
             max_p99_ratio_pct: args.max_p99_ratio.map(|r| (r * 100.0).round() as u32),
+            max_shadow_mismatch_bp: (args.max_shadow_mismatch.as_deref())
+                .map(|p| basis_points("--max-shadow-mismatch", p))
+                .transpose()?,
             min_requests: args.min_requests,
         },
         before,

@@ -17,6 +17,8 @@ use flag_store::ramp::{RampFigures, SideFigures, latency_bounds_us};
 struct SideCounters {
     requests: AtomicU64,
     errors: AtomicU64,
+    shadow_compared: AtomicU64,
+    shadow_mismatched: AtomicU64,
     latency: Box<[AtomicU64]>,
 }
 
@@ -34,6 +36,8 @@ impl RampCounters {
                 .map(|_| SideCounters {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
+                    shadow_compared: AtomicU64::new(0),
+                    shadow_mismatched: AtomicU64::new(0),
                     latency: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
                 })
                 .collect(),
@@ -54,12 +58,24 @@ impl RampCounters {
         side.latency[at].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one shadow comparison of a copy sent to `target`.
+    pub fn record_shadow(&self, target: usize, mismatched: bool) {
+        let Some(side) = self.sides.get(target) else {
+            return;
+        };
+        side.shadow_compared.fetch_add(1, Ordering::Relaxed);
+        if mismatched {
+            side.shadow_mismatched.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn figures(&self, targets: &Targets) -> RampFigures {
         let mut out = BTreeMap::new();
         for (id, name) in targets.iter() {
             let side = &self.sides[id.index()];
             let requests = side.requests.load(Ordering::Relaxed);
-            if requests == 0 {
+            let shadow_compared = side.shadow_compared.load(Ordering::Relaxed);
+            if requests == 0 && shadow_compared == 0 {
                 continue;
             }
             let mut latency: Vec<u64> = (side.latency.iter())
@@ -74,6 +90,8 @@ impl RampCounters {
                     requests,
                     errors: side.errors.load(Ordering::Relaxed),
                     latency,
+                    shadow_compared,
+                    shadow_mismatched: side.shadow_mismatched.load(Ordering::Relaxed),
                 },
             );
         }

@@ -775,9 +775,10 @@ impl Proxy {
                 http_body::Body::size_hint(&body).exact()
             };
             let route_at = (ctx.labels.route, route);
-            if let Some(Ok(copy)) =
+            if let Some(Ok(mut copy)) =
                 (self.shadows).copy(route_at, tenant.as_str(), shadow, target, parts, body_len)
             {
+                copy.ramp = ctx.ramp.clone();
                 body_copy = Shadows::body_copy(&copy);
                 ctx.shadow = Some(Box::new(copy));
             }

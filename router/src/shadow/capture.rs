@@ -24,6 +24,8 @@ pub struct RequestCopy {
     pub(super) headers: HeaderMap,
     /// The request body as the client sent it, once it has been sent whole.
     pub(super) body: Option<Arc<Mutex<BodyCopy>>>,
+    /// The counters of the ramp its tenant is in, which count the comparison too.
+    pub ramp: Option<Arc<crate::observe::ramp::RampCounters>>,
 }
 
 impl RequestCopy {

@@ -333,6 +333,7 @@ impl Shadows {
                     .map_or("/".to_owned(), |p| p.as_str().to_owned()),
                 headers: parts.headers.clone(),
                 body,
+                ramp: None,
             })
         };
         if let Err(reason) = result {
@@ -579,6 +580,10 @@ impl Shadows {
     ) {
         let pair = self.pair(copy.route, copy.shadow);
         self.compared[pair].fetch_add(1, Ordering::Relaxed);
+        if let Some(ramp) = &copy.ramp {
+            let mismatched = !matches!(verdict, Verdict::Matched);
+            ramp.record_shadow(copy.shadow.index(), mismatched);
+        }
         let mismatch = match verdict {
             Verdict::Matched => {
                 self.matched[pair].fetch_add(1, Ordering::Relaxed);
