@@ -608,8 +608,6 @@ pub struct Completion {
     _in_flight: Option<InFlight>,
     /// Keeps the tenant's in-flight count up (what a hold's drain waits on).
     _tenant: Option<crate::cutover::hold::InFlight>,
-    /// The counters of the ramp the request's tenant is in.
-    ramp: Option<Arc<crate::observe::ramp::RampCounters>>,
 }
 
 impl Completion {
@@ -628,7 +626,6 @@ impl Completion {
             log: None,
             _in_flight: None,
             _tenant: None,
-            ramp: None,
         }
     }
 
@@ -649,12 +646,6 @@ impl Completion {
         self
     }
 
-    /// Counts the request in its tenant's ramp when its response completes.
-    pub fn with_ramp(mut self, ramp: Option<Arc<crate::observe::ramp::RampCounters>>) -> Self {
-        self.ramp = ramp;
-        self
-    }
-
     /// Logs the request when its response completes (a sampled request's entry).
     pub fn with_log(mut self, log: Option<(Box<Entry>, Arc<AccessLog>)>) -> Self {
         self.log = log;
@@ -665,8 +656,8 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        if let Some(ramp) = &self.ramp {
-            ramp.record(self.labels.target, self.status, elapsed);
+        if let Some(slot) = self._tenant.as_ref().and_then(|t| t.ramp()) {
+            (self.metrics.ramps).record(slot, self.labels.target, self.status, elapsed);
         }
         self.metrics
             .record(self.labels, StatusClass::of(self.status), elapsed);

@@ -40,16 +40,30 @@ fn slot(tenant: &str) -> usize {
 const _: () = assert!(SLOTS == 1 << 16, "a slot is a u16");
 
 /// A request of a tenant in flight until dropped (with its response body). Its slot fits in
-/// two bytes, so it rides in the padding of the structs that carry it.
+/// two bytes, and the slot of the ramp its tenant is in (`observe::ramp`) in two more, so they
+/// ride in the padding of the structs that carry them.
 #[derive(Debug)]
-pub struct InFlight(u16);
+pub struct InFlight(u16, u16);
+
+/// No ramp.
+const NO_RAMP: u16 = u16::MAX;
 
 impl InFlight {
     pub fn enter(tenant: &str) -> InFlight {
         let at = slot(tenant);
         // Ordered with the snapshot read that follows (a locked add on x86, as Relaxed is).
         IN_FLIGHT[at].fetch_add(1, Ordering::SeqCst);
-        InFlight(at as u16)
+        InFlight(at as u16, NO_RAMP)
+    }
+
+    /// Counts the request in a ramp's evidence when it completes.
+    pub fn set_ramp(&mut self, slot: Option<u16>) {
+        self.1 = slot.unwrap_or(NO_RAMP);
+    }
+
+    /// The ramp slot its completion counts in.
+    pub fn ramp(&self) -> Option<u16> {
+        (self.1 != NO_RAMP).then_some(self.1)
     }
 }
 

@@ -99,37 +99,75 @@ impl RampCounters {
     }
 }
 
-/// Every ramp's counters on this router, by ramp id.
+/// Every ramp's counters on this router, each in a slot that a request carries in two bytes
+/// (in its tenant's in-flight marker) until its response completes. A slot is never given to
+/// another ramp, so a request that began in an ended ramp counts nowhere.
 #[derive(Debug, Default)]
 pub struct RampEvidence {
-    ramps: RwLock<HashMap<String, Arc<RampCounters>>>,
+    registry: RwLock<Registry>,
 }
 
+#[derive(Debug, Default)]
+struct Registry {
+    by_id: HashMap<String, u16>,
+    slots: Vec<Option<Arc<RampCounters>>>,
+}
+
+/// Slots a process gives out at most (one a ramp it sees; `u16::MAX` means none).
+const SLOTS: usize = u16::MAX as usize;
+
 impl RampEvidence {
-    /// The counters of the active ramp `tenant` is in, if any: one check while no ramp is.
+    /// The slot of the active ramp `tenant` is in, if any: one check while no ramp is.
     #[inline]
-    pub fn of(
+    pub fn slot_of(
         &self,
         snapshot: &flag_store::Snapshot,
         tenant: Option<&str>,
         targets: usize,
-    ) -> Option<Arc<RampCounters>> {
+    ) -> Option<u16> {
         if !snapshot.has_ramps() {
             return None;
         }
-        let ramp = snapshot.ramp_of(tenant?)?;
-        Some(self.counters(&ramp.id, targets))
+        self.ramp_slot(snapshot, tenant?, targets)
     }
 
-    /// The counters of ramp `id` (made on its first request).
-    pub fn counters(&self, id: &str, targets: usize) -> Arc<RampCounters> {
-        if let Some(c) = self.ramps.read().expect("ramp evidence").get(id) {
-            return c.clone();
+    #[cold]
+    fn ramp_slot(
+        &self,
+        snapshot: &flag_store::Snapshot,
+        tenant: &str,
+        targets: usize,
+    ) -> Option<u16> {
+        let id = &snapshot.ramp_of(tenant)?.id;
+        if let Some(&slot) = self.registry.read().expect("ramp evidence").by_id.get(id) {
+            return Some(slot);
         }
-        let mut ramps = self.ramps.write().expect("ramp evidence");
-        (ramps.entry(id.to_owned()))
-            .or_insert_with(|| Arc::new(RampCounters::new(targets)))
-            .clone()
+        let mut registry = self.registry.write().expect("ramp evidence");
+        if let Some(&slot) = registry.by_id.get(id) {
+            return Some(slot);
+        }
+        if registry.slots.len() >= SLOTS {
+            return None;
+        }
+        let slot = registry.slots.len() as u16;
+        registry
+            .slots
+            .push(Some(Arc::new(RampCounters::new(targets))));
+        registry.by_id.insert(id.clone(), slot);
+        Some(slot)
+    }
+
+    /// The counters in `slot`, while its ramp is active.
+    pub fn counters_at(&self, slot: u16) -> Option<Arc<RampCounters>> {
+        let registry = self.registry.read().expect("ramp evidence");
+        registry.slots.get(slot as usize)?.clone()
+    }
+
+    /// Counts one completed request of the ramp in `slot` to `target`.
+    pub fn record(&self, slot: u16, target: usize, status: http::StatusCode, elapsed: Duration) {
+        if let Some(counters) = self.counters_at(slot) {
+            counters.record(target, status, elapsed);
+        }
     }
 
     /// Each counted ramp's figures, keeping only the ramps `keep` says are still wanted (the
@@ -139,10 +177,19 @@ impl RampEvidence {
         targets: &Targets,
         keep: impl Fn(&str) -> bool,
     ) -> BTreeMap<String, RampFigures> {
-        let mut ramps = self.ramps.write().expect("ramp evidence");
-        ramps.retain(|id, _| keep(id));
-        (ramps.iter())
-            .map(|(id, c)| (id.clone(), c.figures(targets)))
+        let mut registry = self.registry.write().expect("ramp evidence");
+        let Registry { by_id, slots } = &mut *registry;
+        by_id.retain(|id, slot| {
+            let kept = keep(id);
+            if !kept {
+                slots[*slot as usize] = None;
+            }
+            kept
+        });
+        (by_id.iter())
+            .filter_map(|(id, &slot)| {
+                Some((id.clone(), slots[slot as usize].as_ref()?.figures(targets)))
+            })
             .filter(|(_, f)| !f.is_empty())
             .collect()
     }

@@ -151,8 +151,6 @@ struct RequestCtx {
     log: Option<Box<access_log::Entry>>,
     /// A flag-routed tenant's request, counted in flight until its response ends.
     tenant: Option<TenantInFlight>,
-    /// The counters of the ramp its tenant is in, when it is.
-    ramp: Option<Arc<crate::observe::ramp::RampCounters>>,
 }
 
 /// Waits for the upstream's answer to a request whose body is still to come. The route's
@@ -411,7 +409,6 @@ impl Proxy {
             shadow: None,
             log: None,
             tenant: None,
-            ramp: None,
         };
         if let Some(log) = &self.access_log
             && log.sampled()
@@ -533,8 +530,9 @@ impl Proxy {
             }
         }
         ctx.labels.target = pick.target.index();
-        let ramped = tenant_id.filter(|_| route.kind == RouteKind::Flagged);
-        ctx.ramp = (self.metrics.ramps).of(&snapshot, ramped, self.upstreams.len());
+        if let Some(t) = ctx.tenant.as_mut() {
+            t.set_ramp((self.metrics.ramps).slot_of(&snapshot, tenant_id, self.upstreams.len()));
+        }
         let tenant = match route.kind {
             RouteKind::Flagged => TenantKey::new(tenant_id),
             RouteKind::Fixed(_) => TenantKey::None,
@@ -778,7 +776,8 @@ impl Proxy {
             if let Some(Ok(mut copy)) =
                 (self.shadows).copy(route_at, tenant.as_str(), shadow, target, parts, body_len)
             {
-                copy.ramp = ctx.ramp.clone();
+                let slot = ctx.tenant.as_ref().and_then(TenantInFlight::ramp);
+                copy.ramp = slot.and_then(|s| self.metrics.ramps.counters_at(s));
                 body_copy = Shadows::body_copy(&copy);
                 ctx.shadow = Some(Box::new(copy));
             }
@@ -975,8 +974,7 @@ impl Proxy {
         let completion =
             Completion::new(self.metrics.clone(), ctx.labels, rparts.status, ctx.start)
                 .with_in_flight(in_flight, ctx.tenant)
-                .with_log(ctx.log.zip(self.access_log.clone()))
-                .with_ramp(ctx.ramp);
+                .with_log(ctx.log.zip(self.access_log.clone()));
         let mut body = ResponseBody::upstream(
             rbody,
             route.idle_timeout,

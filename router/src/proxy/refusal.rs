@@ -217,8 +217,7 @@ impl Proxy {
         };
         let completion = Completion::new(self.metrics.clone(), ctx.labels, status, ctx.start)
             .with_tenant(ctx.tenant)
-            .with_log(ctx.log.zip(self.access_log.clone()))
-            .with_ramp(ctx.ramp);
+            .with_log(ctx.log.zip(self.access_log.clone()));
         let body = Bytes::from(format!("switchyard: {msg}\n"));
         let mut resp = Response::new(ResponseBody::local(body, Some(completion)));
         *resp.status_mut() = status;
