@@ -465,6 +465,24 @@ async fn pause_holds_the_step_resume_goes_on_and_abort_puts_the_tenants_back() {
     let (code, out, _) = switchyard(&["ramp", "status", "--config", &bench.config]);
     assert_eq!(code, 0);
     assert!(out.contains("ramp dial aborted"), "{out}");
+    // The record lists as a ramp, and is no tenant to the jobs' owner list.
+    let (code, out, _) = switchyard(&["flags", "list", "--config", &bench.config]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("!ramp:dial") && out.contains("legacy -> new"),
+        "{out}"
+    );
+    let (code, out, err) = switchyard(&[
+        "owns",
+        "--list",
+        "--side",
+        "legacy",
+        "--config",
+        &bench.config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("ramp") && !err.contains("ramp"), "{out}{err}");
+    assert!(out.lines().any(|l| l == "t3"), "{out}");
 }
 
 /// Requests to each address in turn, for random tenants and users, until `stop`.

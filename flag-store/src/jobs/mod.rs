@@ -158,8 +158,10 @@ impl Owned {
                 return;
             }
         };
-        // An evacuation record is not a tenant (jobs follow the flags, not evacuations).
-        if crate::evacuation::side_of(&item.tenant).is_some() {
+        // A record (an evacuation, a ramp) is not a tenant; jobs follow the flags it leads to.
+        if crate::evacuation::side_of(&item.tenant).is_some()
+            || crate::ramp::id_of(&item.tenant).is_some()
+        {
             return;
         }
         let decided = match Owner::decide(&item.tenant, Some(&item), None, now) {

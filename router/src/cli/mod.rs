@@ -869,6 +869,10 @@ fn describe(item: &FlagItem) -> String {
             .collect::<Vec<_>>()
             .join(","),
         (None, None) => match &item.evacuation {
+            _ if item.ramp.is_some() => (item.ramp.as_ref()).map_or(String::new(), |r| {
+                let at = format!("step {}/{}", r.at, r.steps.len());
+                format!("{} -> {}, {at}, {}", r.from, r.to, r.state.as_str())
+            }),
             Some(e) if e.include_pinned => format!("evacuated to {} (pinned tenants too)", e.to),
             Some(e) => format!("evacuated to {}", e.to),
             None if flag_store::evacuation::side_of(&item.tenant).is_some() => "restored".into(),
@@ -902,6 +906,7 @@ fn print_table(items: &[FlagItem]) {
             [
                 i.tenant.clone(),
                 match flag_store::evacuation::side_of(&i.tenant) {
+                    _ if i.ramp.is_some() => "ramp".into(),
                     Some(_) => "evacuation".into(),
                     None => i.effective_mode().map_or("?".into(), |m| m.to_string()),
                 },
