@@ -15,9 +15,7 @@
 
 use crate::error::ItemError;
 pub use crate::model::EvacuationItem;
-use crate::model::{
-    Audit, FlagItem, Interner, TargetId, Targets, format_timestamp, parse_timestamp,
-};
+use crate::model::{Audit, FlagItem, Interner, TargetId, Targets, format_timestamp};
 
 /// The flags table key prefix of evacuation records.
 pub const KEY_PREFIX: &str = "!evacuate:";
@@ -57,27 +55,12 @@ pub fn compile(
         ItemError::Shape(format!("key {:?} is not an evacuation record", item.tenant))
     })?;
     let side = resolve(targets, side_name)?;
-    if item.mode.is_some()
-        || item.target.is_some()
-        || item.weights.is_some()
-        || item.shadow.is_some()
-        || item.sealed
-        || item.forced
-        || item.hold.is_some()
-        || item.jobs.is_some()
-        || item.ramp.is_some()
-    {
+    if item.has_flag_fields() || item.ramp.is_some() {
         return Err(ItemError::Shape(
             "is an evacuation record, which holds only `evacuation` and the audit fields".into(),
         ));
     }
-    let updated_at = match &item.updated_at {
-        None => None,
-        Some(s) => Some(parse_timestamp(s).map_err(|e| ItemError::Timestamp {
-            value: s.clone(),
-            reason: e,
-        })?),
-    };
+    let updated_at = item.updated_secs()?;
     let Some(evacuation) = &item.evacuation else {
         return Ok(None);
     };

@@ -469,6 +469,31 @@ impl Interner {
 }
 
 impl FlagItem {
+    /// `updated_at` in seconds since the Unix epoch, when the item has one.
+    pub fn updated_secs(&self) -> Result<Option<u64>, ItemError> {
+        let Some(s) = &self.updated_at else {
+            return Ok(None);
+        };
+        parse_timestamp(s)
+            .map(Some)
+            .map_err(|reason| ItemError::Timestamp {
+                value: s.clone(),
+                reason,
+            })
+    }
+
+    /// Whether the item carries any field of a tenant's flag (a record carries none).
+    pub fn has_flag_fields(&self) -> bool {
+        self.mode.is_some()
+            || self.target.is_some()
+            || self.weights.is_some()
+            || self.shadow.is_some()
+            || self.sealed
+            || self.forced
+            || self.hold.is_some()
+            || self.jobs.is_some()
+    }
+
     /// The mode this item asks for, stated or implied by its fields.
     pub fn effective_mode(&self) -> Result<Mode, ItemError> {
         match (self.mode, &self.target, &self.weights) {
@@ -565,13 +590,7 @@ impl FlagItem {
                 Placement::Split(Arc::new(compile_split(targets, weights)?))
             }
         };
-        let updated_at = match &self.updated_at {
-            None => None,
-            Some(s) => Some(parse_timestamp(s).map_err(|e| ItemError::Timestamp {
-                value: s.clone(),
-                reason: e,
-            })?),
-        };
+        let updated_at = self.updated_secs()?;
         let shadow = match &self.shadow {
             None => None,
             Some(s) => Some(compile_shadow(targets, s, &placement)?),

@@ -147,16 +147,7 @@ pub fn compile(record: &FlagItem, targets: &Targets) -> Result<Ramp, ItemError> 
             "is a ramp record without its `ramp`".into(),
         ));
     };
-    if record.mode.is_some()
-        || record.target.is_some()
-        || record.weights.is_some()
-        || record.shadow.is_some()
-        || record.sealed
-        || record.forced
-        || record.hold.is_some()
-        || record.jobs.is_some()
-        || record.evacuation.is_some()
-    {
+    if record.has_flag_fields() || record.evacuation.is_some() {
         return Err(ItemError::Shape(
             "is a ramp record, which holds only `ramp` and the audit fields".into(),
         ));
@@ -234,8 +225,13 @@ pub fn judge(guards: &Guards, canary: &SideFigures, baseline: &SideFigures) -> V
     if let Some(max) = guards.max_shadow_mismatch_bp {
         let compared = canary.shadow_compared + baseline.shadow_compared;
         let mismatched = canary.shadow_mismatched + baseline.shadow_mismatched;
-        if compared >= guards.min_requests.max(1) && mismatched * 10_000 > compared * u64::from(max)
-        {
+        if compared < guards.min_requests.max(1) {
+            return Verdict::Wait(format!(
+                "waiting for {} shadow comparisons ({compared} so far): {figures}",
+                guards.min_requests
+            ));
+        }
+        if mismatched * 10_000 > compared * u64::from(max) {
             return Verdict::Breach(format!(
                 "shadow copies differed from the primary's answers in {mismatched} of {compared} comparisons, more than the {:.2}% allowed: {figures}",
                 f64::from(max) / 100.0
@@ -266,7 +262,7 @@ mod tests {
         Guards {
             max_5xx_bp: Some(100),
             max_p99_ratio_pct: Some(150),
-            max_shadow_mismatch_bp: Some(200),
+            max_shadow_mismatch_bp: None,
             min_requests: 500,
         }
     }
@@ -291,20 +287,24 @@ mod tests {
         };
         assert!(why.contains("p99"), "{why}");
         // Shadow copies that differ too often: judged once enough were compared.
+        let shadow_guards = Guards {
+            max_shadow_mismatch_bp: Some(200),
+            ..guards()
+        };
         let shadowed = |compared, mismatched| SideFigures {
             shadow_compared: compared,
             shadow_mismatched: mismatched,
             ..figures(1000, 0, 20_000)
         };
         assert!(matches!(
-            judge(&guards(), &shadowed(499, 100), &base),
-            Verdict::Holds(_)
+            judge(&shadow_guards, &shadowed(499, 100), &base),
+            Verdict::Wait(_)
         ));
         assert!(matches!(
-            judge(&guards(), &shadowed(600, 12), &base),
+            judge(&shadow_guards, &shadowed(600, 12), &base),
             Verdict::Holds(_)
         ));
-        let Verdict::Breach(why) = judge(&guards(), &shadowed(600, 13), &base) else {
+        let Verdict::Breach(why) = judge(&shadow_guards, &shadowed(600, 13), &base) else {
             panic!("2.2% of shadow mismatches holds")
         };
         assert!(why.contains("13 of 600 comparisons"), "{why}");

@@ -131,6 +131,25 @@ impl Current {
 }
 
 impl FlagWrite {
+    /// A write of the record `key` (an evacuation's, a ramp's) that changes nothing yet: the
+    /// caller sets its `evacuation` or `ramp`.
+    pub fn record(key: &str, by: &str, reason: &str, expect_version: Option<u64>) -> FlagWrite {
+        FlagWrite {
+            tenant: key.to_owned(),
+            placing: None,
+            seal: None,
+            shadow: None,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            expect_version,
+            force: false,
+            hold: HoldWrite::None,
+            jobs: None,
+            evacuation: None,
+            ramp: None,
+        }
+    }
+
     /// The hold the next item carries, or why the write is refused: a tenant held by a move
     /// (its deadline not passed) is written only by that move.
     fn hold_after(&self, current: &Current) -> Result<Option<HoldItem>, StoreError> {
@@ -213,9 +232,6 @@ impl FlagWrite {
                     "is an evacuation record, not a tenant: `switchyard flags evacuate` and `flags restore` write it".into(),
                 )));
             }
-            if ramp {
-                return next_ramp(self, current, targets, now_secs);
-            }
             return next_record(self, current, targets, now_secs);
         }
         let (mode, target, weights) = match (&self.placing, &current.item) {
@@ -291,9 +307,9 @@ impl FlagWrite {
     }
 }
 
-/// The record a write of `key` leaves: `evacuation` set (evacuate) or not (restore), at the
-/// next version, with who and why. Restoring a side that is not evacuated is refused, so a
-/// typo never reads as done.
+/// The record a write of `key` leaves, at the next version, with who and why: an evacuation's
+/// (`evacuation` set to evacuate, unset to restore) or a ramp's. Restoring a side that is not
+/// evacuated is refused, so a typo never reads as done.
 fn next_record(
     write: &FlagWrite,
     current: &Current,
@@ -304,12 +320,12 @@ fn next_record(
         tenant: write.tenant.clone(),
         source,
     };
-    let evacuated = current
-        .item
-        .as_ref()
-        .is_some_and(|i| i.evacuation.is_some());
-    if write.evacuation.is_none() && !evacuated {
-        let side = crate::evacuation::side_of(&write.tenant).unwrap_or_default();
+    let evacuated = (current.item.as_ref()).is_some_and(|i| i.evacuation.is_some());
+    let side = crate::evacuation::side_of(&write.tenant);
+    if let Some(side) = side
+        && write.evacuation.is_none()
+        && !evacuated
+    {
         return Err(item_err(ItemError::Shape(format!(
             "restores {side:?}, which is not evacuated; nothing to restore"
         ))));
@@ -321,54 +337,22 @@ fn next_record(
         updated_at: Some(format_timestamp(now_secs)),
         reason: Some(write.reason.clone()),
         evacuation: write.evacuation.clone(),
-        ..FlagItem::default()
-    };
-    match targets {
-        Some(targets) => {
-            crate::evacuation::compile(&next, targets, &mut Interner::default())
-                .map_err(item_err)?;
-        }
-        None => {
-            if let Some(e) = &next.evacuation
-                && crate::evacuation::side_of(&next.tenant) == Some(e.to.as_str())
-            {
-                return Err(item_err(ItemError::Shape(format!(
-                    "evacuates {:?} to itself; `to` names the side its tenants go to",
-                    e.to
-                ))));
-            }
-        }
-    }
-    Ok(next)
-}
-
-/// The ramp record a write leaves: the write's ramp at the next version, with who and why.
-fn next_ramp(
-    write: &FlagWrite,
-    current: &Current,
-    targets: Option<&Targets>,
-    now_secs: u64,
-) -> Result<FlagItem, StoreError> {
-    let item_err = |source: ItemError| StoreError::Item {
-        tenant: write.tenant.clone(),
-        source,
-    };
-    let next = FlagItem {
-        tenant: write.tenant.clone(),
-        version: current.version + 1,
-        updated_by: Some(write.by.clone()),
-        updated_at: Some(format_timestamp(now_secs)),
-        reason: Some(write.reason.clone()),
         ramp: write.ramp.clone(),
         ..FlagItem::default()
     };
-    match (targets, &next.ramp) {
-        (Some(targets), _) => {
-            crate::ramp::compile(&next, targets).map_err(item_err)?;
+    let checked = match (targets, &next.ramp, &next.evacuation) {
+        (Some(targets), Some(_), _) => crate::ramp::compile(&next, targets).map(|_| ()),
+        (Some(targets), None, _) => {
+            crate::evacuation::compile(&next, targets, &mut Interner::default()).map(|_| ())
         }
-        (None, Some(ramp)) => crate::ramp::check(ramp).map_err(item_err)?,
-        (None, None) => {}
-    }
+        (None, Some(ramp), _) => crate::ramp::check(ramp),
+        (None, None, Some(e)) if side == Some(e.to.as_str()) => Err(ItemError::Shape(format!(
+            "evacuates {:?} to itself; `to` names the side its tenants go to",
+            e.to
+        ))),
+        (None, None, _) => Ok(()),
+    };
+    checked.map_err(item_err)?;
     Ok(next)
 }
 

@@ -121,6 +121,14 @@ impl Bench {
         Router::start(config).await.unwrap()
     }
 
+    /// A router on the bench, and `clients` clients sending it requests until the flag is set.
+    async fn loaded(&self, clients: usize) -> (Router, Arc<AtomicBool>, Arc<Mutex<Vec<Answer>>>) {
+        let router = self.router().await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = load(&router, clients, stop.clone());
+        (router, stop, answers)
+    }
+
     fn ramp(&self, id: &str) -> RampItem {
         let key = flag_store::ramp::key(id);
         let record = self
@@ -209,9 +217,7 @@ fn load(router: &Router, clients: usize, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_side_completes_the_ramp_step_by_step() {
     let bench = Bench::new().await;
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers = load(&router, 4, stop.clone());
+    let (_router, stop, answers) = bench.loaded(4).await;
     bench.start(
         "up",
         &[
@@ -282,9 +288,7 @@ async fn a_healthy_side_completes_the_ramp_step_by_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_side_that_starts_failing_is_rolled_back_to_the_last_step_that_held() {
     let bench = Bench::new().await;
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers = load(&router, 4, stop.clone());
+    let (_router, stop, answers) = bench.loaded(4).await;
     bench.start(
         "up",
         &[
@@ -348,18 +352,16 @@ async fn a_side_that_starts_failing_is_rolled_back_to_the_last_step_that_held() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_side_whose_p99_triples_is_rolled_back() {
     let bench = Bench::new().await;
-    bench.legacy.delay_ms.store(20, Ordering::SeqCst);
-    bench.new.delay_ms.store(20, Ordering::SeqCst);
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _answers = load(&router, 8, stop.clone());
+    bench.legacy.delay_ms.store(50, Ordering::SeqCst);
+    bench.new.delay_ms.store(50, Ordering::SeqCst);
+    let (_router, stop, _answers) = bench.loaded(8).await;
     bench.start(
         "slow",
         &[
             "--steps",
             "20,40,60",
             "--step-time",
-            "2s",
+            "3s",
             "--max-p99-ratio",
             "2",
             "--min-requests",
@@ -367,7 +369,7 @@ async fn a_side_whose_p99_triples_is_rolled_back() {
         ],
     );
     bench.until("slow", "reached step 2", |r| r.at >= 2).await;
-    bench.new.delay_ms.store(60, Ordering::SeqCst);
+    bench.new.delay_ms.store(150, Ordering::SeqCst);
     let rolled = bench
         .until("slow", "rolled back", |r| r.state != RampState::Running)
         .await;
@@ -380,9 +382,7 @@ async fn a_side_whose_p99_triples_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_the_step_resume_goes_on_and_abort_puts_the_tenants_back() {
     let bench = Bench::new().await;
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _answers = load(&router, 2, stop.clone());
+    let (_router, stop, _answers) = bench.loaded(2).await;
     bench.start(
         "dial",
         &[
@@ -650,9 +650,7 @@ async fn a_side_with_no_healthy_endpoint_is_rolled_back() {
         .unwrap()
         .replace(&endpoints, &format!("{endpoints}\n{health}"));
     std::fs::write(&bench.config, text).unwrap();
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _answers = load(&router, 2, stop.clone());
+    let (_router, stop, _answers) = bench.loaded(2).await;
     bench.start(
         "dead",
         &[
@@ -690,9 +688,7 @@ async fn a_side_with_no_healthy_endpoint_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ramp_onto_an_evacuated_side_pauses() {
     let bench = Bench::new().await;
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _answers = load(&router, 2, stop.clone());
+    let (router, stop, _answers) = bench.loaded(2).await;
     bench.start(
         "onto",
         &[
@@ -740,9 +736,7 @@ async fn shadow_copies_that_differ_roll_a_ramp_back() {
         format!(r#"{{"tenant":"t{i}","target":"legacy","shadow":{{"target":"new","percent":100}},"version":1}}"#)
     }));
     (bench.setup).write_flags(&format!(r#"{{"version":2,"items":[{}]}}"#, items.join(",")));
-    let router = bench.router().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _answers = load(&router, 4, stop.clone());
+    let (_router, stop, _answers) = bench.loaded(4).await;
     bench.start(
         "shadowed",
         &[

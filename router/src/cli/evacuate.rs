@@ -218,23 +218,14 @@ pub async fn evacuate(args: EvacuateArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // Against the record the plan read: a concurrent evacuate or restore fails this one.
+    let expect = Some(record.as_ref().map_or(0, |r| r.version));
     let write = FlagWrite {
         evacuation: Some(EvacuationItem {
             to: args.to.clone(),
             include_pinned: args.include_pinned,
         }),
-        ramp: None,
-        tenant: key,
-        placing: None,
-        seal: None,
-        shadow: None,
-        jobs: None,
-        hold: Default::default(),
-        by: author(args.by)?,
-        reason: args.reason,
-        // Against the record the plan read: a concurrent evacuate or restore fails this one.
-        expect_version: Some(record.as_ref().map_or(0, |r| r.version)),
-        force: false,
+        ..FlagWrite::record(&key, &author(args.by)?, &args.reason, expect)
     };
     let (_, new) = store.write(&write, targets.as_ref()).await?;
     if !args.store.json {
@@ -271,20 +262,8 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             .and_then(|r| r.reason.as_deref())
             .unwrap_or("?"),
     );
-    let write = FlagWrite {
-        evacuation: None,
-        ramp: None,
-        tenant: key,
-        placing: None,
-        seal: None,
-        shadow: None,
-        jobs: None,
-        hold: Default::default(),
-        by: author(args.by)?,
-        reason: args.reason,
-        expect_version: current.as_ref().map(|r| r.version),
-        force: false,
-    };
+    let expect = current.as_ref().map(|r| r.version);
+    let write = FlagWrite::record(&key, &author(args.by)?, &args.reason, expect);
     let (_, new) = store.write(&write, targets.as_ref()).await?;
     println!("restored {} (record version {})", args.side, new.version);
     Ok(ExitCode::SUCCESS)

@@ -278,14 +278,8 @@ impl Driver {
             return self.write(id, record.version, item.paused(why), &by).await;
         }
         if to_down {
-            let back = item.at - 1;
-            let why = format!(
-                "rolled back from step {} to step {back}: side {:?} has no healthy endpoint",
-                item.at, item.to
-            );
-            tracing::warn!(ramp = %id, %why, "ramp rolled back");
-            let mut next = item.step_to(back, now, why);
-            next.state = RampState::RolledBack;
+            let why = format!("side {:?} has no healthy endpoint", item.to);
+            let next = rolled_back(id, &item, now, &why);
             return self.step(id, record.version, next, &currents, &by).await;
         }
         let steps = item.steps.len() as u32;
@@ -308,17 +302,9 @@ impl Driver {
         let canary = window(&figures, &item.window_start, &item.to);
         let baseline = window(&figures, &item.window_start, &item.from);
         let verdict = judge(&item.guards, &canary, &baseline);
-        let share = item.steps[item.at as usize - 1];
         match verdict {
             Verdict::Breach(why) => {
-                let back = item.at - 1;
-                let why = format!(
-                    "rolled back from step {} ({share}% onto {}) to step {back}: {why}",
-                    item.at, item.to
-                );
-                tracing::warn!(ramp = %id, %why, "ramp rolled back");
-                let mut next = item.step_to(back, now, why);
-                next.state = RampState::RolledBack;
+                let next = rolled_back(id, &item, now, &why);
                 self.step(id, record.version, next, &currents, &by).await
             }
             Verdict::Holds(figures) if now >= item.step_started_ms + item.step_ms => {
@@ -370,24 +356,29 @@ impl Driver {
     }
 }
 
+/// A ramp at step `at` (1 or more) rolled back to the step before, stopped, saying why.
+fn rolled_back(id: &str, item: &RampItem, now: u64, why: &str) -> RampItem {
+    let (at, back) = (item.at, item.at - 1);
+    let share = item.steps[at as usize - 1];
+    let why = format!(
+        "rolled back from step {at} ({share}% onto {}) to step {back}: {why}",
+        item.to
+    );
+    tracing::warn!(ramp = %id, %why, "ramp rolled back");
+    let mut next = item.step_to(back, now, why);
+    next.state = RampState::RolledBack;
+    next
+}
+
 /// The write of a ramp record, conditional on the version read.
 pub fn record_write(key: &str, next: RampItem, by: &str, version: u64) -> FlagWrite {
+    let reason = if next.why.is_empty() {
+        format!("ramp {}", next.state.as_str())
+    } else {
+        next.why.clone()
+    };
     FlagWrite {
-        evacuation: None,
-        hold: Default::default(),
-        jobs: None,
-        tenant: key.to_owned(),
-        placing: None,
-        seal: None,
-        shadow: None,
-        by: by.to_owned(),
-        reason: if next.why.is_empty() {
-            format!("ramp {}", next.state.as_str())
-        } else {
-            next.why.clone()
-        },
         ramp: Some(next),
-        expect_version: Some(version),
-        force: false,
+        ..FlagWrite::record(key, by, &reason, Some(version))
     }
 }
