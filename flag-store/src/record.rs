@@ -88,10 +88,10 @@ pub struct RampItem {
     pub at: u32,
     /// When the step in force began (milliseconds since the Unix epoch).
     pub step_started_ms: u64,
-    /// The fleet's figures by side when the step in force began (empty: not read yet), so a
-    /// driver that takes over judges the same window.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub window_start: BTreeMap<String, SideFigures>,
+    /// Each live router's figures by side when the step in force began (`None`: not read
+    /// yet), so a driver that takes over judges the same window, router by router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<BTreeMap<String, BTreeMap<String, SideFigures>>>,
     /// Why the ramp is where it is: the last transition, with the figures it judged by.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub why: String,
@@ -112,7 +112,7 @@ impl RampItem {
         RampItem {
             at,
             step_started_ms: now_ms,
-            window_start: BTreeMap::new(),
+            window_start: None,
             why,
             ..self.clone()
         }

@@ -190,7 +190,7 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         state: RampState::Running,
         at: 0,
         step_started_ms: now_ms(),
-        window_start: Default::default(),
+        window_start: None,
         why: format!("started: {}", args.reason),
     };
     let by = author(args.by)?;
@@ -302,8 +302,8 @@ async fn status(args: &StoreArgs, live: Duration) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     for (id, item, record) in &ramps {
         let figures = fleet_figures(&fleet, id, live).await.unwrap_or_default();
-        let canary = window(&figures, &item.window_start, &item.to);
-        let baseline = window(&figures, &item.window_start, &item.from);
+        let canary = window(&figures, item.window_start.as_ref(), &item.to);
+        let baseline = window(&figures, item.window_start.as_ref(), &item.from);
         let next_in_ms = (item.state == RampState::Running && item.at > 0)
             .then(|| (item.step_started_ms + item.step_ms).saturating_sub(now_ms()));
         out.push(serde_json::json!({

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use flag_store::fleet::{Fleet, now_ms};
 use flag_store::jobs::lease::{Lease, Leases, Taken};
-use flag_store::ramp::{self, Ramp, RampItem, RampState, SideFigures, Verdict, judge};
+use flag_store::ramp::{self, Ramp, RampFigures, RampItem, RampState, SideFigures, Verdict, judge};
 use flag_store::store::Store;
 use flag_store::write::Current;
 use flag_store::{FlagState, FlagWrite, Placing, StoreError};
@@ -92,35 +92,37 @@ pub async fn place(
     Ok(())
 }
 
-/// The fleet's figures for ramp `id` by side: the sum of the records seen within `live`.
+/// Each live router's figures for ramp `id` (by router id, then side): the presence records
+/// seen within `live`.
 pub async fn fleet_figures(
     fleet: &Fleet,
     id: &str,
     live: Duration,
-) -> Result<BTreeMap<String, SideFigures>, StoreError> {
+) -> Result<BTreeMap<String, RampFigures>, StoreError> {
     let now = now_ms();
-    let mut sum: BTreeMap<String, SideFigures> = BTreeMap::new();
-    for router in fleet.list().await?.routers {
-        if router.age_ms(now) > live.as_millis() as u64 {
-            continue;
-        }
-        for (side, figures) in router.ramps.get(id).into_iter().flatten() {
-            sum.entry(side.clone()).or_default().add(figures);
-        }
-    }
-    Ok(sum)
+    Ok((fleet.list().await?.routers.into_iter())
+        .filter(|r| r.age_ms(now) <= live.as_millis() as u64)
+        .filter_map(|mut r| Some((r.router, r.ramps.remove(id)?)))
+        .collect())
 }
 
-/// The figures of the step's window, by side.
+/// One side's figures over the step's window, summed over the live routers, each router's
+/// counted from its own figures at the step's start: a router that joined or restarted since
+/// counts whole, one that left counts nothing.
 pub fn window(
-    now: &BTreeMap<String, SideFigures>,
-    start: &BTreeMap<String, SideFigures>,
+    now: &BTreeMap<String, RampFigures>,
+    start: Option<&BTreeMap<String, RampFigures>>,
     side: &str,
 ) -> SideFigures {
     let empty = SideFigures::default();
-    now.get(side)
-        .unwrap_or(&empty)
-        .since(start.get(side).unwrap_or(&empty))
+    let mut sum = SideFigures::default();
+    for (router, figures) in now {
+        let at_start = (start.and_then(|s| s.get(router)))
+            .and_then(|f| f.get(side))
+            .unwrap_or(&empty);
+        sum.add(&figures.get(side).unwrap_or(&empty).since(at_start));
+    }
+    sum
 }
 
 pub struct Driver {
@@ -292,15 +294,15 @@ impl Driver {
             return self.step(id, record.version, next, &currents, &by).await;
         }
         let figures = fleet_figures(&self.fleet, id, self.live).await?;
-        if item.window_start.is_empty() {
+        let Some(start) = &item.window_start else {
             let next = RampItem {
-                window_start: figures,
+                window_start: Some(figures),
                 ..item
             };
             return self.write(id, record.version, next, &by).await;
-        }
-        let canary = window(&figures, &item.window_start, &item.to);
-        let baseline = window(&figures, &item.window_start, &item.from);
+        };
+        let canary = window(&figures, Some(start), &item.to);
+        let baseline = window(&figures, Some(start), &item.from);
         let verdict = judge(&item.guards, &canary, &baseline);
         match verdict {
             Verdict::Breach(why) => {
@@ -380,5 +382,40 @@ pub fn record_write(key: &str, next: RampItem, by: &str, version: u64) -> FlagWr
     FlagWrite {
         ramp: Some(next),
         ..FlagWrite::record(key, by, &reason, Some(version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(requests: u64) -> RampFigures {
+        BTreeMap::from([(
+            "new".to_owned(),
+            SideFigures {
+                requests,
+                ..SideFigures::default()
+            },
+        )])
+    }
+
+    #[test]
+    fn a_window_counts_each_router_from_its_own_start() {
+        let start = BTreeMap::from([
+            ("a".to_owned(), figures(100)),
+            ("b".to_owned(), figures(50)),
+            ("gone".to_owned(), figures(1000)),
+        ]);
+        let now = BTreeMap::from([
+            // 30 more since the step began.
+            ("a".to_owned(), figures(130)),
+            // Restarted meanwhile: its 20 are all the step's.
+            ("b".to_owned(), figures(20)),
+            // Joined after the step began: all 7 are the step's.
+            ("new-router".to_owned(), figures(7)),
+        ]);
+        assert_eq!(window(&now, Some(&start), "new").requests, 57);
+        assert_eq!(window(&now, Some(&start), "legacy").requests, 0);
+        assert_eq!(window(&now, None, "new").requests, 157);
     }
 }
