@@ -104,6 +104,14 @@ pub async fn command(cmd: RampCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// "1 tenant", "3 tenants".
+fn count(tenants: usize) -> String {
+    match tenants {
+        1 => "1 tenant".into(),
+        n => format!("{n} tenants"),
+    }
+}
+
 /// `1%` or `0.5%` (or a bare number of percent) in basis points.
 fn basis_points(flag: &str, text: &str) -> anyhow::Result<u32> {
     let number: f64 = (text.trim().trim_end_matches('%').trim().parse())
@@ -198,9 +206,9 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     write.reason = args.reason;
     let (_, new) = store.write(&write, targets.as_ref()).await?;
     println!(
-        "ramp {} started: {} tenants from {from} onto {} in steps {:?}, {} each (record version {}); the routers drive it",
+        "ramp {} started: {} from {from} onto {} in steps {:?}, {} each (record version {}); the routers drive it",
         args.id,
-        tenants.len(),
+        count(tenants.len()),
         args.to,
         args.steps,
         humantime::format_duration(args.step_time),
@@ -275,9 +283,9 @@ async fn change(args: ChangeArgs, to: RampState) -> anyhow::Result<ExitCode> {
         )
         .await?;
         println!(
-            "ramp {} aborted: its {} tenants are back where they were",
+            "ramp {} aborted: {} put back where they were",
             args.id,
-            item.tenants.len()
+            count(item.tenants.len())
         );
     } else {
         println!(
@@ -341,10 +349,10 @@ async fn status(args: &StoreArgs, live: Duration) -> anyhow::Result<ExitCode> {
             )
         });
         println!(
-            "ramp {} {}: {} tenants {} -> {}, step {}/{} ({share} onto {}){next}",
+            "ramp {} {}: {} {} -> {}, step {}/{} ({share} onto {}){next}",
             r["id"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
-            r["tenants"],
+            count(r["tenants"].as_u64().unwrap_or(0) as usize),
             r["from"].as_str().unwrap_or(""),
             r["to"].as_str().unwrap_or(""),
             r["step"],
