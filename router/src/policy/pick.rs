@@ -186,6 +186,13 @@ fn evacuated(
                     basis,
                 };
             }
+            // Its `to` evacuated too: nowhere left to go.
+            Some(e) if e.include_pinned && snapshot.evacuation(e.to).is_some() => {
+                return Decision::Evacuated {
+                    side: *target,
+                    basis,
+                };
+            }
             Some(e) if e.include_pinned => pinned(e.to, basis, health),
             _ => pinned(*target, basis, health),
         },
@@ -196,9 +203,9 @@ fn evacuated(
             if leaving.is_some() && sealed {
                 return Decision::Evacuated { side: owner, basis };
             }
-            let to = leaving.map(|e| e.to).filter(|&to| {
-                split.entries().iter().any(|&(t, _)| t == to) && health.is_healthy(to)
-            });
+            let to = leaving
+                .map(|e| e.to)
+                .filter(|&to| split.entries().iter().any(|&(t, _)| t == to) && open(to));
             match to.or_else(|| split.pick(hash, open)) {
                 Some(target) => Decision::Forward(Pick {
                     target,
@@ -600,6 +607,35 @@ mod tests {
                 basis: Basis::TenantFlag
             }
         );
+    }
+
+    #[test]
+    fn two_sides_evacuated_onto_each_other_send_nothing_to_either() {
+        let flags = [
+            r#"{"tenant":"acme","target":"euw1"}"#,
+            r#"{"tenant":"globex","weights":{"euw1":50,"new":30,"legacy":20}}"#,
+        ];
+        let both = [evacuate("euw1", "new", true), evacuate("new", "euw1", true)];
+        let snap = three_sides(&[flags[0], flags[1], &both[0], &both[1]]);
+        let r = route("/", RouteKind::Flagged);
+        assert_eq!(
+            pick(&snap, &r, Some("acme"), || 7, LEGACY3, &AllHealthy),
+            Decision::Evacuated {
+                side: EUW1,
+                basis: Basis::TenantFlag
+            }
+        );
+        for key in 0..2000 {
+            let to = target(pick(
+                &snap,
+                &r,
+                Some("globex"),
+                || key,
+                LEGACY3,
+                &AllHealthy,
+            ));
+            assert_eq!(to, LEGACY3, "key {key}");
+        }
     }
 
     #[test]
