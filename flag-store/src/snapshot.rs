@@ -775,8 +775,8 @@ impl Snapshot {
         }
     }
 
-    /// Every flag as stored items (the default flag first, the evacuation records last), for
-    /// a local copy.
+    /// Every flag as stored items (the default flag first, the evacuation and ramp records
+    /// last), for a local copy.
     pub fn to_items(&self) -> Vec<FlagItem> {
         let default = self
             .default_flag()
