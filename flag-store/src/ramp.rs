@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 
 use crate::error::ItemError;
 use crate::model::{FlagItem, TargetId, Targets, is_tenant_char, validate_tenant_id};
-pub use crate::record::{Guards, RampItem, RampState, SideFigures, latency_bounds_us};
+pub use crate::record::{
+    Guards, RampItem, RampPlacement, RampState, SideFigures, latency_bounds_us,
+};
 
 /// The flags table key prefix of ramp records.
 pub const KEY_PREFIX: &str = "!ramp:";
@@ -46,10 +48,7 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 
 /// Whether `item` is where step `at` of `ramp` puts its tenant (so nobody wrote it meanwhile).
 pub fn placed(ramp: &RampItem, item: &FlagItem, at: u32) -> bool {
-    match ramp.weights_at(at) {
-        Some(weights) => item.weights.as_ref() == Some(&weights) && item.target.is_none(),
-        None => (ramp.before.get(&item.tenant)).is_some_and(|b| describes(item, b)),
-    }
+    ramp.placement_at(&item.tenant, at).as_ref() == placement_of(item).as_ref()
 }
 
 /// Checks a ramp's own shape (targets are checked by [`compile`]).
@@ -85,31 +84,12 @@ pub fn check(ramp: &RampItem) -> Result<(), ItemError> {
     Ok(())
 }
 
-/// Whether a stored flag is the placement `before` describes (`legacy`, or `a=90,b=10`).
-pub fn describes(item: &FlagItem, before: &str) -> bool {
-    if before.contains('=') {
-        let weights: Option<BTreeMap<String, u32>> = (before.split(','))
-            .map(|part| {
-                let (t, w) = part.split_once('=')?;
-                Some((t.to_owned(), w.parse().ok()?))
-            })
-            .collect();
-        item.target.is_none() && item.weights == weights
-    } else {
-        item.weights.is_none() && item.target.as_deref() == Some(before)
-    }
-}
-
-/// The placement of a stored flag as `before` records it.
-pub fn describe(item: &FlagItem) -> Option<String> {
+/// A stored flag's placement as a ramp records it (`None` for an item that is neither pinned
+/// nor split).
+pub fn placement_of(item: &FlagItem) -> Option<RampPlacement> {
     match (&item.target, &item.weights) {
-        (Some(t), None) => Some(t.clone()),
-        (None, Some(w)) => Some(
-            w.iter()
-                .map(|(t, w)| format!("{t}={w}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        (Some(t), None) => Some(RampPlacement::Target(t.clone())),
+        (None, Some(w)) => Some(RampPlacement::Weights(w.clone())),
         _ => None,
     }
 }

@@ -81,8 +81,8 @@ pub struct RampItem {
     pub step_ms: u64,
     #[serde(default)]
     pub guards: Guards,
-    /// Each tenant's placement before the ramp: a target, or `a=90,b=10`.
-    pub before: BTreeMap<String, String>,
+    /// Each tenant's placement before the ramp.
+    pub before: BTreeMap<String, RampPlacement>,
     pub state: RampState,
     /// How many steps are in force: 0 before the first (the tenants as `before`).
     pub at: u32,
@@ -120,13 +120,26 @@ impl RampItem {
 
     /// The weights a tenant has at step `at` (1 and up): `to` at that step's share, `from` the
     /// rest. Step 0 is the tenant's `before`.
-    pub fn weights_at(&self, at: u32) -> Option<BTreeMap<String, u32>> {
-        let share = *self.steps.get((at as usize).checked_sub(1)?)?;
-        Some(BTreeMap::from([
+    /// Where step `at` puts `tenant`: `to` at that step's share and `from` the rest, or, at
+    /// step 0, its placement before the ramp.
+    pub fn placement_at(&self, tenant: &str, at: u32) -> Option<RampPlacement> {
+        let Some(step) = (at as usize).checked_sub(1) else {
+            return self.before.get(tenant).cloned();
+        };
+        let share = *self.steps.get(step)?;
+        Some(RampPlacement::Weights(BTreeMap::from([
             (self.from.clone(), 100 - share),
             (self.to.clone(), share),
-        ]))
+        ])))
     }
+}
+
+/// A tenant's placement as a ramp records it: `"legacy"` (pinned) or `{"legacy":90,"new":10}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RampPlacement {
+    Target(String),
+    Weights(BTreeMap<String, u32>),
 }
 
 /// One side's figures for one ramp, counted since a router started (the fleet sums them).

@@ -142,16 +142,15 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     let (url, targets) = store_url(&args.store)?;
     let store = Store::open(&url).await;
     let key = ramp::key(&args.id);
-    if store.get(&key).await?.is_some() {
+    let records = ramp_records(&store).await?;
+    if records.iter().any(|(id, _, _)| *id == args.id) {
         bail!("ramp {:?} exists already: pick another id", args.id);
     }
-    let (_, items) = store.list().await?;
-    let busy: Vec<String> = (items.iter().filter_map(|l| l.item.as_ref().ok()))
-        .filter_map(|i| i.ramp.as_ref().map(|r| (i, r)))
-        .filter(|(_, r)| r.state.is_active())
-        .flat_map(|(i, r)| {
+    let busy: Vec<String> = (records.iter())
+        .filter(|(_, r, _)| r.state.is_active())
+        .flat_map(|(_, r, i)| {
             (r.tenants.iter())
-                .filter(|t| tenants.contains(t))
+                .filter(|t| tenants.binary_search(t).is_ok())
                 .map(move |t| format!("{t} (ramp {})", i.tenant))
         })
         .collect();
@@ -175,7 +174,7 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
             }
             Some(_) => {}
         }
-        before.insert(tenant.clone(), ramp::describe(&item).unwrap_or_default());
+        before.extend(ramp::placement_of(&item).map(|p| (tenant.clone(), p)));
     }
     let from = from.expect("at least one tenant");
     let item = RampItem {
@@ -215,6 +214,23 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         new.version
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every ramp record in the store, with its id and ramp: one pass over the items, keeping only
+/// the records (a store of a million tenants is never held).
+async fn ramp_records(store: &Store) -> anyhow::Result<Vec<(String, RampItem, FlagItem)>> {
+    let mut records = Vec::new();
+    store
+        .scan(|loaded| {
+            if let Ok(item) = loaded.item
+                && let (Some(id), Some(ramp)) = (ramp::id_of(&item.tenant), item.ramp.clone())
+            {
+                records.push((id.to_owned(), ramp, item));
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .await?;
+    Ok(records)
 }
 
 /// The side a tenant's ramp onto `to` leaves: its pinned target, or the other side of a split
@@ -303,13 +319,12 @@ async fn status(args: &StoreArgs, live: Duration) -> anyhow::Result<ExitCode> {
     let (url, _) = store_url(args)?;
     let store = Store::open(&url).await;
     let fleet = Fleet::of(&store);
-    let (_, items) = store.list().await?;
-    let ramps: Vec<(String, RampItem, FlagItem)> = (items.into_iter().filter_map(|l| l.item.ok()))
-        .filter_map(|i| Some((ramp::id_of(&i.tenant)?.to_owned(), i.ramp.clone()?, i)))
-        .collect();
+    let ramps = ramp_records(&store).await?;
+    // One read of the fleet for every ramp; a fleet that cannot be read shows no figures.
+    let routers = fleet.list().await.map(|l| l.routers).unwrap_or_default();
     let mut out = Vec::new();
     for (id, item, record) in &ramps {
-        let figures = fleet_figures(&fleet, id, live).await.unwrap_or_default();
+        let figures = fleet_figures(&routers, id, live, now_ms());
         let canary = window(&figures, item.window_start.as_ref(), &item.to);
         let baseline = window(&figures, item.window_start.as_ref(), &item.from);
         let next_in_ms = (item.state == RampState::Running && item.at > 0)

@@ -21,9 +21,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flag_store::fleet::{Fleet, now_ms};
+use flag_store::fleet::{Fleet, Presence, now_ms};
 use flag_store::jobs::lease::{Lease, Leases, Taken};
-use flag_store::ramp::{self, Ramp, RampFigures, RampItem, RampState, SideFigures, Verdict, judge};
+use flag_store::ramp::{
+    self, Ramp, RampFigures, RampItem, RampPlacement, RampState, SideFigures, Verdict, judge,
+};
 use flag_store::store::Store;
 use flag_store::write::Current;
 use flag_store::{FlagState, FlagWrite, Placing, StoreError};
@@ -43,15 +45,10 @@ fn driver_name(id: &str) -> String {
 
 /// A tenant's placement as a write asks for it: the step's weights, or its `before`.
 pub fn placing_at(item: &RampItem, tenant: &str, at: u32) -> Option<Placing> {
-    if let Some(weights) = item.weights_at(at) {
-        return Some(Placing::Split(weights));
-    }
-    let before = item.before.get(tenant)?;
-    if before.contains('=') {
-        Placing::parse_split(before).ok()
-    } else {
-        Some(Placing::Pinned(before.clone()))
-    }
+    Some(match item.placement_at(tenant, at)? {
+        RampPlacement::Target(t) => Placing::Pinned(t),
+        RampPlacement::Weights(w) => Placing::Split(w),
+    })
 }
 
 /// Writes every tenant not yet placed at step `at` there, each conditional on the version read.
@@ -92,18 +89,18 @@ pub async fn place(
     Ok(())
 }
 
-/// Each live router's figures for ramp `id` (by router id, then side): the presence records
-/// seen within `live`.
-pub async fn fleet_figures(
-    fleet: &Fleet,
+/// Each live router's figures for ramp `id` (by router id, then side): from the presence
+/// records seen within `live` of `now`.
+pub fn fleet_figures(
+    routers: &[Presence],
     id: &str,
     live: Duration,
-) -> Result<BTreeMap<String, RampFigures>, StoreError> {
-    let now = now_ms();
-    Ok((fleet.list().await?.routers.into_iter())
+    now: u64,
+) -> BTreeMap<String, RampFigures> {
+    (routers.iter())
         .filter(|r| r.age_ms(now) <= live.as_millis() as u64)
-        .filter_map(|mut r| Some((r.router, r.ramps.remove(id)?)))
-        .collect())
+        .filter_map(|r| Some((r.router.clone(), r.ramps.get(id)?.clone())))
+        .collect()
 }
 
 /// One side's figures over the step's window, summed over the live routers, each router's
@@ -293,7 +290,8 @@ impl Driver {
             );
             return self.step(id, record.version, next, &currents, &by).await;
         }
-        let figures = fleet_figures(&self.fleet, id, self.live).await?;
+        let routers = self.fleet.list().await?.routers;
+        let figures = fleet_figures(&routers, id, self.live, now_ms());
         let Some(start) = &item.window_start else {
             let next = RampItem {
                 window_start: Some(figures),
