@@ -90,17 +90,11 @@ data "aws_iam_policy_document" "operator" {
   }
 }
 
-data "aws_iam_policy_document" "jobs" {
+# Leases (a job's, a ramp's driver's) are items of the fleet table keyed `lease#...`, taken,
+# renewed and released by conditional UpdateItem; GetItem reads one.
+data "aws_iam_policy_document" "leases" {
   statement {
-    sid = "ReadOwners"
-    # GetItem: a tenant's flag (and the `*` flag); Scan: `owns --list`.
-    actions   = ["dynamodb:GetItem", "dynamodb:Scan"]
-    resources = local.flags_arns
-  }
-
-  statement {
-    sid = "KeepLeases"
-    # A lease is taken, renewed and released by conditional UpdateItem; GetItem reads it.
+    sid       = "KeepLeases"
     actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     resources = local.fleet_arns
     condition {
@@ -111,21 +105,23 @@ data "aws_iam_policy_document" "jobs" {
   }
 }
 
-data "aws_iam_policy_document" "ramp_driver" {
-  source_policy_documents = [data.aws_iam_policy_document.operator.json]
+data "aws_iam_policy_document" "jobs" {
+  source_policy_documents = [data.aws_iam_policy_document.leases.json]
 
   statement {
-    sid = "DriveRamps"
-    # One router drives a ramp at a time, under a lease (`lease#ramp#ID`) taken, renewed and
-    # released by conditional UpdateItem.
-    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-    resources = local.fleet_arns
-    condition {
-      test     = "ForAllValues:StringLike"
-      variable = "dynamodb:LeadingKeys"
-      values   = ["lease#*"]
-    }
+    sid = "ReadOwners"
+    # GetItem: a tenant's flag (and the `*` flag); Scan: `owns --list`.
+    actions   = ["dynamodb:GetItem", "dynamodb:Scan"]
+    resources = local.flags_arns
   }
+}
+
+# One router drives a ramp at a time, under a lease (`lease#ramp#ID`).
+data "aws_iam_policy_document" "ramp_driver" {
+  source_policy_documents = [
+    data.aws_iam_policy_document.operator.json,
+    data.aws_iam_policy_document.leases.json,
+  ]
 }
 
 resource "aws_iam_policy" "ramp_driver" {
