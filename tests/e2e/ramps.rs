@@ -129,6 +129,14 @@ impl Bench {
         (router, stop, answers)
     }
 
+    /// Waits until the ramp stops, stops the load, and checks it stopped by rolling back.
+    async fn rolled_back(&self, id: &str, load: &AtomicBool) -> RampItem {
+        let rolled = (self.until(id, "stopped", |r| r.state != RampState::Running)).await;
+        load.store(true, Ordering::SeqCst);
+        assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+        rolled
+    }
+
     fn ramp(&self, id: &str) -> RampItem {
         let key = flag_store::ramp::key(id);
         let record = self
@@ -145,24 +153,7 @@ impl Bench {
     }
 
     fn start(&self, id: &str, extra: &[&str]) {
-        let mut args = vec![
-            "ramp",
-            "start",
-            "--id",
-            id,
-            "--to",
-            "new",
-            "--reason",
-            "dial new up",
-        ];
-        let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
-        for t in &tenants {
-            args.extend(["--tenant", t.as_str()]);
-        }
-        args.extend(extra);
-        args.extend(["--config", &self.config]);
-        let (code, out, err) = switchyard(&args);
-        assert_eq!(code, 0, "{out}{err}");
+        start_ramp(&self.config, id, extra);
     }
 
     /// Waits (up to a minute: a ramp's steps take seconds) until the ramp satisfies `cond`.
@@ -180,6 +171,28 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// `switchyard ramp start` of every tenant onto `new`, with `extra` arguments.
+fn start_ramp(config: &str, id: &str, extra: &[&str]) {
+    let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
+    let mut args = vec![
+        "ramp",
+        "start",
+        "--id",
+        id,
+        "--to",
+        "new",
+        "--reason",
+        "dial new up",
+    ];
+    for t in &tenants {
+        args.extend(["--tenant", t.as_str()]);
+    }
+    args.extend(extra);
+    args.extend(["--config", config]);
+    let (code, out, err) = switchyard(&args);
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 /// One answer: tenant, user, status, and the side that answered.
@@ -306,11 +319,7 @@ async fn a_side_that_starts_failing_is_rolled_back_to_the_last_step_that_held() 
     // From step 3 on, `new` fails one request in 20.
     bench.new.fail_every.store(20, Ordering::SeqCst);
     let failing_from = answers.lock().unwrap().len();
-    let rolled = bench
-        .until("up", "rolled back", |r| r.state != RampState::Running)
-        .await;
-    stop.store(true, Ordering::SeqCst);
-    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    let rolled = bench.rolled_back("up", &stop).await;
     assert_eq!(
         rolled.at, 2,
         "back to the last step that held: {}",
@@ -370,11 +379,7 @@ async fn a_side_whose_p99_triples_is_rolled_back() {
     );
     bench.until("slow", "reached step 2", |r| r.at >= 2).await;
     bench.new.delay_ms.store(150, Ordering::SeqCst);
-    let rolled = bench
-        .until("slow", "rolled back", |r| r.state != RampState::Running)
-        .await;
-    stop.store(true, Ordering::SeqCst);
-    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    let rolled = bench.rolled_back("slow", &stop).await;
     assert!(rolled.why.contains("p99"), "{}", rolled.why);
     assert!(rolled.at < 3, "{}", rolled.why);
 }
@@ -553,24 +558,8 @@ async fn a_killed_driver_is_taken_over_with_no_step_skipped_or_repeated() {
         "--min-requests",
         "1",
     ];
-    let mut start = vec![
-        "ramp",
-        "start",
-        "--id",
-        "up",
-        "--to",
-        "new",
-        "--reason",
-        "dial new up",
-    ];
+    start_ramp(&config, "up", &args);
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
-    for t in &tenants {
-        start.extend(["--tenant", t.as_str()]);
-    }
-    start.extend(args);
-    start.extend(["--config", &config]);
-    let (code, out, err) = switchyard(&start);
-    assert_eq!(code, 0, "{out}{err}");
 
     let store = flag_store::store::Store::Dynamo(emulator.store().await);
     let key = flag_store::ramp::key("up");
@@ -664,11 +653,7 @@ async fn a_side_with_no_healthy_endpoint_is_rolled_back() {
     );
     bench.until("dead", "reached step 1", |r| r.at >= 1).await;
     bench.new.fail_every.store(1, Ordering::SeqCst);
-    let rolled = bench
-        .until("dead", "rolled back", |r| r.state != RampState::Running)
-        .await;
-    stop.store(true, Ordering::SeqCst);
-    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    let rolled = bench.rolled_back("dead", &stop).await;
     assert_eq!(rolled.at, 0);
     assert!(
         rolled.why.contains("\"new\" has no healthy endpoint"),
@@ -750,11 +735,7 @@ async fn shadow_copies_that_differ_roll_a_ramp_back() {
             "20",
         ],
     );
-    let rolled = bench
-        .until("shadowed", "rolled back", |r| r.state != RampState::Running)
-        .await;
-    stop.store(true, Ordering::SeqCst);
-    assert_eq!(rolled.state, RampState::RolledBack, "{}", rolled.why);
+    let rolled = bench.rolled_back("shadowed", &stop).await;
     assert_eq!(rolled.at, 0);
     assert!(
         rolled.why.contains("shadow copies differed"),
