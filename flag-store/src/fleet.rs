@@ -58,7 +58,17 @@ pub struct Presence {
     /// started ([`crate::ramp`]), which a ramp's driver sums over the fleet.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ramps: std::collections::BTreeMap<String, crate::ramp::RampFigures>,
+    /// The shadow comparisons it made, by tenant: `[compared, matched]` since it started, for
+    /// the tenants it compared most recently (at most [`MAX_SHADOW_TENANTS`]). The console,
+    /// `shadow report` and the batch plan sum them over the fleet: behind a balancer, each
+    /// router sees only its share of a tenant's requests.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub shadow: std::collections::BTreeMap<String, [u64; 2]>,
 }
+
+/// The most tenants whose shadow counts one presence record carries: about 30 bytes each, so
+/// a record stays a few write units at most (DynamoDB bills a write by the kilobyte).
+pub const MAX_SHADOW_TENANTS: usize = 500;
 
 impl Presence {
     /// Milliseconds since this record was written, as of `now_ms`.
@@ -288,6 +298,7 @@ mod tests {
             seen_ms: 4,
             drained: vec!["h1".into()],
             ramps: Default::default(),
+            shadow: Default::default(),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::config::{AdminToken, Config};
 use crate::health::Health;
 use crate::policy::{Basis, Decision, HealthView, RouteKind, pick};
 use crate::proxy::Proxy;
+use crate::shadow::fleet::FleetView;
 use arc_swap::ArcSwap;
 use flag_store::store::Store;
 
@@ -47,6 +48,8 @@ pub struct Admin {
     writes: Option<(AdminToken, Store)>,
     /// The token of the read API (`/v1/...`); `None` when it is disabled.
     read_token: Option<AdminToken>,
+    /// The fleet's registry, for the shadow evidence summed over every router.
+    fleet: Arc<FleetView>,
 }
 
 /// The body of `PUT /flags/{tenant}`.
@@ -84,6 +87,7 @@ impl Admin {
         proxy: Arc<ArcSwap<Proxy>>,
         leaving: Arc<AtomicBool>,
         store: Option<Store>,
+        fleet: Arc<FleetView>,
     ) -> Self {
         Admin {
             flags,
@@ -94,6 +98,7 @@ impl Admin {
             ready_max_age: config.flags.ready_max_age,
             writes: config.server.admin_token.clone().zip(store),
             read_token: config.server.read_token.clone(),
+            fleet,
         }
     }
 
@@ -435,7 +440,7 @@ impl Admin {
             "snapshot_version": snap.version,
             "flags_loaded": self.flags.is_loaded(),
             "flag": flag,
-            "health": self.health_view(health, now),
+            "health": health_view(&self.targets, health, now),
         });
         let why = match decision {
             Decision::Forward(p) => {
@@ -580,36 +585,34 @@ impl Admin {
     }
 }
 
-impl Admin {
-    /// The health view a pick uses: each target, healthy or not, and why (its endpoints).
-    fn health_view(&self, health: &Health, now: u64) -> Value {
-        let view = health.view(now);
-        self.targets
-            .iter()
-            .map(|(id, name)| {
-                let endpoints: Vec<Value> = health
-                    .target(id)
-                    .endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(e, ep)| {
-                        let state = match (ep.is_up(), health.endpoint_available(id, e, now)) {
-                            (_, true) => "available",
-                            (false, _) => "down (health checks failing)",
-                            (true, false) => "ejected (failures on live traffic)",
-                        };
-                        json!({ "endpoint": ep.url, "state": state })
-                    })
-                    .collect();
-                let healthy = view.is_healthy(id);
-                (
-                    name.to_owned(),
-                    json!({ "healthy": healthy, "endpoints": endpoints }),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    }
+/// The health view a pick uses: each target, healthy or not, and why (its endpoints).
+pub fn health_view(targets: &Targets, health: &Health, now: u64) -> Value {
+    let view = health.view(now);
+    targets
+        .iter()
+        .map(|(id, name)| {
+            let endpoints: Vec<Value> = health
+                .target(id)
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(e, ep)| {
+                    let state = match (ep.is_up(), health.endpoint_available(id, e, now)) {
+                        (_, true) => "available",
+                        (false, _) => "down (health checks failing)",
+                        (true, false) => "ejected (failures on live traffic)",
+                    };
+                    json!({ "endpoint": ep.url, "state": state })
+                })
+                .collect();
+            let healthy = view.is_healthy(id);
+            (
+                name.to_owned(),
+                json!({ "healthy": healthy, "endpoints": endpoints }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 type AdminState = State<Arc<Admin>>;
@@ -682,14 +685,68 @@ async fn put_flag(
     admin.put_flag(&tenant, &headers, body).await
 }
 
+/// `GET /shadow`: every tenant's comparisons, summed over the fleet.
 async fn shadow_summary(State(admin): AdminState) -> AdminResponse {
-    let summary = admin.proxy.load().shadows().summary();
-    json_response(StatusCode::OK, json!({ "tenants": summary }))
+    let listing = admin.fleet.read().await;
+    let proxy = admin.proxy.load_full();
+    let summed = admin.fleet.sum(listing.as_deref().ok(), proxy.shadows());
+    json_response(
+        StatusCode::OK,
+        json!({
+            "tenants": summed.into_values().collect::<Vec<_>>(),
+            "routers": listing.as_ref().map_or(1, |l| l.routers.len().max(1)),
+            "fleet_error": listing.err(),
+        }),
+    )
 }
 
-async fn shadow_report(State(admin): AdminState, Path(tenant): Path<String>) -> AdminResponse {
-    let report = admin.proxy.load().shadows().report(&tenant);
-    json_response(StatusCode::OK, json!(report))
+/// `GET /shadow/{tenant}`: the tenant's comparisons summed over the fleet, and this
+/// router's recent mismatches. Their bodies are the tenant's users' data: shown only to a
+/// request with the read or the admin token.
+async fn shadow_report(
+    State(admin): AdminState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> AdminResponse {
+    let listing = admin.fleet.read().await;
+    let proxy = admin.proxy.load_full();
+    let shadows = proxy.shadows();
+    let summed = admin
+        .fleet
+        .tenant(listing.as_deref().ok(), shadows, &tenant);
+    let mut recent = shadows.report(&tenant).recent_mismatches;
+    let tokens = [
+        admin.read_token.as_ref(),
+        admin.writes.as_ref().map(|w| &w.0),
+    ];
+    let bodies = match tokens.iter().flatten().any(|t| bearer_matches(&headers, t)) {
+        true => "shown".to_owned(),
+        false => {
+            for m in &mut recent {
+                m.primary_body.clear();
+                m.shadow_body.clear();
+            }
+            let how = match tokens.iter().all(Option::is_none) {
+                true => "set [server] read_token_file in the router's config, then send it",
+                false => "send `Authorization: Bearer TOKEN` with the read or the admin token",
+            };
+            format!("withheld: bodies are user data; {how}")
+        }
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "tenant": summed.tenant,
+            "compared": summed.compared,
+            "matched": summed.matched,
+            "match_rate": summed.match_rate,
+            "routers": summed.routers,
+            "fleet_error": listing.err(),
+            "mismatches_from": admin.fleet.router,
+            "recent_mismatches": recent,
+            "bodies": bodies,
+        }),
+    )
 }
 
 /// The write's gate: 403 while writes are disabled, 401 without the bearer token.

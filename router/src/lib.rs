@@ -16,6 +16,8 @@
 //! `tests/e2e/layout.rs` checks it):
 //! - [`cli`]: the commands an operator runs (`serve`, `check`, `demo`, `flags`, batches).
 //! - [`server`]: listeners, connections, HTTP/2 serving, config reload, drain.
+//! - [`console`]: the operator console at `/ui` on the admin listener: the fleet, tenants,
+//!   evidence and history in a browser, writing through the admin API.
 //! - [`cutover`]: migration control across the fleet: each router's presence record.
 //! - [`admin`]: the admin listener (metrics, readiness, explain, flag reads and writes).
 //! - [`jobs`]: scheduled jobs on one side: `jobs run`'s command under its lease, and the
@@ -36,6 +38,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod cutover;
 pub mod health;
 pub mod jobs;

@@ -121,6 +121,9 @@ fn shadow(got: &Got, n: u64) -> Response<Full<Bytes>> {
     }
 }
 
+/// The routers' read token: mismatching bodies are shown only with it.
+const READ_TOKEN: &str = "read-token-for-shadow-bodies";
+
 struct Shadowed {
     router: Router,
     dir: tempfile::TempDir,
@@ -140,10 +143,14 @@ async fn start(shadow_answer: Option<Answer>, shadow_section: &str) -> Shadowed 
             {"tenant":"globex","target":"legacy","version":1}]}"#,
     )
     .unwrap();
+    std::fs::write(dir.path().join("read.token"), READ_TOKEN).unwrap();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
+read_token_file = "read.token"
+[fleet]
+heartbeat_ms = 100
 [flags]
 source = "file:flags.json"
 default_target = "legacy"
@@ -283,10 +290,33 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
         "a write is never repeated to the primary"
     );
 
-    // The report: the match rate and the newest mismatch first, with both answers.
+    // The report: the match rate and the newest mismatch first, with both answers. The
+    // bodies are users' data: withheld without a token, shown with the read token.
     let (status, report) = admin_get(router, "/shadow/acme").await;
     assert_eq!(status, StatusCode::OK);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(
+        report["bodies"].as_str().unwrap().starts_with("withheld"),
+        "{report}"
+    );
+    let recent = report["recent_mismatches"].as_array().unwrap();
+    assert_eq!(recent[0]["detail"], r#"field /name: "acme" vs "Acme""#);
+    assert!(
+        (recent.iter()).all(|m| m["primary_body"] == "" && m["shadow_body"] == ""),
+        "{report}"
+    );
+    let bearer = format!("Bearer {READ_TOKEN}");
+    let (status, _, report) = admin_request(
+        router,
+        Method::GET,
+        "/shadow/acme",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["bodies"], "shown");
     assert_eq!(
         (report["compared"].as_u64(), report["matched"].as_u64()),
         (Some(23), Some(21))
@@ -309,9 +339,18 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
     let admin = router.admin_addr().to_string();
     let flags = format!("file:{}", s.dir.path().join("flags.json").display());
     let batch = s.dir.path().join("batch.csv");
+    let token = s.dir.path().join("read.token");
     std::fs::write(&batch, "acme,new\nglobex,new\n").unwrap();
     let (report, plan) = tokio::task::spawn_blocking(move || {
-        let report = switchyard(&["shadow", "report", "acme", "--admin", &admin]);
+        let report = switchyard(&[
+            "shadow",
+            "report",
+            "acme",
+            "--admin",
+            &admin,
+            "--token-file",
+            token.to_str().unwrap(),
+        ]);
         let plan = switchyard(&[
             "flags",
             "apply",
@@ -336,6 +375,11 @@ async fn a_shadow_is_compared_after_the_answer_and_only_real_differences_count()
     assert!(
         report.1.contains(r#"body: field /name: "acme" vs "Acme""#),
         "{}",
+        report.1
+    );
+    assert!(
+        report.1.contains(r#"shadow  503: {"ok":false}"#),
+        "the bodies, with the token: {}",
         report.1
     );
     assert_eq!(plan.0, 0, "{plan:?}");
@@ -502,4 +546,57 @@ async fn a_shadow_is_set_and_removed_by_the_cli_and_the_admin_api_and_audited() 
         ]
     );
     router.shutdown().await;
+}
+
+/// Behind a balancer each router compares its share of a tenant's requests: `/shadow`,
+/// `/shadow/{tenant}` (and so `shadow report` and the batch plan) sum the fleet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_evidence_is_summed_over_the_fleet() {
+    let s = start(Some(shadow), "ignore_fields = [\"request_id\", \"now\"]").await;
+    let text = std::fs::read_to_string(s.dir.path().join("router.toml")).unwrap();
+    let config = Config::parse(&text, s.dir.path(), "router.toml").unwrap();
+    let other = Router::start(config).await.unwrap();
+    let c = client();
+    // 3 reads through the first router (one mismatching), 5 through the second.
+    for (router, paths) in [
+        (&s.router, &["/a", "/b", "/field"][..]),
+        (&other, &["/c", "/d", "/e", "/f", "/g"][..]),
+    ] {
+        for path in paths {
+            let (status, _, _) = get(&c, router.addr(), path, &[("x-tenant-id", "acme")]).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    // Each router's counts reach the other through its presence record (every 100 ms).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let report = loop {
+        let (_, report) = admin_get(&s.router, "/shadow/acme").await;
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        if report["compared"] == 8 && report["routers"].as_array().unwrap().len() == 2 {
+            break report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never summed: {report}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(report["matched"], 7, "{report}");
+    let shares: Vec<u64> = (report["routers"].as_array().unwrap().iter())
+        .map(|r| r["compared"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        shares,
+        [3, 5],
+        "this router first, then the other: {report}"
+    );
+    let (_, summary) = admin_get(&other, "/shadow").await;
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let acme = &summary["tenants"][0];
+    assert_eq!(
+        (acme["tenant"].as_str(), acme["compared"].as_u64()),
+        (Some("acme"), Some(8))
+    );
+    other.shutdown().await;
+    s.router.shutdown().await;
 }

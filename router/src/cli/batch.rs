@@ -105,7 +105,7 @@ pub(super) async fn command(
     let (rows, bad) = parse(&text);
     let mut plan = plan(&store, rows, bad, targets.as_ref(), &by, &reason, force).await?;
     if let Some(admin) = admin {
-        match super::admin_json(admin, "/shadow").await {
+        match super::admin_json(admin, "/shadow", None).await {
             Ok(summary) => plan.match_rates = Some(super::match_rates(&summary)),
             Err(e) => eprintln!("note: no shadow match rates in the plan: {e:#}"),
         }

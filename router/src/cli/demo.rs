@@ -74,12 +74,14 @@ fn demo_config(
     admin: SocketAddr,
     legacy: SocketAddr,
     new: SocketAddr,
+    token_file: &Path,
 ) -> String {
     format!(
         r#"# Written by `switchyard demo`.
 [server]
 listen = "{listen}"
 admin_listen = "{admin}"
+admin_token_file = "{}"
 drain_timeout_ms = 5000
 
 [flags]
@@ -99,7 +101,8 @@ endpoints = ["http://{new}"]
 [[routes]]
 name = "api"
 path_prefix = "/"
-"#
+"#,
+        token_file.display()
     )
 }
 
@@ -146,8 +149,17 @@ pub async fn run(
     if !flags_path.exists() {
         std::fs::write(&flags_path, DEMO_FLAGS)?;
     }
+    // The console's writes (and the admin API's) need a token: a fresh one each run.
+    let token_path = dir.join("admin.token");
+    let token: String = (0..24)
+        .map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rand::random_range(0..32)]))
+        .collect();
+    std::fs::write(&token_path, format!("{token}\n"))?;
     let config_path = dir.join("router.toml");
-    std::fs::write(&config_path, demo_config(listen, admin_listen, legacy, new))?;
+    std::fs::write(
+        &config_path,
+        demo_config(listen, admin_listen, legacy, new, &token_path),
+    )?;
     let config = Config::load(&config_path)?;
     let mut stop = crate::shutdown::StopSignals::install()?;
     let router = Router::start(config).await?;
@@ -158,6 +170,7 @@ pub async fn run(
         r#"Switchyard demo is running.
   proxy      http://{p}
   admin      http://{a}
+  console    http://{a}/ui   (admin token for writes: {token})
   upstreams  legacy http://{legacy}   new http://{new}
   config     {config}
   flags      {flags}

@@ -194,6 +194,7 @@ mod tests {
             seen_ms: seen,
             drained: Vec::new(),
             ramps: Default::default(),
+            shadow: Default::default(),
         }
     }
 

@@ -130,6 +130,10 @@ struct RouterArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     json: bool,
+    /// A file holding the router's read token (or its admin token), sent as a bearer
+    /// header: mismatching bodies are the tenant's users' data and are shown only with it.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 impl RouterArgs {
@@ -393,7 +397,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ready { admin, config } => {
             let admin = admin_addr(admin, config.as_deref())?;
-            let (status, body) = runtime(1)?.block_on(admin_get(admin, "/readyz"))?;
+            let (status, body) = runtime(1)?.block_on(admin_get(admin, "/readyz", None))?;
             if status.is_success() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -403,7 +407,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shadow(ShadowCommand::Report { tenant, router }) => {
             let admin = router.admin_addr()?;
             let path = format!("/shadow/{}", percent_encode(&tenant));
-            let report = runtime(1)?.block_on(admin_json(admin, &path))?;
+            let token = (router.token_file.as_deref())
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read --token-file {}", f.display()))
+                })
+                .transpose()?;
+            let token = token.as_deref().map(str::trim);
+            let report = runtime(1)?.block_on(admin_json(admin, &path, token))?;
             if router.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -415,15 +426,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// GETs a path from a router's admin listener: the status and the body.
-async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<(http::StatusCode, String)> {
+async fn admin_get(
+    admin: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(http::StatusCode, String)> {
     use http_body_util::{BodyExt, Empty};
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let uri: http::Uri = format!("http://{admin}{path}").parse()?;
     let fetch = async {
+        let mut req = http::Request::get(uri);
+        if let Some(token) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         let resp = client
-            .get(uri)
+            .request(req.body(Empty::new())?)
             .await
             .with_context(|| format!("cannot reach the router's admin listener at {admin}"))?;
         let status = resp.status();
@@ -436,8 +455,12 @@ async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<(http::Statu
 }
 
 /// GETs a JSON document from a router's admin listener.
-async fn admin_json(admin: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let (status, body) = admin_get(admin, path).await?;
+async fn admin_json(
+    admin: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = admin_get(admin, path, token).await?;
     anyhow::ensure!(
         status.is_success(),
         "{admin}{path} answered {status}: {}",
@@ -488,6 +511,28 @@ fn render_report(report: &serde_json::Value) -> String {
         "{tenant}: {compared} compared, {matched} matched ({:.1}%)",
         100.0 * matched as f64 / compared as f64
     );
+    let routers = report["routers"].as_array().map_or(0, Vec::len);
+    if routers > 1 {
+        let shares: Vec<String> = (report["routers"].as_array().into_iter().flatten())
+            .map(|r| {
+                let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                format!(
+                    "{} {}/{}",
+                    r["router"].as_str().unwrap_or("?"),
+                    n("matched"),
+                    n("compared")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  summed over {routers} routers: {}",
+            shares.join(", ")
+        );
+    }
+    if let Some(error) = report["fleet_error"].as_str() {
+        let _ = writeln!(out, "  this router's comparisons only: {error}");
+    }
     let recent = report["recent_mismatches"]
         .as_array()
         .cloned()
@@ -495,7 +540,14 @@ fn render_report(report: &serde_json::Value) -> String {
     if recent.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "recent mismatches (newest first):");
+    let from = report["mismatches_from"].as_str().unwrap_or("the router");
+    let _ = writeln!(out, "recent mismatches on {from} (newest first):");
+    if let Some(withheld) = report["bodies"]
+        .as_str()
+        .filter(|b| b.starts_with("withheld"))
+    {
+        let _ = writeln!(out, "  bodies {withheld} (--token-file)");
+    }
     for m in &recent {
         let s = |k: &str| m[k].as_str().unwrap_or("").to_owned();
         let status = |k: &str| m[k].as_u64().map_or("-".to_owned(), |s| s.to_string());

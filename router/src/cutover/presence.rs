@@ -2,6 +2,7 @@
 //! the flag version moves or an acknowledgement changes, deleted at a clean shutdown. A failed
 //! write is logged, never fatal: routing does not depend on it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +49,12 @@ pub struct Heartbeat {
     pub drained: watch::Receiver<Vec<String>>,
     /// Where the ramps' evidence is counted.
     pub metrics: Arc<crate::observe::metrics::Metrics>,
+    /// The shadow comparisons' per-tenant counts the record carries, at most so many.
+    pub shadow_counts: ShadowCounts,
 }
+
+/// Reads the shadow comparisons' per-tenant `[compared, matched]`, at most so many tenants.
+pub type ShadowCounts = Box<dyn Fn(usize) -> BTreeMap<String, [u64; 2]> + Send + Sync>;
 
 impl Heartbeat {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -79,6 +85,7 @@ impl Heartbeat {
             drop(snapshot);
             let presence = Presence {
                 ramps,
+                shadow: (self.shadow_counts)(flag_store::fleet::MAX_SHADOW_TENANTS),
                 router: self.id.clone(),
                 build: env!("CARGO_PKG_VERSION").to_owned(),
                 started_ms,

@@ -136,6 +136,22 @@ const BOUNDS_SECONDS: [f64; 26] = [
     0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// One target's requests so far, summed over routes ([`Metrics::target_totals`]).
+#[derive(Clone, Debug, Default)]
+pub struct TargetTotals {
+    pub target: String,
+    pub requests: u64,
+    /// Answered 5xx (the router's own 502, 503 and 504 included).
+    pub server_errors: u64,
+    /// Cumulative counts of the duration histogram, one per bound of [`latency_bounds`].
+    pub buckets: Vec<u64>,
+}
+
+/// The upper bounds of the request duration histogram's buckets, in seconds.
+pub fn latency_bounds() -> &'static [f64] {
+    &BOUNDS_SECONDS
+}
+
 /// Families a part of the router keeps the state of, read at every scrape.
 pub trait Families: Send + Sync + std::fmt::Debug {
     fn collect(&self, out: &mut Vec<MetricFamily>);
@@ -506,6 +522,37 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.connections_open.dec();
+    }
+
+    /// Each target's totals so far, summed over routes: what the console's sampler reads
+    /// every few seconds (never the hot path). The last slot (`none`) is left out.
+    pub fn target_totals(&self) -> Vec<TargetTotals> {
+        let n = self.targets.len();
+        let classes = StatusClass::ALL.len();
+        (0..n - 1)
+            .map(|t| {
+                let mut totals = TargetTotals {
+                    target: self.targets[t].clone(),
+                    requests: 0,
+                    server_errors: 0,
+                    buckets: vec![0; BOUNDS_SECONDS.len()],
+                };
+                for r in 0..self.routes.len() {
+                    let pair = r * n + t;
+                    for c in 0..classes {
+                        totals.requests += self.requests[pair * classes + c].get();
+                    }
+                    totals.server_errors +=
+                        self.requests[pair * classes + StatusClass::ServerError as usize].get();
+                    let histogram = prometheus::core::Metric::metric(&self.durations[pair]);
+                    let buckets = histogram.get_histogram().get_bucket();
+                    for (sum, b) in totals.buckets.iter_mut().zip(buckets) {
+                        *sum += b.cumulative_count();
+                    }
+                }
+                totals
+            })
+            .collect()
     }
 
     /// Requests counted so far for (route, target, class), by name. For tests and tools.

@@ -387,7 +387,7 @@ impl Proxy {
     }
 
     /// The shadow comparisons' results.
-    pub fn shadows(&self) -> &Shadows {
+    pub fn shadows(&self) -> &Arc<Shadows> {
         &self.shadows
     }
 

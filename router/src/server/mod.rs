@@ -38,12 +38,14 @@ use crate::admin::Admin;
 use crate::body::{ClientBody, ResponseBody};
 use crate::config::Problem;
 use crate::config::{Config, Server};
+use crate::console::Console;
 use crate::cutover::hold::Holds;
 use crate::cutover::presence::{DEREGISTER_WAIT, Heartbeat};
 use crate::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::proxy::{Peer, Proxy};
 use crate::server::reconfigure::{Rebound, Reconfigure, Reloaded};
+use crate::shadow::fleet::FleetView;
 use crate::streams::Streams;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,13 +183,17 @@ impl Router {
         )?;
         let admin_listener = bind("admin", config.server.admin_listen, ADMIN_BACKLOG)?;
         let leaving = Arc::new(AtomicBool::new(false));
+        let id = crate::cutover::presence::router_id(config.fleet.id.as_deref());
+        let fleet_view = Arc::new(FleetView::new(Some(fleet.clone()), id.clone()));
         let admin = Arc::new(Admin::new(
             &config,
             flags.clone(),
             live.clone(),
             leaving.clone(),
             admin_store,
+            fleet_view.clone(),
         ));
+        let console = Console::start(&config, &flags, &live, &store, fleet_view, &background);
         let (tls_edge, tls_listener) = match &config.server.tls {
             None => (None, None),
             Some(t) => {
@@ -222,7 +228,7 @@ impl Router {
                 live: live.clone(),
                 server: config.server.clone(),
                 tls_edge,
-                admin: admin.service(),
+                admin: admin.service().merge(console.routes()),
                 background: background.clone(),
                 current: std::sync::Mutex::new(None),
             },
@@ -234,7 +240,6 @@ impl Router {
         if !admin_addr.ip().is_loopback() {
             tracing::warn!(%admin_addr, writes = writes_enabled, "the admin listener is reachable from other hosts");
         }
-        let id = crate::cutover::presence::router_id(config.fleet.id.as_deref());
         let heartbeat = Heartbeat {
             fleet,
             id: id.clone(),
@@ -242,6 +247,10 @@ impl Router {
             interval: config.fleet.heartbeat,
             drained: holds.drained(),
             metrics: metrics.clone(),
+            shadow_counts: {
+                let shadows = live.load().shadows().clone();
+                Box::new(move |max| shadows.counts(max))
+            },
         };
         if config.fleet.drive_ramps {
             let driver = crate::cutover::ramp::Driver {

@@ -1,7 +1,9 @@
 //! The comparison, pure: two answers in (the primary's and the shadow's, as captured), a
 //! verdict out, naming the first difference (status, then a compared header, then the body,
 //! JSON in canonical form field by field). Fields configured as ignored, and those the
-//! primary itself disagreed on between two answers (learned noise), are left out.
+//! primary itself disagreed on between two answers (learned noise), are left out. A body
+//! sent compressed (`content-encoding: gzip`, `deflate` or `br`) is decoded first
+//! ([`Answer::decoded`]): two sides that compress the same answer differently agree.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -99,6 +101,59 @@ pub struct Answer {
     pub(super) headers: HeaderMap,
     pub(super) body: Captured,
 }
+
+impl Answer {
+    /// The answer with its body decoded, when it came whole and compressed (gzip, deflate or
+    /// br): the decoded body, its first `cap` bytes kept, and no `content-encoding` header.
+    /// An answer that is not compressed, was cut at the capture's cap, or does not decode is
+    /// returned as it came (and compared as bytes). Decoding stops at `cap` bytes beyond the
+    /// kept ones' hash, so a small body that inflates without end costs little.
+    pub fn decoded(self, cap: usize) -> Answer {
+        let encoding = (self.headers.get(header::CONTENT_ENCODING))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase());
+        let Some(encoding) = encoding else {
+            return self;
+        };
+        if !self.body.complete() {
+            return self;
+        }
+        let prefix = self.body.prefix.clone();
+        let input = &prefix[..];
+        let reader: Box<dyn std::io::Read + '_> = match encoding.as_str() {
+            "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            "deflate" => Box::new(flate2::read::ZlibDecoder::new(input)),
+            "br" => Box::new(brotli_decompressor::Decompressor::new(input, 4096)),
+            _ => return self,
+        };
+        // The hash covers at most DECODE_LIMIT bytes: past it, the rest is not read.
+        let mut capture = Capture::new(cap);
+        let mut reader = std::io::Read::take(reader, DECODE_LIMIT);
+        let mut chunk = [0u8; 8192];
+        loop {
+            match std::io::Read::read(&mut reader, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => capture.push(&chunk[..n]),
+                Err(_) => {
+                    drop(reader);
+                    return self;
+                }
+            }
+        }
+        drop(reader);
+        let mut headers = self.headers;
+        headers.remove(header::CONTENT_ENCODING);
+        headers.remove(header::CONTENT_LENGTH);
+        Answer {
+            status: self.status,
+            headers,
+            body: capture.finish(),
+        }
+    }
+}
+
+/// The most bytes a compressed body is decoded to for a comparison.
+const DECODE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// What a comparison found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +408,73 @@ mod tests {
             Verdict::Matched => None,
             Verdict::Mismatched { kind, .. } => Some(kind),
         }
+    }
+
+    fn encoded(content_encoding: &str, body: &[u8]) -> Answer {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        headers.insert(header::CONTENT_ENCODING, content_encoding.parse().unwrap());
+        let mut capture = Capture::new(1 << 20);
+        capture.push(body);
+        Answer {
+            status: StatusCode::OK,
+            headers,
+            body: capture.finish(),
+        }
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Brotli-compressed `{"id":1,"name":"acme"}` (Python's `brotli.compress`, quality 11).
+    const BROTLI_ACME: &[u8] = &[
+        0x8b, 0x0a, 0x80, 0x7b, 0x22, 0x69, 0x64, 0x22, 0x3a, 0x31, 0x2c, 0x22, 0x6e, 0x61, 0x6d,
+        0x65, 0x22, 0x3a, 0x22, 0x61, 0x63, 0x6d, 0x65, 0x22, 0x7d, 0x03,
+    ];
+
+    #[test]
+    fn compressed_answers_are_compared_decoded() {
+        let json = r#"{"id":1,"name":"acme"}"#;
+        let plain = answer(200, "application/json", json).decoded(1 << 20);
+        let gz = encoded("gzip", &gzip(json)).decoded(1 << 20);
+        let br = encoded("br", BROTLI_ACME).decoded(1 << 20);
+        assert_eq!(gz.body.prefix, json.as_bytes());
+        assert_eq!(br.body.prefix, json.as_bytes());
+        assert!(!gz.headers.contains_key(header::CONTENT_ENCODING));
+        assert_eq!(verdict(&gz, &br), Verdict::Matched, "gzip against br");
+        assert_eq!(verdict(&plain, &gz), Verdict::Matched, "plain against gzip");
+        // Decoded, a difference is named field by field, not as bytes.
+        let other = encoded("gzip", &gzip(r#"{"id":1,"name":"globex"}"#)).decoded(1 << 20);
+        match verdict(&br, &other) {
+            Verdict::Mismatched { kind, detail } => {
+                assert_eq!(kind, MismatchKind::Body);
+                assert!(detail.contains("name"), "{detail}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // A body that does not decode is kept as it came, and compared as bytes.
+        let broken = encoded("gzip", b"not gzip at all").decoded(1 << 20);
+        assert!(broken.headers.contains_key(header::CONTENT_ENCODING));
+        assert_eq!(&broken.body.prefix[..], b"not gzip at all");
+    }
+
+    #[test]
+    fn a_body_that_inflates_without_end_is_cut_at_the_limit() {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 200_000, "{}", bomb.len());
+        let decoded = encoded("gzip", &bomb).decoded(4096);
+        assert_eq!(decoded.body.prefix.len(), 4096);
+        assert_eq!(decoded.body.len, DECODE_LIMIT);
     }
 
     #[test]

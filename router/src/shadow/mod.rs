@@ -44,6 +44,7 @@ use crate::upstream::Upstream;
 
 pub mod capture;
 pub mod compare;
+pub mod fleet;
 
 pub use capture::{RequestCopy, Tap};
 pub use compare::{Answer, Captured, MismatchKind, Verdict};
@@ -363,10 +364,11 @@ impl Shadows {
         copy.body.clone()
     }
 
-    /// How much of a body to keep: all of a JSON body (up to `max_compare_bytes`), to compare
-    /// field by field; of any other, what the report shows (every byte is hashed).
+    /// How much of a body to keep: all of a JSON or compressed body (up to
+    /// `max_compare_bytes`), to decode it and compare field by field; of any other, what the
+    /// report shows (every byte is hashed).
     fn keep_bytes(&self, headers: &HeaderMap) -> usize {
-        if says_json(headers) {
+        if says_json(headers) || headers.contains_key(header::CONTENT_ENCODING) {
             self.config.max_compare_bytes
         } else {
             REPORT_BODY_BYTES
@@ -380,8 +382,11 @@ impl Shadows {
                 kept.append(name.clone(), v.clone());
             }
         }
-        if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-            kept.insert(header::CONTENT_TYPE, ct.clone());
+        // The encoding is kept for the body to be decoded ([`Answer::decoded`] drops it).
+        for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+            if let Some(v) = headers.get(&name) {
+                kept.insert(name, v.clone());
+            }
         }
         kept
     }
@@ -431,13 +436,16 @@ impl Shadows {
 
     /// Sends the copy to the shadow (and, sampled, again to the primary), compares, records.
     async fn run(&self, copy: RequestCopy, primary: Answer) {
+        let cap = self.config.max_compare_bytes;
+        let primary = primary.decoded(cap);
         let body = (copy.body.as_ref())
             .and_then(|b| b.lock().expect("body").whole())
             .unwrap_or_default();
         let deadline = Instant::now() + self.config.timeout;
-        let shadow = self
+        let shadow = (self
             .send(&copy, copy.shadow, body.clone(), deadline, "1")
-            .await;
+            .await)
+            .map(|answer| answer.decoded(cap));
         let repeat = is_safe(&copy.method)
             && self.config.noise_sample_percent > 0
             && rand::random_range(0..100u32) < self.config.noise_sample_percent;
@@ -447,7 +455,7 @@ impl Shadows {
                 .send(&copy, copy.primary, body, deadline, "primary-repeat")
                 .await
             {
-                self.learn(copy.route, &primary, &again);
+                self.learn(copy.route, &primary, &again.decoded(cap));
             }
         }
         let verdict = match &shadow {
@@ -653,6 +661,20 @@ impl Shadows {
                 recent_mismatches: r.recent.iter().rev().cloned().collect(),
             },
         }
+    }
+
+    /// `[compared, matched]` of the `max` tenants compared most recently: what this router
+    /// publishes in its presence record for the fleet's sums.
+    pub fn counts(&self, max: usize) -> std::collections::BTreeMap<String, [u64; 2]> {
+        let records = self.records.lock().expect("records");
+        let mut recent: Vec<(&Arc<str>, &TenantRecord)> = records.tenants.iter().collect();
+        if recent.len() > max {
+            recent.select_nth_unstable_by_key(max, |(_, r)| std::cmp::Reverse(r.last_seen));
+            recent.truncate(max);
+        }
+        (recent.into_iter())
+            .map(|(t, r)| (t.to_string(), [r.compared, r.matched]))
+            .collect()
     }
 
     /// Every tenant with results: compared, matched and the match rate, without mismatches.

@@ -1,0 +1,344 @@
+//! The operator console: a page at `/ui` on the admin listener, for the people deciding
+//! mid-batch whether to go on. It shows the fleet (every router's flag version, snapshot age
+//! and last beat), the flag store's state, each target's endpoints and the last ten minutes
+//! of its traffic, the holds, ramps and evacuations in force; a table of tenants, searched
+//! and filtered on the server; and one tenant whole: its flag, its pick (`/explain`), the
+//! fleet's shadow evidence, its audit trail and its job owner.
+//!
+//! The page is HTML, CSS and a small script embedded in the binary (`assets/`), served with a
+//! strict Content-Security-Policy (no inline script or style, nothing from another origin).
+//! The script renders every value from the store or from users (tenant ids, reasons,
+//! mismatching bodies) as text, never as HTML. Its writes are the admin API's own
+//! (`PUT /flags/{tenant}`, conditional on the version the page showed, with the admin token
+//! the operator enters, sent as a bearer header: a cookie would let another site write).
+//!
+//! Nothing here runs on the hot path: the charts come from a sampler that reads the
+//! router's counters every ten seconds ([`series`]), and the tables from the snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Path, State};
+use bytes::Bytes;
+use flag_store::store::Store;
+use flag_store::{FlagState, TargetId, model::validate_tenant_id};
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use crate::proxy::Proxy;
+use crate::shadow::fleet::FleetView;
+
+pub mod series;
+pub mod tenants;
+
+/// Every console answer's policy: scripts and styles from the listener only, no inline
+/// code, no frames, no forms posted anywhere, no plug-ins.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Audit records a tenant page shows, newest first.
+const HISTORY_SHOWN: usize = 50;
+/// How long the tenant page waits for its audit trail.
+const HISTORY_WAIT: Duration = Duration::from_secs(3);
+
+const PAGE: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/console.js");
+const STYLE: &str = include_str!("assets/console.css");
+
+/// What the console reads.
+#[derive(Debug)]
+pub struct Console {
+    pub flags: Arc<FlagState>,
+    pub live: Arc<ArcSwap<Proxy>>,
+    /// The flag store, for audit trails (reads only).
+    pub store: Store,
+    pub fleet: Arc<FleetView>,
+    pub series: Arc<series::Series>,
+    pub default_target: TargetId,
+    /// A router whose record is older than this is not live.
+    pub live_after: Duration,
+    /// Whether `PUT /flags/{tenant}` is enabled (an admin token is configured).
+    pub writes: bool,
+}
+
+type ConsoleState = State<Arc<Console>>;
+type ConsoleResponse = Response<Full<Bytes>>;
+
+impl Console {
+    /// The console of a router starting with `config`, its charts' sampler running until
+    /// `stop` is set.
+    pub fn start(
+        config: &crate::config::Config,
+        flags: &Arc<FlagState>,
+        live: &Arc<ArcSwap<Proxy>>,
+        store: &Store,
+        fleet: Arc<FleetView>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Console> {
+        let series = Arc::new(series::Series::default());
+        tokio::spawn(series.clone().run(live.clone(), stop.clone()));
+        Arc::new(Console {
+            flags: flags.clone(),
+            live: live.clone(),
+            store: store.clone(),
+            fleet,
+            series,
+            default_target: config.flags.default_target,
+            live_after: config.fleet.heartbeat * 3,
+            writes: config.server.admin_token.is_some(),
+        })
+    }
+
+    /// The console's routes, to merge into the admin listener's.
+    pub fn routes(self: Arc<Self>) -> axum::Router {
+        use axum::routing::get;
+        axum::Router::new()
+            .route(
+                "/ui",
+                get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
+            )
+            .route(
+                "/ui/",
+                get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
+            )
+            .route(
+                "/ui/console.js",
+                get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
+            )
+            .route(
+                "/ui/console.css",
+                get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
+            )
+            .route("/ui/api/overview", get(overview))
+            .route("/ui/api/tenants", get(tenants))
+            .route("/ui/api/tenant/{tenant}", get(tenant))
+            .with_state(self)
+    }
+
+    /// The overview: the fleet, the store, the targets and their traffic, what is in force.
+    async fn overview(&self) -> Value {
+        let listing = self.fleet.read().await;
+        let now = flag_store::fleet::now_ms();
+        let snap = self.flags.load_full();
+        let proxy = self.live.load_full();
+        let targets = snap.targets();
+        let newest = (listing.iter().flat_map(|l| l.routers.iter()))
+            .map(|p| p.flag_version)
+            .max()
+            .unwrap_or(snap.version);
+        let routers: Vec<Value> = (listing.iter().flat_map(|l| l.routers.iter()))
+            .map(|p| {
+                json!({
+                    "router": p.router,
+                    "build": p.build,
+                    "flag_version": p.flag_version,
+                    "behind": p.flag_version < newest,
+                    "version_for_ms": now.saturating_sub(p.version_since_ms),
+                    "snapshot_age_ms": now.saturating_sub(p.snapshot_ms),
+                    "seen_ms_ago": p.age_ms(now),
+                    "live": p.age_ms(now) < self.live_after.as_millis() as u64,
+                    "this": p.router == self.fleet.router,
+                })
+            })
+            .collect();
+        let health = crate::admin::health_view(targets, proxy.health(), now);
+        let series = self.series.points();
+        let target_rows: Vec<Value> = (targets.iter())
+            .map(|(id, name)| {
+                let evacuated = snap.evacuation(id).map(|e| {
+                    json!({
+                        "to": targets.name(e.to),
+                        "include_pinned": e.include_pinned,
+                        "by": e.audit.updated_by.as_deref(),
+                        "reason": e.audit.reason.as_deref(),
+                    })
+                });
+                json!({
+                    "name": name,
+                    "healthy": health[name]["healthy"],
+                    "endpoints": health[name]["endpoints"],
+                    "evacuated": evacuated,
+                    "series": series.iter().find(|(t, _)| t == name).map(|(_, p)| p),
+                })
+            })
+            .collect();
+        let mut holds: std::collections::BTreeMap<&str, Value> = Default::default();
+        for (_, hold) in snap.holds().filter(|(_, h)| h.active_at(now)) {
+            holds.insert(
+                &hold.id,
+                json!({
+                    "id": hold.id,
+                    "tenants": hold.tenants,
+                    "left_ms": hold.deadline_ms.saturating_sub(now),
+                }),
+            );
+        }
+        let ramps: Vec<Value> = (snap.ramps().iter())
+            .map(|r| {
+                let item = &r.item;
+                json!({
+                    "id": r.id,
+                    "from": targets.name(r.from),
+                    "to": targets.name(r.to),
+                    "state": item.state.as_str(),
+                    "step": item.at,
+                    "steps": item.steps,
+                    "tenants": item.tenants.len(),
+                    "step_left_ms": (item.step_started_ms + item.step_ms).saturating_sub(now),
+                    "why": item.why,
+                })
+            })
+            .collect();
+        json!({
+            "router": self.fleet.router,
+            "build": env!("CARGO_PKG_VERSION"),
+            "writes": self.writes,
+            "store": {
+                "describe": self.store.describe(),
+                "loaded": self.flags.is_loaded(),
+                "version": snap.version,
+                "age_ms": self.flags.age().as_millis() as u64,
+                "refused": self.flags.store_refused(),
+                "rejected": snap.rejected.iter().take(100).map(ToString::to_string).collect::<Vec<_>>(),
+                "rejected_count": snap.rejected.len(),
+                "tenants": snap.len(),
+            },
+            "fleet": {
+                "routers": routers,
+                "unreadable": listing.as_ref().map_or(&[][..], |l| &l.unreadable[..]),
+                "error": listing.as_ref().err(),
+            },
+            "targets": target_rows,
+            "holds": holds.into_values().collect::<Vec<_>>(),
+            "ramps": ramps,
+            "evacuations": snap.evacuations().iter().map(|e| json!({
+                "side": targets.name(e.side),
+                "to": targets.name(e.to),
+                "include_pinned": e.include_pinned,
+            })).collect::<Vec<_>>(),
+            "series_step_s": series::STEP.as_secs(),
+        })
+    }
+
+    /// One page of the tenant table.
+    fn tenants(&self, query: &str) -> Result<Value, String> {
+        let snap = self.flags.load_full();
+        let q = tenants::Query::parse(query, &snap, flag_store::fleet::now_ms())?;
+        let page = tenants::page(&snap, &q);
+        Ok(json!({
+            "tenants": page.rows,
+            "matched": page.matched,
+            "by_target": page.by_target,
+            "next": page.next,
+            "total": snap.len(),
+            "snapshot_version": snap.version,
+        }))
+    }
+
+    /// One tenant: its flag (or what applies without one), hold, ramp, job owner, the
+    /// fleet's shadow evidence and its audit trail.
+    async fn tenant(&self, tenant: &str) -> Value {
+        let history = tokio::time::timeout(HISTORY_WAIT, self.store.history(tenant)).await;
+        let listing = self.fleet.read().await;
+        let now = flag_store::fleet::now_ms();
+        let snap = self.flags.load_full();
+        let proxy = self.live.load_full();
+        let targets = snap.targets();
+        let flag = snap.get(tenant).map(|f| f.to_item(tenant, targets));
+        let applies = match (&flag, snap.default_flag()) {
+            (Some(_), _) => Value::Null,
+            (None, Some(d)) => {
+                json!({ "default_flag": d.to_item(flag_store::DEFAULT_TENANT, targets) })
+            }
+            (None, None) => json!({ "default_target": targets.name(self.default_target) }),
+        };
+        let ramp = snap.ramp_of(tenant).map(|r| {
+            json!({ "id": r.id, "state": r.item.state.as_str(), "step": r.item.at, "steps": r.item.steps, "to": targets.name(r.to) })
+        });
+        let (history, history_error) = match history {
+            Ok(Ok(mut records)) => {
+                records.reverse();
+                records.truncate(HISTORY_SHOWN);
+                (json!(records), Value::Null)
+            }
+            Ok(Err(e)) => (json!([]), json!(flag_store::error::Chain(&e).to_string())),
+            Err(_) => (
+                json!([]),
+                json!(format!("the store did not answer within {HISTORY_WAIT:?}")),
+            ),
+        };
+        json!({
+            "tenant": tenant,
+            "flag": flag,
+            "applies": applies,
+            "snapshot_version": snap.version,
+            "hold": snap.hold(tenant).filter(|h| h.active_at(now)).map(|h| json!({
+                "id": h.id, "left_ms": h.deadline_ms.saturating_sub(now),
+            })),
+            "ramp": ramp,
+            "owner": crate::jobs::api::owner(&snap, self.default_target, tenant, None, now),
+            "evidence": self.fleet.tenant(listing.as_deref().ok(), proxy.shadows(), tenant),
+            "fleet_error": listing.err(),
+            "history": history,
+            "history_error": history_error,
+            "targets": targets.iter().map(|(_, n)| n).collect::<Vec<_>>(),
+            "writes": self.writes,
+        })
+    }
+}
+
+async fn overview(State(console): ConsoleState) -> ConsoleResponse {
+    json_answer(StatusCode::OK, &console.overview().await)
+}
+
+async fn tenants(State(console): ConsoleState, uri: http::Uri) -> ConsoleResponse {
+    match console.tenants(uri.query().unwrap_or("")) {
+        Ok(page) => json_answer(StatusCode::OK, &page),
+        Err(e) => json_answer(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+    }
+}
+
+async fn tenant(State(console): ConsoleState, Path(tenant): Path<String>) -> ConsoleResponse {
+    if let Err(e) = validate_tenant_id(&tenant) {
+        return json_answer(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() }));
+    }
+    json_answer(StatusCode::OK, &console.tenant(&tenant).await)
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> ConsoleResponse {
+    guarded(
+        StatusCode::OK,
+        Bytes::from_static(body.as_bytes()),
+        content_type,
+    )
+}
+
+fn json_answer(status: StatusCode, value: &Value) -> ConsoleResponse {
+    let body = serde_json::to_vec(value).expect("a JSON value serializes");
+    guarded(status, body.into(), "application/json")
+}
+
+/// An answer with the console's security headers.
+fn guarded(status: StatusCode, body: Bytes, content_type: &'static str) -> ConsoleResponse {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
