@@ -24,6 +24,10 @@ fi
 if ! need ss || ! need curl; then
   apt_install iproute2 curl
 fi
+# Debian's chromium and its WebDriver, for the console's tests in a real browser.
+if ! need chromium || ! need chromedriver; then
+  apt_install chromium chromium-driver
+fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"

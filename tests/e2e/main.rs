@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config_reload;
 mod connections;
+mod console;
 mod crowding;
 mod cutover;
 mod deploy;

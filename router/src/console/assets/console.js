@@ -196,10 +196,15 @@
         options.map(([v, t]) => el('option', { value: v, selected: table[name] === v }, t))));
     const search = el('input', { id: 'search', type: 'search', value: table.prefix, placeholder: 'tenant id prefix', 'aria-label': 'Search by tenant id prefix', spellcheck: 'false' });
     let timer = null;
-    search.addEventListener('input', () => {
+    const searched = () => {
       clearTimeout(timer);
-      timer = setTimeout(() => { table.prefix = search.value; table.after = ''; table.trail = []; loadPage(); }, 200);
-    });
+      timer = setTimeout(() => {
+        if (search.value === table.prefix) return;
+        table.prefix = search.value; table.after = ''; table.trail = []; loadPage();
+      }, 200);
+    };
+    // Typing, the field's clear button, and a value set at once (pasted, cleared) all search.
+    for (const event of ['input', 'search', 'change']) search.addEventListener(event, searched);
     const overviewBody = (await api('/ui/api/overview')).body || {};
     const targetNames = (overviewBody.targets || []).map((t) => t.name);
     const yesNo = [['', 'any'], ['true', 'yes'], ['false', 'no']];
@@ -402,8 +407,10 @@
     });
     replace(planBox);
     if (r.ok) {
-      replace(result, notice('ok', 'Written: version ', r.body.new ? r.body.new.version : '?', '. Every router follows within a second.'));
-      setTimeout(() => route(), 600);
+      // The page again, as the router now holds it, with what was written.
+      await route();
+      replace($('write-result') || result, notice('ok', 'Written: version ', r.body.new ? r.body.new.version : '?',
+        '. Every router follows within a second.'));
       return;
     }
     const why = r.status === 401 ? 'Refused (401): the router needs the admin token for writes. Nothing was written.'
@@ -422,6 +429,7 @@
     const main = $('main');
     const hash = location.hash || '#/';
     for (const a of document.querySelectorAll('.top nav a')) a.classList.toggle('here', a.getAttribute('href') === hash);
+    replace($('where'));
     try {
       if (hash.startsWith('#/tenant/')) {
         await tenantPage(main, decodeURIComponent(hash.slice('#/tenant/'.length)));

@@ -1,0 +1,307 @@
+//! The console in a real browser: Debian's chromium, headless, driven through chromedriver
+//! (WebDriver) against a real router with real upstreams. Each page is loaded; a tenant is
+//! found by search and moved through the page, and the router routes it to the new side; a
+//! write without the token is refused and writes nothing; hostile text renders as text; a
+//! sealed tenant refuses the plain move. The screenshots in docs/console.md are made here
+//! (`SWITCHYARD_SCREENSHOTS=docs/console` writes them there).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+const TOKEN: &str = "console-admin-token-0123456789";
+/// A reason and a tenant id written by someone hostile: they must show as text.
+const HOSTILE_REASON: &str =
+    r#""><img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"#;
+const HOSTILE_TENANT: &str = "<script>window.pwned=3</script>";
+/// How long the browser is given for anything the page does.
+const PAGE_WAIT: Duration = Duration::from_secs(20);
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is installed (scripts/test.sh installs chromium-driver)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let driver = Driver { child, addr };
+    // Ready once it answers its status.
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let (status, _, _) = get(&client(), addr, "/status", &[]).await;
+            if status == StatusCode::OK {
+                return driver;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1360,1000", "--hide-scrollbars"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://{}", driver.addr))
+        .await
+        .expect("a chromium session")
+}
+
+/// Waits until the element at `css` exists and its text holds `needle`; returns the text.
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await
+            && let Ok(text) = el.text().await
+        {
+            if text.contains(needle) {
+                return text;
+            }
+            last = text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never said {needle:?}; it says {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let el = c.find(Locator::Css(css)).await.unwrap();
+    el.clear().await.unwrap();
+    el.send_keys(text).await.unwrap();
+}
+
+/// Nothing hostile ran: no dialog, no image or script element the page did not make, and
+/// the marker the payloads would set is unset.
+async fn nothing_ran(c: &Client) {
+    assert!(c.get_alert_text().await.is_err(), "a dialog opened");
+    let found = c
+        .execute(
+            "return [window.pwned === undefined, document.querySelectorAll('img').length, \
+             document.querySelectorAll('script').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, json!([true, 0, 1]), "[no marker, images, scripts]");
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let dir = std::env::var_os("SWITCHYARD_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn answered_by(router: &switchyard::Router, tenant: &str) -> String {
+    let (status, headers, _) =
+        get(&client(), router.addr(), "/x", &[("x-tenant-id", tenant)]).await;
+    assert_eq!(status, StatusCode::OK);
+    headers["x-upstream"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
+    let mut setup = Setup::new().await;
+    std::fs::write(setup.dir.path().join("admin.token"), TOKEN).unwrap();
+    setup.extra = "admin_token_file = \"admin.token\"".into();
+    let flags = json!({"version": 1, "items": [
+        {"tenant": "*", "target": "legacy", "version": 1},
+        {"tenant": "acme", "target": "legacy", "version": 1, "updated_by": "mallory", "reason": HOSTILE_REASON},
+        {"tenant": "acme-eu", "target": "legacy", "version": 1},
+        {"tenant": "globex", "weights": {"legacy": 90, "new": 10}, "version": 1},
+        {"tenant": "initech", "target": "new", "sealed": true, "version": 1},
+        {"tenant": HOSTILE_TENANT, "target": "legacy", "version": 1},
+    ]});
+    setup.write_flags(&flags.to_string());
+    let router = setup.start().await;
+    wait_version(&router, 1).await;
+    let driver = chromedriver().await;
+    let c = browser(&driver).await;
+    let ui = format!("http://{}/ui", router.admin_addr());
+
+    // The overview: this router in the fleet, the store, both targets; the rejected item's
+    // hostile tenant id shows as text.
+    c.goto(&ui).await.unwrap();
+    wait_text(&c, "main h1", "Overview").await;
+    let main = wait_text(&c, "main", "Rejected items").await;
+    assert!(main.contains("this router"), "{main}");
+    assert!(
+        main.contains("Target legacy") && main.contains("Target new"),
+        "{main}"
+    );
+    let main = wait_text(&c, "main", HOSTILE_TENANT).await;
+    assert!(
+        main.contains("Tenants\n4") || main.contains("Tenants 4"),
+        "{main}"
+    );
+    nothing_ran(&c).await;
+    screenshot(&c, "overview").await;
+
+    // The tenant table: a search by prefix finds acme and acme-eu, with counts by target.
+    click(&c, "#nav-tenants").await;
+    c.wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::Css("#search"))
+        .await
+        .unwrap();
+    type_into(&c, "#search", "acme").await;
+    let counts = wait_text(&c, "#results .counts", "2 of 4 tenants").await;
+    assert!(
+        counts.contains("legacy: 2") && counts.contains("new: 0"),
+        "{counts}"
+    );
+    let table = wait_text(&c, "#tenant-table", "acme-eu").await;
+    assert!(!table.contains("globex"), "{table}");
+    assert!(
+        table.contains(HOSTILE_REASON),
+        "the reason, as text: {table}"
+    );
+    nothing_ran(&c).await;
+    // A filter: sealed tenants only.
+    type_into(&c, "#search", "").await;
+    c.find(Locator::Css("#filter-sealed"))
+        .await
+        .unwrap()
+        .select_by_value("true")
+        .await
+        .unwrap();
+    wait_text(&c, "#results .counts", "1 of 4 tenants").await;
+    wait_text(&c, "#tenant-table", "initech").await;
+    c.find(Locator::Css("#filter-sealed"))
+        .await
+        .unwrap()
+        .select_by_value("")
+        .await
+        .unwrap();
+    type_into(&c, "#search", "acme").await;
+    wait_text(&c, "#results .counts", "2 of 4 tenants").await;
+
+    // acme's page: its flag, its pick, its hostile reason as text.
+    click(&c, "#tenant-table a[href='#/tenant/acme']").await;
+    wait_text(&c, "#tenant-id", "acme").await;
+    let page = wait_text(&c, "main", HOSTILE_REASON).await;
+    assert!(
+        page.contains("Placement\nlegacy") || page.contains("Placement legacy"),
+        "{page}"
+    );
+    click(&c, "main form button[type=submit]").await;
+    wait_text(&c, "#explain-target", "legacy").await;
+    nothing_ran(&c).await;
+
+    // A move without the token: the plan, then the router's refusal; nothing written.
+    type_into(&c, "#action-reason", "batch 1 from the console").await;
+    c.find(Locator::Css("#move-target"))
+        .await
+        .unwrap()
+        .select_by_value("new")
+        .await
+        .unwrap();
+    click(&c, "#review-move").await;
+    let plan = wait_text(&c, "#plan", "Moves from legacy to new").await;
+    assert!(plan.contains("still at version 1"), "{plan}");
+    click(&c, "#plan-write").await;
+    wait_text(&c, "#write-result", "Refused (401)").await;
+    assert_eq!(setup.store().load().unwrap().version, 1, "nothing written");
+    assert_eq!(answered_by(&router, "acme").await, "legacy");
+
+    // With the token: the move is written, the router routes acme to new.
+    type_into(&c, "#token-input", TOKEN).await;
+    click(&c, "#token-use").await;
+    wait_text(&c, "#token-state", "token set").await;
+    wait_text(&c, "#tenant-id", "acme").await;
+    type_into(&c, "#action-reason", "batch 1 from the console").await;
+    c.find(Locator::Css("#move-target"))
+        .await
+        .unwrap()
+        .select_by_value("new")
+        .await
+        .unwrap();
+    click(&c, "#review-move").await;
+    wait_text(&c, "#plan", "Moves from legacy to new").await;
+    click(&c, "#plan-write").await;
+    wait_text(&c, "#write-result", "Written").await;
+    let item = setup.store().get("acme").unwrap().unwrap();
+    assert_eq!(item.target.as_deref(), Some("new"));
+    assert_eq!(item.reason.as_deref(), Some("batch 1 from the console"));
+    wait_version(&router, 2).await;
+    assert_eq!(answered_by(&router, "acme").await, "new");
+
+    // A sealed tenant: the page warns, the plain move is refused, it stays.
+    c.goto(&format!("{ui}#/tenant/initech")).await.unwrap();
+    let page = wait_text(&c, "main", "Sealed on new").await;
+    assert!(page.contains("refused unless forced"), "{page}");
+    type_into(&c, "#action-reason", "roll back").await;
+    c.find(Locator::Css("#move-target"))
+        .await
+        .unwrap()
+        .select_by_value("legacy")
+        .await
+        .unwrap();
+    click(&c, "#review-move").await;
+    wait_text(&c, "#plan", "refuses to move it without force").await;
+    click(&c, "#plan-write").await;
+    wait_text(&c, "#write-result", "Refused (409)").await;
+    let item = setup.store().get("initech").unwrap().unwrap();
+    assert_eq!((item.target.as_deref(), item.version), (Some("new"), 1));
+    assert_eq!(answered_by(&router, "initech").await, "new");
+    screenshot(&c, "tenant").await;
+
+    c.close().await.unwrap();
+    router.shutdown().await;
+}
