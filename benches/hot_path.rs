@@ -1,6 +1,7 @@
 //! The hot path's steps on their own: tenant extraction per extractor kind, the pick
 //! (snapshot lookup and target choice) from a thousand to a million tenants, and building and
-//! swapping a million-tenant snapshot.
+//! swapping a million-tenant snapshot; and, off the hot path, the console's tenant table at a
+//! million tenants (its first page, a search, a filter, a page deep in the table).
 //!
 //! `cargo bench -p switchyard-benches`
 
@@ -183,5 +184,30 @@ fn snapshot_swap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, extraction, picks, snapshot_swap);
+/// The console's tenant table at a million tenants: each page is one pass over the snapshot.
+fn console_pages(c: &mut Criterion) {
+    use switchyard::console::tenants::{Query, page};
+    let snap = snapshot(1_000_000, false);
+    let mut g = c.benchmark_group("console_page_1m");
+    g.sample_size(20).measurement_time(Duration::from_secs(10));
+    let cases = [
+        ("first_page", ""),
+        ("search_prefix", "prefix=tenant-05"),
+        ("filter_target", "target=new&mode=pinned"),
+        ("deep_page", "after=tenant-0900000"),
+    ];
+    for (name, query) in cases {
+        let q = Query::parse(query, &snap, 0).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let p = page(black_box(&snap), black_box(&q));
+                assert_eq!(p.rows.len(), 50);
+                p
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, extraction, picks, snapshot_swap, console_pages);
 criterion_main!(benches);

@@ -782,18 +782,18 @@ async fn authorize_read(
 }
 
 /// A bearer-token check in front of an endpoint, with what its refusals say.
-struct Bearer {
+pub struct Bearer {
     /// Why the endpoint is off when no token is set (403).
-    off: &'static str,
+    pub off: &'static str,
     /// What a request without a matching token needs (401).
-    needs: &'static str,
+    pub needs: &'static str,
     /// The `WWW-Authenticate` challenge.
-    realm: &'static str,
+    pub realm: &'static str,
 }
 
 impl Bearer {
     /// Lets the request through when it presents one of `tokens`; `None`: the endpoint is off.
-    async fn run(
+    pub async fn run(
         &self,
         tokens: Option<Vec<&AdminToken>>,
         req: Request<Body>,

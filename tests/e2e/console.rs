@@ -5,6 +5,7 @@
 //! sealed tenant refuses the plain move. The screenshots in docs/console.md are made here
 //! (`SWITCHYARD_SCREENSHOTS=docs/console` writes them there).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -281,6 +282,33 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     assert_eq!(item.reason.as_deref(), Some("batch 1 from the console"));
     wait_version(&router, 2).await;
     assert_eq!(answered_by(&router, "acme").await, "new");
+
+    // A ramp from acme-eu's page: the routers step it to 10% on new; aborted from the
+    // overview, it is back on legacy.
+    c.goto(&format!("{ui}#/tenant/acme-eu")).await.unwrap();
+    wait_text(&c, "#tenant-id", "acme-eu").await;
+    type_into(&c, "#action-reason", "ramp acme-eu").await;
+    type_into(&c, "#ramp-steps", "10,50").await;
+    click(&c, "#review-ramp").await;
+    wait_text(&c, "#plan", "in steps 10, 50%").await;
+    click(&c, "#plan-write").await;
+    wait_text(&c, "#write-result", "started").await;
+    let split = BTreeMap::from([("legacy".to_owned(), 90), ("new".to_owned(), 10)]);
+    let store = setup.store();
+    wait_for("the ramp's first step", || {
+        store.get("acme-eu").unwrap().unwrap().weights.as_ref() == Some(&split)
+    })
+    .await;
+    c.goto(&ui).await.unwrap();
+    let ramp = wait_text(&c, "li.ramp", "ramp running").await;
+    assert!(ramp.contains("step 1 of 2 (10% on new)"), "{ramp}");
+    type_into(&c, "li.ramp .ramp-reason", "stop it").await;
+    click(&c, "li.ramp .ramp-abort").await;
+    wait_text(&c, "#ramp-result", "aborted").await;
+    let item = store.get("acme-eu").unwrap().unwrap();
+    assert_eq!(item.target.as_deref(), Some("legacy"), "{item:?}");
+    let audit = item.updated_by.unwrap_or_default();
+    assert_eq!(audit, "console", "who aborted it");
 
     // A sealed tenant: the page warns, the plain move is refused, it stays.
     c.goto(&format!("{ui}#/tenant/initech")).await.unwrap();

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use flag_store::FlagItem;
 use flag_store::fleet::{Fleet, now_ms};
-use flag_store::ramp::{self, Guards, RampItem, RampState};
+use flag_store::ramp::{Guards, RampState};
 use flag_store::store::Store;
 
 use super::{StoreArgs, author, store_url};
-use crate::cutover::ramp::{fleet_figures, place, record_write, window};
+use crate::cutover::ramp::{fleet_figures, window};
+use crate::cutover::ramp_commands;
 
 #[derive(Subcommand, Debug)]
 pub enum RampCommand {
@@ -123,7 +123,6 @@ fn basis_points(flag: &str, text: &str) -> anyhow::Result<u32> {
 }
 
 async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
-    ramp::validate_id(&args.id).map_err(|e| anyhow::anyhow!(e))?;
     let mut tenants = args.tenants.clone();
     if let Some(path) = &args.tenants_file {
         let text = std::fs::read_to_string(path)
@@ -134,183 +133,69 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
                 .map(str::to_owned),
         );
     }
-    tenants.sort();
-    tenants.dedup();
     if tenants.is_empty() {
         bail!("no tenants: give --tenant or --tenants-file");
     }
+    let guards = Guards {
+        max_5xx_bp: (args.max_5xx.as_deref())
+            .map(|p| basis_points("--max-5xx", p))
+            .transpose()?,
+        max_p99_ratio_pct: args.max_p99_ratio.map(|r| (r * 100.0).round() as u32),
+        max_shadow_mismatch_bp: (args.max_shadow_mismatch.as_deref())
+            .map(|p| basis_points("--max-shadow-mismatch", p))
+            .transpose()?,
+        min_requests: args.min_requests,
+    };
     let (url, targets) = store_url(&args.store)?;
     let store = Store::open(&url).await;
-    let key = ramp::key(&args.id);
-    let records = ramp_records(&store).await?;
-    if records.iter().any(|(id, _, _)| *id == args.id) {
-        bail!("ramp {:?} exists already: pick another id", args.id);
-    }
-    let busy: Vec<String> = (records.iter())
-        .filter(|(_, r, _)| r.state.is_active())
-        .flat_map(|(_, r, i)| {
-            (r.tenants.iter())
-                .filter(|t| tenants.binary_search(t).is_ok())
-                .map(move |t| format!("{t} (ramp {})", i.tenant))
-        })
-        .collect();
-    if !busy.is_empty() {
-        bail!("already in an active ramp: {}", busy.join(", "));
-    }
-    let currents = store.currents(&tenants).await?;
-    let mut before = std::collections::BTreeMap::new();
-    let mut from = None;
-    for tenant in &tenants {
-        let Some(item) = currents.get(tenant).and_then(|c| c.item.clone()) else {
-            bail!("tenant {tenant:?} has no flag of its own: set one before ramping it");
-        };
-        let leaves = leaving_side(&item, &args.to)?;
-        match &from {
-            None => from = Some(leaves),
-            Some(f) if *f != leaves => {
-                bail!(
-                    "tenant {tenant:?} leaves {leaves:?}, the others {f:?}: one ramp leaves one side"
-                )
-            }
-            Some(_) => {}
-        }
-        before.extend(ramp::placement_of(&item).map(|p| (tenant.clone(), p)));
-    }
-    let from = from.expect("at least one tenant");
-    let item = RampItem {
-        tenants: tenants.clone(),
-        from: from.clone(),
+    let plan = ramp_commands::Start {
+        id: args.id.clone(),
+        tenants,
         to: args.to.clone(),
         steps: args.steps.clone(),
-        step_ms: args.step_time.as_millis() as u64,
-        guards: Guards {
-            max_5xx_bp: (args.max_5xx.as_deref())
-                .map(|p| basis_points("--max-5xx", p))
-                .transpose()?,
-            max_p99_ratio_pct: args.max_p99_ratio.map(|r| (r * 100.0).round() as u32),
-            max_shadow_mismatch_bp: (args.max_shadow_mismatch.as_deref())
-                .map(|p| basis_points("--max-shadow-mismatch", p))
-                .transpose()?,
-            min_requests: args.min_requests,
-        },
-        before,
-        state: RampState::Running,
-        at: 0,
-        step_started_ms: now_ms(),
-        window_start: None,
-        why: format!("started: {}", args.reason),
+        step_time: args.step_time,
+        guards,
+        by: author(args.by)?,
+        reason: args.reason,
     };
-    let by = author(args.by)?;
-    let mut write = record_write(&key, item, &by, 0);
-    write.reason = args.reason;
-    let (_, new) = store.write(&write, targets.as_ref()).await?;
+    let (item, version) = ramp_commands::start(&store, targets.as_ref(), plan).await?;
     println!(
-        "ramp {} started: {} from {from} onto {} in steps {:?}, {} each (record version {}); the routers drive it",
+        "ramp {} started: {} from {} onto {} in steps {:?}, {} each (record version {version}); the routers drive it",
         args.id,
-        count(tenants.len()),
-        args.to,
-        args.steps,
+        count(item.tenants.len()),
+        item.from,
+        item.to,
+        item.steps,
         humantime::format_duration(args.step_time),
-        new.version
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every ramp record in the store, with its id and ramp: one pass over the items, keeping only
-/// the records (a store of a million tenants is never held).
-async fn ramp_records(store: &Store) -> anyhow::Result<Vec<(String, RampItem, FlagItem)>> {
-    let mut records = Vec::new();
-    store
-        .scan(|loaded| {
-            if let Ok(item) = loaded.item
-                && let (Some(id), Some(ramp)) = (ramp::id_of(&item.tenant), item.ramp.clone())
-            {
-                records.push((id.to_owned(), ramp, item));
-            }
-            std::ops::ControlFlow::Continue(())
-        })
-        .await?;
-    Ok(records)
-}
-
-/// The side a tenant's ramp onto `to` leaves: its pinned target, or the other side of a split
-/// over exactly two sides, one of them `to`.
-fn leaving_side(item: &FlagItem, to: &str) -> anyhow::Result<String> {
-    if item.sealed {
-        bail!("tenant {:?} is sealed: a ramp would move it", item.tenant);
-    }
-    match (&item.target, &item.weights) {
-        (Some(t), None) if t != to => Ok(t.clone()),
-        (Some(_), None) => bail!("tenant {:?} is on {to:?} already", item.tenant),
-        (None, Some(w)) if w.len() == 2 && w.contains_key(to) => {
-            Ok(w.keys().find(|k| *k != to).expect("two sides").clone())
-        }
-        _ => bail!(
-            "tenant {:?} is split over other sides than one and {to:?}",
-            item.tenant
-        ),
-    }
-}
-
 async fn change(args: ChangeArgs, to: RampState) -> anyhow::Result<ExitCode> {
-    let (url, targets) = store_url(&args.store)?;
+    let (url, _) = store_url(&args.store)?;
     let store = Store::open(&url).await;
-    let key = ramp::key(&args.id);
-    let Some(record) = store.get(&key).await? else {
-        bail!("no ramp {:?} in {}", args.id, store.describe());
-    };
-    let item = record.ramp.clone().context("the record holds no ramp")?;
-    let allowed = match to {
-        RampState::Paused => item.state == RampState::Running,
-        RampState::Running => item.state == RampState::Paused,
-        _ => item.state.is_active(),
-    };
-    if !allowed {
-        bail!(
-            "ramp {:?} is {}: it cannot be made {}",
-            args.id,
-            item.state.as_str(),
-            to.as_str()
-        );
-    }
     let by = author(args.by)?;
-    let mut next = item.clone();
-    next.state = to;
-    next.why = format!("{} by {by}: {}", to.as_str(), args.reason);
-    if to == RampState::Running {
-        // A fresh window for the step it goes on from.
-        next = next.step_to(item.at, now_ms(), next.why.clone());
-    }
-    if to == RampState::Aborted {
-        next.at = 0;
-    }
-    let mut write = record_write(&key, next.clone(), &by, record.version);
-    write.reason = args.reason.clone();
-    store.write(&write, targets.as_ref()).await?;
-    if to == RampState::Aborted {
-        let currents = store.currents(&item.tenants).await?;
-        place(
-            &store,
-            &next,
-            0,
-            &currents,
-            &by,
-            &format!("ramp {} aborted: {}", args.id, args.reason),
-        )
-        .await?;
-        println!(
+    let item = ramp_commands::change(&store, &args.id, to, &by, &args.reason)
+        .await
+        .map_err(|e| match e {
+            ramp_commands::CommandError::NotFound(_) => {
+                anyhow::anyhow!("{e} ({})", store.describe())
+            }
+            e => e.into(),
+        })?;
+    match to {
+        RampState::Aborted => println!(
             "ramp {} aborted: {} put back where they were",
             args.id,
             count(item.tenants.len())
-        );
-    } else {
-        println!(
+        ),
+        _ => println!(
             "ramp {} {} at step {} of {}",
             args.id,
             to.as_str(),
             item.at,
             item.steps.len()
-        );
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -319,7 +204,7 @@ async fn status(args: &StoreArgs, live: Duration) -> anyhow::Result<ExitCode> {
     let (url, _) = store_url(args)?;
     let store = Store::open(&url).await;
     let fleet = Fleet::of(&store);
-    let ramps = ramp_records(&store).await?;
+    let ramps = ramp_commands::records(&store).await?;
     // One read of the fleet for every ramp; a fleet that cannot be read shows no figures.
     let routers = fleet.list().await.map(|l| l.routers).unwrap_or_default();
     let mut out = Vec::new();

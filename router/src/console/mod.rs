@@ -27,6 +27,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
+use crate::config::AdminToken;
 use crate::proxy::Proxy;
 use crate::shadow::fleet::FleetView;
 
@@ -37,6 +38,11 @@ pub mod tenants;
 /// code, no frames, no forms posted anywhere, no plug-ins.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The largest body a console write reads (a ramp of a few thousand tenants).
+const MAX_WRITE_BODY: usize = 256 * 1024;
+/// How long a client has to send a console write's body.
+const WRITE_BODY_WAIT: Duration = Duration::from_secs(10);
 
 /// Audit records a tenant page shows, newest first.
 const HISTORY_SHOWN: usize = 50;
@@ -59,8 +65,9 @@ pub struct Console {
     pub default_target: TargetId,
     /// A router whose record is older than this is not live.
     pub live_after: Duration,
-    /// Whether `PUT /flags/{tenant}` is enabled (an admin token is configured).
-    pub writes: bool,
+    /// The admin token the console's own writes (ramps) need, as `PUT /flags/{tenant}` does;
+    /// `None`: writes are disabled on this router.
+    pub token: Option<AdminToken>,
 }
 
 type ConsoleState = State<Arc<Console>>;
@@ -87,14 +94,26 @@ impl Console {
             series,
             default_target: config.flags.default_target,
             live_after: config.fleet.heartbeat * 3,
-            writes: config.server.admin_token.is_some(),
+            token: config.server.admin_token.clone(),
         })
     }
 
-    /// The console's routes, to merge into the admin listener's.
+    /// The console's routes, to merge into the admin listener's. Its writes need the admin
+    /// token (checked before the body is read) and their bodies are bounded in size and time.
     pub fn routes(self: Arc<Self>) -> axum::Router {
-        use axum::routing::get;
+        use axum::handler::Handler;
+        use axum::routing::{get, post};
+        use tower_http::{limit::RequestBodyLimitLayer, timeout::RequestBodyTimeoutLayer};
+        let gate = axum::middleware::from_fn_with_state(self.clone(), authorize);
+        let start = (start_ramp.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
+            .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
+            .layer(gate.clone());
+        let change = (change_ramp.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
+            .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
+            .layer(gate);
         axum::Router::new()
+            .route("/ui/api/ramps", post(start))
+            .route("/ui/api/ramps/{id}/{action}", post(change))
             .route(
                 "/ui",
                 get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
@@ -194,7 +213,7 @@ impl Console {
         json!({
             "router": self.fleet.router,
             "build": env!("CARGO_PKG_VERSION"),
-            "writes": self.writes,
+            "writes": self.token.is_some(),
             "store": {
                 "describe": self.store.describe(),
                 "loaded": self.flags.is_loaded(),
@@ -284,9 +303,173 @@ impl Console {
             "history": history,
             "history_error": history_error,
             "targets": targets.iter().map(|(_, n)| n).collect::<Vec<_>>(),
-            "writes": self.writes,
+            "writes": self.token.is_some(),
         })
     }
+}
+
+/// The body of `POST /ui/api/ramps`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RampStart {
+    id: String,
+    tenants: Vec<String>,
+    to: String,
+    steps: Vec<u32>,
+    step_seconds: u64,
+    /// Points of 5xx above the side left, in percent (`1` is 1%).
+    max_5xx_percent: Option<f64>,
+    max_p99_ratio: Option<f64>,
+    max_shadow_mismatch_percent: Option<f64>,
+    #[serde(default = "default_min_requests")]
+    min_requests: u64,
+    reason: String,
+    by: Option<String>,
+}
+
+fn default_min_requests() -> u64 {
+    100
+}
+
+/// The body of `POST /ui/api/ramps/{id}/{pause|resume|abort}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RampChange {
+    reason: String,
+    by: Option<String>,
+}
+
+/// Who a console write is recorded as: the name the operator gave, marked as the console's.
+fn author(by: Option<&str>) -> String {
+    match by.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(name) => format!("{name} (console)"),
+        None => "console".into(),
+    }
+}
+
+fn bad_request(error: String) -> ConsoleResponse {
+    json_answer(StatusCode::BAD_REQUEST, &json!({ "error": error }))
+}
+
+/// A write's body as `T` with a reason, or what is wrong with it.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    reason: impl Fn(&T) -> &str,
+) -> Result<T, String> {
+    let value: T = serde_json::from_slice(body).map_err(|e| format!("the body: {e}"))?;
+    if reason(&value).trim().is_empty() {
+        return Err("say why: `reason` is recorded with the write".into());
+    }
+    Ok(value)
+}
+
+/// `POST /ui/api/ramps`: starts a ramp, as `switchyard ramp start` does.
+async fn start_ramp(State(console): ConsoleState, body: Bytes) -> ConsoleResponse {
+    use crate::cutover::ramp_commands::{self, CommandError};
+    let r: RampStart = match parse_body(&body, |r: &RampStart| &r.reason) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let points = |name: &str, v: Option<f64>| match v {
+        Some(p) if !(0.0..=100.0).contains(&p) => {
+            Err(format!("{name} {p} is not between 0 and 100"))
+        }
+        p => Ok(p.map(|p| (p * 100.0).round() as u32)),
+    };
+    let guards = match (
+        points("max_5xx_percent", r.max_5xx_percent),
+        points("max_shadow_mismatch_percent", r.max_shadow_mismatch_percent),
+    ) {
+        (Ok(max_5xx_bp), Ok(max_shadow_mismatch_bp)) => flag_store::ramp::Guards {
+            max_5xx_bp,
+            max_p99_ratio_pct: r.max_p99_ratio.map(|x| (x * 100.0).round() as u32),
+            max_shadow_mismatch_bp,
+            min_requests: r.min_requests,
+        },
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
+    };
+    let start = ramp_commands::Start {
+        id: r.id,
+        tenants: r.tenants,
+        to: r.to,
+        steps: r.steps,
+        step_time: Duration::from_secs(r.step_seconds),
+        guards,
+        by: author(r.by.as_deref()),
+        reason: r.reason,
+    };
+    let targets = console.flags.load().targets().clone();
+    match ramp_commands::start(&console.store, Some(&targets), start).await {
+        Ok((item, version)) => json_answer(
+            StatusCode::CREATED,
+            &json!({ "ramp": item, "version": version }),
+        ),
+        Err(CommandError::Store(e)) => store_refusal(&e),
+        Err(e) => json_answer(StatusCode::CONFLICT, &json!({ "error": e.to_string() })),
+    }
+}
+
+/// `POST /ui/api/ramps/{id}/{pause|resume|abort}`.
+async fn change_ramp(
+    State(console): ConsoleState,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> ConsoleResponse {
+    use crate::cutover::ramp_commands::{self, CommandError};
+    use flag_store::ramp::RampState;
+    let to = match action.as_str() {
+        "pause" => RampState::Paused,
+        "resume" => RampState::Running,
+        "abort" => RampState::Aborted,
+        _ => {
+            let e = format!("{action:?}: say pause, resume or abort");
+            return json_answer(StatusCode::NOT_FOUND, &json!({ "error": e }));
+        }
+    };
+    let r: RampChange = match parse_body(&body, |r: &RampChange| &r.reason) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let by = author(r.by.as_deref());
+    match ramp_commands::change(&console.store, &id, to, &by, &r.reason).await {
+        Ok(item) => json_answer(StatusCode::OK, &json!({ "ramp": item })),
+        Err(e @ CommandError::NotFound(_)) => {
+            json_answer(StatusCode::NOT_FOUND, &json!({ "error": e.to_string() }))
+        }
+        Err(CommandError::Store(e)) => store_refusal(&e),
+        Err(e) => json_answer(StatusCode::CONFLICT, &json!({ "error": e.to_string() })),
+    }
+}
+
+/// A store's refusal of a console write: a conflict (someone wrote first) or a bad write is
+/// the operator's to see; anything else is the store's trouble.
+fn store_refusal(e: &flag_store::StoreError) -> ConsoleResponse {
+    use flag_store::StoreError;
+    let status = match e {
+        StoreError::Conflict { .. } | StoreError::Sealed { .. } | StoreError::Held { .. } => {
+            StatusCode::CONFLICT
+        }
+        StoreError::Item { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let error = flag_store::error::Chain(e).to_string();
+    json_answer(status, &json!({ "error": error }))
+}
+
+/// The gate of the console's writes: the admin token, as for `PUT /flags/{tenant}`.
+async fn authorize(
+    State(console): ConsoleState,
+    req: http::Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let check = crate::admin::Bearer {
+        off: "writes are disabled: set [server] admin_token_file in the router's config",
+        needs: "the console's writes need the header `Authorization: Bearer TOKEN` with the token in [server] admin_token_file",
+        realm: "Bearer realm=\"switchyard-admin\"",
+    };
+    check
+        .run(console.token.as_ref().map(|t| vec![t]), req, next)
+        .await
 }
 
 async fn overview(State(console): ConsoleState) -> ConsoleResponse {

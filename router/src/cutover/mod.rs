@@ -13,3 +13,4 @@
 pub mod hold;
 pub mod presence;
 pub mod ramp;
+pub mod ramp_commands;

@@ -79,6 +79,22 @@
   // ---- The token and the admin API ----
 
   const token = () => sessionStorage.getItem(TOKEN_KEY) || '';
+  const OPERATOR_KEY = 'switchyard-operator';
+  // Who writes: the name the operator gave, recorded as "NAME (console)".
+  const operator = () => sessionStorage.getItem(OPERATOR_KEY) || '';
+  const by = () => operator() ? operator() + ' (console)' : 'console';
+
+  async function post(path, body) {
+    return api(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  }
+
+  // What a refused write says, for any of the console's writes.
+  function refusal(r) {
+    const what = r.status === 401 ? 'the router needs the admin token for writes'
+      : r.status === 403 ? 'writes are disabled on this router'
+        : r.body.error + (r.body.current_version !== undefined ? ' (now at version ' + r.body.current_version + ', by ' + (r.body.last_written_by || '?') + ')' : '');
+    return 'Refused (' + r.status + '): ' + what + '. Nothing was written.';
+  }
 
   function showTokenState() {
     const has = token() !== '';
@@ -158,10 +174,11 @@
     });
     const inForce = [];
     for (const h of body.holds) inForce.push(el('li', {}, badge('hold', 'warn'), ' ', h.id, ': ', num(h.tenants), ' tenants held, ', ms(h.left_ms), ' left'));
-    for (const r of body.ramps) inForce.push(el('li', {}, badge('ramp ' + r.state, r.state === 'rolled_back' ? 'bad' : ''), ' ', r.id, ': ',
+    for (const r of body.ramps) inForce.push(el('li', { class: 'ramp', 'data-ramp': r.id }, badge('ramp ' + r.state, r.state === 'rolled_back' ? 'bad' : ''), ' ', r.id, ': ',
       num(r.tenants), ' tenants ', r.from, ' → ', r.to, ', step ', r.step, ' of ', r.steps.length,
       r.steps[r.step - 1] !== undefined ? ' (' + r.steps[r.step - 1] + '% on ' + r.to + ')' : '',
-      r.state === 'running' ? ', next in ' + ms(r.step_left_ms) : '', r.why ? ' · ' + r.why : ''));
+      r.state === 'running' ? ', next in ' + ms(r.step_left_ms) : '', r.why ? ' · ' + r.why : '',
+      rampControls(r)));
     for (const e of body.evacuations) inForce.push(el('li', {}, badge('evacuation', 'bad'), ' ', e.side, ' → ', e.to, e.include_pinned ? ' (pinned too)' : ''));
     replace(main,
       el('h1', {}, 'Overview'),
@@ -178,8 +195,34 @@
             ['Rejected items', num(store.rejected_count)],
             ['Writes here', body.writes ? 'enabled (with the admin token)' : 'disabled on this router']]),
           store.rejected.length ? el('ul', {}, store.rejected.map((r) => el('li', { class: 'error' }, r))) : ''),
-        panel('In force', inForce.length ? el('ul', {}, inForce) : el('p', { class: 'muted' }, 'No hold, ramp or evacuation.'))),
+        panel('In force', el('div', { id: 'ramp-result', 'aria-live': 'polite' }, rampMessage),
+          inForce.length ? el('ul', {}, inForce) : el('p', { class: 'muted' }, 'No hold, ramp or evacuation.'))),
       el('div', { class: 'grid' }, targets));
+  }
+
+  // Pause, resume or abort a ramp in force, with a reason; the answer replaces the controls.
+  function rampControls(r) {
+    if (r.state !== 'running' && r.state !== 'paused') return '';
+    const reason = el('input', { class: 'ramp-reason', placeholder: 'why', size: 18, 'aria-label': 'Why (ramp ' + r.id + ')' });
+    const act = async (action) => {
+      if (!reason.value.trim()) {
+        rampMessage = notice('bad', 'Ramp ' + r.id + ': say why first.');
+      } else {
+        const answer = await post('/ui/api/ramps/' + encodeURIComponent(r.id) + '/' + action, { reason: reason.value.trim(), by: operator() || null });
+        rampMessage = answer.ok ? notice('ok', 'Ramp ' + r.id + ' ' + (action === 'abort' ? 'aborted: every tenant is back where it was' : action + 'd') + '.')
+          : notice('bad', 'Ramp ' + r.id + ': ' + refusal(answer));
+      }
+      paused = false;
+      overview($('main'));
+    };
+    // Typing a reason must survive the overview's refresh: it pauses while this has focus.
+    reason.addEventListener('focus', () => { paused = true; });
+    reason.addEventListener('blur', () => { paused = false; });
+    return el('form', { class: 'filters', on: { submit: (e) => e.preventDefault() } },
+      reason,
+      r.state === 'running' ? el('button', { type: 'button', class: 'ramp-pause', on: { click: () => act('pause') } }, 'Pause')
+        : el('button', { type: 'button', class: 'ramp-resume', on: { click: () => act('resume') } }, 'Resume'),
+      el('button', { type: 'button', class: 'danger ramp-abort', on: { click: () => act('abort') } }, 'Abort'));
   }
 
   // ---- Tenants ----
@@ -344,7 +387,7 @@
     const planBox = el('div', { id: 'plan', 'aria-live': 'polite' });
     const result = el('div', { id: 'write-result', 'aria-live': 'polite' });
 
-    const review = (what, body, moves) => {
+    const review = (what, body, moves, endpoint) => {
       replace(result);
       if (!reason.value.trim()) return replace(planBox, notice('bad', 'Say why first: the reason is recorded with the write.'));
       body.reason = reason.value.trim();
@@ -353,12 +396,12 @@
       const lines = [el('p', {}, el('strong', {}, what), ' for ', t.tenant)];
       if (moves) lines.push(el('p', {}, 'Moves from ', el('strong', {}, placement(flag)), ' to ', el('strong', {}, to)));
       lines.push(el('p', {}, 'Shadow evidence (fleet): ', ev.compared ? pct(ev.match_rate) + ' matched of ' + num(ev.compared) + ' compared on ' + ev.routers.length + ' router(s)' : 'none'));
-      lines.push(el('p', {}, 'Written only if the flag is still at version ', version, ': another operator\'s write in between is refused, not overwritten.'));
+      if (!endpoint) lines.push(el('p', {}, 'Written only if the flag is still at version ', version, ': another operator\'s write in between is refused, not overwritten.'));
       if (sealed && moves && !body.force) lines.push(notice('bad', 'This tenant is sealed: the store refuses to move it without force.'));
       if (body.force) lines.push(notice('bad', 'Forced: a sealed tenant\'s data may not be on the other side. The force is recorded with your reason.'));
       replace(planBox, el('div', { class: 'plan' }, lines,
         el('div', { class: 'pager' },
-          el('button', { type: 'button', class: 'primary', id: 'plan-write', on: { click: () => write(t.tenant, body, version, result, planBox) } }, token() ? 'Write' : 'Write (needs the admin token)'),
+          el('button', { type: 'button', class: 'primary', id: 'plan-write', on: { click: () => (endpoint ? start(endpoint, body, result, planBox) : write(t.tenant, body, version, result, planBox)) } }, token() ? 'Write' : 'Write (needs the admin token)'),
           el('button', { type: 'button', id: 'plan-cancel', on: { click: () => replace(planBox) } }, 'Cancel'))));
       $('plan-write').focus();
     };
@@ -395,15 +438,57 @@
           el('label', {}, 'Shadow to', shadowTarget), el('label', {}, 'Percent', shadowPct),
           el('button', { type: 'button', id: 'review-shadow-on', on: { click: () => review('Shadow on', { shadow: { target: shadowTarget.value, percent: Number(shadowPct.value) } }, false) } }, 'Review shadow'),
           el('button', { type: 'button', id: 'review-shadow-off', disabled: !(flag && flag.shadow), on: { click: () => review('Shadow off', { shadow: null }, false) } }, 'Review shadow off'))),
-      el('p', { class: 'muted' }, 'A move with a hold and a ramp are started from the CLI (switchyard flags move, switchyard ramp start): both wait on the fleet for minutes.'),
+      rampForm(t, review, reason),
       planBox, result);
+  }
+
+  // Start a ramp of this tenant onto another side: the routers step its dial and roll back
+  // on their own evidence.
+  function rampForm(t, review, reason) {
+    const flag = t.flag;
+    if (!flag || flag.sealed || t.ramp) {
+      return el('p', { class: 'muted' }, t.ramp ? 'In ramp ' + t.ramp.id + ' (' + t.ramp.state + ', step ' + t.ramp.step + ' of ' + t.ramp.steps.length + '): pause or abort it on the overview.'
+        : 'A ramp needs a flag of its own, not sealed.');
+    }
+    const others = t.targets.filter((n) => n !== flag.target);
+    const to = el('select', { id: 'ramp-to', 'aria-label': 'Ramp onto' }, others.map((n) => el('option', { value: n }, n)));
+    const steps = el('input', { id: 'ramp-steps', value: '1,5,25,50', size: 10, 'aria-label': 'Steps, percent' });
+    const minutes = el('input', { id: 'ramp-minutes', type: 'number', min: 1, value: 30, size: 4, 'aria-label': 'Minutes a step' });
+    const max5xx = el('input', { id: 'ramp-max-5xx', type: 'number', min: 0, max: 100, step: 0.1, value: 1, size: 4, 'aria-label': 'Max 5xx points, percent' });
+    const p99 = el('input', { id: 'ramp-p99', type: 'number', min: 1, step: 0.1, value: 1.5, size: 4, 'aria-label': 'Max p99 ratio' });
+    const minRequests = el('input', { id: 'ramp-min-requests', type: 'number', min: 1, value: 500, size: 6, 'aria-label': 'Requests a step' });
+    const go = () => {
+      const body = {
+        id: ('ui-' + t.tenant.replace(/[^A-Za-z0-9_-]/g, '-') + '-' + Date.now().toString(36)).slice(0, 64),
+        tenants: [t.tenant], to: to.value,
+        steps: steps.value.split(',').map((x) => Number(x.trim())).filter((x) => x > 0),
+        step_seconds: Math.round(Number(minutes.value) * 60),
+        max_5xx_percent: Number(max5xx.value), max_p99_ratio: Number(p99.value), min_requests: Number(minRequests.value),
+      };
+      review('Start ramp ' + body.id + ': ' + (flag.target || placement(flag)) + ' → ' + body.to + ' in steps ' + body.steps.join(', ') + '%, '
+        + minutes.value + ' min each; roll back above ' + body.max_5xx_percent + ' points of 5xx or a p99 ' + body.max_p99_ratio + '× the other side', body, false, '/ui/api/ramps');
+    };
+    return el('fieldset', {}, el('legend', {}, 'Start a ramp'),
+      el('form', { on: { submit: (e) => e.preventDefault() } },
+        el('label', {}, 'Onto', to), el('label', {}, 'Steps %', steps), el('label', {}, 'Minutes a step', minutes),
+        el('label', {}, 'Max 5xx points %', max5xx), el('label', {}, 'Max p99 ×', p99), el('label', {}, 'Requests a step', minRequests),
+        el('button', { type: 'button', id: 'review-ramp', disabled: others.length === 0, on: { click: go } }, 'Review ramp')));
+  }
+
+  // A console write of its own (a ramp): POSTed, then the page again.
+  async function start(endpoint, body, result, planBox) {
+    const r = await post(endpoint, Object.assign({ by: operator() || null }, body));
+    replace(planBox);
+    if (!r.ok) return replace(result, notice('bad', refusal(r)));
+    await route();
+    replace($('write-result') || result, notice('ok', 'Ramp ', r.body.ramp ? body.id : '', ' started: the routers drive it (see the overview).'));
   }
 
   async function write(tenant, body, version, result, planBox) {
     const r = await api('/flags/' + encodeURIComponent(tenant), {
       method: 'PUT',
       headers: { 'Content-Type': 'application/json', 'If-Match': '"' + version + '"' },
-      body: JSON.stringify(body),
+      body: JSON.stringify(Object.assign({ by: by() }, body)),
     });
     replace(planBox);
     if (r.ok) {
@@ -413,16 +498,16 @@
         '. Every router follows within a second.'));
       return;
     }
-    const why = r.status === 401 ? 'Refused (401): the router needs the admin token for writes. Nothing was written.'
-      : r.status === 403 ? 'Refused (403): writes are disabled on this router. Nothing was written.'
-        : r.status === 409 ? 'Refused (409): ' + r.body.error + (r.body.current_version !== undefined ? ' (now at version ' + r.body.current_version + ', by ' + (r.body.last_written_by || '?') + ')' : '') + '. Nothing was written.'
-          : 'Refused (' + r.status + '): ' + r.body.error + '. Nothing was written.';
-    replace(result, notice('bad', why));
+    replace(result, notice('bad', refusal(r)));
   }
 
   // ---- Routing between the pages ----
 
   let refresher = null;
+  // True while the operator types in the overview (its refresh would wipe the field).
+  let paused = false;
+  // The last ramp command's answer, kept across the overview's refreshes.
+  let rampMessage = null;
 
   async function route() {
     clearInterval(refresher);
@@ -437,7 +522,7 @@
         await tenants(main);
       } else {
         await overview(main);
-        refresher = setInterval(() => overview(main), REFRESH_MS);
+        refresher = setInterval(() => { if (!paused) overview(main); }, REFRESH_MS);
       }
       replace($('refreshed'), 'Read at ', new Date().toLocaleTimeString());
     } catch (e) {
@@ -459,6 +544,8 @@
       showTokenState();
       route();
     });
+    $('operator-input').value = operator();
+    $('operator-input').addEventListener('change', (e) => sessionStorage.setItem(OPERATOR_KEY, e.target.value.trim()));
     window.addEventListener('hashchange', route);
     showTokenState();
     route();
