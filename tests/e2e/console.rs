@@ -283,6 +283,42 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     wait_version(&router, 2).await;
     assert_eq!(answered_by(&router, "acme").await, "new");
 
+    // A move with a hold from globex's page: its requests queue on every router while it
+    // flips, then go to new; sealed there in the same write.
+    c.goto(&format!("{ui}#/tenant/globex")).await.unwrap();
+    wait_text(&c, "#tenant-id", "globex").await;
+    type_into(&c, "#action-reason", "batch 2, held").await;
+    c.find(Locator::Css("#move-target"))
+        .await
+        .unwrap()
+        .select_by_value("new")
+        .await
+        .unwrap();
+    click(&c, "#move-hold").await;
+    click(&c, "#move-seal").await;
+    click(&c, "#review-move").await;
+    wait_text(&c, "#plan", "Moves from legacy 90 / new 10 to new").await;
+    click(&c, "#plan-write").await;
+    let log = wait_text(&c, "#write-result", ": moved").await;
+    assert!(log.contains("every live router acknowledged"), "{log}");
+    assert!(log.contains("hold") && log.contains("ended"), "{log}");
+    let item = setup.store().get("globex").unwrap().unwrap();
+    assert_eq!(
+        (item.target.as_deref(), item.sealed),
+        (Some("new"), true),
+        "{item:?}"
+    );
+    assert_eq!(item.hold, None, "the hold ended with the flip");
+    wait_for("globex routed to new", || {
+        router
+            .flags()
+            .load()
+            .get("globex")
+            .is_some_and(|f| f.sealed)
+    })
+    .await;
+    assert_eq!(answered_by(&router, "globex").await, "new");
+
     // A ramp from acme-eu's page: the routers step it to 10% on new; aborted from the
     // overview, it is back on legacy.
     c.goto(&format!("{ui}#/tenant/acme-eu")).await.unwrap();

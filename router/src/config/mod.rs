@@ -93,6 +93,9 @@ pub struct FleetConfig {
     pub drive_ramps: bool,
     /// How long a ramp's driver holds its lease: another router takes over within it.
     pub ramp_lease: Duration,
+    /// The replication gate of a move with a hold started from the console: passes when
+    /// `GET URL?tenants=a,b` answers 2xx (`flags move --gate-url`); `None`: no gate.
+    pub hold_gate_url: Option<String>,
 }
 
 /// The access log (`[access_log]`).

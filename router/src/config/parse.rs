@@ -764,7 +764,21 @@ fn fleet(raw: &RawFleet, problems: &mut Vec<Problem>) -> FleetConfig {
     positive(problems, "fleet.hold_queue", raw.hold_queue);
     positive(problems, "fleet.hold_queue_bytes", raw.hold_queue_bytes);
     positive(problems, "fleet.ramp_lease_ms", raw.ramp_lease_ms);
+    if let Some(url) = &raw.hold_gate_url {
+        let parsed = url.parse::<http::Uri>();
+        let fits = parsed
+            .as_ref()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !fits {
+            problem(
+                problems,
+                "fleet.hold_gate_url",
+                format!("{url:?} is not an http:// or https:// URL with a host"),
+            );
+        }
+    }
     FleetConfig {
+        hold_gate_url: raw.hold_gate_url.clone(),
         drive_ramps: raw.drive_ramps.unwrap_or(true),
         ramp_lease: ms(raw.ramp_lease_ms, 10_000),
         id: raw.id.clone(),

@@ -33,6 +33,7 @@ pub(super) struct RawFleet {
     pub(super) hold_queue_bytes: Option<u64>,
     pub(super) drive_ramps: Option<bool>,
     pub(super) ramp_lease_ms: Option<u64>,
+    pub(super) hold_gate_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use axum::extract::{Path, State};
 use bytes::Bytes;
 use flag_store::store::Store;
-use flag_store::{FlagState, TargetId, model::validate_tenant_id};
+use flag_store::{FlagState, Placing, TargetId, model::validate_tenant_id};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -31,6 +31,7 @@ use crate::config::AdminToken;
 use crate::proxy::Proxy;
 use crate::shadow::fleet::FleetView;
 
+pub mod moves;
 pub mod series;
 pub mod tenants;
 
@@ -68,6 +69,12 @@ pub struct Console {
     /// The admin token the console's own writes (ramps) need, as `PUT /flags/{tenant}` does;
     /// `None`: writes are disabled on this router.
     pub token: Option<AdminToken>,
+    /// Moves with a hold started here, and their logs.
+    pub moves: Arc<moves::Moves>,
+    /// The gate of those moves (`[fleet] hold_gate_url`), or why there can be none.
+    pub gate: Result<crate::cutover::mover::Gate, String>,
+    /// Set when the router stops: a move in progress aborts.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 type ConsoleState = State<Arc<Console>>;
@@ -86,7 +93,26 @@ impl Console {
     ) -> Arc<Console> {
         let series = Arc::new(series::Series::default());
         tokio::spawn(series.clone().run(live.clone(), stop.clone()));
+        use crate::cutover::mover::{Gate, GateUrl};
+        let gate = match config
+            .fleet
+            .hold_gate_url
+            .as_deref()
+            .map(|u| GateUrl::new(u, None))
+        {
+            None => Ok(Gate::None),
+            Some(Ok(url)) => Ok(Gate::Url(Box::new(url))),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "fleet.hold_gate_url cannot be asked: the console's moves with a hold are off");
+                Err(format!(
+                    "fleet.hold_gate_url cannot be asked ({e}): moves with a hold are off on this router"
+                ))
+            }
+        };
         Arc::new(Console {
+            moves: Arc::default(),
+            gate,
+            stop: stop.clone(),
             flags: flags.clone(),
             live: live.clone(),
             store: store.clone(),
@@ -110,8 +136,12 @@ impl Console {
             .layer(gate.clone());
         let change = (change_ramp.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
             .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
+            .layer(gate.clone());
+        let hold_move = (start_move.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
+            .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
             .layer(gate);
         axum::Router::new()
+            .route("/ui/api/moves", post(hold_move).get(moves))
             .route("/ui/api/ramps", post(start))
             .route("/ui/api/ramps/{id}/{action}", post(change))
             .route(
@@ -304,6 +334,7 @@ impl Console {
             "history_error": history_error,
             "targets": targets.iter().map(|(_, n)| n).collect::<Vec<_>>(),
             "writes": self.token.is_some(),
+            "gate": matches!(self.gate, Ok(crate::cutover::mover::Gate::Url(_))),
         })
     }
 }
@@ -439,6 +470,79 @@ async fn change_ramp(
         Err(CommandError::Store(e)) => store_refusal(&e),
         Err(e) => json_answer(StatusCode::CONFLICT, &json!({ "error": e.to_string() })),
     }
+}
+
+/// The body of `POST /ui/api/moves`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    tenants: Vec<String>,
+    target: Option<String>,
+    weights: Option<std::collections::BTreeMap<String, u32>>,
+    #[serde(default)]
+    seal: bool,
+    #[serde(default)]
+    force: bool,
+    #[serde(default = "default_hold_seconds")]
+    hold_max_seconds: u64,
+    reason: String,
+    by: Option<String>,
+}
+
+fn default_hold_seconds() -> u64 {
+    10
+}
+
+/// `POST /ui/api/moves`: a move with a hold, run by this router; its steps are read back
+/// from `GET /ui/api/moves`. A move the engine refuses outright says so in its log.
+async fn start_move(State(console): ConsoleState, body: Bytes) -> ConsoleResponse {
+    let m: MoveBody = match parse_body(&body, |m: &MoveBody| &m.reason) {
+        Ok(m) => m,
+        Err(e) => return bad_request(e),
+    };
+    let placing = match (m.target, m.weights) {
+        (Some(t), None) => Placing::Pinned(t),
+        (None, Some(w)) => Placing::Split(w),
+        _ => return bad_request("say where they move: `target` or `weights`, one of them".into()),
+    };
+    let hold_max = Duration::from_secs(m.hold_max_seconds);
+    if hold_max.is_zero() || hold_max > moves::MAX_HOLD {
+        let most = moves::MAX_HOLD.as_secs();
+        return bad_request(format!(
+            "hold_max_seconds {}: from 1 to {most}",
+            m.hold_max_seconds
+        ));
+    }
+    if m.tenants.is_empty() {
+        return bad_request("name at least one tenant to move".into());
+    }
+    if let Some(e) = m.tenants.iter().find_map(|t| validate_tenant_id(t).err()) {
+        return bad_request(e.to_string());
+    }
+    let asked = moves::Asked {
+        tenants: m.tenants,
+        placing,
+        seal: m.seal,
+        force: m.force,
+        hold_max,
+        by: author(m.by.as_deref()),
+        reason: m.reason,
+    };
+    let targets = console.flags.load().targets().clone();
+    let store = console.store.clone();
+    let gate = match console.gate.clone() {
+        Ok(gate) => gate,
+        Err(e) => return json_answer(StatusCode::SERVICE_UNAVAILABLE, &json!({ "error": e })),
+    };
+    let id = console
+        .moves
+        .start(store, targets, gate, asked, console.stop.clone());
+    json_answer(StatusCode::ACCEPTED, &json!({ "move": id }))
+}
+
+/// `GET /ui/api/moves`: the moves started here, newest first, with their steps.
+async fn moves(State(console): ConsoleState) -> ConsoleResponse {
+    json_answer(StatusCode::OK, &json!({ "moves": console.moves.list() }))
 }
 
 /// A store's refusal of a console write: a conflict (someone wrote first) or a bad write is

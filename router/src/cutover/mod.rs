@@ -11,6 +11,7 @@
 //!   dial, judges each step on the fleet's evidence, and rolls back on a breach.
 
 pub mod hold;
+pub mod mover;
 pub mod presence;
 pub mod ramp;
 pub mod ramp_commands;

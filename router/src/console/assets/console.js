@@ -411,6 +411,9 @@
     const moveTo = el('select', { id: 'move-target', 'aria-label': 'Move to' }, targets.map((n) => el('option', { value: n, selected: n !== current && !!current }, n)));
     const weights = targets.map((n) => el('input', { type: 'number', min: 0, max: 100, size: 4, id: 'weight-' + n, 'aria-label': 'Weight of ' + n,
       value: flag && flag.weights ? (flag.weights[n] || 0) : (n === current ? 100 : 0) }));
+    const held = el('input', { id: 'move-hold', type: 'checkbox' });
+    const holdSeconds = el('input', { id: 'move-hold-seconds', type: 'number', min: 1, max: 300, value: 10, size: 4, 'aria-label': 'Hold at most, seconds' });
+    const sealThere = el('input', { id: 'move-seal', type: 'checkbox' });
     const shadowTarget = el('select', { id: 'shadow-target', 'aria-label': 'Shadow target' }, targets.map((n) => el('option', { value: n }, n)));
     const shadowPct = el('input', { id: 'shadow-percent', type: 'number', min: 1, max: 100, value: 10, size: 4, 'aria-label': 'Shadow percent' });
     const form = (legend, ...children) => el('fieldset', {}, el('legend', {}, legend),
@@ -425,7 +428,15 @@
           sealed ? el('label', {}, 'Force (sealed)', force) : ''),
         form('Move',
           el('label', {}, 'To', moveTo),
-          el('button', { type: 'button', id: 'review-move', on: { click: () => review('Move', { target: moveTo.value }, true) } }, 'Review move')),
+          el('label', {}, 'With a hold', held),
+          el('label', {}, 'Hold at most (s)', holdSeconds),
+          el('label', {}, 'Seal there', sealThere),
+          el('button', { type: 'button', id: 'review-move', on: { click: () => {
+            if (!held.checked) return review('Move', { target: moveTo.value, seal: sealThere.checked || undefined }, true);
+            review('Move with a hold (requests queue on every router, in-flight ones finish, '
+              + (t.gate ? 'the gate passes, ' : '') + 'then the flip releases them)',
+            { tenants: [t.tenant], target: moveTo.value, seal: sealThere.checked, hold_max_seconds: Number(holdSeconds.value) }, true, '/ui/api/moves');
+          } } }, 'Review move')),
         form('Dial a split',
           targets.map((n, i) => el('label', {}, n, weights[i])),
           el('button', { type: 'button', id: 'review-split', on: { click: () => {
@@ -475,13 +486,34 @@
         el('button', { type: 'button', id: 'review-ramp', disabled: others.length === 0, on: { click: go } }, 'Review ramp')));
   }
 
-  // A console write of its own (a ramp): POSTed, then the page again.
+  // A console write of its own (a ramp, a move with a hold): POSTed, then the page again.
   async function start(endpoint, body, result, planBox) {
     const r = await post(endpoint, Object.assign({ by: operator() || null }, body));
     replace(planBox);
     if (!r.ok) return replace(result, notice('bad', refusal(r)));
+    if (r.body.move !== undefined) return followMove(r.body.move);
     await route();
-    replace($('write-result') || result, notice('ok', 'Ramp ', r.body.ramp ? body.id : '', ' started: the routers drive it (see the overview).'));
+    replace($('write-result') || result, notice('ok', 'Ramp ', body.id, ' started: the routers drive it (see the overview).'));
+  }
+
+  // A move with a hold, step by step, until it moved or aborted; then the page again.
+  async function followMove(id) {
+    const show = (m) => {
+      const kind = m.state === 'moved' ? 'ok' : (m.state === 'running' ? '' : 'bad');
+      replace($('write-result'), notice(kind, 'Move ', id, ' (', m.tenants.join(', '), ' → ', m.to, '): ', m.state),
+        el('pre', { id: 'move-log', class: 'body' }, m.lines.join('\n')));
+    };
+    for (;;) {
+      const r = await api('/ui/api/moves');
+      const m = r.ok && r.body.moves.find((x) => x.id === id);
+      if (!m) return replace($('write-result'), notice('bad', 'Move ', id, ' is not known here any more.'));
+      if (m.state !== 'running') {
+        await route();
+        return show(m);
+      }
+      show(m);
+      await new Promise((done) => setTimeout(done, 300));
+    }
   }
 
   async function write(tenant, body, version, result, planBox) {
