@@ -172,6 +172,19 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     setup.write_flags(&flags.to_string());
     let router = setup.start().await;
     wait_version(&router, 1).await;
+    // Traffic for the overview's charts, for the whole test.
+    let traffic = {
+        let addr = router.addr();
+        tokio::spawn(async move {
+            let c = client();
+            loop {
+                for tenant in ["acme-eu", "initech"] {
+                    let _ = get(&c, addr, "/x", &[("x-tenant-id", tenant)]).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let driver = chromedriver().await;
     let c = browser(&driver).await;
     let ui = format!("http://{}/ui", router.admin_addr());
@@ -192,7 +205,6 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
         "{main}"
     );
     nothing_ran(&c).await;
-    screenshot(&c, "overview").await;
 
     // The tenant table: a search by prefix finds acme and acme-eu, with counts by target.
     click(&c, "#nav-tenants").await;
@@ -365,6 +377,37 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     assert_eq!((item.target.as_deref(), item.version), (Some("new"), 1));
     assert_eq!(answered_by(&router, "initech").await, "new");
     screenshot(&c, "tenant").await;
+
+    // The overview's charts: the router samples its counters every 10 s; once two samples
+    // of traffic are in, each target's request rate and p99 have a line and a figure.
+    c.goto(&ui).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        c.refresh().await.unwrap();
+        wait_text(&c, "main h1", "Overview").await;
+        let lines = c.find_all(Locator::Css(".chart polyline")).await.unwrap();
+        let figures = c.find_all(Locator::Css(".chart .value")).await.unwrap();
+        let mut shown = Vec::new();
+        for f in &figures {
+            shown.push(f.text().await.unwrap());
+        }
+        // Two targets, three charts each; requests/s and p99 of both show a figure.
+        if lines.len() == 6 && shown.iter().filter(|v| *v != "-").count() >= 4 {
+            assert!(
+                shown[0].ends_with("/s") && shown[2].ends_with(" ms"),
+                "{shown:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no charts: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    nothing_ran(&c).await;
+    screenshot(&c, "overview").await;
+    traffic.abort();
 
     c.close().await.unwrap();
     router.shutdown().await;

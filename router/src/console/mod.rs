@@ -21,6 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::extract::{Path, State};
 use bytes::Bytes;
+use flag_store::ramp::RampState;
 use flag_store::store::Store;
 use flag_store::{FlagState, Placing, TargetId, model::validate_tenant_id};
 use http::{HeaderValue, Response, StatusCode, header};
@@ -224,7 +225,10 @@ impl Console {
                 }),
             );
         }
+        // In force: running or paused, and rolled back (stopped, for someone to look at).
+        let shown = |s: RampState| s.is_active() || s == RampState::RolledBack;
         let ramps: Vec<Value> = (snap.ramps().iter())
+            .filter(|r| shown(r.item.state))
             .map(|r| {
                 let item = &r.item;
                 json!({
@@ -447,7 +451,6 @@ async fn change_ramp(
     body: Bytes,
 ) -> ConsoleResponse {
     use crate::cutover::ramp_commands::{self, CommandError};
-    use flag_store::ramp::RampState;
     let to = match action.as_str() {
         "pause" => RampState::Paused,
         "resume" => RampState::Running,

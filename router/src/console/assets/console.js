@@ -175,7 +175,7 @@
     const inForce = [];
     for (const h of body.holds) inForce.push(el('li', {}, badge('hold', 'warn'), ' ', h.id, ': ', num(h.tenants), ' tenants held, ', ms(h.left_ms), ' left'));
     for (const r of body.ramps) inForce.push(el('li', { class: 'ramp', 'data-ramp': r.id }, badge('ramp ' + r.state, r.state === 'rolled_back' ? 'bad' : ''), ' ', r.id, ': ',
-      num(r.tenants), ' tenants ', r.from, ' → ', r.to, ', step ', r.step, ' of ', r.steps.length,
+      num(r.tenants), r.tenants === 1 ? ' tenant ' : ' tenants ', r.from, ' → ', r.to, ', step ', r.step, ' of ', r.steps.length,
       r.steps[r.step - 1] !== undefined ? ' (' + r.steps[r.step - 1] + '% on ' + r.to + ')' : '',
       r.state === 'running' ? ', next in ' + ms(r.step_left_ms) : '', r.why ? ' · ' + r.why : '',
       rampControls(r)));
