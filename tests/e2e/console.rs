@@ -166,7 +166,8 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
         {"tenant": "acme", "target": "legacy", "version": 1, "updated_by": "mallory", "reason": HOSTILE_REASON},
         {"tenant": "acme-eu", "target": "legacy", "version": 1},
         {"tenant": "globex", "weights": {"legacy": 90, "new": 10}, "version": 1},
-        {"tenant": "initech", "target": "new", "sealed": true, "version": 1},
+        {"tenant": "initech", "target": "new", "sealed": true, "version": 1,
+         "shadow": {"target": "legacy", "percent": 100}},
         {"tenant": HOSTILE_TENANT, "target": "legacy", "version": 1},
     ]});
     setup.write_flags(&flags.to_string());
@@ -256,6 +257,23 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     click(&c, "main form button[type=submit]").await;
     wait_text(&c, "#explain-target", "legacy").await;
     nothing_ran(&c).await;
+
+    // initech is shadowed to legacy, which answers differently: its page shows the fleet's
+    // evidence and the mismatches side by side, their bodies withheld without the token.
+    c.goto(&format!("{ui}#/tenant/initech")).await.unwrap();
+    let evidence = wait_text(&c, "main", "Recent mismatches on").await;
+    assert!(
+        evidence.contains("Match rate\n0.0%") || evidence.contains("Match rate 0.0%"),
+        "{evidence}"
+    );
+    assert!(evidence.contains("Bodies withheld"), "{evidence}");
+    let bodies = c.find_all(Locator::Css(".pair pre")).await.unwrap();
+    assert!(!bodies.is_empty());
+    for body in bodies {
+        assert_eq!(body.text().await.unwrap(), "(withheld)");
+    }
+    c.goto(&format!("{ui}#/tenant/acme")).await.unwrap();
+    wait_text(&c, "#tenant-id", "acme").await;
 
     // A move without the token: the plan, then the router's refusal; nothing written.
     type_into(&c, "#action-reason", "batch 1 from the console").await;
@@ -348,8 +366,9 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     })
     .await;
     c.goto(&ui).await.unwrap();
-    let ramp = wait_text(&c, "li.ramp", "ramp running").await;
-    assert!(ramp.contains("step 1 of 2 (10% on new)"), "{ramp}");
+    // The page refreshes every 5 s: it shows the step once this router's snapshot has it.
+    let ramp = wait_text(&c, "li.ramp", "step 1 of 2 (10% on new)").await;
+    assert!(ramp.contains("ramp running"), "{ramp}");
     type_into(&c, "li.ramp .ramp-reason", "stop it").await;
     click(&c, "li.ramp .ramp-abort").await;
     wait_text(&c, "#ramp-result", "aborted").await;
@@ -362,6 +381,12 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     c.goto(&format!("{ui}#/tenant/initech")).await.unwrap();
     let page = wait_text(&c, "main", "Sealed on new").await;
     assert!(page.contains("refused unless forced"), "{page}");
+    // With the token, the mismatches' bodies: new's answer against legacy's.
+    let pair = wait_text(&c, ".pair", "legacy").await;
+    assert!(
+        pair.contains("new") && !pair.contains("(withheld)"),
+        "{pair}"
+    );
     type_into(&c, "#action-reason", "roll back").await;
     c.find(Locator::Css("#move-target"))
         .await
@@ -410,5 +435,78 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     traffic.abort();
 
     c.close().await.unwrap();
+    router.shutdown().await;
+}
+
+/// curl, a client nobody here wrote: the page comes with its security headers; a request
+/// naming another site's host (a page that rebound its own name to this address) is refused
+/// and reads nothing; a console write without the token is refused before its body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_sends_its_policy_and_answers_only_its_own_host() {
+    let setup = Setup::new().await;
+    let router = setup.start().await;
+    wait_version(&router, 1).await;
+    let admin = router.admin_addr();
+    let curl = move |args: Vec<String>| {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "--max-time", "10"])
+            .args(&args)
+            .output()
+            .expect("curl is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (head, rebound, write, local) = tokio::task::spawn_blocking(move || {
+        (
+            curl(vec![
+                "-D-".into(),
+                "-o/dev/null".into(),
+                format!("http://{admin}/ui"),
+            ]),
+            curl(vec![
+                "-H".into(),
+                "Host: evil.example".into(),
+                "-w".into(),
+                "\n%{http_code}".into(),
+                format!("http://{admin}/ui/api/tenants"),
+            ]),
+            curl(vec![
+                "-X".into(),
+                "POST".into(),
+                "-d".into(),
+                r#"{"reason":"x"}"#.into(),
+                "-w".into(),
+                "\n%{http_code}".into(),
+                format!("http://{admin}/ui/api/ramps/r1/abort"),
+            ]),
+            curl(vec![
+                "-H".into(),
+                format!("Host: localhost:{}", admin.port()),
+                "-w".into(),
+                "\n%{http_code}".into(),
+                format!("http://{admin}/ui/api/overview"),
+            ]),
+        )
+    })
+    .await
+    .unwrap();
+    let head = head.to_ascii_lowercase();
+    for want in [
+        "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'",
+        "frame-ancestors 'none'",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+        "cache-control: no-store",
+    ] {
+        assert!(head.contains(want), "{want:?} in {head}");
+    }
+    assert!(rebound.ends_with("\n421"), "{rebound}");
+    assert!(!rebound.contains("\"tenants\""), "{rebound}");
+    assert!(rebound.contains("console_hosts"), "{rebound}");
+    assert!(
+        write.ends_with("\n403"),
+        "writes are off without a token: {write}"
+    );
+    assert!(local.ends_with("\n200"), "{local}");
     router.shutdown().await;
 }

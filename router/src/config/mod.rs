@@ -181,6 +181,8 @@ pub struct Server {
     /// The bearer token of the admin listener's read API (`/v1/...`, for jobs asking who
     /// owns a tenant); `None` disables it. The admin token is accepted there too.
     pub read_token: Option<AdminToken>,
+    /// Host names the console answers to besides IP addresses and `localhost` (lowercase).
+    pub console_hosts: Vec<String>,
     /// A TLS listener beside the plaintext one.
     pub tls: Option<crate::tls::TlsListener>,
 }

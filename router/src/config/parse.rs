@@ -156,6 +156,9 @@ fn server(s: &RawServer, base_dir: &Path, problems: &mut Vec<Problem>) -> Server
         keep_underscored_headers: s.keep_underscored_headers.unwrap_or(false),
         admin_token,
         read_token,
+        console_hosts: (s.console_hosts.iter().flatten())
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
     }
 }
 

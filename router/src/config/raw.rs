@@ -80,6 +80,7 @@ pub(super) struct RawServer {
     pub(super) keep_underscored_headers: Option<bool>,
     pub(super) admin_token_file: Option<String>,
     pub(super) read_token_file: Option<String>,
+    pub(super) console_hosts: Option<Vec<String>>,
     pub(super) tls: Option<RawTls>,
 }
 

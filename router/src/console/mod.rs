@@ -76,6 +76,8 @@ pub struct Console {
     pub gate: Result<crate::cutover::mover::Gate, String>,
     /// Set when the router stops: a move in progress aborts.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Host names the console answers to besides IP addresses and `localhost`.
+    pub hosts: Vec<String>,
 }
 
 type ConsoleState = State<Arc<Console>>;
@@ -111,6 +113,7 @@ impl Console {
             }
         };
         Arc::new(Console {
+            hosts: config.server.console_hosts.clone(),
             moves: Arc::default(),
             gate,
             stop: stop.clone(),
@@ -164,6 +167,10 @@ impl Console {
             .route("/ui/api/overview", get(overview))
             .route("/ui/api/tenants", get(tenants))
             .route("/ui/api/tenant/{tenant}", get(tenant))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                same_host,
+            ))
             .with_state(self)
     }
 
@@ -563,6 +570,43 @@ fn store_refusal(e: &flag_store::StoreError) -> ConsoleResponse {
     json_answer(status, &json!({ "error": error }))
 }
 
+/// Whether `host` (a `Host` header: a name or address, maybe with a port) is one the console
+/// answers to: an IP address, `localhost`, or a configured name.
+fn host_allowed(host: &str, names: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || names.contains(&name)
+}
+
+/// The console answers only a request whose `Host` names this listener as a browser reaches
+/// it directly (an address, `localhost`, or `[server] console_hosts`): a page on another site
+/// that rebinds its own name to this address (DNS rebinding) reads nothing and writes nothing.
+async fn same_host(
+    State(console): ConsoleState,
+    req: http::Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = (req.headers().get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(host) if host_allowed(host, &console.hosts) => next.run(req).await,
+        _ => {
+            let error = format!(
+                "the console answers to this router's address, localhost, or a name in [server] console_hosts, not {:?}",
+                host.unwrap_or("")
+            );
+            json_answer(StatusCode::MISDIRECTED_REQUEST, &json!({ "error": error })).into_response()
+        }
+    }
+}
+
 /// The gate of the console's writes: the admin token, as for `PUT /flags/{tenant}`.
 async fn authorize(
     State(console): ConsoleState,
@@ -631,4 +675,35 @@ fn guarded(status: StatusCode, body: Bytes, content_type: &'static str) -> Conso
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_answers_to_addresses_localhost_and_configured_names_only() {
+        let names = ["router-a.internal".to_owned()];
+        for ok in [
+            "127.0.0.1:9090",
+            "10.0.3.7",
+            "[::1]:9090",
+            "localhost:9090",
+            "LOCALHOST",
+            "router-a.internal:9090",
+            "Router-A.Internal.",
+        ] {
+            assert!(host_allowed(ok, &names), "{ok}");
+        }
+        for refused in [
+            "evil.example:9090",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "router-a.internal.evil.example",
+            "",
+        ] {
+            assert!(!host_allowed(refused, &names), "{refused}");
+        }
+    }
 }
