@@ -212,12 +212,8 @@
         rampMessage = answer.ok ? notice('ok', 'Ramp ' + r.id + ' ' + (action === 'abort' ? 'aborted: every tenant is back where it was' : action + 'd') + '.')
           : notice('bad', 'Ramp ' + r.id + ': ' + refusal(answer));
       }
-      paused = false;
       overview($('main'));
     };
-    // Typing a reason must survive the overview's refresh: it pauses while this has focus.
-    reason.addEventListener('focus', () => { paused = true; });
-    reason.addEventListener('blur', () => { paused = false; });
     return el('form', { class: 'filters', on: { submit: (e) => e.preventDefault() } },
       reason,
       r.state === 'running' ? el('button', { type: 'button', class: 'ramp-pause', on: { click: () => act('pause') } }, 'Pause')
@@ -536,8 +532,6 @@
   // ---- Routing between the pages ----
 
   let refresher = null;
-  // True while the operator types in the overview (its refresh would wipe the field).
-  let paused = false;
   // The last ramp command's answer, kept across the overview's refreshes.
   let rampMessage = null;
 
@@ -554,7 +548,12 @@
         await tenants(main);
       } else {
         await overview(main);
-        refresher = setInterval(() => { if (!paused) overview(main); }, REFRESH_MS);
+        // The refresh waits while the operator is on a control of the page (typing a reason,
+        // or moving through it from the keyboard): rebuilding it would take the focus away.
+        refresher = setInterval(() => {
+          const on = document.activeElement;
+          if (!(on && on !== main && main.contains(on))) overview(main);
+        }, REFRESH_MS);
       }
       replace($('refreshed'), 'Read at ', new Date().toLocaleTimeString());
     } catch (e) {
