@@ -117,6 +117,20 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Picks the option `value` of the select at `css`.
+async fn choose(c: &Client, css: &str, value: &str) {
+    let select = c.find(Locator::Css(css)).await.unwrap();
+    select.select_by_value(value).await.unwrap();
+}
+
+/// Reviews a move of the page's tenant to `to`, saying why: the plan shows, not yet written.
+async fn review_move(c: &Client, why: &str, to: &str) -> String {
+    type_into(c, "#action-reason", why).await;
+    choose(c, "#move-target", to).await;
+    click(c, "#review-move").await;
+    wait_text(c, "#plan", &format!(" to {to}")).await
+}
+
 async fn type_into(c: &Client, css: &str, text: &str) {
     let el = c.find(Locator::Css(css)).await.unwrap();
     el.clear().await.unwrap();
@@ -229,20 +243,10 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     nothing_ran(&c).await;
     // A filter: sealed tenants only.
     type_into(&c, "#search", "").await;
-    c.find(Locator::Css("#filter-sealed"))
-        .await
-        .unwrap()
-        .select_by_value("true")
-        .await
-        .unwrap();
+    choose(&c, "#filter-sealed", "true").await;
     wait_text(&c, "#results .counts", "1 of 4 tenants").await;
     wait_text(&c, "#tenant-table", "initech").await;
-    c.find(Locator::Css("#filter-sealed"))
-        .await
-        .unwrap()
-        .select_by_value("")
-        .await
-        .unwrap();
+    choose(&c, "#filter-sealed", "").await;
     type_into(&c, "#search", "acme").await;
     wait_text(&c, "#results .counts", "2 of 4 tenants").await;
 
@@ -276,15 +280,8 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     wait_text(&c, "#tenant-id", "acme").await;
 
     // A move without the token: the plan, then the router's refusal; nothing written.
-    type_into(&c, "#action-reason", "batch 1 from the console").await;
-    c.find(Locator::Css("#move-target"))
-        .await
-        .unwrap()
-        .select_by_value("new")
-        .await
-        .unwrap();
-    click(&c, "#review-move").await;
-    let plan = wait_text(&c, "#plan", "Moves from legacy to new").await;
+    let plan = review_move(&c, "batch 1 from the console", "new").await;
+    assert!(plan.contains("Moves from legacy to new"), "{plan}");
     assert!(plan.contains("still at version 1"), "{plan}");
     click(&c, "#plan-write").await;
     wait_text(&c, "#write-result", "Refused (401)").await;
@@ -296,15 +293,7 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     click(&c, "#token-use").await;
     wait_text(&c, "#token-state", "token set").await;
     wait_text(&c, "#tenant-id", "acme").await;
-    type_into(&c, "#action-reason", "batch 1 from the console").await;
-    c.find(Locator::Css("#move-target"))
-        .await
-        .unwrap()
-        .select_by_value("new")
-        .await
-        .unwrap();
-    click(&c, "#review-move").await;
-    wait_text(&c, "#plan", "Moves from legacy to new").await;
+    review_move(&c, "batch 1 from the console", "new").await;
     click(&c, "#plan-write").await;
     wait_text(&c, "#write-result", "Written").await;
     let item = setup.store().get("acme").unwrap().unwrap();
@@ -318,12 +307,7 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
     c.goto(&format!("{ui}#/tenant/globex")).await.unwrap();
     wait_text(&c, "#tenant-id", "globex").await;
     type_into(&c, "#action-reason", "batch 2, held").await;
-    c.find(Locator::Css("#move-target"))
-        .await
-        .unwrap()
-        .select_by_value("new")
-        .await
-        .unwrap();
+    choose(&c, "#move-target", "new").await;
     click(&c, "#move-hold").await;
     click(&c, "#move-seal").await;
     click(&c, "#review-move").await;
@@ -387,15 +371,8 @@ async fn the_console_finds_moves_refuses_and_renders_hostile_text_as_text() {
         pair.contains("new") && !pair.contains("(withheld)"),
         "{pair}"
     );
-    type_into(&c, "#action-reason", "roll back").await;
-    c.find(Locator::Css("#move-target"))
-        .await
-        .unwrap()
-        .select_by_value("legacy")
-        .await
-        .unwrap();
-    click(&c, "#review-move").await;
-    wait_text(&c, "#plan", "refuses to move it without force").await;
+    let plan = review_move(&c, "roll back", "legacy").await;
+    assert!(plan.contains("refuses to move it without force"), "{plan}");
     click(&c, "#plan-write").await;
     wait_text(&c, "#write-result", "Refused (409)").await;
     let item = setup.store().get("initech").unwrap().unwrap();

@@ -578,9 +578,7 @@ fn host_allowed(host: &str, names: &[String]) -> bool {
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name.parse::<std::net::IpAddr>().is_ok()
-        || name == "localhost"
-        || names.contains(&name)
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || names.contains(&name)
 }
 
 /// The console answers only a request whose `Host` names this listener as a browser reaches
