@@ -17,6 +17,9 @@ use crate::cutover::mover::{self, Gate, Move, Outcome};
 
 /// Moves whose logs are kept, the newest last.
 const KEPT: usize = 20;
+/// Lines a move's log keeps (a move says a few dozen; a gate that keeps changing its answer
+/// could say more): past it, the last line says how many were left out.
+const MAX_LINES: usize = 200;
 /// The longest hold the console may ask for (the CLI's `--hold-max` has no such bound).
 pub const MAX_HOLD: Duration = Duration::from_secs(300);
 /// Routers not seen for this long are stale: the move waits for them (as `flags move`).
@@ -63,7 +66,10 @@ struct Log<'a> {
 impl mover::Report for Log<'_> {
     fn say(&self, line: String) {
         tracing::info!(move_id = self.id, "{line}");
-        self.moves.update(self.id, |log| log.lines.push(line));
+        self.moves.update(self.id, |log| match log.lines.len() {
+            n if n < MAX_LINES => log.lines.push(line),
+            _ => log.lines[MAX_LINES - 1] = format!("(lines left out) {line}"),
+        });
     }
 }
 
