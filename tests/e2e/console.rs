@@ -487,3 +487,71 @@ async fn the_console_sends_its_policy_and_answers_only_its_own_host() {
     assert!(local.ends_with("\n200"), "{local}");
     router.shutdown().await;
 }
+
+/// On DynamoDB (the emulator): a tenant's page shows its audit trail, newest first, and the
+/// overview lists the router from the fleet table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_a_tenant_page_shows_its_audit_trail_and_the_fleet_its_routers() {
+    use crate::dynamo::{Emulator, router_config};
+    let emulator = Emulator::start().await;
+    let url = emulator.url();
+    let setup = Setup::new().await;
+    let cli = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = switchyard(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || {
+        cli(vec![
+            "flags".into(),
+            "create-table".into(),
+            "--store".into(),
+            url2.clone(),
+        ]);
+        for (to, why) in [
+            ("legacy", "onboard acme"),
+            ("new", "batch 1 <b>moves</b> acme"),
+        ] {
+            cli([
+                "flags", "set", "acme", "--target", to, "--reason", why, "--by", "alice",
+                "--store", &url2,
+            ]
+            .map(String::from)
+            .to_vec());
+        }
+    })
+    .await
+    .unwrap();
+    let router = switchyard::Router::start(router_config(&setup, &url))
+        .await
+        .unwrap();
+    wait_version(&router, 2).await;
+    let driver = chromedriver().await;
+    let c = browser(&driver).await;
+    let ui = format!("http://{}/ui", router.admin_addr());
+
+    c.goto(&format!("{ui}#/tenant/acme")).await.unwrap();
+    let history = wait_text(&c, "#history", "onboard acme").await;
+    let (newest, oldest) = (
+        history
+            .find("batch 1 <b>moves</b> acme")
+            .expect("the newest, as text"),
+        history.find("onboard acme").unwrap(),
+    );
+    assert!(newest < oldest, "newest first: {history}");
+    assert!(
+        history.contains("legacy → new") && history.contains("alice"),
+        "{history}"
+    );
+    nothing_ran(&c).await;
+
+    c.goto(&ui).await.unwrap();
+    let fleet = wait_text(&c, "main", "this router").await;
+    assert!(
+        fleet.contains("live") && fleet.contains("dynamodb://flags"),
+        "{fleet}"
+    );
+    c.close().await.unwrap();
+    router.shutdown().await;
+}
