@@ -3,7 +3,9 @@
 //! runs and says why it chose what it chose, and `PUT /flags/{tenant}`, the one write, which
 //! needs the bearer token from `[server] admin_token_file` and goes through the same
 //! conditional, audited store write as the CLI. `/shadow` and `/shadow/{tenant}` serve the
-//! shadow comparisons' match rates and a tenant's recent mismatches.
+//! shadow comparisons' match rates summed over the fleet ([`crate::shadow::fleet`]) and a
+//! tenant's recent mismatches here, their bodies only with the read or admin token. The
+//! console ([`crate::console`]) adds its routes under `/ui`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,13 +139,13 @@ impl Admin {
             .fallback(|| async {
                 text(
                     StatusCode::NOT_FOUND,
-                    "not found; try /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P, /shadow, /shadow/TENANT, /v1/owner/TENANT?side=S\n",
+                    "not found; try /ui (the console), /metrics, /healthz, /readyz, /flags/TENANT, /explain?tenant=T&path=/P, /shadow, /shadow/TENANT, /v1/owner/TENANT?side=S\n",
                 )
             })
             .method_not_allowed_fallback(|| async {
                 text(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    "only GET is served here, and PUT on /flags/TENANT\n",
+                    "only GET is served here, PUT on /flags/TENANT, and POST on the console's /ui/api/ramps and /ui/api/moves\n",
                 )
             })
             .with_state(self)

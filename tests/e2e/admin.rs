@@ -24,7 +24,10 @@ async fn unknown_paths_and_methods_are_answered_with_what_is_served() {
     let router = setup.start().await;
     let (status, body) = admin_get(&router, "/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(body.starts_with("not found; try /metrics"), "{body}");
+    assert!(
+        body.starts_with("not found; try /ui (the console), /metrics"),
+        "{body}"
+    );
     let (status, h, body) = admin_request(&router, Method::POST, "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(body.contains("only GET is served here"), "{body}");
