@@ -37,18 +37,34 @@ impl Drop for Driver {
     }
 }
 
+/// chromedriver on a port it picks itself (`--port=0`), read from the line it prints: a port
+/// chosen here and handed over could be taken by another test meanwhile.
 async fn chromedriver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    use std::io::BufRead;
+    let mut child = Command::new("chromedriver")
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver is installed (scripts/test.sh installs chromium-driver)");
+    // Its output is read to the end (a closed pipe would stop it), the port sent on.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let said = "was started successfully on port ";
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split(said).nth(1) {
+                let _ = tx.send(rest.trim_end_matches('.').parse::<u16>().unwrap());
+            }
+        }
+    });
+    let port = tokio::task::spawn_blocking(move || rx.recv_timeout(PAGE_WAIT))
+        .await
+        .unwrap()
+        .expect("chromedriver said its port in time");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let driver = Driver { child, addr };
     // Ready once it answers its status.

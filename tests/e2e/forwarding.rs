@@ -113,11 +113,11 @@ async fn upstream_failures_answer_502_and_504_with_a_plain_reason() {
         .routes
         .push_str("[[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\ntimeout_ms = 200\n");
     setup.set("acme", pin("new"));
-    // `new` points at a port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // `new` points at a port nobody listens on: bound (so no other test's listener can take
+    // it meanwhile) but not listening, so a connection to it is refused.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = held.local_addr().unwrap();
     let text = setup
         .config_text()
         .replace(&setup.new.url(), &format!("http://{dead}"));
