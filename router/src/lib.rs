@@ -17,8 +17,9 @@
 //! - [`cli`]: the commands an operator runs (`serve`, `check`, `demo`, `flags`, batches).
 //! - [`server`]: listeners, connections, HTTP/2 serving, config reload, drain.
 //! - [`console`]: the operator console at `/ui` on the admin listener: the fleet, tenants,
-//!   evidence and history in a browser, writing through the admin API.
-//! - [`cutover`]: migration control across the fleet: each router's presence record.
+//!   evidence and history in a browser, and the same audited writes as the CLI.
+//! - [`cutover`]: migration control across the fleet: each router's presence record, holds,
+//!   the move with a hold, ramps.
 //! - [`admin`]: the admin listener (metrics, readiness, explain, flag reads and writes).
 //! - [`jobs`]: scheduled jobs on one side: `jobs run`'s command under its lease, and the
 //!   read API's answer to who owns a tenant.

@@ -8,9 +8,12 @@
 //! The page is HTML, CSS and a small script embedded in the binary (`assets/`), served with a
 //! strict Content-Security-Policy (no inline script or style, nothing from another origin).
 //! The script renders every value from the store or from users (tenant ids, reasons,
-//! mismatching bodies) as text, never as HTML. Its writes are the admin API's own
-//! (`PUT /flags/{tenant}`, conditional on the version the page showed, with the admin token
-//! the operator enters, sent as a bearer header: a cookie would let another site write).
+//! mismatching bodies) as text, never as HTML. Every write needs the admin token the operator
+//! enters, sent as a bearer header (a cookie would let another site write): flags through the
+//! admin API's `PUT /flags/{tenant}`, conditional on the version the page showed; ramps and
+//! moves with a hold through the engines the CLI runs ([`crate::cutover::ramp_commands`],
+//! [`moves`]). The console answers only requests addressed to this router by address,
+//! `localhost` or a configured name, so a page elsewhere cannot read it by DNS rebinding.
 //!
 //! Nothing here runs on the hot path: the charts come from a sampler that reads the
 //! router's counters every ten seconds ([`series`]), and the tables from the snapshot.
