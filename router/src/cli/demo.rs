@@ -185,12 +185,13 @@ Try it (in another terminal):
   {me} flags list --store {store}
   {me} flags set hooli --target legacy --shadow new:100 --reason "compare first" --store {store}
   curl -H 'x-tenant-id: hooli' http://{p}/hello            # answered by legacy, copied to new
-  {me} shadow report hooli --admin {a}     # the demo's sides answer differently: a mismatch
+  {me} shadow report hooli --admin {a} --token-file {token_file}   # the sides differ: a mismatch
   curl 'http://{a}/explain?tenant=acme&path=/hello'
   curl http://{a}/metrics
 
 Ctrl-C stops everything."#,
         config = config_path.display(),
+        token_file = token_path.display(),
         flags = flags_path.display(),
     );
     stop.recv().await;
