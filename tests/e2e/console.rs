@@ -153,10 +153,45 @@ async fn type_into(c: &Client, css: &str, text: &str) {
     el.send_keys(text).await.unwrap();
 }
 
-/// Nothing hostile ran: no dialog, no image or script element the page did not make, and
-/// the marker the payloads would set is unset.
+/// Nothing hostile ran: no dialog, no image or script element the page did not make, the
+/// marker the payloads would set is unset, and the page asked for nothing but its own
+/// script, style and API (a rendered `<img src=x>` would have fetched `x`).
 async fn nothing_ran(c: &Client) {
     assert!(c.get_alert_text().await.is_err(), "a dialog opened");
+    let origin = c
+        .current_url()
+        .await
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let fetched = c
+        .execute(
+            "return performance.getEntriesByType('resource').map((e) => e.name);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let fetched: Vec<String> = serde_json::from_value(fetched).unwrap();
+    assert!(!fetched.is_empty(), "the page's own requests are listed");
+    // The page's own requests, and the browser's for the tab's icon.
+    let own = [
+        "/ui/console.js",
+        "/ui/console.css",
+        "/ui/api/",
+        "/shadow/",
+        "/explain?",
+        "/flags/",
+        "/favicon.ico",
+    ];
+    for url in &fetched {
+        let path = url
+            .strip_prefix(&origin)
+            .unwrap_or_else(|| panic!("{url} is another origin"));
+        assert!(
+            own.iter().any(|p| path.starts_with(p)),
+            "the page fetched {url}"
+        );
+    }
     let found = c
         .execute(
             "return [window.pwned === undefined, document.querySelectorAll('img').length, \
