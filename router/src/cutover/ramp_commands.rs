@@ -48,7 +48,7 @@ pub struct Start {
 }
 
 /// Starts a ramp: checks it against the store, then writes its record (which must not exist).
-/// Returns the record as written, its version and the side it leaves.
+/// Returns the record as written (its `from` is the side the tenants leave) and its version.
 pub async fn start(
     store: &Store,
     targets: Option<&Targets>,
