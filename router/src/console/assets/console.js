@@ -146,6 +146,7 @@
     const { ok, body } = await api('/ui/api/overview');
     if (!ok) return replace(main, notice('bad', 'The overview could not be read: ', body.error));
     replace($('where'), 'router ', body.router, ' · flags v', body.store.version, ' · ', body.store.describe);
+    $('where').title = $('where').textContent;
     const fleet = body.fleet;
     const fleetRows = fleet.routers.map((r) => el('tr', {},
       el('td', { class: 'id' }, r.router, r.this ? ' ' : '', r.this ? badge('this router') : ''),
