@@ -339,11 +339,13 @@
 
     const ev = t.evidence;
     const s = shadow.body || {};
+    // A body shown (with the token) may be empty; one withheld says so.
+    const bodyText = (b) => (s.bodies === 'shown' ? (b === '' ? '(empty)' : b) : '(withheld)');
     const mismatches = (s.recent_mismatches || []).map((m) => el('div', { class: 'panel' },
       el('p', {}, el('strong', {}, m.kind), ' ', m.request, ' → ', m.target, ' at ', m.at, ': ', m.detail),
       el('div', { class: 'pair' },
-        el('div', {}, el('div', { class: 'muted' }, 'primary ', m.primary_status), el('div', { class: 'body' }, el('pre', {}, m.primary_body || '(withheld)'))),
-        el('div', {}, el('div', { class: 'muted' }, 'shadow ', m.shadow_status === null ? '-' : m.shadow_status), el('div', { class: 'body' }, el('pre', {}, m.shadow_body || '(withheld)'))))));
+        el('div', {}, el('div', { class: 'muted' }, 'primary ', m.primary_status), el('div', { class: 'body' }, el('pre', {}, bodyText(m.primary_body)))),
+        el('div', {}, el('div', { class: 'muted' }, 'shadow ', m.shadow_status === null ? '-' : m.shadow_status), el('div', { class: 'body' }, el('pre', {}, bodyText(m.shadow_body)))))));
     const evidencePanel = panel('Shadow evidence (the fleet)',
       t.fleet_error ? notice('', 'Only this router\'s counts: ', t.fleet_error) : '',
       ev.compared ? kv([['Match rate', pct(ev.match_rate)], ['Compared', num(ev.compared)], ['Matched', num(ev.matched)],
