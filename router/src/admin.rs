@@ -282,14 +282,7 @@ impl Admin {
                 )
             }
             Err(e) => {
-                let status = match &e {
-                    StoreError::Conflict { .. }
-                    | StoreError::Sealed { .. }
-                    | StoreError::Held { .. } => StatusCode::CONFLICT,
-                    StoreError::Item { .. } => StatusCode::BAD_REQUEST,
-                    StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
+                let status = store_status(&e);
                 let mut message = flag_store::error::Chain(&e).to_string();
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     message.push_str(
@@ -584,6 +577,20 @@ impl Admin {
                 format!("{whose} splits it {weights}; {key_note} falls on {name:?}")
             }
         }
+    }
+}
+
+/// The status of a store's refusal of an admin or console write: a conflict (someone wrote
+/// first, a seal, a hold) or a bad write is the caller's to see; anything else is the store's
+/// trouble, and the write may or may not have applied.
+pub fn store_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::Conflict { .. } | StoreError::Sealed { .. } | StoreError::Held { .. } => {
+            StatusCode::CONFLICT
+        }
+        StoreError::Item { .. } => StatusCode::BAD_REQUEST,
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

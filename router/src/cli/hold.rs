@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use flag_store::store::{Store, WriteResult};
-use flag_store::{FlagWrite, HoldWrite, Placing, Targets};
+use flag_store::{FlagWrite, Placing, Targets};
 
 use super::StoreArgs;
 pub use crate::cutover::mover::Move;
@@ -111,22 +111,14 @@ impl MoveArgs {
             ),
             (None, None) => bail!("name where they move: --to TARGET or --split WEIGHTS"),
         };
-        let flips = (self.tenants.iter())
-            .map(|t| FlagWrite {
-                evacuation: None,
-                ramp: None,
-                tenant: t.clone(),
-                placing: Some(placing.clone()),
-                seal: self.seal.then_some(true),
-                shadow: None,
-                by: by.clone(),
-                reason: self.reason.clone(),
-                expect_version: None,
-                force: self.force,
-                hold: HoldWrite::None,
-                jobs: None,
-            })
-            .collect();
+        let flips = mover::flips(
+            &self.tenants,
+            &placing,
+            self.seal,
+            self.force,
+            &by,
+            &self.reason,
+        );
         let hold_max = self.hold.hold_max.unwrap_or(DEFAULT_HOLD_MAX);
         self.hold.into_move(hold_max, flips, to)
     }

@@ -116,10 +116,7 @@ fn count(tenants: usize) -> String {
 fn basis_points(flag: &str, text: &str) -> anyhow::Result<u32> {
     let number: f64 = (text.trim().trim_end_matches('%').trim().parse())
         .with_context(|| format!("{flag} {text:?} is not a percentage such as 1%"))?;
-    if !(0.0..=100.0).contains(&number) {
-        bail!("{flag} {text:?} is not between 0% and 100%");
-    }
-    Ok((number * 100.0).round() as u32)
+    ramp_commands::basis_points(flag, number).map_err(anyhow::Error::msg)
 }
 
 async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
@@ -140,7 +137,7 @@ async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         max_5xx_bp: (args.max_5xx.as_deref())
             .map(|p| basis_points("--max-5xx", p))
             .transpose()?,
-        max_p99_ratio_pct: args.max_p99_ratio.map(|r| (r * 100.0).round() as u32),
+        max_p99_ratio_pct: args.max_p99_ratio.map(ramp_commands::ratio_pct),
         max_shadow_mismatch_bp: (args.max_shadow_mismatch.as_deref())
             .map(|p| basis_points("--max-shadow-mismatch", p))
             .transpose()?,

@@ -134,31 +134,25 @@ impl Console {
     /// The console's routes, to merge into the admin listener's. Its writes need the admin
     /// token (checked before the body is read) and their bodies are bounded in size and time.
     pub fn routes(self: Arc<Self>) -> axum::Router {
-        use axum::handler::Handler;
         use axum::routing::{get, post};
         use tower_http::{limit::RequestBodyLimitLayer, timeout::RequestBodyTimeoutLayer};
-        let gate = axum::middleware::from_fn_with_state(self.clone(), authorize);
-        let start = (start_ramp.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
-            .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
-            .layer(gate.clone());
-        let change = (change_ramp.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
-            .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
-            .layer(gate.clone());
-        let hold_move = (start_move.layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT)))
-            .layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
-            .layer(gate);
+        // The writes: the token first, then a body bounded in size and in time.
+        let writes = axum::Router::new()
+            .route("/ui/api/moves", post(start_move))
+            .route("/ui/api/ramps", post(start_ramp))
+            .route("/ui/api/ramps/{id}/{action}", post(change_ramp))
+            .route_layer(RequestBodyTimeoutLayer::new(WRITE_BODY_WAIT))
+            .route_layer(RequestBodyLimitLayer::new(MAX_WRITE_BODY))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authorize,
+            ));
+        let page = get(|| async { asset(PAGE, "text/html; charset=utf-8") });
         axum::Router::new()
-            .route("/ui/api/moves", post(hold_move).get(moves))
-            .route("/ui/api/ramps", post(start))
-            .route("/ui/api/ramps/{id}/{action}", post(change))
-            .route(
-                "/ui",
-                get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
-            )
-            .route(
-                "/ui/",
-                get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
-            )
+            .merge(writes)
+            .route("/ui/api/moves", get(moves))
+            .route("/ui", page.clone())
+            .route("/ui/", page)
             .route(
                 "/ui/console.js",
                 get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
@@ -303,8 +297,11 @@ impl Console {
     /// One tenant: its flag (or what applies without one), hold, ramp, job owner, the
     /// fleet's shadow evidence and its audit trail.
     async fn tenant(&self, tenant: &str) -> Value {
-        let history = tokio::time::timeout(HISTORY_WAIT, self.store.history(tenant)).await;
-        let listing = self.fleet.read().await;
+        // The audit trail and the fleet are read at once: each is bounded in time.
+        let (history, listing) = tokio::join!(
+            tokio::time::timeout(HISTORY_WAIT, self.store.history(tenant)),
+            self.fleet.read(),
+        );
         let now = flag_store::fleet::now_ms();
         let snap = self.flags.load_full();
         let proxy = self.live.load_full();
@@ -415,19 +412,15 @@ async fn start_ramp(State(console): ConsoleState, body: Bytes) -> ConsoleRespons
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    let points = |name: &str, v: Option<f64>| match v {
-        Some(p) if !(0.0..=100.0).contains(&p) => {
-            Err(format!("{name} {p} is not between 0 and 100"))
-        }
-        p => Ok(p.map(|p| (p * 100.0).round() as u32)),
-    };
+    let points =
+        |name: &str, v: Option<f64>| v.map(|p| ramp_commands::basis_points(name, p)).transpose();
     let guards = match (
         points("max_5xx_percent", r.max_5xx_percent),
         points("max_shadow_mismatch_percent", r.max_shadow_mismatch_percent),
     ) {
         (Ok(max_5xx_bp), Ok(max_shadow_mismatch_bp)) => flag_store::ramp::Guards {
             max_5xx_bp,
-            max_p99_ratio_pct: r.max_p99_ratio.map(|x| (x * 100.0).round() as u32),
+            max_p99_ratio_pct: r.max_p99_ratio.map(ramp_commands::ratio_pct),
             max_shadow_mismatch_bp,
             min_requests: r.min_requests,
         },
@@ -558,19 +551,10 @@ async fn moves(State(console): ConsoleState) -> ConsoleResponse {
     json_answer(StatusCode::OK, &json!({ "moves": console.moves.list() }))
 }
 
-/// A store's refusal of a console write: a conflict (someone wrote first) or a bad write is
-/// the operator's to see; anything else is the store's trouble.
+/// A store's refusal of a console write, with the admin API's statuses.
 fn store_refusal(e: &flag_store::StoreError) -> ConsoleResponse {
-    use flag_store::StoreError;
-    let status = match e {
-        StoreError::Conflict { .. } | StoreError::Sealed { .. } | StoreError::Held { .. } => {
-            StatusCode::CONFLICT
-        }
-        StoreError::Item { .. } => StatusCode::BAD_REQUEST,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
     let error = flag_store::error::Chain(e).to_string();
-    json_answer(status, &json!({ "error": error }))
+    json_answer(crate::admin::store_status(e), &json!({ "error": error }))
 }
 
 /// Whether `host` (a `Host` header: a name or address, maybe with a port) is one the console

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flag_store::store::Store;
-use flag_store::{FlagWrite, HoldWrite, Placing, Targets};
+use flag_store::{Placing, Targets};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -119,22 +119,14 @@ impl Moves {
                 lines: Vec::new(),
             });
         }
-        let flips = (asked.tenants.iter())
-            .map(|t| FlagWrite {
-                evacuation: None,
-                ramp: None,
-                tenant: t.clone(),
-                placing: Some(asked.placing.clone()),
-                seal: asked.seal.then_some(true),
-                shadow: None,
-                by: asked.by.clone(),
-                reason: asked.reason.clone(),
-                expect_version: None,
-                force: asked.force,
-                hold: HoldWrite::None,
-                jobs: None,
-            })
-            .collect();
+        let flips = mover::flips(
+            &asked.tenants,
+            &asked.placing,
+            asked.seal,
+            asked.force,
+            &asked.by,
+            &asked.reason,
+        );
         let m = Move {
             flips,
             to,

@@ -46,6 +46,34 @@ pub struct Move {
     pub ignore_routers: Vec<String>,
 }
 
+/// Each tenant's flip to `placing` (sealed there when `seal`), as a move with a hold writes
+/// it: `flags move` and the console's move alike.
+pub fn flips(
+    tenants: &[String],
+    placing: &Placing,
+    seal: bool,
+    force: bool,
+    by: &str,
+    reason: &str,
+) -> Vec<FlagWrite> {
+    (tenants.iter())
+        .map(|t| FlagWrite {
+            evacuation: None,
+            ramp: None,
+            tenant: t.clone(),
+            placing: Some(placing.clone()),
+            seal: seal.then_some(true),
+            shadow: None,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            expect_version: None,
+            force,
+            hold: HoldWrite::None,
+            jobs: None,
+        })
+        .collect()
+}
+
 /// How a move ended once it began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

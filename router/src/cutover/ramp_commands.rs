@@ -32,6 +32,20 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
+/// A guard's share in percent (`1.5` is 1.5%) as the record keeps it, in basis points;
+/// `name` says which guard when it is not between 0 and 100.
+pub fn basis_points(name: &str, percent: f64) -> Result<u32, String> {
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(format!("{name} {percent}% is not between 0% and 100%"));
+    }
+    Ok((percent * 100.0).round() as u32)
+}
+
+/// The p99 guard's ratio (`1.5`) as the record keeps it, in percent (150).
+pub fn ratio_pct(ratio: f64) -> u32 {
+    (ratio * 100.0).round() as u32
+}
+
 /// A ramp to start.
 #[derive(Debug, Clone)]
 pub struct Start {
