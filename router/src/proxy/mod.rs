@@ -3,8 +3,9 @@
 //!
 //! [`Proxy::handle`] reads in that order: `decide` (steps 1 to 3, no wait; the snapshot
 //! guard lives in it and nowhere else), then `forward`, whose synchronous half is `prepare`.
-//! A request's labels, start and id travel together in one `RequestCtx`. Whether and where a
-//! failed try is retried is the pure `retry_plan`. Beside it: [`refusal`] (every answer the
+//! A request's labels, start and id travel together in one `RequestCtx`. Where a request is
+//! sent, and whether and where a failed try is retried, are the pure functions of [`send_to`].
+//! Beside them: [`refusal`] (every answer the
 //! router gives itself, turned into a status and a short plain body in one place),
 //! [`headers`] (the header policy), [`tunnels`] (upgraded connections) and [`peer`] (the
 //! client end of a connection).
@@ -13,6 +14,7 @@ pub mod headers;
 mod held;
 pub mod peer;
 pub mod refusal;
+mod send_to;
 pub mod tunnels;
 
 use crate::cutover::hold::{Holds, InFlight as TenantInFlight};
@@ -21,6 +23,7 @@ pub(crate) use headers::{ADDED_REQUEST_HEADERS, content_length};
 use headers::{ClientUpgrade, RequestIds, X_REQUEST_ID, allowed_upgrade, join_cookies};
 pub use peer::Peer;
 use refusal::Refusal;
+use send_to::{first_endpoint, is_idempotent, retry_plan};
 pub use tunnels::Tunnels;
 
 use std::sync::Arc;
@@ -40,7 +43,7 @@ use crate::body::{
 use crate::config::{Config, Protocol, TenantRules};
 use crate::health::{Health, InFlight, Outcome};
 use crate::observe::access_log::{self, AccessLog};
-use crate::observe::metrics::{Labels, Metrics, RetryReason, UpstreamErrorKind};
+use crate::observe::metrics::{Labels, Metrics, UpstreamErrorKind};
 use crate::policy::tenant::{self, sticky_hash};
 use crate::policy::{Decision, Pick, Route, RouteKind, RouteTable, pick};
 use crate::shadow::{self, Shadows};
@@ -233,47 +236,6 @@ impl Bound<'_> {
             kind,
         })
     }
-}
-
-/// The methods a retry may send again after the request may have reached the application.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    )
-}
-
-/// Whether a failed first try is sent again, why, and where: a pure function of the failure,
-/// the request and where there is to go (`choose(target, except)` is the health view's
-/// endpoint choice). A retry needs a copy of the request (no body, no upgrade) and a failure
-/// that cannot have reached an application: a failed connect or TLS handshake (any method), or, for
-/// idempotent methods only, a reset before any response byte, an endpoint seen down before
-/// it answered, or no answer within the route's try timeout. A split tenant's retry goes to its
-/// other healthy target, an independent failure domain that holds its data too; a pinned
-/// tenant's (no alternative) to another endpoint of its own target, never elsewhere.
-fn retry_plan(
-    failure: Failure,
-    method: &Method,
-    replayable: bool,
-    (target, endpoint): (TargetId, usize),
-    alternative: Option<TargetId>,
-    mut choose: impl FnMut(TargetId, Option<usize>) -> Option<usize>,
-) -> Option<(RetryReason, TargetId, usize)> {
-    let idempotent = is_idempotent(method);
-    let reason = match failure {
-        // A failed TLS handshake sent nothing either.
-        Failure::Connect | Failure::Tls(_) => RetryReason::Connect,
-        Failure::Reset if idempotent => RetryReason::Reset,
-        Failure::EndpointDown if idempotent => RetryReason::EndpointDown,
-        Failure::TryTimeout if idempotent => RetryReason::TryTimeout,
-        _ => return None,
-    };
-    if !replayable {
-        return None;
-    }
-    let other_target = alternative.and_then(|t| choose(t, None).map(|e| (t, e)));
-    let (t, e) = other_target.or_else(|| choose(target, Some(endpoint)).map(|e| (target, e)))?;
-    Some((reason, t, e))
 }
 
 impl Proxy {
@@ -557,7 +519,7 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let Decided {
             route,
-            pick,
+            mut pick,
             tenant,
         } = decided;
         let Prepared {
@@ -566,7 +528,14 @@ impl Proxy {
             host,
             client_upgrade,
             saved,
-        } = match self.prepare(parts, body, (route, &pick, &tenant), &mut ctx, client, now) {
+        } = match self.prepare(
+            parts,
+            body,
+            (route, &mut pick, &tenant),
+            &mut ctx,
+            client,
+            now,
+        ) {
             Ok(prepared) => prepared,
             Err(refusal) => return self.refuse(refusal, ctx),
         };
@@ -697,7 +666,7 @@ impl Proxy {
         &self,
         parts: &mut Parts,
         body: ClientBody,
-        (route, pick, tenant): (&Route, &Pick, &TenantKey),
+        (route, pick, tenant): (&Route, &mut Pick, &TenantKey),
         ctx: &mut RequestCtx,
         client: &Peer,
         now: u64,
@@ -743,11 +712,14 @@ impl Proxy {
             .headers
             .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 
-        let target = pick.target;
-        let Some(endpoint) = self.health.choose(target, now, None) else {
-            // Its last endpoint went down between the pick and now.
-            return Err(Refusal::TargetUnavailable(target));
+        let Some((target, endpoint)) = first_endpoint(pick, |t| self.health.choose(t, now, None))
+        else {
+            // Its last endpoint went down between the pick and now, and it has nowhere else.
+            return Err(Refusal::TargetUnavailable(pick.target));
         };
+        if target != pick.target {
+            self.fell_over(pick, target, ctx);
+        }
         self.health.target(target).budget.record_request(now);
         if let Some(log) = ctx.log.as_mut() {
             log.endpoint = Some(self.upstreams[target.index()].endpoint_name(endpoint));
@@ -794,6 +766,24 @@ impl Proxy {
             client_upgrade,
             saved,
         })
+    }
+
+    /// A split tenant's picked side lost its last endpoint between the pick and the send: the
+    /// request goes to `to`, its other side, counted and logged as a failover like a pick that
+    /// skipped an unhealthy owner. Its retry, if any, stays on `to`.
+    #[cold]
+    fn fell_over(&self, pick: &mut Pick, to: TargetId, ctx: &mut RequestCtx) {
+        if !pick.failover {
+            (self.metrics).failover(ctx.labels.route, pick.owner.index(), to.index());
+        }
+        if let Some(log) = ctx.log.as_mut() {
+            log.failover = true;
+        }
+        ctx.labels.target = to.index();
+        pick.target = to;
+        pick.failover = to != pick.owner;
+        pick.alternative = None;
+        pick.shadow = pick.shadow.filter(|s| s.target != to);
     }
 
     /// Resolves when the endpoint is no longer available (a failed health check, an ejection),
@@ -992,141 +982,5 @@ impl Proxy {
             body = body.tapped(tap);
         }
         Response::from_parts(rparts, body)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_go_where_the_tenants_data_is_and_only_when_safe() {
-        let (legacy, new) = (TargetId(0), TargetId(1));
-        // Endpoints up: legacy has 0 and 1, new has 0.
-        let choose = |t: TargetId, except: Option<usize>| match (t.0, except) {
-            (0, Some(0)) => Some(1),
-            (0, _) => Some(0),
-            (1, None) => Some(0),
-            _ => None,
-        };
-        let nothing_up = |_: TargetId, _: Option<usize>| None;
-        let (get, post) = (Method::GET, Method::POST);
-        let timeout = Failure::Timeout;
-        let client = Failure::Client(StatusCode::PAYLOAD_TOO_LARGE, "x");
-        use RetryReason::{Connect, Reset};
-        #[allow(clippy::type_complexity)]
-        let table: &[(
-            Failure,
-            &Method,
-            bool,
-            Option<TargetId>,
-            Option<(RetryReason, TargetId, usize)>,
-        )] = &[
-            // A split tenant's retry goes to its other target.
-            (
-                Failure::Connect,
-                &get,
-                true,
-                Some(new),
-                Some((Connect, new, 0)),
-            ),
-            (Failure::Reset, &get, true, Some(new), Some((Reset, new, 0))),
-            // Any method may be retried after a failed connect: nothing was sent.
-            (
-                Failure::Connect,
-                &post,
-                true,
-                Some(new),
-                Some((Connect, new, 0)),
-            ),
-            // A reset may have reached the application: idempotent methods only.
-            (Failure::Reset, &post, true, Some(new), None),
-            // A failed TLS handshake sent nothing: like a failed connect.
-            (
-                Failure::Tls("its certificate has expired"),
-                &post,
-                true,
-                Some(new),
-                Some((Connect, new, 0)),
-            ),
-            // A pinned tenant's retry stays on its target, on another endpoint.
-            (
-                Failure::Connect,
-                &get,
-                true,
-                None,
-                Some((Connect, legacy, 1)),
-            ),
-            (
-                Failure::Reset,
-                &Method::PUT,
-                true,
-                None,
-                Some((Reset, legacy, 1)),
-            ),
-            // A try given up on an endpoint seen down, or past the try timeout: idempotent
-            // methods only, like a reset.
-            (
-                Failure::EndpointDown,
-                &get,
-                true,
-                Some(new),
-                Some((RetryReason::EndpointDown, new, 0)),
-            ),
-            (
-                Failure::TryTimeout,
-                &get,
-                true,
-                None,
-                Some((RetryReason::TryTimeout, legacy, 1)),
-            ),
-            (Failure::EndpointDown, &post, true, Some(new), None),
-            (Failure::TryTimeout, &post, true, Some(new), None),
-            // Never after the route's timeout, a client fault, or without a copy of the request.
-            (timeout, &get, true, Some(new), None),
-            (client, &get, true, Some(new), None),
-            (Failure::BadTarget, &get, true, Some(new), None),
-            (Failure::Connect, &get, false, Some(new), None),
-        ];
-        for &(failure, method, replayable, alternative, want) in table {
-            let got = retry_plan(
-                failure,
-                method,
-                replayable,
-                (legacy, 0),
-                alternative,
-                choose,
-            );
-            assert_eq!(
-                got, want,
-                "{failure:?} {method} replayable={replayable} alternative={alternative:?}"
-            );
-        }
-        // The split tenant's other target is down: another endpoint of this one.
-        let new_down =
-            |t: TargetId, except: Option<usize>| if t.0 == 1 { None } else { choose(t, except) };
-        assert_eq!(
-            retry_plan(
-                Failure::Connect,
-                &get,
-                true,
-                (legacy, 0),
-                Some(new),
-                new_down
-            ),
-            Some((Connect, legacy, 1))
-        );
-        // Nowhere to go.
-        assert_eq!(
-            retry_plan(
-                Failure::Connect,
-                &get,
-                true,
-                (legacy, 0),
-                Some(new),
-                nothing_up
-            ),
-            None
-        );
     }
 }
