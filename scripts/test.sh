@@ -30,7 +30,9 @@ if ! need chromium || ! need chromedriver; then
 fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# No backtrace unless asked (RUST_BACKTRACE=1): a CI log that keeps only its tail then still
+# shows a failed test's panic message, which names the assertion and its values.
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 
 if [ "$#" -gt 0 ] && [ "$1" = "e2e" ]; then
   shift

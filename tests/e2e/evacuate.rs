@@ -173,6 +173,13 @@ async fn an_evacuation_empties_a_side_on_every_router_in_one_poll_and_restore_gi
     for r in &routers {
         wait_version(r, evacuated).await;
     }
+    // The one request in flight may have been picked before its router had the evacuation:
+    // the count is read once it is answered, and every later request was picked after.
+    let in_flight = answers.lock().unwrap().len();
+    wait_for("the request in flight", || {
+        answers.lock().unwrap().len() > in_flight
+    })
+    .await;
     let upstream_new_then = setup.new.seen.total();
     let at_write = answers.lock().unwrap().len();
     wait_for("load after the evacuation", || {
