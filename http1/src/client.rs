@@ -638,13 +638,22 @@ struct Framing {
 fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
     let headers = resp.headers();
     let status = resp.status();
+    // One pass over the names says which framing fields came, where a lookup each would hash
+    // every name again: most responses carry a `Content-Length` and neither of the others.
+    let (mut connection, mut transfer_encoding, mut content_length) = (false, false, false);
+    for name in headers.keys() {
+        connection |= name == header::CONNECTION;
+        transfer_encoding |= name == header::TRANSFER_ENCODING;
+        content_length |= name == header::CONTENT_LENGTH;
+    }
     let keep_alive = resp.version() == Version::HTTP_11
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        && !(connection
+            && headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("close")));
     if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -657,7 +666,7 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
             one_length: None,
         });
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if transfer_encoding {
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -666,7 +675,7 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
             .map(str::trim)
             .rfind(|t| !t.is_empty());
         let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        let with_length = headers.contains_key(header::CONTENT_LENGTH);
+        let with_length = content_length;
         return Ok(Framing {
             state: if chunked {
                 Decoder::Chunked(Chunked::default())
@@ -680,7 +689,8 @@ fn framing(resp: &Response<()>, head_request: bool) -> Result<Framing, Error> {
     }
     let mut length = None;
     let mut lengths = 0;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    let values = content_length.then(|| headers.get_all(header::CONTENT_LENGTH));
+    for value in values.into_iter().flatten() {
         for part in value.as_bytes().split(|&b| b == b',') {
             let n = parse_length(part).ok_or_else(|| Error::malformed("bad Content-Length"))?;
             if length.is_some_and(|l| l != n) {

@@ -89,12 +89,27 @@ impl Decoder {
 
 /// Header lines (or trailer lines), `name: value` each, names lower-case as `http` keeps them.
 pub fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+    encode_fields_seeing(out, headers, []);
+}
+
+/// [`encode_fields`], saying which of `watched` were among the fields: the pass that writes
+/// them tells, where a lookup each after would hash every name again.
+pub fn encode_fields_seeing<const N: usize>(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    watched: [&HeaderName; N],
+) -> [bool; N] {
+    let mut seen = [false; N];
     for (name, value) in headers {
+        for (w, s) in watched.iter().zip(&mut seen) {
+            *s |= name == *w;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    seen
 }
 
 /// The chunked coding's size line for `len` bytes of data (`1a3f\r\n`): the one encoder

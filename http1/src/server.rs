@@ -959,14 +959,15 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    codec::encode_fields(out, headers);
-    if !headers.contains_key(header::DATE) {
+    let [date, length] =
+        codec::encode_fields_seeing(out, headers, [&header::DATE, &header::CONTENT_LENGTH]);
+    if !date {
         out.extend_from_slice(b"date: ");
         codec::http_date(out);
         out.extend_from_slice(b"\r\n");
     }
     match delimit {
-        Delimit::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+        Delimit::Length(n) if !length => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(codec::itoa(n, &mut [0; 20]));
             out.extend_from_slice(b"\r\n");
@@ -1388,6 +1389,24 @@ mod tests {
         let text = String::from_utf8(out.clone()).unwrap();
         assert_eq!(text.matches("content-length").count(), 1, "{text}");
         assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
+
+        // The upstream's own Date goes out, and no second one.
+        let upstream_date = "Tue, 01 Dec 2026 10:00:00 GMT";
+        headers.insert(header::DATE, HeaderValue::from_static(upstream_date));
+        encode_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            Delimit::Length(12),
+            false,
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("date: ").count(), 1, "{text}");
+        assert!(
+            text.contains(&format!("date: {upstream_date}\r\n")),
+            "{text}"
+        );
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
 
         encode_head(
             &mut out,
