@@ -53,6 +53,17 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
         seen["x-request-id"], "req-abc",
         "a client's request id is kept"
     );
+    // A `Connection` that names `Host` is refused: every route is chosen by it, and an
+    // upstream never gets a request whose Host was stripped.
+    let requests = setup.legacy.seen.total();
+    let named = raw(
+        router.addr(),
+        "GET /hop HTTP/1.1\r\nHost: acme.app.example.com\r\nConnection: close, host\r\n\r\n",
+    )
+    .await;
+    assert!(named.starts_with("HTTP/1.1 400"), "{named}");
+    assert!(named.contains("names host"), "{named}");
+    assert_eq!(setup.legacy.seen.total(), requests);
     // And on the way back.
     let lower = answer.to_ascii_lowercase();
     assert!(lower.contains("x-up-visible: 1"), "{answer}");

@@ -197,8 +197,9 @@ struct Decided<'a> {
 struct Prepared {
     body: RequestBody,
     endpoint: usize,
-    /// The Host header, else the request target's authority.
-    host: Option<HeaderValue>,
+    /// The `Host` an HTTP/1.1 upstream is sent, when the request has none: the request
+    /// target's authority (HTTP/2).
+    add_host: Option<HeaderValue>,
     /// Boxed: it is held across the upstream exchange, and upgrades are rare.
     client_upgrade: Option<Box<ClientUpgrade>>,
     /// The copy a retry would send (method, target, headers), when there is somewhere to
@@ -525,7 +526,7 @@ impl Proxy {
         let Prepared {
             body,
             endpoint,
-            host,
+            add_host,
             client_upgrade,
             saved,
         } = match self.prepare(
@@ -546,13 +547,15 @@ impl Proxy {
         // Each branch builds the attempt where it awaits it: a future bound to a name first
         // is copied into the await (a kilobyte, on every request).
         let rescuable = saved.is_some() && is_idempotent(&parts.method);
+        // Only an upgrade still carries `Upgrade` here (`strip_request_hop_by_hop`).
+        let upgrade = client_upgrade.is_some();
         let outcome = if rescuable {
             let lost = Box::pin(
                 self.until_lost((target, endpoint), route.try_timeout.map(|t| ctx.start + t)),
             );
             tokio::select! {
                 biased;
-                outcome = self.attempt(parts, body, route, (target, endpoint), host.as_ref(), ctx.start) => outcome,
+                outcome = self.attempt(parts, body, route, (target, endpoint), (add_host.as_ref(), upgrade), ctx.start) => outcome,
                 failure = lost => Err(failure),
             }
         } else {
@@ -561,7 +564,7 @@ impl Proxy {
                 body,
                 route,
                 (target, endpoint),
-                host.as_ref(),
+                (add_host.as_ref(), upgrade),
                 ctx.start,
             )
             .await
@@ -628,7 +631,7 @@ impl Proxy {
             RequestBody::empty(),
             route,
             retry,
-            host.as_ref(),
+            (add_host.as_ref(), false),
             Instant::now(),
         ));
         // A retry of a rescued request is watched the same way: the side it went to may be
@@ -682,25 +685,37 @@ impl Proxy {
             }
             _ => None,
         };
+        // Most requests carry no hop-by-hop field, so no `Connection` and no upgrade: one pass
+        // over the names says so, and spares the lookups an upgrade and the stripping make.
+        let hop_by_hop = parts.headers.keys().any(headers::is_hop_by_hop);
         // Boxed: it is held across the upstream exchange, and upgrades are rare.
-        let client_upgrade = match allowed_upgrade(parts, route) {
-            Some(asked) => parts
+        let client_upgrade = match hop_by_hop.then(|| allowed_upgrade(parts, route)) {
+            Some(Some(asked)) => parts
                 .extensions
                 .remove::<OnUpgrade>()
                 .map(|on| Box::new(ClientUpgrade { on, asked })),
-            None => None,
+            _ => None,
         };
         // The host was checked in `decide`: the Host header, else the target's authority.
-        let host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        let (host, had_host) = match parts.headers.get(header::HOST) {
+            Some(h) => (Some(h.clone()), true),
+            None => (
+                (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+                false,
+            ),
         };
-        headers::strip_request_hop_by_hop(
-            &mut parts.headers,
-            client_upgrade.is_some(),
-            &self.decided_by,
-        )
-        .map_err(Refusal::ConnectionNamesDecider)?;
+        if hop_by_hop {
+            headers::strip_request_hop_by_hop(
+                &mut parts.headers,
+                client_upgrade.is_some(),
+                &self.decided_by,
+            )
+            .map_err(Refusal::ConnectionNamesDecider)?;
+        }
+        // What an HTTP/1.1 upstream is sent as `Host` when the request has none (an HTTP/2
+        // request's authority). A `Connection` cannot have taken it: Host decides every
+        // route, and a `Connection` naming a header that decides is refused above.
+        let add_host = if had_host { None } else { host.clone() };
         if self.drop_underscored && !matches!(body, ClientBody::H1(_) | ClientBody::H1Tls(_)) {
             headers::drop_underscored_names(&mut parts.headers);
         }
@@ -762,7 +777,7 @@ impl Proxy {
         Ok(Prepared {
             body,
             endpoint,
-            host,
+            add_host,
             client_upgrade,
             saved,
         })
@@ -828,7 +843,7 @@ impl Proxy {
         body: RequestBody,
         route: &Route,
         (target, endpoint): (TargetId, usize),
-        host: Option<&HeaderValue>,
+        (add_host, upgrade): (Option<&HeaderValue>, bool),
         sent_at: Instant,
     ) -> Result<Answer, Failure> {
         let upstream = &self.upstreams[target.index()];
@@ -836,13 +851,10 @@ impl Proxy {
         // for a body still to come, from the body's end (`answer_within`).
         let deadline = sent_at + route.timeout;
         let progress = body.progress();
-        // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's. An
-        // upgrade is the only request that still carries `Upgrade` here (strip_hop_by_hop).
+        // HTTP/1.1 goes over the proxy's own client, upgrades and HTTP/2 over hyper's.
         // The own client's pool dials its endpoint and sends only the path
         // (http1::client::request_target); hyper's dials the URI, so that is rebuilt from the endpoint.
-        let own_client = upstream.protocol == Protocol::Http1
-            && !upstream.tls
-            && !parts.headers.contains_key(header::UPGRADE);
+        let own_client = upstream.protocol == Protocol::Http1 && !upstream.tls && !upgrade;
         if !own_client {
             parts.uri = (upstream.endpoint(endpoint).uri(parts.uri.path_and_query()))
                 .map_err(|_| Failure::BadTarget)?;
@@ -850,7 +862,7 @@ impl Proxy {
         match upstream.protocol {
             Protocol::Http1 => {
                 parts.version = Version::HTTP_11;
-                if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
+                if let Some(host) = add_host {
                     parts.headers.insert(header::HOST, host.clone());
                 }
             }
