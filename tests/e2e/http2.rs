@@ -326,9 +326,16 @@ async fn a_request_breaking_its_content_length_or_naming_no_host_never_reaches_a
         "the POST was answered before its content came: {sent:?}"
     );
     match tokio::time::timeout(EVENT_TIMEOUT, posted).await.unwrap() {
-        Ok(resp) => assert_eq!(resp.status(), StatusCode::BAD_REQUEST),
+        Ok(resp) => {
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+            assert!(resp.headers().contains_key("x-request-id"), "{resp:?}");
+        }
         Err(e) => assert!(e.is_reset(), "{e}"),
     }
+    // Refused like every other answer of the router's own: counted (the bare GET below is
+    // the second 4xx with no route).
+    let refused = "switchyard_requests_total{route=\"none\",status=\"4xx\",target=\"none\"}";
+    wait_metric(&router, refused, 1.0).await;
     // No authority, no host: refused by name.
     let mut send = send.ready().await.unwrap();
     let bare = Request::get("/raw/bare")

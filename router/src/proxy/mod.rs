@@ -362,23 +362,7 @@ impl Proxy {
         client: &Peer,
     ) -> Response<ResponseBody> {
         let (mut parts, body) = req.into_parts();
-        let mut ctx = RequestCtx {
-            start: Instant::now(),
-            request_id: self.request_id(&parts.headers),
-            labels: Labels {
-                route: self.metrics.no_route(),
-                target: self.metrics.no_target(),
-            },
-            shadow: None,
-            log: None,
-            tenant: None,
-        };
-        if let Some(log) = &self.access_log
-            && log.sampled()
-        {
-            let entry = access_log::Entry::new(&parts, ctx.request_id.clone());
-            ctx.log = Some(Box::new(entry));
-        }
+        let mut ctx = self.context(&parts);
         // Steps 1 to 3 decide, without a wait; step 4 forwards.
         let now_ms = self.health.ms_at(ctx.start);
         let decided = match self.decide(&parts, client, now_ms, &mut ctx) {
@@ -393,6 +377,29 @@ impl Proxy {
         // 4. Forward (and 5, metrics, when the response body completes).
         self.forward(&mut parts, body, decided, ctx, client, now_ms)
             .await
+    }
+
+    /// A request's start, id, labels and (when sampled) access-log entry.
+    #[inline(always)]
+    fn context(&self, parts: &Parts) -> RequestCtx {
+        let mut ctx = RequestCtx {
+            start: Instant::now(),
+            request_id: self.request_id(&parts.headers),
+            labels: Labels {
+                route: self.metrics.no_route(),
+                target: self.metrics.no_target(),
+            },
+            shadow: None,
+            log: None,
+            tenant: None,
+        };
+        if let Some(log) = &self.access_log
+            && log.sampled()
+        {
+            let entry = access_log::Entry::new(parts, ctx.request_id.clone());
+            ctx.log = Some(Box::new(entry));
+        }
+        ctx
     }
 
     /// Steps 1 to 3: the route, the tenant, the pick. The snapshot guard lives in here only.
@@ -781,24 +788,6 @@ impl Proxy {
             client_upgrade,
             saved,
         })
-    }
-
-    /// A split tenant's picked side lost its last endpoint between the pick and the send: the
-    /// request goes to `to`, its other side, counted and logged as a failover like a pick that
-    /// skipped an unhealthy owner. Its retry, if any, stays on `to`.
-    #[cold]
-    fn fell_over(&self, pick: &mut Pick, to: TargetId, ctx: &mut RequestCtx) {
-        if !pick.failover {
-            (self.metrics).failover(ctx.labels.route, pick.owner.index(), to.index());
-        }
-        if let Some(log) = ctx.log.as_mut() {
-            log.failover = true;
-        }
-        ctx.labels.target = to.index();
-        pick.target = to;
-        pick.failover = to != pick.owner;
-        pick.alternative = None;
-        pick.shadow = pick.shadow.filter(|s| s.target != to);
     }
 
     /// Resolves when the endpoint is no longer available (a failed health check, an ejection),

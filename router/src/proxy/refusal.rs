@@ -9,6 +9,7 @@ use flag_store::HoldItem;
 use flag_store::TargetId;
 use flag_store::fleet::now_ms;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::headers::X_REQUEST_ID;
@@ -44,6 +45,11 @@ pub(super) enum Refusal {
     ConnectionNamesDecider(http::HeaderName),
     /// The upstream answered 101 to a protocol the request did not ask for.
     UnaskedUpgrade(TargetId),
+    /// An HTTP/2 request said `content-length: 0` and then sent content, or its stream did not
+    /// end within the time allowed (`timed_out`).
+    ZeroLengthBroken {
+        timed_out: bool,
+    },
     /// The tenant is being moved (a hold): its requests wait, and reach here only when the
     /// queue is full.
     Held(Arc<HoldItem>),
@@ -74,6 +80,14 @@ impl Failure {
 }
 
 impl Proxy {
+    /// The answer to an HTTP/2 request refused before it is handled, for saying
+    /// `content-length: 0` and then sending content or not ending (`timed_out`): made by
+    /// [`Proxy::refuse`] like every other, with its request id, metrics and log line.
+    pub fn refuse_zero_length(&self, parts: &Parts, timed_out: bool) -> Response<ResponseBody> {
+        let ctx = self.context(parts);
+        self.refuse(Refusal::ZeroLengthBroken { timed_out }, ctx)
+    }
+
     /// The one place an answer of the router's own is made: the status and the one-line
     /// plain body for each reason it refuses or fails a request.
     pub(super) fn refuse(&self, refusal: Refusal, mut ctx: RequestCtx) -> Response<ResponseBody> {
@@ -154,6 +168,14 @@ impl Proxy {
             Refusal::ConnectionNamesDecider(name) => (
                 StatusCode::BAD_REQUEST,
                 format!("the Connection header names {name}, a header this router routes by: removed as hop-by-hop, the upstream would never see it").into(),
+            ),
+            Refusal::ZeroLengthBroken { timed_out: false } => (
+                StatusCode::BAD_REQUEST,
+                "the request says content-length: 0 but sends content".into(),
+            ),
+            Refusal::ZeroLengthBroken { timed_out: true } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request says content-length: 0 but its stream did not end".into(),
             ),
             Refusal::UnaskedUpgrade(target) => (
                 StatusCode::BAD_GATEWAY,

@@ -1,10 +1,11 @@
 //! Where a request is sent: its first endpoint and its one retry, pure functions of the pick,
-//! the failure and the health view's endpoint choice, so a table can test them.
+//! the failure and the health view's endpoint choice, so a table can test them; and how a
+//! request that falls over to its other side is counted.
 
 use flag_store::TargetId;
 use http::Method;
 
-use super::Failure;
+use super::{Failure, Proxy, RequestCtx};
 use crate::observe::metrics::RetryReason;
 use crate::policy::Pick;
 
@@ -62,6 +63,26 @@ pub(super) fn retry_plan(
     let other_target = alternative.and_then(|t| choose(t, None).map(|e| (t, e)));
     let (t, e) = other_target.or_else(|| choose(target, Some(endpoint)).map(|e| (target, e)))?;
     Some((reason, t, e))
+}
+
+impl Proxy {
+    /// A split tenant's picked side lost its last endpoint between the pick and the send: the
+    /// request goes to `to`, its other side, counted and logged as a failover like a pick that
+    /// skipped an unhealthy owner. Its retry, if any, stays on `to`.
+    #[cold]
+    pub(super) fn fell_over(&self, pick: &mut Pick, to: TargetId, ctx: &mut RequestCtx) {
+        if !pick.failover {
+            (self.metrics).failover(ctx.labels.route, pick.owner.index(), to.index());
+        }
+        if let Some(log) = ctx.log.as_mut() {
+            log.failover = true;
+        }
+        ctx.labels.target = to.index();
+        pick.target = to;
+        pick.failover = to != pick.owner;
+        pick.alternative = None;
+        pick.shadow = pick.shadow.filter(|s| s.target != to);
+    }
 }
 
 #[cfg(test)]

@@ -192,28 +192,21 @@ async fn serve_stream(
     // upstream as soon as its head is sent: its end is awaited first (within `settle`), so
     // content it then sends is refused here and never reaches an upstream as a whole request.
     let req = match settle {
-        None => req,
-        Some(within) => match settled(req, within).await {
-            Ok(req) => req,
-            Err((status, why)) => {
-                tracing::debug!(peer = %client.addr, why, "HTTP/2 request refused");
-                let resp = Response::builder()
-                    .status(status)
-                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                    .body(())
-                    .expect("a valid head");
-                if let Ok(mut send) = respond.send_response(resp, false) {
-                    let _ = send.send_data(Bytes::from(format!("{why}\n")), true);
-                }
+        None => Ok(req),
+        Some(within) => settled(req, within).await,
+    };
+    let resp = match req {
+        // The answer's future (the proxy's whole exchange) is done with before the body is
+        // sent: awaited in its own function, it does not add its size to the body's part of
+        // this one.
+        Ok(req) => match answer(proxy, req, &mut respond, client).await {
+            Some(resp) => resp,
+            None => {
+                tracing::debug!(peer = %client.addr, "the client reset the stream");
                 return;
             }
         },
-    };
-    // The answer's future (the proxy's whole exchange) is done with before the body is sent:
-    // awaited in its own function, it does not add its size to the body's part of this one.
-    let Some(resp) = answer(proxy, req, &mut respond, client).await else {
-        tracing::debug!(peer = %client.addr, "the client reset the stream");
-        return;
+        Err((parts, timed_out)) => proxy.refuse_zero_length(&parts, timed_out),
     };
     let (mut head, body) = resp.into_parts();
     // The proxy has taken them out already; `h2` refuses a response that has one, so make sure.
@@ -244,12 +237,12 @@ async fn serve_stream(
 }
 
 /// A `content-length: 0` request whose stream is still open, once it has ended with nothing
-/// more: its body is then the empty one. Content, trailers, an error of the stream or no end
-/// within `within` refuse it.
+/// more: its body is then the empty one. Content, trailers or an error of the stream refuse
+/// it (`Err` with its head), as does no end within `within` (`true`: timed out).
 async fn settled(
     req: Request<ClientBody>,
     within: Duration,
-) -> Result<Request<ClientBody>, (http::StatusCode, &'static str)> {
+) -> Result<Request<ClientBody>, (http::request::Parts, bool)> {
     let (parts, mut body) = req.into_parts();
     let ended = tokio::time::timeout(within, async {
         while let Some(frame) = body.frame().await {
@@ -263,14 +256,8 @@ async fn settled(
     .await;
     match ended {
         Ok(true) => Ok(Request::from_parts(parts, ClientBody::Whole(None))),
-        Ok(false) => Err((
-            http::StatusCode::BAD_REQUEST,
-            "the request says content-length: 0 but sends content",
-        )),
-        Err(_) => Err((
-            http::StatusCode::REQUEST_TIMEOUT,
-            "the request says content-length: 0 but its stream did not end",
-        )),
+        Ok(false) => Err((parts, false)),
+        Err(_) => Err((parts, true)),
     }
 }
 
