@@ -4,11 +4,10 @@
 //! [`Proxy::handle`] reads in that order: `decide` (steps 1 to 3, no wait; the snapshot
 //! guard lives in it and nowhere else), then `forward`, whose synchronous half is `prepare`.
 //! A request's labels, start and id travel together in one `RequestCtx`. Where a request is
-//! sent, and whether and where a failed try is retried, are the pure functions of [`send_to`].
-//! Beside them: [`refusal`] (every answer the
-//! router gives itself, turned into a status and a short plain body in one place),
-//! [`headers`] (the header policy), [`tunnels`] (upgraded connections) and [`peer`] (the
-//! client end of a connection).
+//! sent, and whether and where a failed try is retried, are the pure functions of `send_to.rs`.
+//! Beside them: [`refusal`] (every answer the router gives itself, turned into a status and
+//! a short plain body in one place), [`headers`] (the header policy), [`tunnels`] (upgraded
+//! connections) and [`peer`] (the client end of a connection).
 
 pub mod headers;
 mod held;

@@ -82,7 +82,7 @@ impl Failure {
 impl Proxy {
     /// The answer to an HTTP/2 request refused before it is handled, for saying
     /// `content-length: 0` and then sending content or not ending (`timed_out`): made by
-    /// [`Proxy::refuse`] like every other, with its request id, metrics and log line.
+    /// `Proxy::refuse` like every other, with its request id, metrics and log line.
     pub fn refuse_zero_length(&self, parts: &Parts, timed_out: bool) -> Response<ResponseBody> {
         let ctx = self.context(parts);
         self.refuse(Refusal::ZeroLengthBroken { timed_out }, ctx)
