@@ -1358,17 +1358,15 @@ mod tests {
 
     #[test]
     fn response_heads_carry_date_length_and_close_as_needed() {
-        let mut out = Vec::new();
+        let head = |status: u16, headers: &HeaderMap, delimit: Delimit, close: bool| {
+            let mut out = Vec::new();
+            let status = StatusCode::from_u16(status).unwrap();
+            encode_head(&mut out, status, headers, delimit, close);
+            String::from_utf8(out).unwrap()
+        };
         let mut headers = HeaderMap::new();
         headers.insert("x-upstream", HeaderValue::from_static("legacy"));
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            Delimit::Length(12),
-            false,
-        );
-        let text = String::from_utf8(out.clone()).unwrap();
+        let text = head(200, &headers, Delimit::Length(12), false);
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\nx-upstream: legacy\r\ndate: "),
             "{text}"
@@ -1379,28 +1377,14 @@ mod tests {
         );
 
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            Delimit::Length(12),
-            true,
-        );
-        let text = String::from_utf8(out.clone()).unwrap();
+        let text = head(200, &headers, Delimit::Length(12), true);
         assert_eq!(text.matches("content-length").count(), 1, "{text}");
         assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
 
         // The upstream's own Date goes out, and no second one.
         let upstream_date = "Tue, 01 Dec 2026 10:00:00 GMT";
         headers.insert(header::DATE, HeaderValue::from_static(upstream_date));
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            Delimit::Length(12),
-            false,
-        );
-        let text = String::from_utf8(out.clone()).unwrap();
+        let text = head(200, &headers, Delimit::Length(12), false);
         assert_eq!(text.matches("date: ").count(), 1, "{text}");
         assert!(
             text.contains(&format!("date: {upstream_date}\r\n")),
@@ -1408,14 +1392,7 @@ mod tests {
         );
         assert_eq!(text.matches("content-length").count(), 1, "{text}");
 
-        encode_head(
-            &mut out,
-            StatusCode::from_u16(299).unwrap(),
-            &HeaderMap::new(),
-            Delimit::Chunked,
-            false,
-        );
-        let text = String::from_utf8(out).unwrap();
+        let text = head(299, &HeaderMap::new(), Delimit::Chunked, false);
         assert!(text.starts_with("HTTP/1.1 299 \r\n"), "{text}");
         assert!(
             text.ends_with("transfer-encoding: chunked\r\n\r\n"),
