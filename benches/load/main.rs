@@ -84,6 +84,10 @@ struct Options {
     crowd: bool,
     /// Only the memory soak, for this many seconds (`soak.rs`).
     soak: Option<u64>,
+    /// The soak's tenant shadowed at 100%.
+    soak_shadow: bool,
+    /// The soak's requests all in the access log.
+    soak_log: bool,
     /// Only run the upstream and print its address (for benches/tls.sh).
     upstream_only: bool,
 }
@@ -92,7 +96,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
                  [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
-                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--soak SECS] [--upstream-only]
+                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--soak SECS [--soak-shadow] [--soak-log]] [--upstream-only]
 targets: {}",
         TARGETS.join(", ")
     );
@@ -114,6 +118,8 @@ fn options() -> Options {
         rss: true,
         crowd: true,
         soak: None,
+        soak_shadow: false,
+        soak_log: false,
         upstream_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -141,6 +147,8 @@ fn options() -> Options {
             "--no-rss" => o.rss = false,
             "--no-crowd" => o.crowd = false,
             "--soak" => o.soak = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--soak-shadow" => o.soak_shadow = true,
+            "--soak-log" => o.soak_log = true,
             "--upstream-only" => o.upstream_only = true,
             _ => usage(),
         }

@@ -3,6 +3,9 @@
 //! so every router rebuilds its snapshot), then as long again idle. Its RSS is sampled every
 //! second: before the load, under it, and as it settles. Run it with
 //! `_RJEM_MALLOC_CONF=dirty_decay_ms:N` to see how much of the figure is the allocator's decay.
+//! With `--soak-shadow`, every request is also copied to a second target and compared (the
+//! loaded tenant shadowed at 100%); with `--soak-log`, every request is logged (the access log
+//! at 100%): the buffers those keep are in the figure too.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,10 +21,18 @@ const TENANTS: usize = 10_000;
 const CLIENTS: usize = 16;
 const BATCH: usize = 100;
 
-/// The flags file: every tenant on `app`, the batch's tenants at version `round + 1`.
-fn flags(round: usize) -> String {
+/// The flags file: every tenant on `app`, the batch's tenants at version `round + 1`; the
+/// loaded tenant (`acme`) shadowed to `copy` when `shadow`.
+fn flags(round: usize, shadow: bool) -> String {
     let mut out = format!("{{\"version\":{},\"items\":[", round + 1);
-    out.push_str("\n{\"tenant\":\"acme\",\"target\":\"app\",\"version\":1}");
+    let copy = if shadow {
+        ",\"shadow\":{\"target\":\"copy\",\"percent\":100}"
+    } else {
+        ""
+    };
+    out.push_str(&format!(
+        "\n{{\"tenant\":\"acme\",\"target\":\"app\",\"version\":1{copy}}}"
+    ));
     let batch = (round * BATCH) % TENANTS..(round * BATCH) % TENANTS + BATCH;
     for i in 0..TENANTS {
         let (version, reason) = match batch.contains(&i) && round > 0 {
@@ -45,8 +56,16 @@ pub(crate) fn soak_test(
     let dir = scratch.join("soak");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join("flags.json");
-    std::fs::write(&path, flags(0)).map_err(|e| e.to_string())?;
-    let proxy = Proxy::switchyard_with(o, &dir, upstream, "")?;
+    let shadow = o.soak_shadow;
+    std::fs::write(&path, flags(0, shadow)).map_err(|e| e.to_string())?;
+    let mut extra = String::new();
+    if shadow {
+        extra += &format!("[targets.copy]\nendpoints = [\"http://{upstream}\"]\n");
+    }
+    if o.soak_log {
+        extra += "[access_log]\npath = \"access.log\"\nsample_percent = 100\n";
+    }
+    let proxy = Proxy::switchyard_with(o, &dir, upstream, &extra)?;
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let sample = |proxy: &Proxy, secs: u64| -> Vec<f64> {
         (0..secs)
@@ -66,7 +85,7 @@ pub(crate) fn soak_test(
             let start = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 round += 1;
-                replace_file(&path, &flags(round));
+                replace_file(&path, &flags(round, shadow));
                 std::thread::sleep(
                     (start + Duration::from_secs(round as u64))
                         .saturating_duration_since(Instant::now()),
@@ -97,7 +116,13 @@ pub(crate) fn soak_test(
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     let conf = std::env::var("_RJEM_MALLOC_CONF").unwrap_or_else(|_| "built-in".into());
     println!(
-        "soak ({TENANTS} tenants, {CLIENTS} clients, {BATCH}-tenant batch a second, {seconds} s, allocator {conf}): RSS MiB before {:.1}; under load median {:.1}, max {:.1}; idle after 10 s {:.1}, after 30 s {:.1}; {} requests, {} failed, {rounds} batches",
+        "soak ({TENANTS} tenants, {CLIENTS} clients, {BATCH}-tenant batch a second, {seconds} s, allocator {conf}{}): RSS MiB before {:.1}; under load median {:.1}, max {:.1}; idle after 10 s {:.1}, after 30 s {:.1}; {} requests, {} failed, {rounds} batches",
+        match (shadow, o.soak_log) {
+            (true, true) => ", shadowed and logged",
+            (true, false) => ", shadowed",
+            (false, true) => ", logged",
+            (false, false) => "",
+        },
         median(&before),
         median(&under),
         max(&under),
@@ -115,6 +140,8 @@ pub(crate) fn soak_test(
     }
     Ok(json!({
         "allocator_conf": conf,
+        "shadowed": shadow,
+        "logged": o.soak_log,
         "rss_mib_before": before,
         "rss_mib_under_load": under,
         "rss_mib_after": after,
