@@ -88,6 +88,8 @@ struct Options {
     soak_shadow: bool,
     /// The soak's requests all in the access log.
     soak_log: bool,
+    /// Switchyard's worker threads (`server.workers`); one unless asked.
+    workers: usize,
     /// Only run the upstream and print its address (for benches/tls.sh).
     upstream_only: bool,
 }
@@ -96,7 +98,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadbench [--quick] [--duration SECS] [--connections N] [--rate PER_SEC]
                  [--switchyard PATH] [--proxy-cpu CPU] [--json PATH]
-                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--soak SECS [--soak-shadow] [--soak-log]] [--upstream-only]
+                 [--only TARGET,..] [--no-swap] [--no-rss] [--no-crowd] [--soak SECS [--soak-shadow] [--soak-log]] [--workers N] [--upstream-only]
 targets: {}",
         TARGETS.join(", ")
     );
@@ -120,6 +122,7 @@ fn options() -> Options {
         soak: None,
         soak_shadow: false,
         soak_log: false,
+        workers: 1,
         upstream_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -149,6 +152,7 @@ fn options() -> Options {
             "--soak" => o.soak = Some(value().parse().unwrap_or_else(|_| usage())),
             "--soak-shadow" => o.soak_shadow = true,
             "--soak-log" => o.soak_log = true,
+            "--workers" => o.workers = value().parse().unwrap_or_else(|_| usage()),
             "--upstream-only" => o.upstream_only = true,
             _ => usage(),
         }
@@ -535,14 +539,14 @@ impl Proxy {
         upstream: SocketAddr,
         extra: &str,
     ) -> Result<Proxy, String> {
-        let (addr, admin) = (free_addr(), free_addr());
+        let (addr, admin, workers) = (free_addr(), free_addr(), o.workers);
         std::fs::write(
             dir.join("router.toml"),
             format!(
                 r#"[server]
 listen = "{addr}"
 admin_listen = "{admin}"
-workers = 1
+workers = {workers}
 [flags]
 source = "file:flags.json"
 default_target = "app"
