@@ -193,32 +193,16 @@ mod tests {
                 "{failure:?} {method} replayable={replayable} alternative={alternative:?}"
             );
         }
-        // The split tenant's other target is down: another endpoint of this one.
+        // Other health views, for a split tenant's connect failure: its other target down
+        // sends the retry to another endpoint of this one; nothing up, nowhere.
         let new_down =
             |t: TargetId, except: Option<usize>| if t.0 == 1 { None } else { choose(t, except) };
-        assert_eq!(
-            retry_plan(
-                Failure::Connect,
-                &get,
-                true,
-                (legacy, 0),
-                Some(new),
-                new_down
-            ),
-            Some((Connect, legacy, 1))
-        );
-        // Nowhere to go.
-        assert_eq!(
-            retry_plan(
-                Failure::Connect,
-                &get,
-                true,
-                (legacy, 0),
-                Some(new),
-                nothing_up
-            ),
-            None
-        );
+        type View<'a> = &'a dyn Fn(TargetId, Option<usize>) -> Option<usize>;
+        let views: [(View, _); 2] = [(&new_down, Some((Connect, legacy, 1))), (&nothing_up, None)];
+        for (view, want) in views {
+            let got = retry_plan(Failure::Connect, &get, true, (legacy, 0), Some(new), view);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
